@@ -1,0 +1,52 @@
+/**
+ * Offline 4-bit quantization of an fp32 ONNX decoder: the same `quantize()` pass the browser can run,
+ * as a Node command that writes the q4 file next to the fp32 one (e.g. onnx/model_q4.onnx).
+ *   npm run quantize -- <in.onnx> <out.onnx> [--include-lm-head] [--zero-points] [--block-size 32]
+ * (= npx tsx scripts/quantize-model.ts ...; Node 20 has no --experimental-strip-types.)
+ * It prints the per-node report and the sizes; it does not validate the output numerically
+ * (tests/unit/model/quantize.test.ts does) and does not handle external-data models (weights skipped).
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { decodeModel, encodeModel } from '../src/model/onnx-io.ts';
+import { quantize } from '../src/model/quantize.ts';
+
+const args = process.argv.slice(2);
+const positional = args.filter((a, i) => !a.startsWith('--') && args[i - 1] !== '--block-size');
+const [input, output] = positional;
+if (!input || !output) {
+  console.error(
+    'usage: tsx scripts/quantize-model.ts <in.onnx> <out.onnx> [--include-lm-head] [--zero-points] [--block-size N]',
+  );
+  process.exit(2);
+}
+const bs = args.indexOf('--block-size');
+const blockSize = bs >= 0 ? Number(args[bs + 1]) : 32;
+
+const t0 = performance.now();
+const bytes = new Uint8Array(readFileSync(input));
+const { model, report } = quantize(decodeModel(bytes), {
+  blockSize,
+  includeLmHead: args.includes('--include-lm-head'),
+  zeroPoints: args.includes('--zero-points'),
+});
+const out = encodeModel(model);
+writeFileSync(output, out);
+
+const mb = (n: number) => `${(n / 1e6).toFixed(2)} MB`;
+for (const e of report.quantized) {
+  console.log(
+    `  q4  ${e.node.padEnd(48)} K=${String(e.K).padStart(5)} N=${String(e.N).padStart(5)}  ` +
+      `max|err| ${e.maxAbsError.toExponential(2)}${e.padded ? '  (K padded)' : ''}`,
+  );
+}
+for (const s of report.skipped) console.log(`  skip ${s.node}: ${s.reason}`);
+const worst = Math.max(0, ...report.quantized.map((e) => e.maxAbsError));
+console.log(
+  `quantized ${report.quantized.length} MatMul(s), skipped ${report.skipped.length}; block ${blockSize}; ` +
+    `worst max|err| ${worst.toExponential(2)}`,
+);
+console.log(`weights ${mb(report.bytesBefore)} -> ${mb(report.bytesAfter)}`);
+console.log(
+  `${input} ${mb(bytes.byteLength)} -> ${output} ${mb(out.byteLength)} ` +
+    `(${((100 * out.byteLength) / bytes.byteLength).toFixed(1)}%) in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+);

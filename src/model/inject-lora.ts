@@ -1,0 +1,180 @@
+/**
+ * Graph pass: turns each target projection Y = X·W into Y = X·W + (X·A)·B with A [in, lora_rank] and
+ * B [lora_rank, out] as float32 graph inputs, so adapters are swapped by feeding tensors, never by
+ * rebuilding the session. Rank 0 (empty A/B) reproduces the base model exactly. The graph has no
+ * scale: whoever feeds B folds alpha/r into it. The base projection's output is renamed `<Y>_base` and
+ * the Add takes over the name Y, so consumers and value_info need no rewiring. Returns a new ModelProto
+ * sharing all tensors with the input (no weight copies); the input model is not modified. LoRA on the
+ * embedding or lm_head, dropout and merged (If) graphs are out of scope. Idea: Hu et al. 2021, arXiv:2106.09685.
+ */
+import { AmbiguousTargetError, ModelFormatError, NoTargetsError, UnknownTargetError } from '../errors.ts';
+import {
+  cloneGraph,
+  DataType,
+  type GraphProto,
+  graphOf,
+  inputsOf,
+  type ModelProto,
+  type NodeProto,
+  nodesOf,
+  onnx,
+  tensorValueInfo,
+  withGraph,
+} from './onnx-io.ts';
+import { constantWeightMatmuls, findProjections, MODULE_ORDER, type Projection } from './targets.ts';
+
+export const LORA_MODULES = MODULE_ORDER;
+export type LoraModule = (typeof LORA_MODULES)[number];
+export const LORA_RANK_DIM = 'lora_rank';
+
+/** Graph input name of a LoRA factor, e.g. `lora.0.q_proj.A`. */
+export function loraInputName(layer: number, module: LoraModule, which: 'A' | 'B'): string {
+  return `lora.${layer}.${module}.${which}`;
+}
+
+export interface LoraTarget {
+  layer: number;
+  module: LoraModule;
+  in: number;
+  out: number;
+  node: string;
+  inputA: string;
+  inputB: string;
+}
+
+export interface InjectOptions {
+  /** Module names to adapt; default all 7. */
+  targets?: readonly string[];
+  /** Decoder layers to adapt; default all found. */
+  layers?: readonly number[];
+}
+
+const LORA_INPUT_RE = /^lora\.\d+\.[a-z_]+\.[AB]$/;
+
+export function injectLora(
+  model: ModelProto,
+  opts: InjectOptions = {},
+): { model: ModelProto; targets: LoraTarget[] } {
+  const g = graphOf(model);
+  const already = inputsOf(g)
+    .map((i) => i.name)
+    .filter((n) => LORA_INPUT_RE.test(n));
+  if (already.length > 0) {
+    throw new ModelFormatError(
+      `model already has LoRA inputs (${already.slice(0, 3).join(', ')}${already.length > 3 ? ', ...' : ''}); ` +
+        'inject into the base model once and swap adapters by feeding different A/B tensors',
+      { existing: already },
+    );
+  }
+  const chosen = selectTargets(g, opts);
+
+  const names = new Set<string>();
+  for (const n of nodesOf(g)) for (const o of n.output) names.add(o);
+  const fresh = (base: string): string => {
+    let s = base;
+    for (let i = 1; names.has(s); i++) s = `${base}_${i}`;
+    names.add(s);
+    return s;
+  };
+
+  const byIndex = new Map<number, Projection>(chosen.map((p) => [p.nodeIndex, p]));
+  const nodes: NodeProto[] = [];
+  const inputs = [...inputsOf(g)];
+  nodesOf(g).forEach((node, i) => {
+    const p = byIndex.get(i);
+    if (!p) {
+      nodes.push(node);
+      return;
+    }
+    const x = node.input[0] ?? '';
+    const y = node.output[0] ?? '';
+    const a = loraInputName(p.layer, p.module, 'A');
+    const b = loraInputName(p.layer, p.module, 'B');
+    const scope = `/lora.${p.layer}.${p.module}`;
+    const yBase = fresh(`${y}_base`);
+    const xa = fresh(`${scope}/xA`); // (..., R)
+    const xab = fresh(`${scope}/xAB`); // (..., out)
+    nodes.push(onnx.NodeProto.create({ ...node, output: [yBase, ...node.output.slice(1)] }));
+    nodes.push(
+      onnx.NodeProto.create({ name: `${scope}/MatMul_A`, opType: 'MatMul', input: [x, a], output: [xa] }),
+    );
+    nodes.push(
+      onnx.NodeProto.create({ name: `${scope}/MatMul_B`, opType: 'MatMul', input: [xa, b], output: [xab] }),
+    );
+    nodes.push(
+      onnx.NodeProto.create({ name: `${scope}/Add`, opType: 'Add', input: [yBase, xab], output: [y] }),
+    );
+  });
+
+  const targets: LoraTarget[] = chosen.map((p) => ({
+    layer: p.layer,
+    module: p.module,
+    in: p.in,
+    out: p.out,
+    node: p.label,
+    inputA: loraInputName(p.layer, p.module, 'A'),
+    inputB: loraInputName(p.layer, p.module, 'B'),
+  }));
+  for (const t of targets) {
+    inputs.push(tensorValueInfo(t.inputA, DataType.FLOAT, [t.in, LORA_RANK_DIM])); // (in, R)
+    inputs.push(tensorValueInfo(t.inputB, DataType.FLOAT, [LORA_RANK_DIM, t.out])); // (R, out)
+  }
+  return { model: withGraph(model, cloneGraph(g, { node: nodes, input: inputs })), targets };
+}
+
+/** Found projections filtered by opts, validated, sorted by (layer, module order). */
+function selectTargets(g: GraphProto, opts: InjectOptions): Projection[] {
+  const all = findProjections(g);
+  if (all.length === 0) {
+    const mm = constantWeightMatmuls(g).map((c) => c.node.name || c.node.output[0] || '?');
+    throw new NoTargetsError(
+      'no LoRA-able projections found: expected MatMul/Gemm/MatMulNBits nodes named like ' +
+        "'/model/layers.N/self_attn/q_proj/MatMul' or with weights named like 'model.layers.N.self_attn.q_proj.weight' " +
+        `(modules ${LORA_MODULES.join(', ')}); found ${mm.length} MatMul/Gemm with constant weights` +
+        (mm.length ? `: ${mm.slice(0, 5).join(', ')}${mm.length > 5 ? ', ...' : ''}` : ''),
+      { constantMatmuls: mm },
+    );
+  }
+  const seen = new Map<string, Projection>();
+  for (const p of all) {
+    const key = `${p.layer}/${p.module}`;
+    const prev = seen.get(key);
+    if (prev) {
+      throw new AmbiguousTargetError(
+        `two nodes match layer ${p.layer} ${p.module}: '${prev.label}' and '${p.label}'; expected exactly one ` +
+          'projection per (layer, module)',
+        { layer: p.layer, module: p.module, nodes: [prev.label, p.label] },
+      );
+    }
+    seen.set(key, p);
+  }
+  const modulesFound = LORA_MODULES.filter((m) => all.some((p) => p.module === m));
+  const layersFound = [...new Set(all.map((p) => p.layer))].sort((a, b) => a - b);
+
+  const wantModules = opts.targets ?? modulesFound;
+  const badModules = wantModules.filter((m) => !(modulesFound as readonly string[]).includes(m));
+  if (badModules.length > 0) {
+    throw new UnknownTargetError(
+      `unknown LoRA target module(s) ${badModules.join(', ')}; this graph has ${modulesFound.join(', ')}`,
+      { unknown: badModules, available: modulesFound },
+    );
+  }
+  const wantLayers = opts.layers ?? layersFound;
+  const badLayers = wantLayers.filter((l) => !layersFound.includes(l));
+  if (badLayers.length > 0) {
+    throw new UnknownTargetError(
+      `unknown layer(s) ${badLayers.join(', ')}; this graph has layers ${layersFound.join(', ')}`,
+      { unknown: badLayers, available: layersFound },
+    );
+  }
+  const chosen = all
+    .filter((p) => wantModules.includes(p.module) && wantLayers.includes(p.layer))
+    .sort((a, b) => a.layer - b.layer || LORA_MODULES.indexOf(a.module) - LORA_MODULES.indexOf(b.module));
+  if (chosen.length === 0) {
+    throw new NoTargetsError(
+      `no projection matches modules [${wantModules.join(', ')}] in layers [${wantLayers.join(', ')}]`,
+      { modules: [...wantModules], layers: [...wantLayers] },
+    );
+  }
+  return chosen;
+}
