@@ -2,7 +2,15 @@
 // `browser` runs in Debian's Chromium through Playwright with WebGPU on SwiftShader
 // (flags verified in ../shared/docs/environment.md).
 import { playwright } from '@vitest/browser-playwright';
+import { resolve } from 'node:path';
 import { defineConfig } from 'vitest/config';
+import { ORT_APP_MOUNT, ORT_RESOLVE_CONDITIONS, serveOrtFiles } from './vite.config.ts';
+
+// transformers.js (test-only) brings its own onnxruntime-web build; serve its runtime too (no CDN).
+const ORT_TRANSFORMERS_MOUNT = {
+  url: 'ort-transformers/',
+  dir: resolve(import.meta.dirname, 'node_modules/@huggingface/transformers/node_modules/onnxruntime-web/dist'),
+};
 
 export const CHROMIUM_ARGS = [
   '--headless=new',
@@ -28,7 +36,9 @@ export default defineConfig({
       },
       {
         publicDir: 'public',
-        optimizeDeps: { exclude: ['onnxruntime-web'] },
+        plugins: [serveOrtFiles([ORT_APP_MOUNT, ORT_TRANSFORMERS_MOUNT])],
+        resolve: { conditions: ORT_RESOLVE_CONDITIONS },
+        optimizeDeps: { exclude: ['onnxruntime-web'], include: ['@huggingface/transformers'] },
         test: {
           name: 'browser',
           include: ['tests/browser/**/*.test.ts'],
