@@ -40,6 +40,35 @@ export class DeviceLostError extends WebLoraError {}
 export class AbortError extends WebLoraError {}
 /** WebGPU (or a feature/limit) required by the request is not available. */
 export class UnsupportedError extends WebLoraError {}
+/** An option value outside its documented range (negative temperature, top-p outside (0, 1], ...). */
+export class InvalidOptionError extends WebLoraError {}
+
+// Specific adapter-import failures (src/adapters/import.ts, store.ts). Each subclasses the broad class a
+// caller may already catch (SafetensorsError, AdapterFormatError, AdapterMismatchError).
+/** A safetensors file shorter than its header says (cut-off download, partial copy). */
+export class SafetensorsTruncatedError extends SafetensorsError {}
+/** A safetensors header length beyond the file or above the 100 MB cap. */
+export class SafetensorsHeaderBoundsError extends SafetensorsError {}
+/** A safetensors header that is not UTF-8 JSON of the documented shape. */
+export class SafetensorsHeaderJsonError extends SafetensorsError {}
+/** Tensor data_offsets that overlap, leave holes, disagree with dtype×shape or point outside the data. */
+export class SafetensorsOffsetError extends SafetensorsError {}
+/** adapter_config.json that is not valid JSON, or a field with a wrong type/value (missing in a single-file adapter). */
+export class AdapterConfigError extends AdapterFormatError {}
+/** A LoRA rank of 0 or above the engine limit (64), or tensors whose rank disagrees with the config. */
+export class AdapterRankError extends AdapterFormatError {}
+/** A NaN or infinite value in a LoRA tensor. */
+export class AdapterValueError extends AdapterFormatError {}
+/** A LoRA tensor whose shape does not fit the model's projection (or is not [r, in] / [out, r]). */
+export class AdapterShapeError extends AdapterMismatchError {}
+/** Adapter weights for a module or layer the loaded model does not have as a LoRA target. */
+export class AdapterModuleError extends AdapterMismatchError {}
+/** The adapter declares another base_model_name_or_path than the loaded model. */
+export class AdapterBaseModelError extends AdapterMismatchError {}
+/** An adapter name already used in the store. */
+export class AdapterNameConflictError extends WebLoraError {}
+/** No adapter of that name in the store. */
+export class AdapterNotFoundError extends WebLoraError {}
 
 const REGISTRY = {
   WebLoraError,
@@ -55,6 +84,19 @@ const REGISTRY = {
   DeviceLostError,
   AbortError,
   UnsupportedError,
+  InvalidOptionError,
+  SafetensorsTruncatedError,
+  SafetensorsHeaderBoundsError,
+  SafetensorsHeaderJsonError,
+  SafetensorsOffsetError,
+  AdapterConfigError,
+  AdapterRankError,
+  AdapterValueError,
+  AdapterShapeError,
+  AdapterModuleError,
+  AdapterBaseModelError,
+  AdapterNameConflictError,
+  AdapterNotFoundError,
 } as const;
 
 export type ErrorName = keyof typeof REGISTRY;
