@@ -79,6 +79,8 @@ def main():
     ap.add_argument("--wd", type=float, default=0.1)
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--eval-every", type=int, default=250)
+    ap.add_argument("--stop-at", type=int, default=None,
+                    help="stop after this step (evaluating there) while the LR schedule still spans --steps")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1337)
     args = ap.parse_args()
@@ -114,8 +116,9 @@ def main():
     best = float("inf")
     log = []
     t_train = time.time()
-    for step in range(args.steps + 1):
-        if step % args.eval_every == 0 or step == args.steps:
+    last = args.steps if args.stop_at is None else min(args.stop_at, args.steps)
+    for step in range(last + 1):
+        if step % args.eval_every == 0 or step == last:
             nll = val_nll(model, val_ids)
             per_char = nll / (len(val_text) - len(tok.decode(val_ids[:1])))
             el = time.time() - t_train
@@ -127,7 +130,7 @@ def main():
                            os.path.join(args.out, "best.pt"))
             with open(os.path.join(args.out, "log.json"), "w") as f:
                 json.dump({"args": vars(args), "params": nparams, "log": log}, f, indent=1)
-        if step == args.steps:
+        if step == last:
             break
         lr = args.lr * min(1.0, (step + 1) / args.warmup)
         if step >= args.warmup:

@@ -1,0 +1,267 @@
+/**
+ * LRU caches of ready-to-feed LoRA tensors with a byte budget, keyed by a string the caller builds
+ * (provider.ts: adapter name@version, or a mix key, plus the target set). `AdapterGpuCache` holds each
+ * input as a GPUBuffer on onnxruntime-web's own GPUDevice (`ort.env.webgpu.device`, passed in) and
+ * feeds `ort.Tensor.fromGpuBuffer`, so a hot hit uploads nothing; a miss uploads once (one
+ * `queue.writeBuffer` per input, counted in `stats`). `AdapterCpuCache` is the wasm-session variant
+ * with ordinary tensors. Entries in use (acquired, not yet released) are pinned: eviction skips them
+ * and destroys their buffers only after release. "No adapter" (rank 0) is empty CPU tensors in the CPU
+ * cache but rank-1 zero buffers in the GPU cache (onnxruntime-web 1.30's WebGPU EP fails on rank 0).
+ * Not here: where feeds come from (provider.ts) or their math (peft.ts, mix.ts).
+ */
+import type * as ort from 'onnxruntime-web';
+import type { CpuFeeds, OrtLike } from './types.ts';
+
+export interface CacheStats {
+  hits: number;
+  misses: number;
+  evictions: number;
+  /** GPU: adapters uploaded (one per miss with rank > 0). */
+  uploads: number;
+  /** GPU: `queue.writeBuffer` calls made by this cache, and the bytes they moved. */
+  writeBufferCalls: number;
+  uploadedBytes: number;
+}
+
+export interface Acquired {
+  feeds: Record<string, ort.Tensor>;
+  /** Unpins the entry; idempotent. */
+  release(): void;
+  hit: boolean;
+}
+
+interface Entry {
+  key: string;
+  feeds: Record<string, ort.Tensor>;
+  bytes: number;
+  pins: number;
+  destroy(): void;
+}
+
+/** Shared LRU logic; subclasses turn CPU feeds into tensors (`materialize`). */
+abstract class LruFeedCache {
+  readonly budgetBytes: number;
+  readonly stats: CacheStats = {
+    hits: 0,
+    misses: 0,
+    evictions: 0,
+    uploads: 0,
+    writeBufferCalls: 0,
+    uploadedBytes: 0,
+  };
+  /** Map order = recency (oldest first). */
+  private readonly entries = new Map<string, Entry>();
+  private readonly loading = new Map<string, Promise<Entry>>();
+  /** Evicted while pinned: destroyed on their last release. */
+  private readonly doomed = new Set<Entry>();
+  private held = 0;
+
+  constructor(budgetBytes: number) {
+    if (!(budgetBytes >= 0)) throw new RangeError(`budgetBytes must be >= 0 (got ${budgetBytes})`);
+    this.budgetBytes = budgetBytes;
+  }
+
+  protected abstract materialize(key: string, feeds: CpuFeeds): Omit<Entry, 'key' | 'pins'>;
+
+  /** Bytes held by cached entries (GPU buffers, or CPU tensor data), including pinned evicted ones. */
+  get bytesHeld(): number {
+    return this.held;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  keys(): string[] {
+    return [...this.entries.keys()];
+  }
+
+  has(key: string): boolean {
+    return this.entries.has(key);
+  }
+
+  /** Feeds for `key`, built with `load` on a miss (concurrent misses of one key load once). */
+  async acquire(key: string, load: () => CpuFeeds | Promise<CpuFeeds>): Promise<Acquired> {
+    let e = this.entries.get(key);
+    let hit = true;
+    if (e) {
+      this.entries.delete(key);
+      this.entries.set(key, e);
+      this.stats.hits++;
+    } else {
+      hit = false;
+      let p = this.loading.get(key);
+      if (!p) {
+        this.stats.misses++;
+        p = (async () => {
+          const made = this.materialize(key, await load());
+          const entry: Entry = { key, pins: 0, ...made };
+          this.entries.set(key, entry);
+          this.held += entry.bytes;
+          return entry;
+        })();
+        this.loading.set(key, p);
+        p.then(
+          () => this.loading.delete(key),
+          () => this.loading.delete(key),
+        );
+      }
+      e = await p;
+    }
+    e.pins++;
+    this.trim(e);
+    const entry = e;
+    let released = false;
+    return {
+      feeds: entry.feeds,
+      hit,
+      release: () => {
+        if (released) return;
+        released = true;
+        entry.pins--;
+        if (entry.pins === 0 && this.doomed.has(entry)) this.destroy(entry);
+        this.trim();
+      },
+    };
+  }
+
+  /** Evict least-recently-used unpinned entries (never `keep`) until within budget. */
+  private trim(keep?: Entry): void {
+    for (const e of this.entries.values()) {
+      if (this.held <= this.budgetBytes) return;
+      if (e === keep || e.pins > 0) continue;
+      this.evictEntry(e);
+    }
+  }
+
+  private evictEntry(e: Entry): void {
+    this.entries.delete(e.key);
+    this.stats.evictions++;
+    if (e.pins > 0) this.doomed.add(e);
+    else this.destroy(e);
+  }
+
+  private destroy(e: Entry): void {
+    this.doomed.delete(e);
+    this.held -= e.bytes;
+    e.destroy();
+  }
+
+  /** Drops one entry (e.g. an adapter was deleted); its buffers go once it is released. */
+  evict(key: string): boolean {
+    const e = this.entries.get(key);
+    if (!e) return false;
+    this.evictEntry(e);
+    return true;
+  }
+
+  /** Drops entries whose key satisfies `pred`. */
+  evictWhere(pred: (key: string) => boolean): number {
+    let n = 0;
+    for (const k of [...this.entries.keys()]) if (pred(k) && this.evict(k)) n++;
+    return n;
+  }
+
+  clear(): void {
+    for (const e of [...this.entries.values()]) this.evictEntry(e);
+  }
+}
+
+function cpuTensors(Tensor: OrtLike['Tensor'], feeds: CpuFeeds): Record<string, ort.Tensor> {
+  const out: Record<string, ort.Tensor> = {};
+  for (const [name, f] of feeds.feeds) out[name] = new Tensor('float32', f.data, f.dims);
+  return out;
+}
+
+/** For wasm (CPU) sessions: ordinary tensors, LRU by bytes of Float32 data. */
+export class AdapterCpuCache extends LruFeedCache {
+  private readonly ort: OrtLike;
+  constructor(opts: { budgetBytes: number; ort: OrtLike }) {
+    super(opts.budgetBytes);
+    this.ort = opts.ort;
+  }
+  protected materialize(_key: string, feeds: CpuFeeds) {
+    let bytes = 0;
+    for (const f of feeds.feeds.values()) bytes += f.data.byteLength;
+    return { feeds: cpuTensors(this.ort.Tensor, feeds), bytes, destroy: () => {} };
+  }
+}
+
+const GPU_ALIGN = 16;
+
+/** For WebGPU sessions: one GPUBuffer per non-empty input, on ORT's device. */
+export class AdapterGpuCache extends LruFeedCache {
+  readonly device: GPUDevice;
+  private readonly ort: OrtLike;
+  private lost = false;
+
+  constructor(opts: { device: GPUDevice; budgetBytes: number; ort: OrtLike }) {
+    super(opts.budgetBytes);
+    this.device = opts.device;
+    this.ort = opts.ort;
+    opts.device.lost?.then(() => {
+      this.lost = true;
+    });
+  }
+
+  protected materialize(key: string, feeds: CpuFeeds) {
+    if (this.lost) throw new Error(`GPU device lost; cannot upload adapter feeds for ${key}`);
+    // Rank 0 breaks onnxruntime-web 1.30's WebGPU EP (createBindGroup gets no resource for the empty
+    // inputs), so "no adapter" is rank 1 with all-zero A and B instead: X·0·0 adds exactly +0. WebGPU
+    // zero-initializes new buffers, so these need no upload at all.
+    const zero = feeds.rank === 0;
+    const buffers: GPUBuffer[] = [];
+    const out: Record<string, ort.Tensor> = {};
+    let bytes = 0;
+    try {
+      for (const [name, f] of feeds.feeds) {
+        const dims: [number, number] = zero ? [f.dims[0] || 1, f.dims[1] || 1] : f.dims;
+        const n = dims[0] * dims[1];
+        // ORT's WebGPU EP rounds bindings up to 16 bytes; give it that much buffer.
+        const size = Math.max(GPU_ALIGN, Math.ceil((4 * n) / GPU_ALIGN) * GPU_ALIGN);
+        const buf = this.device.createBuffer({
+          label: `lora ${key} ${name}`,
+          size,
+          usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+        });
+        buffers.push(buf);
+        if (!zero) {
+          this.device.queue.writeBuffer(buf, 0, f.data.buffer, f.data.byteOffset, f.data.byteLength);
+          this.stats.writeBufferCalls++;
+          this.stats.uploadedBytes += f.data.byteLength;
+        }
+        bytes += size;
+        out[name] = this.ort.Tensor.fromGpuBuffer(buf, {
+          dataType: 'float32',
+          dims,
+          download: () => readBuffer(this.device, buf, n),
+        }) as ort.Tensor;
+      }
+    } catch (e) {
+      for (const b of buffers) b.destroy();
+      throw e;
+    }
+    if (!zero) this.stats.uploads++;
+    return {
+      feeds: out,
+      bytes,
+      destroy: () => {
+        for (const b of buffers) b.destroy();
+      },
+    };
+  }
+}
+
+/** Reads `n` float32 values back from a STORAGE|COPY_SRC buffer (tests, debugging; slow). */
+export async function readBuffer(device: GPUDevice, src: GPUBuffer, n: number): Promise<Float32Array> {
+  const size = Math.ceil((n * 4) / GPU_ALIGN) * GPU_ALIGN;
+  const staging = device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  const enc = device.createCommandEncoder();
+  enc.copyBufferToBuffer(src, 0, staging, 0, size);
+  device.queue.submit([enc.finish()]);
+  await staging.mapAsync(GPUMapMode.READ);
+  const out = new Float32Array(staging.getMappedRange(0, size).slice(0, n * 4));
+  staging.unmap();
+  staging.destroy();
+  return out;
+}

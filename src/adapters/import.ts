@@ -1,0 +1,594 @@
+/**
+ * Import of Hugging Face PEFT LoRA adapters, unchanged, and validation against the loaded model BEFORE
+ * anything is stored. Inputs: `adapter_config.json` + `adapter_model.safetensors` bytes (from files, URLs
+ * or drag-drop), or one `.safetensors` whose `__metadata__` holds the config JSON under `adapter_config`.
+ * Every malformed input fails with its own typed error (src/errors.ts) carrying structured data:
+ * safetensors framing (truncated, header bounds, header JSON, offsets), config (AdapterConfigError),
+ * rank 0 / > 64 (AdapterRankError), NaN/Inf (AdapterValueError), shapes (AdapterShapeError), unknown
+ * modules (AdapterModuleError), other base model (AdapterBaseModelError). The PEFT math itself
+ * (scale, rank_pattern, alpha_pattern, padding) is peft.ts; this file adds checks, never other math.
+ * Also here: writing adapters created in-app as PEFT files. Not here: storage (store.ts), GPU (gpu-cache.ts).
+ */
+import {
+  AdapterBaseModelError,
+  AdapterConfigError,
+  AdapterFormatError,
+  AdapterModuleError,
+  AdapterRankError,
+  AdapterShapeError,
+  AdapterValueError,
+  FetchError,
+  SafetensorsError,
+  SafetensorsHeaderBoundsError,
+  SafetensorsHeaderJsonError,
+  SafetensorsOffsetError,
+  SafetensorsTruncatedError,
+} from '../errors.ts';
+import type { LoraTarget } from '../model/inject-lora.ts';
+import {
+  MAX_LORA_RANK,
+  type PeftFeeds,
+  type PeftLoraConfig,
+  parsePeftConfig,
+  patternValue,
+  peftToFeeds,
+} from './peft.ts';
+import {
+  type Dtype,
+  parseSafetensors,
+  readFloat32,
+  type Safetensors,
+  type TensorView,
+  writeSafetensors,
+} from './safetensors.ts';
+
+export const CONFIG_FILE = 'adapter_config.json';
+export const WEIGHTS_FILE = 'adapter_model.safetensors';
+/** `__metadata__` keys a single-file adapter may carry its config under (first found wins). */
+export const CONFIG_METADATA_KEYS = ['adapter_config', 'adapter_config.json', 'peft_config'] as const;
+const FLOAT_DTYPES: readonly Dtype[] = ['F32', 'F16', 'BF16', 'F64'];
+
+/** The two PEFT files, exactly as `peft` writes them (and as export returns them). */
+export interface PeftFiles {
+  'adapter_config.json': Uint8Array;
+  'adapter_model.safetensors': Uint8Array;
+}
+
+/** What the adapter is checked against. */
+export interface AdapterModelInfo {
+  /** The loaded model's id: a Hub id ("org/name"), a folder name or URL ("…/weblora-shakespeare/"). */
+  id: string;
+  /** Other names adapters may declare for this model (e.g. the checkpoint folder it was exported from). */
+  aliases?: readonly string[];
+  /** The LoRA targets of the injected graph (src/model/inject-lora.ts). */
+  targets: readonly LoraTarget[];
+}
+
+export interface ImportInput {
+  /** adapter_config.json bytes or text; omit for a single-file adapter (config in `__metadata__`). */
+  config?: Uint8Array | string;
+  /** adapter_model.safetensors (or the single-file adapter) bytes. */
+  weights: Uint8Array;
+}
+
+export interface ImportOptions {
+  /** Accept an adapter whose base_model_name_or_path does not match the model (user override). */
+  allowBaseModelMismatch?: boolean;
+}
+
+export interface AdapterSummary {
+  baseModel: string | null;
+  /** True when the declared base model matched (false: none declared, or overridden). */
+  baseModelMatched: boolean;
+  r: number;
+  loraAlpha: number;
+  useRslora: boolean;
+  /** Largest module rank = the R of this adapter's feeds. */
+  rank: number;
+  /** Covered modules, e.g. ["down_proj", "q_proj"], and layers. */
+  modules: string[];
+  layers: number[];
+  /** Number of adapted (layer, module) pairs. */
+  moduleCount: number;
+  dtypes: Dtype[];
+  /** Bytes of both files. */
+  bytes: number;
+}
+
+export interface ImportedAdapter {
+  config: PeftLoraConfig;
+  files: PeftFiles;
+  layout: 'two-file' | 'single-file';
+  summary: AdapterSummary;
+  /** Feeds for the model's targets (validation computes them anyway; callers may reuse them). */
+  feeds: PeftFeeds;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Base-model matching
+
+/**
+ * Matching rule for `base_model_name_or_path`: both sides reduced to their last path segment (split on
+ * "/" and "\\", trailing separators dropped, so Hub ids, local folders and URLs compare by model name),
+ * compared case-insensitively; the adapter matches when that equals the key of the model id or of any
+ * alias. An adapter that declares nothing (null / "") is accepted with `baseModelMatched: false`.
+ */
+export function baseModelKey(nameOrPath: string): string {
+  const parts = nameOrPath
+    .trim()
+    .split(/[\\/]+/)
+    .filter((p) => p.length > 0);
+  return (parts[parts.length - 1] ?? '').toLowerCase();
+}
+
+export function checkBaseModel(
+  declared: string | null,
+  model: Pick<AdapterModelInfo, 'id' | 'aliases'>,
+  opts: ImportOptions = {},
+): boolean {
+  if (declared === null || declared.trim() === '') return false;
+  const key = baseModelKey(declared);
+  const accepted = [model.id, ...(model.aliases ?? [])].map(baseModelKey);
+  if (accepted.includes(key)) return true;
+  if (opts.allowBaseModelMismatch) return false;
+  throw new AdapterBaseModelError(
+    `the adapter was trained for base model "${declared}" but the loaded model is "${model.id}" ` +
+      `(compared by last path segment: "${key}" vs ${accepted.map((a) => `"${a}"`).join(', ')}); ` +
+      'load the matching model, or import with allowBaseModelMismatch if you know they are the same weights',
+    { declared, model: model.id, aliases: model.aliases ?? [], rule: 'last-path-segment, case-insensitive' },
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// safetensors with specific errors
+
+/** parseSafetensors, with its `data.reason` mapped to a specific SafetensorsError subclass. */
+export function parseAdapterSafetensors(bytes: Uint8Array): Safetensors {
+  try {
+    return parseSafetensors(bytes);
+  } catch (e) {
+    if (!(e instanceof SafetensorsError)) throw e;
+    throw classifySafetensorsError(e, bytes);
+  }
+}
+
+function classifySafetensorsError(e: SafetensorsError, bytes: Uint8Array): SafetensorsError {
+  const reason = String(e.data.reason ?? '');
+  const data = { ...e.data, fileBytes: bytes.length };
+  switch (reason) {
+    case 'truncated':
+      return new SafetensorsTruncatedError(e.message, data);
+    case 'header-too-large':
+    case 'header-beyond-file':
+      return new SafetensorsHeaderBoundsError(e.message, data);
+    case 'header-not-utf8':
+    case 'header-not-json':
+    case 'header-not-object':
+    case 'bad-metadata':
+    case 'bad-entry':
+    case 'bad-dtype':
+    case 'bad-shape':
+      return new SafetensorsHeaderJsonError(e.message, data);
+    case 'offset-out-of-range': {
+      const missing = truncatedBy(bytes);
+      if (missing > 0) {
+        return new SafetensorsTruncatedError(
+          `safetensors: file is truncated: its header describes ${missing} more data bytes than the file has ` +
+            '(incomplete download or copy?)',
+          { ...data, reason: 'truncated', missingBytes: missing },
+        );
+      }
+      return new SafetensorsOffsetError(e.message, data);
+    }
+    case 'overlap':
+    case 'hole':
+    case 'bad-offsets':
+    case 'size-mismatch':
+      return new SafetensorsOffsetError(e.message, data);
+    default:
+      return e;
+  }
+}
+
+/**
+ * > 0 when the header's tensors tile [0, end) without gaps or overlaps but `end` lies past the file's
+ * data section: the file was cut short. 0 otherwise (then an offset is simply wrong).
+ */
+function truncatedBy(bytes: Uint8Array): number {
+  try {
+    const n = Number(new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getBigUint64(0, true));
+    const h = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n))) as Record<
+      string,
+      { data_offsets?: [number, number] }
+    >;
+    const spans = Object.entries(h)
+      .filter(([k]) => k !== '__metadata__')
+      .map(([, v]): [number, number] => v.data_offsets ?? [0, 0])
+      .sort((a, b) => a[0] - b[0]);
+    let pos = 0;
+    for (const [b, e] of spans) {
+      if (b !== pos) return 0;
+      pos = e;
+    }
+    return Math.max(0, pos - (bytes.length - 8 - n));
+  } catch {
+    return 0;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// config
+
+const utf8 = (b: Uint8Array): string => new TextDecoder('utf-8').decode(b);
+
+/**
+ * parsePeftConfig with AdapterConfigError (AdapterRankError for r / rank_pattern values). A parsed object
+ * is first round-tripped through JSON text, so exactly what an adapter_config.json can hold is accepted.
+ */
+export function parseAdapterConfig(json: string | unknown): PeftLoraConfig {
+  let text: string | undefined;
+  if (typeof json === 'string') text = json;
+  else {
+    try {
+      text = JSON.stringify(json);
+    } catch (e) {
+      throw new AdapterConfigError(
+        `${CONFIG_FILE}: value is not JSON-serializable (${(e as Error).message})`,
+        {
+          file: CONFIG_FILE,
+          reason: 'not-json',
+        },
+      );
+    }
+    if (text === undefined) {
+      throw new AdapterConfigError(`${CONFIG_FILE}: value is not JSON`, {
+        file: CONFIG_FILE,
+        reason: 'not-json',
+      });
+    }
+  }
+  let cfg: PeftLoraConfig;
+  try {
+    cfg = parsePeftConfig(text);
+  } catch (e) {
+    if (!(e instanceof AdapterFormatError)) throw e;
+    const field = e.data.field;
+    if (field === 'r' || field === 'rank_pattern') {
+      throw new AdapterRankError(`${e.message} (LoRA ranks must be 1..${MAX_LORA_RANK})`, {
+        ...e.data,
+        max: MAX_LORA_RANK,
+      });
+    }
+    throw new AdapterConfigError(e.message, { ...e.data, file: CONFIG_FILE });
+  }
+  const ranks = [cfg.r, ...Object.values(cfg.rankPattern)];
+  const over = ranks.find((r) => r > MAX_LORA_RANK);
+  if (over !== undefined) {
+    throw new AdapterRankError(
+      `${CONFIG_FILE}: rank ${over} is above the engine limit of ${MAX_LORA_RANK}; retrain with r <= ${MAX_LORA_RANK}`,
+      { field: 'r', rank: over, max: MAX_LORA_RANK },
+    );
+  }
+  return cfg;
+}
+
+// ---------------------------------------------------------------------------------------------
+// tensors vs model
+
+const KEY_RE = /^base_model\.model\.(.+)\.lora_([AB])\.weight$/;
+const COMMON_LAYERS_PATTERN = ['layers', 'h', 'block', 'blocks', 'layer'];
+
+function locate(path: string, cfg: PeftLoraConfig): { layer: number; module: string } | null {
+  const pats = (cfg.layersPattern ?? COMMON_LAYERS_PATTERN).map((p) =>
+    p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'),
+  );
+  const m = new RegExp(`(?:^|\\.)(?:${pats.join('|')})\\.(\\d+)\\.(?:.+\\.)?([^.]+)$`).exec(path);
+  if (!m?.[1] || !m[2]) return null;
+  return { layer: Number(m[1]), module: m[2] };
+}
+
+/**
+ * Checks every tensor against the model and config with a specific error each; the remaining PEFT rules
+ * (target_modules, layers_to_transform, duplicate modules, missing A/B) are peftToFeeds'.
+ */
+function validateTensors(cfg: PeftLoraConfig, st: Safetensors, targets: readonly LoraTarget[]): void {
+  const index = new Map(targets.map((t) => [`${t.layer}.${t.module}`, t]));
+  const modules = [...new Set(targets.map((t) => t.module))];
+  const maxLayer = Math.max(-1, ...targets.map((t) => t.layer));
+  for (const [key, t] of st.tensors) {
+    const m = KEY_RE.exec(key);
+    if (!m?.[1] || !m[2]) {
+      throw new AdapterFormatError(
+        `${WEIGHTS_FILE}: unsupported tensor "${key}"; expected PEFT LoRA keys ` +
+          '"base_model.model.<module path>.lora_A.weight" / ".lora_B.weight"',
+        { tensor: key },
+      );
+    }
+    const path = m[1];
+    const which = m[2] as 'A' | 'B';
+    const loc = locate(path, cfg);
+    const target = loc ? index.get(`${loc.layer}.${loc.module}`) : undefined;
+    if (!loc || !target) {
+      throw new AdapterModuleError(
+        `adapter module ${path} is not a LoRA target of this model (modules: ${modules.join(', ')}; layers 0..${maxLayer})`,
+        { tensor: key, module: path, layer: loc?.layer ?? null, name: loc?.module ?? null, targets: modules },
+      );
+    }
+    if (!FLOAT_DTYPES.includes(t.dtype)) {
+      throw new AdapterFormatError(`${key} has dtype ${t.dtype}; LoRA weights must be F32, F16 or BF16`, {
+        tensor: key,
+        dtype: t.dtype,
+      });
+    }
+    const want = which === 'A' ? `[r, ${target.in}]` : `[${target.out}, r]`;
+    const [d0, d1] = t.shape;
+    const fits = t.shape.length === 2 && (which === 'A' ? d1 === target.in : d0 === target.out);
+    if (!fits || d0 === undefined || d1 === undefined) {
+      throw new AdapterShapeError(
+        `${key} has shape ${JSON.stringify(t.shape)} but the model's ${target.module} in layer ${target.layer} ` +
+          `maps ${target.in} → ${target.out}, so lora_${which} must be ${want}; was the adapter trained for another model?`,
+        { tensor: key, shape: t.shape, expected: which === 'A' ? [null, target.in] : [target.out, null] },
+      );
+    }
+    const rank = which === 'A' ? d0 : d1;
+    if (rank < 1 || rank > MAX_LORA_RANK) {
+      throw new AdapterRankError(`${key} has rank ${rank}; LoRA ranks must be 1..${MAX_LORA_RANK}`, {
+        tensor: key,
+        rank,
+        max: MAX_LORA_RANK,
+      });
+    }
+    const configRank = patternValue(cfg.rankPattern, path) ?? cfg.r;
+    if (rank !== configRank) {
+      throw new AdapterRankError(
+        `${key} has rank ${rank} but ${CONFIG_FILE} gives module ${path} rank ${configRank} (r or rank_pattern)`,
+        { tensor: key, rank, configRank },
+      );
+    }
+    const v = readFloat32(t);
+    for (let i = 0; i < v.length; i++) {
+      if (!Number.isFinite(v[i]!)) {
+        throw new AdapterValueError(`${key} holds a non-finite value (${v[i]}) at flat index ${i}`, {
+          tensor: key,
+          index: i,
+          value: String(v[i]),
+        });
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// import
+
+/**
+ * Validate a PEFT adapter against the model. Pure: stores nothing. Throws the specific typed errors
+ * listed in the file header; on success returns the files exactly as given (for a single-file
+ * adapter: the config text from `__metadata__` and the original .safetensors bytes).
+ */
+export function importPeftAdapter(
+  input: ImportInput,
+  model: AdapterModelInfo,
+  opts: ImportOptions = {},
+): ImportedAdapter {
+  const st = parseAdapterSafetensors(input.weights);
+  let configBytes: Uint8Array;
+  let layout: ImportedAdapter['layout'];
+  if (input.config !== undefined) {
+    configBytes = typeof input.config === 'string' ? new TextEncoder().encode(input.config) : input.config;
+    layout = 'two-file';
+  } else {
+    const key = CONFIG_METADATA_KEYS.find((k) => st.metadata[k] !== undefined);
+    if (!key) {
+      throw new AdapterConfigError(
+        `no ${CONFIG_FILE} given and the .safetensors __metadata__ has no adapter config ` +
+          `(looked for ${CONFIG_METADATA_KEYS.join(', ')}); provide adapter_config.json alongside it`,
+        { file: CONFIG_FILE, reason: 'missing', metadataKeys: Object.keys(st.metadata) },
+      );
+    }
+    configBytes = new TextEncoder().encode(st.metadata[key]!);
+    layout = 'single-file';
+  }
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(configBytes);
+  } catch {
+    throw new AdapterConfigError(`${CONFIG_FILE} is not UTF-8 text`, {
+      file: CONFIG_FILE,
+      reason: 'not-utf8',
+    });
+  }
+  const config = parseAdapterConfig(text);
+  const matched = checkBaseModel(config.baseModelNameOrPath, model, opts);
+  validateTensors(config, st, model.targets);
+  const feeds = peftToFeeds(config, st.tensors, model.targets as LoraTarget[]);
+  const dtypes = [...new Set([...st.tensors.values()].map((t) => t.dtype))].sort();
+  return {
+    config,
+    files: { [CONFIG_FILE]: configBytes, [WEIGHTS_FILE]: input.weights } as PeftFiles,
+    layout,
+    feeds,
+    summary: {
+      baseModel: config.baseModelNameOrPath,
+      baseModelMatched: matched,
+      r: config.r,
+      loraAlpha: config.loraAlpha,
+      useRslora: config.useRslora,
+      rank: feeds.rank,
+      modules: [...new Set(feeds.modules.map((m) => m.module))].sort(),
+      layers: [...new Set(feeds.modules.map((m) => m.layer))].sort((a, b) => a - b),
+      moduleCount: feeds.modules.length,
+      dtypes,
+      bytes: configBytes.byteLength + input.weights.byteLength,
+    },
+  };
+}
+
+/** Feeds of already-validated stored files (the cold path of the GPU cache): parse + peftToFeeds. */
+export function feedsFromFiles(files: PeftFiles, targets: readonly LoraTarget[]): PeftFeeds {
+  const st = parseAdapterSafetensors(files[WEIGHTS_FILE]);
+  const config = parseAdapterConfig(utf8(files[CONFIG_FILE]));
+  return peftToFeeds(config, st.tensors, targets as LoraTarget[]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// sources: files, drag-drop, URLs
+
+/** A File-like: Blob with a name (File, or `{ name, arrayBuffer }` in tests). */
+export interface NamedBlob {
+  name: string;
+  arrayBuffer(): Promise<ArrayBuffer>;
+}
+
+/**
+ * Picks the adapter from a set of files (an `<input type=file multiple>`'s FileList, or
+ * `DataTransfer.files` from a drop): `adapter_config.json` (any `*.json` if that name is absent) and one
+ * `.safetensors` file. A lone `.safetensors` is a single-file adapter.
+ */
+export async function inputFromFiles(
+  files: Iterable<NamedBlob> | ArrayLike<NamedBlob>,
+): Promise<ImportInput> {
+  const list = Array.from(files as ArrayLike<NamedBlob>);
+  const st = list.filter((f) => f.name.toLowerCase().endsWith('.safetensors'));
+  const json =
+    list.find((f) => f.name === CONFIG_FILE) ?? list.find((f) => f.name.toLowerCase().endsWith('.json'));
+  if (st.length !== 1) {
+    throw new AdapterFormatError(
+      `expected exactly one .safetensors file among [${list.map((f) => f.name).join(', ')}], found ${st.length}`,
+      { files: list.map((f) => f.name), reason: 'files' },
+    );
+  }
+  const weights = new Uint8Array(await st[0]!.arrayBuffer());
+  if (!json) return { weights };
+  return { weights, config: new Uint8Array(await json.arrayBuffer()) };
+}
+
+/** The files of a drop event (`e.dataTransfer`). */
+export function inputFromDataTransfer(dt: DataTransfer): Promise<ImportInput> {
+  return inputFromFiles(dt.files);
+}
+
+async function fetchBytes(url: string, f: typeof fetch): Promise<Uint8Array | null> {
+  let res: Response;
+  try {
+    res = await f(url);
+  } catch (e) {
+    throw new FetchError(`could not fetch ${url}: ${String(e)}`, { url });
+  }
+  if (res.status === 404) return null;
+  if (!res.ok)
+    throw new FetchError(`could not fetch ${url}: HTTP ${res.status}`, { url, status: res.status });
+  return new Uint8Array(await res.arrayBuffer());
+}
+
+/**
+ * An adapter from URLs: a `.safetensors` URL (single-file adapter, or with `adapter_config.json` next to
+ * it when that exists), or a folder URL holding both PEFT files (a Hub `resolve/main/` URL works).
+ */
+export async function inputFromUrl(url: string, f: typeof fetch = fetch): Promise<ImportInput> {
+  const isFile = /\.safetensors(?:[?#].*)?$/i.test(url);
+  const base = isFile ? url.replace(/[^/]*$/, '') : url.endsWith('/') ? url : `${url}/`;
+  const weightsUrl = isFile ? url : base + WEIGHTS_FILE;
+  const [weights, config] = await Promise.all([fetchBytes(weightsUrl, f), fetchBytes(base + CONFIG_FILE, f)]);
+  if (!weights)
+    throw new FetchError(`could not fetch ${weightsUrl}: HTTP 404`, { url: weightsUrl, status: 404 });
+  return config ? { weights, config } : { weights };
+}
+
+// ---------------------------------------------------------------------------------------------
+// adapters created in-app → PEFT files
+
+const PARENT: Record<string, string> = {
+  q_proj: 'self_attn',
+  k_proj: 'self_attn',
+  v_proj: 'self_attn',
+  o_proj: 'self_attn',
+  gate_proj: 'mlp',
+  up_proj: 'mlp',
+  down_proj: 'mlp',
+};
+
+/** PEFT module path of a target, e.g. `model.layers.3.self_attn.q_proj`. */
+export function peftModulePath(layer: number, module: string): string {
+  const parent = PARENT[module];
+  if (!parent) throw new AdapterModuleError(`unknown LoRA module ${module}`, { module });
+  return `model.layers.${layer}.${parent}.${module}`;
+}
+
+export interface InAppModuleWeights {
+  layer: number;
+  module: string;
+  /** lora_A (r, in) and lora_B (out, r), PEFT layout, row-major. */
+  A: Float32Array;
+  B: Float32Array;
+  in: number;
+  out: number;
+}
+
+export interface InAppAdapter {
+  baseModel: string;
+  r: number;
+  loraAlpha: number;
+  useRslora?: boolean;
+  modules: InAppModuleWeights[];
+}
+
+/**
+ * PEFT files for an adapter trained here: keys `base_model.model.model.layers.{i}.{self_attn|mlp}.{module}
+ * .lora_A.weight` [r, in] / `.lora_B.weight` [out, r], F32, written by safetensors.ts (canonical layout);
+ * modules whose rank differs from `r` get a full-path `rank_pattern` entry, as PEFT would write.
+ */
+export function buildPeftFiles(a: InAppAdapter): PeftFiles {
+  const tensors = new Map<string, TensorView>();
+  const rankPattern: Record<string, number> = {};
+  const targetModules = new Set<string>();
+  for (const m of a.modules) {
+    const path = peftModulePath(m.layer, m.module);
+    const r = m.A.length / m.in;
+    if (!Number.isInteger(r) || r * m.out !== m.B.length) {
+      throw new AdapterShapeError(
+        `${path}: A has ${m.A.length} values and B ${m.B.length}; need r·${m.in} and ${m.out}·r`,
+        {
+          module: path,
+        },
+      );
+    }
+    if (r !== a.r) rankPattern[path] = r;
+    targetModules.add(m.module);
+    const f32 = (x: Float32Array): Uint8Array => {
+      const c = new Float32Array(x);
+      return new Uint8Array(c.buffer);
+    };
+    tensors.set(`base_model.model.${path}.lora_A.weight`, { dtype: 'F32', shape: [r, m.in], data: f32(m.A) });
+    tensors.set(`base_model.model.${path}.lora_B.weight`, {
+      dtype: 'F32',
+      shape: [m.out, r],
+      data: f32(m.B),
+    });
+  }
+  const config = {
+    alpha_pattern: {},
+    base_model_name_or_path: a.baseModel,
+    bias: 'none',
+    fan_in_fan_out: false,
+    inference_mode: true,
+    init_lora_weights: true,
+    layers_pattern: null,
+    layers_to_transform: null,
+    lora_alpha: a.loraAlpha,
+    lora_dropout: 0.0,
+    modules_to_save: null,
+    peft_type: 'LORA',
+    r: a.r,
+    rank_pattern: rankPattern,
+    revision: null,
+    target_modules: [...targetModules].sort(),
+    task_type: 'CAUSAL_LM',
+    use_dora: false,
+    use_rslora: a.useRslora ?? false,
+  };
+  return {
+    [CONFIG_FILE]: new TextEncoder().encode(JSON.stringify(config, null, 2)),
+    [WEIGHTS_FILE]: writeSafetensors(tensors, { format: 'pt' }),
+  } as PeftFiles;
+}

@@ -1,0 +1,129 @@
+/**
+ * The AdapterFeedProvider the engine uses per prompt: a selection (none, an adapter name, or a weighted
+ * mix) → LoRA feeds for the graph's targets, through an LRU cache (GPU buffers when given ORT's
+ * GPUDevice, CPU tensors otherwise). Cache keys: `none#<targets>`, `a:<name>@<version>#<targets>`,
+ * `mix:<name>@<version>*<weight>|…#<targets>`; the version comes from the store's metadata (one small
+ * IndexedDB read per call), so a re-imported or renamed adapter never serves stale tensors. A cold
+ * adapter goes IndexedDB → CPU feeds → GPU once; mixes are concatenated on the CPU (mix.ts) and cached
+ * under their own key. Not here: storage (store.ts), validation (import.ts).
+ */
+import { AdapterNotFoundError, InvalidOptionError } from '../errors.ts';
+import type { LoraTarget } from '../model/inject-lora.ts';
+import { AdapterCpuCache, AdapterGpuCache } from './gpu-cache.ts';
+import { mixFeeds, zeroRankFeeds } from './mix.ts';
+import type { AdapterStore, StoredAdapterMeta } from './store.ts';
+import type { AdapterFeedProvider, AdapterFeeds, AdapterSelection, CpuFeeds, OrtLike } from './types.ts';
+
+export interface AdapterProviderOptions {
+  store: Pick<AdapterStore, 'getMeta' | 'loadFeeds'>;
+  /** ORT's GPUDevice (`await ort.env.webgpu.device` after the first WebGPU session); omit for wasm. */
+  device?: GPUDevice;
+  /** Cache budget in bytes (GPU buffers or CPU tensor data). */
+  budgetBytes: number;
+  ort: OrtLike;
+}
+
+export interface AdapterProvider extends AdapterFeedProvider {
+  readonly cache: AdapterGpuCache | AdapterCpuCache;
+  /** Drop cached tensors of an adapter (all versions, alone or in mixes), e.g. after delete/rename. */
+  forget(name: string): void;
+  /** Evicts everything (buffers of in-use entries go when released). */
+  dispose(): void;
+}
+
+const sigs = new WeakMap<readonly LoraTarget[], string>();
+
+/** A short stable id of a target list (names and dims), FNV-1a over its description. */
+export function targetsSignature(targets: readonly LoraTarget[]): string {
+  let s = sigs.get(targets);
+  if (s) return s;
+  let h = 0x811c9dc5;
+  const text = targets.map((t) => `${t.inputA}:${t.in}:${t.out}`).join(',');
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  s = `${targets.length}.${h.toString(36)}`;
+  sigs.set(targets, s);
+  return s;
+}
+
+const enc = (name: string): string => encodeURIComponent(name);
+
+export function createAdapterProvider(opts: AdapterProviderOptions): AdapterProvider {
+  const { store, ort, budgetBytes } = opts;
+  const cache = opts.device
+    ? new AdapterGpuCache({ device: opts.device, budgetBytes, ort })
+    : new AdapterCpuCache({ budgetBytes, ort });
+
+  async function metaOf(name: string): Promise<StoredAdapterMeta> {
+    if (typeof name !== 'string') {
+      throw new InvalidOptionError(`adapter name must be a string (got ${JSON.stringify(name)})`, { name });
+    }
+    const meta = await store.getMeta(name);
+    if (!meta) throw new AdapterNotFoundError(`no adapter named "${name}" in the store`, { name });
+    return meta;
+  }
+
+  async function load(name: string, targets: readonly LoraTarget[], version: string): Promise<CpuFeeds> {
+    const { meta, feeds } = await store.loadFeeds(name, targets);
+    if (meta.version !== version) {
+      // Re-imported between the metadata read and the load: key and tensors would disagree.
+      throw new AdapterNotFoundError(`adapter "${name}" changed while loading; retry`, { name });
+    }
+    return feeds;
+  }
+
+  async function feedsFor(selection: AdapterSelection, targets: LoraTarget[]): Promise<AdapterFeeds> {
+    const sig = targetsSignature(targets);
+    if (selection === null || (Array.isArray(selection) && selection.length === 0)) {
+      return cache.acquire(`none#${sig}`, () => zeroRankFeeds(targets));
+    }
+    if (typeof selection === 'string') {
+      const meta = await metaOf(selection);
+      return cache.acquire(`a:${enc(selection)}@${meta.version}#${sig}`, () =>
+        load(selection, targets, meta.version),
+      );
+    }
+    if (!Array.isArray(selection)) {
+      throw new InvalidOptionError('adapter selection must be null, a name, or a list of {name, weight}', {
+        selection: String(selection),
+      });
+    }
+    for (const [i, p] of selection.entries()) {
+      if (typeof p?.weight !== 'number' || !Number.isFinite(p.weight)) {
+        throw new InvalidOptionError(`mix entry ${i}: weight must be a finite number`, { index: i });
+      }
+    }
+    const metas = await Promise.all(selection.map((p) => metaOf(p.name)));
+    const key = `mix:${selection.map((p, i) => `${enc(p.name)}@${metas[i]!.version}*${p.weight}`).join('|')}#${sig}`;
+    return cache.acquire(key, async () => {
+      const parts = await Promise.all(
+        selection.map(async (p, i) => ({
+          weight: p.weight,
+          feeds: await load(p.name, targets, metas[i]!.version),
+        })),
+      );
+      return mixFeeds(parts, targets);
+    });
+  }
+
+  return {
+    cache,
+    feedsFor,
+    forget(name: string) {
+      const n = enc(name);
+      cache.evictWhere((k) => {
+        if (k.startsWith(`a:${n}@`)) return true;
+        if (!k.startsWith('mix:')) return false;
+        return k
+          .slice(4, k.lastIndexOf('#'))
+          .split('|')
+          .some((part) => part.startsWith(`${n}@`));
+      });
+    },
+    dispose() {
+      cache.clear();
+    },
+  };
+}

@@ -1,0 +1,228 @@
+/**
+ * Adapters in IndexedDB (idb-keyval, dedicated object store `weblora` / `adapters`). Each adapter is two
+ * records written in ONE transaction: `['meta', name]` (small metadata, what `list` reads) and
+ * `['files', name]` (the original PEFT file bytes, exported byte-identical). Import validates fully
+ * (import.ts) before the transaction opens, so a failed import leaves the store unchanged; rename and
+ * delete are single transactions too. `version` changes on every write, so caches key on name@version.
+ * Not here: tensors on the GPU (gpu-cache.ts) and which adapter a prompt uses (provider.ts).
+ * Note: idb-keyval creates the object store only when it creates the database, so no other code may
+ * open the database `weblora` with another object store name.
+ */
+import { createStore, promisifyRequest, type UseStore } from 'idb-keyval';
+import { AdapterNameConflictError, AdapterNotFoundError, InvalidOptionError } from '../errors.ts';
+import type { LoraTarget } from '../model/inject-lora.ts';
+import {
+  type AdapterModelInfo,
+  type AdapterSummary,
+  feedsFromFiles,
+  type ImportedAdapter,
+  type ImportInput,
+  type ImportOptions,
+  importPeftAdapter,
+  type PeftFiles,
+} from './import.ts';
+import type { PeftFeeds } from './peft.ts';
+
+export const DEFAULT_DB = 'weblora';
+export const DEFAULT_STORE = 'adapters';
+const MAX_NAME = 200;
+
+export interface StoredAdapterMeta extends AdapterSummary {
+  name: string;
+  /** Changes on every write of this adapter's bytes (not on rename: the bytes stay the same). */
+  version: string;
+  createdAt: number;
+  /** Id of the model it was validated against at import. */
+  modelId: string;
+  layout: ImportedAdapter['layout'];
+  source: 'import' | 'in-app';
+}
+
+export interface SaveOptions {
+  /** Replace an adapter of the same name (default: AdapterNameConflictError). */
+  overwrite?: boolean;
+  source?: StoredAdapterMeta['source'];
+}
+
+const metaKey = (name: string): IDBValidKey => ['meta', name];
+const filesKey = (name: string): IDBValidKey => ['files', name];
+/** All ['meta', <string>] keys: arrays sort after strings, so ['meta', []] bounds every string name. */
+const META_RANGE = (): IDBKeyRange => IDBKeyRange.bound(['meta', ''], ['meta', []]);
+
+function newVersion(): string {
+  const rnd = globalThis.crypto?.randomUUID?.() ?? Math.random().toString(36).slice(2);
+  return `${Date.now().toString(36)}-${rnd}`;
+}
+
+function checkName(name: unknown): string {
+  if (typeof name !== 'string' || name.trim() === '' || name !== name.trim() || name.length > MAX_NAME) {
+    throw new InvalidOptionError(
+      `adapter name must be a non-empty string of at most ${MAX_NAME} characters without leading/trailing spaces (got ${JSON.stringify(name)})`,
+      { name },
+    );
+  }
+  return name;
+}
+
+function req<T>(r: IDBRequest<T>): Promise<T> {
+  return promisifyRequest(r);
+}
+
+export class AdapterStore {
+  private readonly use: UseStore;
+
+  constructor(opts: { dbName?: string; storeName?: string } = {}) {
+    this.use = createStore(opts.dbName ?? DEFAULT_DB, opts.storeName ?? DEFAULT_STORE);
+  }
+
+  /** One transaction; an exception in `body` aborts it (nothing written) and is rethrown. */
+  private tx<T>(mode: IDBTransactionMode, body: (s: IDBObjectStore) => Promise<T>): Promise<T> {
+    return this.use(mode, async (s) => {
+      const done = promisifyRequest(s.transaction);
+      done.catch(() => {});
+      let out: T;
+      try {
+        out = await body(s);
+      } catch (e) {
+        try {
+          s.transaction.abort();
+        } catch {
+          // already finished
+        }
+        throw e;
+      }
+      await done;
+      return out;
+    });
+  }
+
+  /** Validate against `model` (import.ts) and store; nothing is written when validation fails. */
+  async import(
+    name: string,
+    input: ImportInput,
+    model: AdapterModelInfo,
+    opts: ImportOptions & SaveOptions = {},
+  ): Promise<StoredAdapterMeta> {
+    checkName(name);
+    const imported = importPeftAdapter(input, model, opts);
+    return this.save(name, imported, model.id, opts);
+  }
+
+  /** Store an already validated adapter (e.g. from `importPeftAdapter` or an in-app one) atomically. */
+  async save(
+    name: string,
+    imported: Pick<ImportedAdapter, 'files' | 'layout' | 'summary'>,
+    modelId: string,
+    opts: SaveOptions = {},
+  ): Promise<StoredAdapterMeta> {
+    checkName(name);
+    const meta: StoredAdapterMeta = {
+      ...imported.summary,
+      name,
+      version: newVersion(),
+      createdAt: Date.now(),
+      modelId,
+      layout: imported.layout,
+      source: opts.source ?? 'import',
+    };
+    // Copies own exactly the file bytes (a Uint8Array view into a bigger buffer would store all of it).
+    const files: PeftFiles = {
+      'adapter_config.json': imported.files['adapter_config.json'].slice(),
+      'adapter_model.safetensors': imported.files['adapter_model.safetensors'].slice(),
+    };
+    await this.tx('readwrite', async (s) => {
+      if (!opts.overwrite && (await req(s.getKey(metaKey(name)))) !== undefined) {
+        throw new AdapterNameConflictError(
+          `an adapter named "${name}" already exists; pick another name or overwrite`,
+          {
+            name,
+          },
+        );
+      }
+      s.put(meta, metaKey(name));
+      s.put(files, filesKey(name));
+    });
+    return meta;
+  }
+
+  /** Metadata of every adapter, by name; reads no tensor bytes. */
+  async list(): Promise<StoredAdapterMeta[]> {
+    const all = await this.use('readonly', (s) => req(s.getAll(META_RANGE())));
+    return (all as StoredAdapterMeta[]).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  async getMeta(name: string): Promise<StoredAdapterMeta | undefined> {
+    return this.use('readonly', (s) => req(s.get(metaKey(name)))) as Promise<StoredAdapterMeta | undefined>;
+  }
+
+  async has(name: string): Promise<boolean> {
+    return (await this.getMeta(name)) !== undefined;
+  }
+
+  /** Metadata and files, read in one transaction (so they belong together). */
+  async get(name: string): Promise<{ meta: StoredAdapterMeta; files: PeftFiles }> {
+    const [meta, files] = await this.use('readonly', (s) =>
+      Promise.all([req(s.get(metaKey(name))), req(s.get(filesKey(name)))]),
+    );
+    if (meta === undefined || files === undefined) throw notFound(name);
+    return { meta: meta as StoredAdapterMeta, files: files as PeftFiles };
+  }
+
+  /** The PEFT files exactly as imported (or as written for in-app adapters). */
+  async export(name: string): Promise<PeftFiles> {
+    return (await this.get(name)).files;
+  }
+
+  /** Graph feeds for `targets` (parse + PEFT mapping of the stored files) and the version they are of. */
+  async loadFeeds(
+    name: string,
+    targets: readonly LoraTarget[],
+  ): Promise<{ meta: StoredAdapterMeta; feeds: PeftFeeds }> {
+    const { meta, files } = await this.get(name);
+    return { meta, feeds: feedsFromFiles(files, targets) };
+  }
+
+  /** Atomic rename; AdapterNameConflictError when `to` exists, AdapterNotFoundError when `from` does not. */
+  async rename(from: string, to: string): Promise<StoredAdapterMeta> {
+    checkName(to);
+    if (from === to) {
+      const m = await this.getMeta(from);
+      if (!m) throw notFound(from);
+      return m;
+    }
+    return this.tx('readwrite', async (s) => {
+      const [meta, files, clash] = await Promise.all([
+        req(s.get(metaKey(from))),
+        req(s.get(filesKey(from))),
+        req(s.getKey(metaKey(to))),
+      ]);
+      if (meta === undefined || files === undefined) throw notFound(from);
+      if (clash !== undefined) {
+        throw new AdapterNameConflictError(`cannot rename "${from}" to "${to}": that name is taken`, {
+          from,
+          to,
+          name: to,
+        });
+      }
+      const next = { ...(meta as StoredAdapterMeta), name: to };
+      s.put(next, metaKey(to));
+      s.put(files, filesKey(to));
+      s.delete(metaKey(from));
+      s.delete(filesKey(from));
+      return next;
+    });
+  }
+
+  /** Removes metadata and bytes in one transaction; AdapterNotFoundError when absent. */
+  async delete(name: string): Promise<void> {
+    await this.tx('readwrite', async (s) => {
+      if ((await req(s.getKey(metaKey(name)))) === undefined) throw notFound(name);
+      s.delete(metaKey(name));
+      s.delete(filesKey(name));
+    });
+  }
+}
+
+function notFound(name: string): AdapterNotFoundError {
+  return new AdapterNotFoundError(`no adapter named "${name}" in the store`, { name });
+}
