@@ -1,0 +1,737 @@
+/**
+ * LocalEngine: the in-thread `Engine` (types.ts) — the worker (worker.ts) runs one of these too.
+ * loadModel fetches a package (model-files.ts, cached), injects LoRA inputs into the graph
+ * (inject-lora.ts) and builds one onnxruntime-web session on WebGPU (else wasm). generate runs its own
+ * KV-cached decode loop: on webgpu every `present.*` output stays on the GPU (`preferredOutputLocation`
+ * 'gpu-buffer') and is fed back as `past_key_values.*` next step, only the logits row comes to the CPU
+ * for sampling (sampling.ts). Requests run one at a time through a SerialQueue (one KV cache).
+ * Abort is cooperative: checked before every forward pass, so it takes effect within one decode step
+ * and is reported as finishReason 'abort', not as an error. It deliberately does no batching, prefix
+ * caching or speculative decoding, and does not own adapter storage (see AdapterFeedProvider).
+ */
+import * as ortWebgpu from 'onnxruntime-web/webgpu';
+import { detectCapabilities } from '../env.ts';
+import {
+  AbortError,
+  AdapterMismatchError,
+  DeviceLostError,
+  InvalidOptionError,
+  ModelPackageError,
+  UnsupportedError,
+  WebLoraError,
+} from '../errors.ts';
+import { injectLora, type LoraTarget } from '../model/inject-lora.ts';
+import { decodeModel, encodeModel, graphOf, outputsOf } from '../model/onnx-io.ts';
+import { type ModelDtype, modelFileName, parseGenerationConfig, parseModelConfig } from '../model/package.ts';
+import { renderChat, specialTokensOf } from './chat.ts';
+import {
+  type FetchModelFilesOptions,
+  fetchModelFiles,
+  localFilesSource,
+  type ModelFileProgress,
+  type ModelFileSpec,
+} from './model-files.ts';
+import { SerialQueue } from './queue.ts';
+import { createSampler, type StopStringMatcher, stopStringMatcher } from './sampling.ts';
+import { type KvLayout, kvLayoutFromNames, type Ort, type OrtTensor } from './session.ts';
+import { TextTokenizer } from './tokenizer.ts';
+import type {
+  AdapterFeedProvider,
+  AdapterFeeds,
+  AdapterProviderFactory,
+  AdapterSelection,
+  Backend,
+  DeviceLostInfo,
+  Engine,
+  FinishReason,
+  GenerateRequest,
+  GenerateResult,
+  LoadOptions,
+  LoadProgress,
+  LoadReport,
+  ModelSource,
+  TokenDelta,
+} from './types.ts';
+
+const BASE_URL: string = import.meta.env?.BASE_URL ?? '/';
+/** The demo model shipped with the app, on our own origin. */
+export const DEFAULT_MODEL_URL = `${BASE_URL}models/weblora-shakespeare/`;
+export const DEFAULT_MAX_NEW_TOKENS = 128;
+
+const JSON_FILES: ModelFileSpec[] = [
+  { path: 'config.json' },
+  { path: 'tokenizer.json' },
+  { path: 'tokenizer_config.json' },
+  { path: 'generation_config.json', optional: true },
+];
+
+export interface LocalEngineOptions {
+  /** The ORT module; default `onnxruntime-web/webgpu` (webgpu + wasm EPs). */
+  ort?: Ort;
+  /** Where ORT's wasm runtime files are served; default `BASE_URL + 'ort/'` on this origin. */
+  wasmPaths?: string;
+  /** ORT wasm threads (ORT itself uses 1 unless the page is cross-origin isolated). */
+  numThreads?: number;
+  /** Builds the adapter feed provider once a model is loaded; default: base model only. */
+  adapterProvider?: AdapterProviderFactory;
+  /** Passed to fetchModelFiles (Cache Storage bucket, injectable fetch, useCache). */
+  files?: Pick<FetchModelFilesOptions, 'cacheName' | 'useCache' | 'fetch'>;
+}
+
+/** Internal state exposed for tests and diagnostics; not part of the Engine contract. */
+export interface EngineDebugState {
+  /** `tensor.location` of each KV tensor the last decode step produced (e.g. 'gpu-buffer'). */
+  lastKvLocations: string[];
+  /** Requests waiting behind the running one. */
+  queued: number;
+  /** Session input names (incl. `lora.*`). */
+  inputNames: string[];
+}
+
+interface Loaded {
+  ort: Ort;
+  session: ortWebgpu.InferenceSession;
+  backend: Backend;
+  layout: KvLayout;
+  hasPositionIds: boolean;
+  loraInputs: string[];
+  targets: LoraTarget[];
+  tokenizer: TextTokenizer;
+  specialTokens: Record<string, string>;
+  eosIds: Set<number>;
+  bosId: number | null;
+  maxPositions: number;
+  provider: AdapterFeedProvider;
+  disposeBase: () => void;
+  report: LoadReport;
+}
+
+/** Rank-0 LoRA feeds: every `lora.*.A` [in, 0] and `.B` [0, out] — the graph then equals the base model. */
+export function rankZeroFeeds(ort: Ort, targets: readonly LoraTarget[]): Record<string, OrtTensor> {
+  const feeds: Record<string, OrtTensor> = {};
+  for (const t of targets) {
+    feeds[t.inputA] = new ort.Tensor('float32', new Float32Array(0), [t.in, 0]);
+    feeds[t.inputB] = new ort.Tensor('float32', new Float32Array(0), [0, t.out]);
+  }
+  return feeds;
+}
+
+/**
+ * Feeds that make the LoRA branch a no-op ("no adapter"), made once per loaded model.
+ * wasm: rank-0 empty tensors (no work at all). webgpu: onnxruntime-web 1.30's WebGPU EP cannot bind
+ * zero-size inputs (createBindGroup fails: "Required member is undefined"), so there the base model is
+ * rank 1 with all-zero A and B — x·0·0 adds exactly +0 — held in GPU buffers (WebGPU zero-fills new
+ * buffers), so nothing is uploaded per step. `dispose` frees those buffers.
+ */
+export function baseModelFeeds(
+  ort: Ort,
+  targets: readonly LoraTarget[],
+  device: GPUDevice | null,
+): { feeds: Record<string, OrtTensor>; dispose(): void } {
+  if (!device) return { feeds: rankZeroFeeds(ort, targets), dispose: () => {} };
+  const feeds: Record<string, OrtTensor> = {};
+  const zeros = (n: number, dims: number[]): OrtTensor => {
+    const buffer = device.createBuffer({
+      size: Math.max(16, Math.ceil((n * 4) / 16) * 16),
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    });
+    return ort.Tensor.fromGpuBuffer(buffer, { dataType: 'float32', dims, dispose: () => buffer.destroy() });
+  };
+  for (const t of targets) {
+    feeds[t.inputA] = zeros(t.in, [t.in, 1]); // (in, R=1)
+    feeds[t.inputB] = zeros(t.out, [1, t.out]); // (R=1, out)
+  }
+  return {
+    feeds,
+    dispose: () => {
+      for (const f of Object.values(feeds)) f.dispose();
+    },
+  };
+}
+
+/**
+ * The provider used when none is installed: `null` (no adapter) → `base` (baseModelFeeds); any named
+ * adapter or mix → UnsupportedError, since nothing can resolve names without the adapter store.
+ */
+export function defaultAdapterProvider(base: Record<string, OrtTensor>): AdapterFeedProvider {
+  return {
+    async feedsFor(selection: AdapterSelection): Promise<AdapterFeeds> {
+      if (selection !== null && selection !== undefined) {
+        throw new UnsupportedError(
+          'adapter requested but no adapter provider is installed in this engine; generate with adapter: null ' +
+            'or create the engine with an adapterProvider',
+          { adapter: selection },
+        );
+      }
+      return { feeds: base, release: () => {} };
+    },
+  };
+}
+
+/**
+ * Calls `onLost` when `device` is lost for any reason but an intentional `destroy()` (reason
+ * 'destroyed'), which is how ORT and tests release a device on purpose.
+ */
+export function watchDeviceLost(
+  device: Pick<GPUDevice, 'lost'>,
+  onLost: (info: DeviceLostInfo) => void,
+): void {
+  device.lost.then(
+    (info) => {
+      if (info.reason === 'destroyed') return;
+      onLost({ reason: String(info.reason ?? 'unknown'), message: info.message });
+    },
+    () => {},
+  );
+}
+
+function callQuietly<A>(fn: ((a: A) => unknown) | undefined, arg: A): void {
+  if (!fn) return;
+  try {
+    const r = fn(arg);
+    // A Comlink-proxied callback returns a promise; never await it (it would cost a round trip per token).
+    if (r && typeof (r as Promise<unknown>).catch === 'function') (r as Promise<unknown>).catch(() => {});
+  } catch (e) {
+    console.warn('weblora: callback threw', e);
+  }
+}
+
+function parseJson(bytes: Uint8Array | undefined, file: string): unknown {
+  if (!bytes) throw new ModelPackageError(`the model package lacks ${file}`, { file });
+  try {
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch (e) {
+    throw new ModelPackageError(`${file} is not valid JSON: ${String(e)}`, { file });
+  }
+}
+
+/**
+ * Lets queued tasks (messages, input, rendering) run before the next step: a MessageChannel hop, i.e. a
+ * plain task behind those already queued. Not scheduler.yield(), whose continuation is prioritized
+ * ahead of pending messages and so would not let an abort message in.
+ */
+export function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => {
+    const ch = new MessageChannel();
+    ch.port1.onmessage = () => {
+      ch.port1.close();
+      resolve();
+    };
+    ch.port2.postMessage(null);
+  });
+}
+
+let requestCounter = 0;
+
+export class LocalEngine implements Engine {
+  private readonly opts: LocalEngineOptions;
+  private readonly ort: Ort;
+  private readonly queue = new SerialQueue();
+  private readonly requests = new Map<string, AbortController>();
+  private loaded: Loaded | null = null;
+  private lost: DeviceLostError | null = null;
+  private lastKvLocations: string[] = [];
+
+  constructor(opts: LocalEngineOptions = {}) {
+    this.opts = opts;
+    this.ort = opts.ort ?? (ortWebgpu as unknown as Ort);
+    const here = typeof location === 'undefined' ? undefined : location.href;
+    const wasmPaths = opts.wasmPaths ?? (here ? new URL(`${BASE_URL}ort/`, here).href : undefined);
+    if (wasmPaths) this.ort.env.wasm.wasmPaths = wasmPaths;
+    if (opts.numThreads !== undefined) this.ort.env.wasm.numThreads = opts.numThreads;
+  }
+
+  // ---------------------------------------------------------------- load
+
+  loadModel(source: ModelSource = DEFAULT_MODEL_URL, opts: LoadOptions = {}): Promise<LoadReport> {
+    return this.queue.enqueue(() => this.load(source, opts));
+  }
+
+  private async load(source: ModelSource, opts: LoadOptions): Promise<LoadReport> {
+    const t0 = performance.now();
+    const ort = this.ort;
+    const progress = (p: LoadProgress): void => callQuietly(opts.onProgress, p);
+
+    // 1. Files (q4 when present unless a dtype is forced).
+    const { files, dtype } = await this.fetchFiles(source, opts.dtype, progress);
+    const modelPath = modelFileName(dtype);
+    const modelBytes = files.get(modelPath)!;
+    const config = parseModelConfig(parseJson(files.get('config.json'), 'config.json'));
+    const genJson = files.get('generation_config.json');
+    const gen = genJson ? parseGenerationConfig(parseJson(genJson, 'generation_config.json')) : null;
+    const tokenizerConfig = parseJson(files.get('tokenizer_config.json'), 'tokenizer_config.json') as Record<
+      string,
+      unknown
+    >;
+    const tokenizer = TextTokenizer.fromJSON(
+      parseJson(files.get('tokenizer.json'), 'tokenizer.json'),
+      tokenizerConfig,
+      config.eosTokenIds[0],
+    );
+
+    // 2. LoRA inputs into the graph.
+    progress({ stage: 'prepare', loaded: modelBytes.byteLength, total: modelBytes.byteLength });
+    const { model, targets } = injectLora(decodeModel(modelBytes));
+    const presentNames = outputsOf(graphOf(model))
+      .map((o) => o.name)
+      .filter((n) => n.startsWith('present.'));
+    const injected = encodeModel(model);
+
+    // 3. Session: webgpu when available (or asked for), else wasm.
+    progress({ stage: 'session', loaded: modelBytes.byteLength, total: modelBytes.byteLength });
+    const caps = await detectCapabilities();
+    const want = opts.backend ?? 'auto';
+    if (want === 'webgpu' && !caps.webgpu) {
+      throw new UnsupportedError('backend "webgpu" was requested but this browser offers no WebGPU adapter', {
+        feature: 'webgpu',
+      });
+    }
+    let backend: Backend = want === 'wasm' || !caps.webgpu ? 'wasm' : 'webgpu';
+    // The new package is valid: only now free the old model (a failed fetch keeps it usable).
+    await this.release();
+    let session: ortWebgpu.InferenceSession;
+    try {
+      session = await this.createSession(injected, backend, presentNames);
+    } catch (e) {
+      if (want !== 'auto' || backend !== 'webgpu') throw e;
+      console.warn('weblora: WebGPU session failed, falling back to wasm', e);
+      backend = 'wasm';
+      session = await this.createSession(injected, backend, presentNames);
+    }
+
+    let disposeBase = (): void => {};
+    try {
+      const layout = kvLayoutFromNames(session.inputNames, session.outputNames, config);
+      let device: GPUDevice | null = null;
+      let adapterInfo: LoadReport['adapterInfo'] = null;
+      if (backend === 'webgpu') {
+        device = (await ort.env.webgpu.device) as GPUDevice;
+        const info = device.adapterInfo ?? (ort.env.webgpu.adapter as GPUAdapter | undefined)?.info;
+        if (info) {
+          adapterInfo = {
+            vendor: info.vendor,
+            architecture: info.architecture,
+            device: info.device,
+            description: info.description,
+          };
+        }
+        this.lost = null;
+        watchDeviceLost(device, (info) => {
+          if (this.loaded?.session !== session) return; // an older session's device
+          this.lost = new DeviceLostError(
+            `the GPU device was lost (${info.reason}: ${info.message}); reload the model (or the page) to continue`,
+            { reason: info.reason, message: info.message },
+          );
+          for (const ac of this.requests.values()) ac.abort();
+          callQuietly(opts.onDeviceLost, info);
+        });
+      }
+      const eos = new Set([...config.eosTokenIds, ...(gen?.eosTokenIds ?? []), tokenizer.eosTokenId]);
+      const report: LoadReport = {
+        backend,
+        adapterInfo,
+        dtype,
+        config: {
+          modelType: config.modelType,
+          vocabSize: config.vocabSize,
+          hiddenSize: config.hiddenSize,
+          numLayers: config.numLayers,
+          numHeads: config.numHeads,
+          numKvHeads: config.numKvHeads,
+          headDim: config.headDim,
+          maxPositionEmbeddings: config.maxPositionEmbeddings,
+          eosTokenIds: [...eos],
+          hasChatTemplate: tokenizer.chatTemplate !== null,
+        },
+        modelBytes: modelBytes.byteLength,
+        targets,
+        targetCount: targets.length,
+        loadMs: 0,
+      };
+      const base = baseModelFeeds(ort, targets, device);
+      disposeBase = base.dispose;
+      const provider =
+        this.opts.adapterProvider?.({ ort, backend, targets, device, baseFeeds: base.feeds }) ??
+        defaultAdapterProvider(base.feeds);
+      this.loaded = {
+        ort,
+        session,
+        backend,
+        layout,
+        hasPositionIds: session.inputNames.includes('position_ids'),
+        loraInputs: session.inputNames.filter((n) => n.startsWith('lora.')),
+        targets,
+        tokenizer,
+        specialTokens: specialTokensOf(tokenizerConfig),
+        eosIds: eos,
+        bosId: config.bosTokenId,
+        maxPositions: config.maxPositionEmbeddings,
+        provider,
+        disposeBase: base.dispose,
+        report,
+      };
+      report.loadMs = performance.now() - t0;
+      progress({ stage: 'ready', loaded: modelBytes.byteLength, total: modelBytes.byteLength });
+      return report;
+    } catch (e) {
+      disposeBase();
+      await session.release().catch(() => {});
+      throw e;
+    }
+  }
+
+  private async fetchFiles(
+    source: ModelSource,
+    forced: ModelDtype | undefined,
+    progress: (p: LoadProgress) => void,
+  ): Promise<{ files: Map<string, Uint8Array>; dtype: ModelDtype }> {
+    const specsFor = (dtype: ModelDtype | undefined): ModelFileSpec[] =>
+      dtype
+        ? [...JSON_FILES, { path: modelFileName(dtype) }]
+        : [...JSON_FILES, { path: modelFileName('q4'), optional: true }];
+
+    if (typeof source !== 'string') {
+      if (!Array.isArray(source)) {
+        throw new InvalidOptionError('model source must be a base URL or an array of Files', {
+          option: 'source',
+        });
+      }
+      let files = await localFilesSource(source, specsFor(forced));
+      let dtype: ModelDtype = forced ?? 'q4';
+      if (!files.has(modelFileName(dtype))) {
+        dtype = 'fp32';
+        files = await localFilesSource(source, specsFor('fp32'));
+      }
+      let loaded = 0;
+      for (const [path, bytes] of files) {
+        loaded += bytes.byteLength;
+        progress({
+          stage: 'download',
+          file: path,
+          fileLoaded: bytes.byteLength,
+          fileTotal: bytes.byteLength,
+          loaded,
+          total: null,
+        });
+      }
+      return { files, dtype };
+    }
+
+    let offset = 0;
+    let offsetTotal: number | null = 0;
+    const onProgress = (p: ModelFileProgress): void =>
+      progress({
+        stage: 'download',
+        file: p.file,
+        fileLoaded: p.loaded,
+        fileTotal: p.total,
+        loaded: offset + p.overallLoaded,
+        total: p.overallTotal !== null && offsetTotal !== null ? offsetTotal + p.overallTotal : null,
+      });
+    const fileOpts: FetchModelFilesOptions = { ...this.opts.files, onProgress };
+    const files = await fetchModelFiles(source, specsFor(forced), fileOpts);
+    if (forced) return { files, dtype: forced };
+    if (files.has(modelFileName('q4'))) return { files, dtype: 'q4' };
+    for (const b of files.values()) offset += b.byteLength;
+    offsetTotal = offset;
+    const more = await fetchModelFiles(source, [{ path: modelFileName('fp32') }], fileOpts);
+    for (const [k, v] of more) files.set(k, v);
+    return { files, dtype: 'fp32' };
+  }
+
+  private createSession(
+    bytes: Uint8Array,
+    backend: Backend,
+    presentNames: string[],
+  ): Promise<ortWebgpu.InferenceSession> {
+    const options: ortWebgpu.InferenceSession.SessionOptions = {
+      executionProviders: [backend],
+      // Severity 3 (error): ORT otherwise warns that shape ops run on the CPU, which is by design.
+      logSeverityLevel: 3,
+    };
+    if (backend === 'webgpu') {
+      // KV stays on the GPU between steps; only the logits row is read back for sampling.
+      const where: Record<string, 'gpu-buffer' | 'cpu'> = { logits: 'cpu' };
+      for (const n of presentNames) where[n] = 'gpu-buffer';
+      options.preferredOutputLocation = where;
+    }
+    return this.ort.InferenceSession.create(bytes, options);
+  }
+
+  // ---------------------------------------------------------------- generate
+
+  async generate(request: GenerateRequest, onToken?: (delta: TokenDelta) => void): Promise<GenerateResult> {
+    const id = request.requestId ?? `local-${++requestCounter}`;
+    if (this.requests.has(id)) {
+      throw new InvalidOptionError(`requestId "${id}" is already in use by a running or queued request`, {
+        option: 'requestId',
+        value: id,
+      });
+    }
+    const ac = new AbortController();
+    const outer = request.signal;
+    const onOuterAbort = (): void => ac.abort();
+    if (outer?.aborted) ac.abort();
+    else outer?.addEventListener('abort', onOuterAbort, { once: true });
+    this.requests.set(id, ac);
+    try {
+      return await this.queue.enqueue(() => this.run(request, ac.signal, onToken), ac.signal);
+    } catch (e) {
+      if (e instanceof AbortError && e.data.queued === true) {
+        if (this.lost) throw this.lost;
+        return abortedResult();
+      }
+      throw e;
+    } finally {
+      outer?.removeEventListener('abort', onOuterAbort);
+      this.requests.delete(id);
+    }
+  }
+
+  async abort(requestId: string): Promise<boolean> {
+    const ac = this.requests.get(requestId);
+    if (!ac) return false;
+    ac.abort();
+    return true;
+  }
+
+  async info(): Promise<LoadReport | null> {
+    return this.loaded?.report ?? null;
+  }
+
+  /** Diagnostics for tests (KV tensor locations of the last step, queue depth). */
+  debugState(): EngineDebugState {
+    return {
+      lastKvLocations: [...this.lastKvLocations],
+      queued: this.queue.pending,
+      inputNames: this.loaded ? [...this.loaded.session.inputNames] : [],
+    };
+  }
+
+  private async run(
+    req: GenerateRequest,
+    signal: AbortSignal,
+    onToken?: (delta: TokenDelta) => void,
+  ): Promise<GenerateResult> {
+    if (this.lost) throw this.lost;
+    const m = this.loaded;
+    if (!m) throw new WebLoraError('no model loaded: call loadModel first', { state: 'no-model' });
+
+    // Prompt → ids.
+    if ((req.prompt === undefined) === (req.messages === undefined)) {
+      throw new InvalidOptionError('pass exactly one of `prompt` or `messages`', { option: 'prompt' });
+    }
+    const text =
+      req.messages !== undefined
+        ? renderChat(m.tokenizer.chatTemplate, req.messages, { specialTokens: m.specialTokens })
+        : req.prompt!;
+    if (typeof text !== 'string')
+      throw new InvalidOptionError('prompt must be a string', { option: 'prompt' });
+    let ids = m.tokenizer.encode(text);
+    if (ids.length === 0) {
+      if (m.bosId === null) {
+        throw new InvalidOptionError('the prompt is empty and the model has no bos token to start from', {
+          option: 'prompt',
+        });
+      }
+      ids = [m.bosId];
+    }
+    if (ids.length >= m.maxPositions) {
+      throw new InvalidOptionError(
+        `the prompt has ${ids.length} tokens; this model's context is ${m.maxPositions} (max_position_embeddings)`,
+        { option: 'prompt', promptTokens: ids.length, maxPositions: m.maxPositions },
+      );
+    }
+    const wanted = req.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS;
+    if (!Number.isInteger(wanted) || wanted < 0) {
+      throw new InvalidOptionError(`maxNewTokens = ${wanted} is invalid: an integer ≥ 0`, {
+        option: 'maxNewTokens',
+        value: wanted,
+      });
+    }
+    const maxNew = Math.min(wanted, m.maxPositions - ids.length);
+    const sampler = createSampler({
+      temperature: req.temperature,
+      topK: req.topK,
+      topP: req.topP,
+      repetitionPenalty: req.repetitionPenalty,
+      seed: req.seed,
+    });
+    const matcher: StopStringMatcher | null = req.stop?.length ? stopStringMatcher(req.stop) : null;
+
+    const adapter = await m.provider.feedsFor(req.adapter ?? null, m.targets);
+    try {
+      const missing = m.loraInputs.filter((n) => !(n in adapter.feeds));
+      if (missing.length > 0) {
+        throw new AdapterMismatchError(
+          `adapter provider gave no tensor for ${missing.length} LoRA input(s), e.g. ${missing[0]}`,
+          { missing: missing.slice(0, 10) },
+        );
+      }
+      return await this.decodeLoop(m, ids, maxNew, sampler, matcher, adapter.feeds, signal, onToken);
+    } catch (e) {
+      if (this.lost) throw this.lost;
+      throw e;
+    } finally {
+      adapter.release();
+    }
+  }
+
+  private async decodeLoop(
+    m: Loaded,
+    promptIds: number[],
+    maxNew: number,
+    sampler: ReturnType<typeof createSampler>,
+    matcher: StopStringMatcher | null,
+    loraFeeds: Record<string, OrtTensor>,
+    signal: AbortSignal,
+    onToken?: (delta: TokenDelta) => void,
+  ): Promise<GenerateResult> {
+    const { ort } = m;
+    const { numKvHeads, headDim, pastNames } = m.layout;
+    let past = new Map<string, OrtTensor>();
+    for (const n of pastNames) {
+      past.set(n, new ort.Tensor('float32', new Float32Array(0), [1, numKvHeads, 0, headDim]));
+    }
+    let pastLen = 0;
+    let input = promptIds;
+    const history = [...promptIds];
+    const generated: number[] = [];
+    let decoded = ''; // tokenizer text of `generated` already turned into deltas
+    let text = '';
+    let finish: FinishReason = 'length';
+    let prefillMs = 0;
+    let decodeMs = 0;
+    try {
+      for (let step = 0; step < maxNew; step++) {
+        // ORT's wasm run resolves through microtasks only: without a macrotask turn here, an
+        // abort message (worker) or a paint (page) would wait for the whole generation.
+        if (step > 0) await yieldToEventLoop();
+        if (signal.aborted) {
+          finish = 'abort';
+          break;
+        }
+        const t0 = performance.now();
+        const { logits, present } = await this.forward(m, input, past, pastLen, loraFeeds);
+        for (const t of past.values()) t.dispose();
+        past = present;
+        pastLen += input.length;
+        const next = sampler.next(logits, history);
+        const dt = performance.now() - t0;
+        if (step === 0) prefillMs = dt;
+        else decodeMs += dt;
+        generated.push(next);
+        history.push(next);
+
+        const isEos = m.eosIds.has(next);
+        const last = isEos || step === maxNew - 1;
+        // Incremental detokenization: decode everything, emit the new suffix; hold back a trailing
+        // U+FFFD (a multi-byte character whose remaining bytes come with the next token).
+        let piece = '';
+        const full = m.tokenizer.decode(generated);
+        if (last || !full.endsWith('\uFFFD')) {
+          piece = full.startsWith(decoded)
+            ? full.slice(decoded.length)
+            : full.slice(Math.min(decoded.length, full.length));
+          decoded = full;
+        }
+        let visible = piece;
+        if (matcher) {
+          const r = matcher.push(piece);
+          visible = r.text;
+          if (r.stopped) finish = 'stop';
+          else if (last) visible += matcher.flush();
+        }
+        text += visible;
+        callQuietly(onToken, { tokenId: next, text: visible });
+        if (finish === 'stop') break;
+        if (isEos) {
+          finish = 'eos';
+          break;
+        }
+        input = [next];
+      }
+    } finally {
+      for (const t of past.values()) t.dispose();
+    }
+    if (finish === 'abort' && this.lost) throw this.lost;
+    const decodeSteps = Math.max(0, generated.length - 1);
+    return {
+      text,
+      tokenIds: generated,
+      finishReason: finish,
+      timings: {
+        prefillMs,
+        decodeMs,
+        tokensPerSecond: decodeSteps > 0 && decodeMs > 0 ? (decodeSteps * 1000) / decodeMs : 0,
+        promptTokens: promptIds.length,
+      },
+    };
+  }
+
+  /** One forward pass of `ids` after `pastLen` cached positions; returns the last row of logits. */
+  private async forward(
+    m: Loaded,
+    ids: number[],
+    past: Map<string, OrtTensor>,
+    pastLen: number,
+    loraFeeds: Record<string, OrtTensor>,
+  ): Promise<{ logits: Float32Array; present: Map<string, OrtTensor> }> {
+    const { Tensor } = m.ort;
+    const T = ids.length;
+    const feeds: Record<string, OrtTensor> = {
+      ...loraFeeds,
+      input_ids: new Tensor(
+        'int64',
+        BigInt64Array.from(ids, (x) => BigInt(x)),
+        [1, T],
+      ),
+      attention_mask: new Tensor('int64', new BigInt64Array(pastLen + T).fill(1n), [1, pastLen + T]),
+    };
+    if (m.hasPositionIds) {
+      feeds.position_ids = new Tensor(
+        'int64',
+        BigInt64Array.from({ length: T }, (_, i) => BigInt(pastLen + i)),
+        [1, T],
+      );
+    }
+    for (const [n, t] of past) feeds[n] = t;
+    const out = await m.session.run(feeds, ['logits', ...m.layout.presentNames]);
+    const logitsT = out.logits!;
+    const V = logitsT.dims[logitsT.dims.length - 1]!;
+    const all = (await logitsT.getData()) as Float32Array;
+    const logits = all.slice((T - 1) * V, T * V);
+    logitsT.dispose();
+    const present = new Map<string, OrtTensor>();
+    m.layout.presentNames.forEach((o, i) => {
+      present.set(m.layout.pastNames[i]!, out[o]!);
+    });
+    this.lastKvLocations = [...present.values()].map((t) => t.location);
+    return { logits, present };
+  }
+
+  // ---------------------------------------------------------------- dispose
+
+  async dispose(): Promise<void> {
+    this.queue.cancelWaiting('engine disposed');
+    for (const ac of this.requests.values()) ac.abort();
+    await this.queue.enqueue(() => this.release());
+  }
+
+  private async release(): Promise<void> {
+    const m = this.loaded;
+    this.loaded = null;
+    if (!m) return;
+    m.disposeBase();
+    await m.session.release();
+  }
+}
+
+function abortedResult(): GenerateResult {
+  return {
+    text: '',
+    tokenIds: [],
+    finishReason: 'abort',
+    timings: { prefillMs: 0, decodeMs: 0, tokensPerSecond: 0, promptTokens: 0 },
+  };
+}

@@ -1,0 +1,248 @@
+/**
+ * The one `Engine` contract the UI codes against, implemented in-thread (`LocalEngine`, engine.ts) and
+ * by the Web Worker proxy (`createWorkerEngine`, client.ts), plus every type that crosses it. Values
+ * here are structured-cloneable (no classes, no functions except the callbacks, which the worker
+ * proxy wraps with Comlink.proxy), so the worker protocol is exactly this file. It also declares the
+ * seam to the adapter subsystem (`AdapterFeedProvider`); it deliberately holds no logic.
+ */
+import type * as OrtModule from 'onnxruntime-web';
+import type { LoraTarget } from '../model/inject-lora.ts';
+import type { ModelDtype } from '../model/package.ts';
+
+export type { LoraTarget, ModelDtype };
+
+export type Backend = 'webgpu' | 'wasm';
+export type BackendPreference = 'auto' | Backend;
+
+/**
+ * Where a model comes from: the base URL of an HF-layout folder (absolute, or a path resolved against
+ * the page/worker origin, e.g. `/models/weblora-shakespeare/`), or files the user picked (a folder
+ * through `<input webkitdirectory>`; matched by their path inside the folder).
+ */
+export type ModelSource = string | File[];
+
+export interface LoadProgress {
+  /** download: bytes arriving; prepare: LoRA graph pass; session: ORT session creation; ready: done. */
+  stage: 'download' | 'prepare' | 'session' | 'ready';
+  /** The file this event is about (download stage). */
+  file?: string;
+  /** Bytes of `file` so far, and its size when known. */
+  fileLoaded?: number;
+  fileTotal?: number | null;
+  /** Bytes of all files so far, and their sum when every size is known. */
+  loaded: number;
+  total: number | null;
+}
+
+export interface DeviceLostInfo {
+  reason: string;
+  message: string;
+}
+
+export interface LoadOptions {
+  /** 'q4' (onnx/model_q4.onnx) or 'fp32' (onnx/model.onnx). Default: q4 when the package has it, else fp32. */
+  dtype?: ModelDtype;
+  /** Default 'auto': WebGPU when an adapter exists and the session builds on it, else wasm. */
+  backend?: BackendPreference;
+  onProgress?: (p: LoadProgress) => void;
+  /** Called once when the GPU device is lost (not when destroyed on purpose); later calls throw DeviceLostError. */
+  onDeviceLost?: (info: DeviceLostInfo) => void;
+}
+
+export interface GpuAdapterSummary {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+}
+
+export interface ModelSummary {
+  modelType: string;
+  vocabSize: number;
+  hiddenSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  maxPositionEmbeddings: number;
+  eosTokenIds: number[];
+  hasChatTemplate: boolean;
+}
+
+export interface LoadReport {
+  backend: Backend;
+  /** The WebGPU adapter ORT runs on; null on wasm. */
+  adapterInfo: GpuAdapterSummary | null;
+  dtype: ModelDtype;
+  config: ModelSummary;
+  /** Size of the ONNX file as fetched. */
+  modelBytes: number;
+  /** Projections that take LoRA inputs (`lora.{layer}.{module}.A|B`). */
+  targets: LoraTarget[];
+  targetCount: number;
+  loadMs: number;
+}
+
+export interface ChatMessage {
+  role: string;
+  content: string;
+}
+
+/** No adapter (base model), one stored adapter by name, or a weighted mix of stored adapters. */
+export type AdapterSelection = null | string | { name: string; weight: number }[];
+
+export interface GenerateRequest {
+  /** Raw prompt text (encoded without special tokens). Exactly one of prompt / messages. */
+  prompt?: string;
+  /** Chat turns, rendered through the model's chat_template (ModelPackageError when it has none). */
+  messages?: ChatMessage[];
+  adapter?: AdapterSelection;
+  /** Default 128; also capped by the model's max_position_embeddings (finishReason 'length'). */
+  maxNewTokens?: number;
+  /** 0 (default) = greedy. See sampling.ts for the exact semantics of each option. */
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  repetitionPenalty?: number;
+  seed?: number;
+  /** Generation ends before the first occurrence of any of these; the stop string is not returned. */
+  stop?: string[];
+  /** Id for `abort(requestId)`; the worker proxy makes one when absent. */
+  requestId?: string;
+  /** In-thread only (signals do not cross postMessage; the worker proxy maps it to abort(requestId)). */
+  signal?: AbortSignal;
+}
+
+export interface TokenDelta {
+  /** The token just generated. */
+  tokenId: number;
+  /**
+   * New text it made visible; may be '' (an incomplete UTF-8 character, or text held back because it
+   * could still become a stop string). All deltas of a request concatenate to the result's `text`.
+   */
+  text: string;
+}
+
+export type FinishReason = 'eos' | 'length' | 'stop' | 'abort';
+
+export interface GenerateTimings {
+  /** Prompt forward pass incl. the first token's logits read-back. */
+  prefillMs: number;
+  /** All later single-token steps. */
+  decodeMs: number;
+  /** Decode throughput: tokens after the first / decodeMs (0 when only one token was made). */
+  tokensPerSecond: number;
+  promptTokens: number;
+}
+
+export interface GenerateResult {
+  text: string;
+  /** Every generated id, including a final eos and the tokens that completed a stop string. */
+  tokenIds: number[];
+  finishReason: FinishReason;
+  timings: GenerateTimings;
+}
+
+export interface Engine {
+  /**
+   * Default source: the demo model on this origin (`BASE_URL + 'models/weblora-shakespeare/'`).
+   * Fetches (cached), validates, injects LoRA inputs and builds the ORT session. A model already
+   * loaded is released first (after running requests finish). Throws FetchError, ModelPackageError,
+   * ModelFormatError, UnsupportedError ('webgpu' asked for but unavailable).
+   */
+  loadModel(source?: ModelSource, opts?: LoadOptions): Promise<LoadReport>;
+  /**
+   * Generates for one request; concurrent calls queue and run one after another. Aborting (signal or
+   * `abort(requestId)`) is not an error: the result comes back with finishReason 'abort' and the text
+   * so far (empty when the request was still queued), within one decode step. Text held back at that
+   * moment (a possible stop-string prefix, an incomplete UTF-8 character) is dropped, so `text` is
+   * always the concatenation of the streamed deltas. Typed errors: InvalidOptionError (options,
+   * prompt), ModelPackageError (messages without chat_template), UnsupportedError (adapter without a
+   * provider), DeviceLostError, WebLoraError (no model loaded).
+   */
+  generate(request: GenerateRequest, onToken?: (delta: TokenDelta) => void): Promise<GenerateResult>;
+  /** Aborts a running or queued request; false when no such request is known (e.g. already done). */
+  abort(requestId: string): Promise<boolean>;
+  /** The report of the loaded model, or null. */
+  info(): Promise<LoadReport | null>;
+  /** Aborts all requests and releases the session. The engine can load again afterwards. */
+  dispose(): Promise<void>;
+}
+
+/** What the engine hands an adapter provider factory once a model is loaded. */
+export interface AdapterProviderContext {
+  ort: typeof OrtModule;
+  backend: Backend;
+  targets: readonly LoraTarget[];
+  /** The GPUDevice ORT runs on (webgpu backend only): adapter tensors may live there. */
+  device: GPUDevice | null;
+  /**
+   * Feeds that reproduce the base model, owned by the engine (do not dispose): rank 0 on wasm; on
+   * webgpu rank 1 with zero A/B on the GPU, because ORT 1.30's WebGPU EP cannot bind zero-size inputs.
+   * Return these for `null` selections.
+   */
+  baseFeeds: Record<string, OrtModule.Tensor>;
+}
+
+export interface AdapterFeeds {
+  /**
+   * One tensor per `lora.*` graph input (all targets, one shared rank). Rank 0 (= off) only works on
+   * wasm; on webgpu use rank ≥ 1 (zero-padded factors are exact), see AdapterProviderContext.baseFeeds.
+   */
+  feeds: Record<string, OrtModule.Tensor>;
+  /** Called after the request finished with these feeds (e.g. unpin from a GPU LRU cache). */
+  release(): void;
+}
+
+/** The seam to src/adapters: the engine asks it once per generate request. */
+export interface AdapterFeedProvider {
+  feedsFor(selection: AdapterSelection, targets: readonly LoraTarget[]): Promise<AdapterFeeds>;
+}
+
+export type AdapterProviderFactory = (ctx: AdapterProviderContext) => AdapterFeedProvider;
+
+// ---------------------------------------------------------------- worker protocol
+
+/** The Error `SerializedError` shape from errors.ts, restated so this file stays type-only. */
+export interface WireError {
+  __weblora_error__: true;
+  name: string;
+  message: string;
+  data: Record<string, unknown>;
+  stack?: string;
+}
+
+/**
+ * Every worker method resolves to one of these instead of throwing, so typed errors cross the boundary
+ * through serializeError/reviveError (errors.ts), not Comlink's lossy default.
+ */
+export type WorkerReply<T> = { ok: true; value: T } | { ok: false; error: WireError };
+
+/**
+ * What worker.ts exposes through Comlink and client.ts calls. Callbacks arrive as Comlink proxies
+ * (calls return promises the worker never awaits; the worker releases them when the call settles).
+ */
+/**
+ * A picked file on the wire: structured clone does not keep `File.webkitRelativePath`, so the client
+ * sends it alongside and the worker restores it.
+ */
+export interface WirePickedFile {
+  path: string;
+  file: File;
+}
+
+export interface WorkerApi {
+  loadModel(
+    source: string | WirePickedFile[] | undefined,
+    opts: Omit<LoadOptions, 'onProgress' | 'onDeviceLost'>,
+    onProgress?: (p: LoadProgress) => void,
+    onDeviceLost?: (info: DeviceLostInfo) => void,
+  ): Promise<WorkerReply<LoadReport>>;
+  generate(
+    request: Omit<GenerateRequest, 'signal'> & { requestId: string },
+    onToken?: (delta: TokenDelta) => void,
+  ): Promise<WorkerReply<GenerateResult>>;
+  abort(requestId: string): Promise<WorkerReply<boolean>>;
+  info(): Promise<WorkerReply<LoadReport | null>>;
+  dispose(): Promise<WorkerReply<void>>;
+}

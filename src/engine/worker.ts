@@ -1,0 +1,71 @@
+/**
+ * Web Worker entry: one LocalEngine behind Comlink, implementing `WorkerApi` (types.ts). Every method
+ * returns a `WorkerReply` — a value, or an error passed through `serializeError` — so the main thread
+ * (client.ts) rebuilds the same typed error class. Callbacks (progress, tokens, device lost) are Comlink
+ * proxies to the main thread; they are called without awaiting and released when the call settles.
+ * Create it with `new Worker(new URL('./worker.ts', import.meta.url), { type: 'module' })` (client.ts
+ * does). It deliberately holds no state of its own beyond the engine.
+ */
+import * as Comlink from 'comlink';
+import { serializeError } from '../errors.ts';
+import { LocalEngine, type LocalEngineOptions } from './engine.ts';
+import type { ModelSource, WirePickedFile, WorkerApi, WorkerReply } from './types.ts';
+
+async function reply<T>(f: () => Promise<T>): Promise<WorkerReply<T>> {
+  try {
+    return { ok: true, value: await f() };
+  } catch (e) {
+    return { ok: false, error: serializeError(e) };
+  }
+}
+
+/** Frees a Comlink callback proxy (its MessagePort); calls already sent are still delivered first. */
+function release(cb: unknown): void {
+  const r = (cb as { [Comlink.releaseProxy]?: () => void } | undefined)?.[Comlink.releaseProxy];
+  if (typeof r !== 'function') return;
+  try {
+    r.call(cb);
+  } catch {
+    // already released
+  }
+}
+
+function unwire(source: string | WirePickedFile[] | undefined): ModelSource | undefined {
+  if (source === undefined || typeof source === 'string') return source;
+  return source.map(({ path, file }) => {
+    if (file.webkitRelativePath !== path) {
+      Object.defineProperty(file, 'webkitRelativePath', { value: path, configurable: true });
+    }
+    return file;
+  });
+}
+
+/** Wraps `engine` as the worker protocol. Exported so another worker entry can install its own engine. */
+export function workerApi(engine: LocalEngine): WorkerApi {
+  return {
+    loadModel: (source, opts, onProgress, onDeviceLost) =>
+      reply(() =>
+        engine.loadModel(unwire(source), {
+          ...opts,
+          ...(onProgress ? { onProgress } : {}),
+          // Kept (not released) while the model is loaded: the device may be lost at any time.
+          ...(onDeviceLost ? { onDeviceLost } : {}),
+        }),
+      ).finally(() => release(onProgress)),
+    generate: (request, onToken) =>
+      reply(() => engine.generate(request, onToken)).finally(() => release(onToken)),
+    abort: (requestId) => reply(() => engine.abort(requestId)),
+    info: () => reply(() => engine.info()),
+    dispose: () => reply(() => engine.dispose()),
+  };
+}
+
+/** Exposes a new LocalEngine on this worker's global scope. */
+export function exposeEngine(opts: LocalEngineOptions = {}): void {
+  Comlink.expose(workerApi(new LocalEngine(opts)));
+}
+
+// Only as a worker entry: importing this module elsewhere (tests, other entries) has no side effect.
+if (typeof WorkerGlobalScope !== 'undefined' && self instanceof WorkerGlobalScope) {
+  exposeEngine();
+}

@@ -1,0 +1,224 @@
+// The in-thread LocalEngine on the default model package: webgpu really is used and keeps the KV cache
+// on the GPU, its greedy tokens equal the wasm engine's, streaming/abort/stop/queueing behave as the
+// Engine contract (src/engine/types.ts) says. The model may carry random weights, so every check
+// compares two paths with each other, never against fixed text. SwiftShader WebGPU decodes about one
+// token per second here: webgpu runs stay at ≤ 5 tokens, everything else runs on the wasm engine.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LocalEngine, watchDeviceLost } from '../../src/engine/engine.ts';
+import type { AdapterFeedProvider, GenerateRequest, LoadReport, TokenDelta } from '../../src/engine/types.ts';
+import { InvalidOptionError, UnsupportedError, WebLoraError } from '../../src/errors.ts';
+import { MODEL_BASE, PROMPT, setupOrt } from './helpers/model.ts';
+
+setupOrt();
+const GPU_TOKENS = 5;
+
+async function collect(engine: LocalEngine, req: GenerateRequest) {
+  const deltas: TokenDelta[] = [];
+  const result = await engine.generate(req, (d) => deltas.push(d));
+  return { result, deltas };
+}
+
+describe('LocalEngine', () => {
+  let cpu: LocalEngine;
+  let gpu: LocalEngine;
+  let cpuReport: LoadReport;
+  let gpuReport: LoadReport;
+  let released = 0;
+  const progress: string[] = [];
+
+  beforeAll(async () => {
+    cpu = new LocalEngine({
+      numThreads: 1,
+      // A provider that serves only the base model but counts releases (the engine must release per request).
+      adapterProvider: ({ baseFeeds }) => {
+        const provider: AdapterFeedProvider = {
+          async feedsFor(selection) {
+            if (selection !== null) throw new UnsupportedError('test provider: base only', {});
+            return { feeds: baseFeeds, release: () => released++ };
+          },
+        };
+        return provider;
+      },
+    });
+    cpuReport = await cpu.loadModel(MODEL_BASE, {
+      backend: 'wasm',
+      onProgress: (p) => progress.push(p.stage),
+    });
+    gpu = new LocalEngine();
+    gpuReport = await gpu.loadModel(MODEL_BASE, { backend: 'webgpu', dtype: cpuReport.dtype });
+  });
+
+  afterAll(async () => {
+    await gpu?.dispose();
+    await cpu?.dispose();
+  });
+
+  it('reports backend, adapter, dtype, config summary and LoRA targets', () => {
+    expect(gpuReport.backend).toBe('webgpu');
+    expect(gpuReport.adapterInfo?.architecture).toBe('swiftshader');
+    expect(cpuReport.backend).toBe('wasm');
+    expect(cpuReport.adapterInfo).toBeNull();
+    expect(['q4', 'fp32']).toContain(cpuReport.dtype);
+    const c = cpuReport.config;
+    expect(cpuReport.targetCount).toBe(c.numLayers * 7);
+    expect(cpuReport.targets).toHaveLength(cpuReport.targetCount);
+    expect(c.hasChatTemplate).toBe(true);
+    expect(cpuReport.modelBytes).toBeGreaterThan(1e6);
+    expect(progress[0]).toBe('download');
+    expect(progress.slice(-3)).toEqual(['prepare', 'session', 'ready']);
+    expect(cpu.debugState().inputNames.filter((n) => n.startsWith('lora.'))).toHaveLength(
+      2 * cpuReport.targetCount,
+    );
+  });
+
+  it(`greedy ${GPU_TOKENS} tokens: webgpu == wasm; KV stays on the GPU on webgpu, CPU on wasm`, async () => {
+    const req = { prompt: PROMPT, maxNewTokens: GPU_TOKENS };
+    const g = await collect(gpu, req);
+    expect(gpu.debugState().lastKvLocations.length).toBe(2 * gpuReport.config.numLayers);
+    expect(new Set(gpu.debugState().lastKvLocations)).toEqual(new Set(['gpu-buffer']));
+    const c = await collect(cpu, req);
+    expect(new Set(cpu.debugState().lastKvLocations)).toEqual(new Set(['cpu']));
+    expect(g.result.tokenIds.length).toBeGreaterThan(0);
+    expect(g.result.tokenIds).toEqual(c.result.tokenIds);
+    expect(g.result.text).toBe(c.result.text);
+    for (const { result, deltas } of [g, c]) {
+      expect(deltas.map((d) => d.tokenId)).toEqual(result.tokenIds);
+      expect(deltas.map((d) => d.text).join('')).toBe(result.text);
+      expect(result.timings.promptTokens).toBeGreaterThan(0);
+      expect(result.timings.prefillMs).toBeGreaterThan(0);
+    }
+    console.info(
+      `webgpu ${g.result.timings.tokensPerSecond.toFixed(2)} tok/s, wasm ${c.result.timings.tokensPerSecond.toFixed(1)} tok/s`,
+    );
+  });
+
+  it('streaming deltas concatenate to the final text; finishReason length or eos', async () => {
+    const { result, deltas } = await collect(cpu, { prompt: PROMPT, maxNewTokens: 24 });
+    expect(deltas.map((d) => d.text).join('')).toBe(result.text);
+    expect(deltas.map((d) => d.tokenId)).toEqual(result.tokenIds);
+    expect(['length', 'eos']).toContain(result.finishReason);
+    if (result.finishReason === 'length') expect(result.tokenIds).toHaveLength(24);
+  });
+
+  it('abort mid-stream returns finishReason abort; the next generate equals a fresh one', async () => {
+    const req = { prompt: PROMPT, maxNewTokens: 16, requestId: 'abort-me' };
+    const fresh = await cpu.generate({ prompt: PROMPT, maxNewTokens: 16 });
+    const deltas: TokenDelta[] = [];
+    const aborted = await cpu.generate(req, (d) => {
+      deltas.push(d);
+      if (deltas.length === 3) void cpu.abort('abort-me');
+    });
+    if (fresh.finishReason === 'length') {
+      expect(aborted.finishReason).toBe('abort');
+      expect(aborted.tokenIds).toEqual(fresh.tokenIds.slice(0, 3)); // stopped within one step
+      expect(deltas.map((d) => d.text).join('')).toBe(aborted.text);
+    }
+    expect(await cpu.abort('abort-me')).toBe(false); // finished requests are forgotten
+    const after = await cpu.generate({ prompt: PROMPT, maxNewTokens: 16 });
+    expect(after.tokenIds).toEqual(fresh.tokenIds);
+    expect(after.text).toBe(fresh.text);
+
+    const ac = new AbortController();
+    const viaSignal = await cpu.generate({ prompt: PROMPT, maxNewTokens: 16, signal: ac.signal }, (d) => {
+      if (d.tokenId >= 0) ac.abort();
+    });
+    expect(viaSignal.finishReason).toBe(fresh.tokenIds.length > 1 ? 'abort' : fresh.finishReason);
+    expect(viaSignal.tokenIds).toHaveLength(1);
+  });
+
+  it('two concurrent generate calls return exactly what each returns alone', async () => {
+    const a: GenerateRequest = { prompt: PROMPT, maxNewTokens: 12 };
+    const b: GenerateRequest = {
+      prompt: 'JULIET:\nO Romeo',
+      maxNewTokens: 10,
+      temperature: 0.8,
+      topK: 20,
+      seed: 7,
+    };
+    const aloneA = await collect(cpu, a);
+    const aloneB = await collect(cpu, b);
+    const [ca, cb] = await Promise.all([collect(cpu, a), collect(cpu, b)]);
+    expect(ca.result.tokenIds).toEqual(aloneA.result.tokenIds);
+    expect(cb.result.tokenIds).toEqual(aloneB.result.tokenIds);
+    expect(ca.result.text).toBe(aloneA.result.text);
+    expect(cb.result.text).toBe(aloneB.result.text);
+    expect(ca.deltas.map((d) => d.tokenId)).toEqual(ca.result.tokenIds);
+    expect(cb.deltas.map((d) => d.tokenId)).toEqual(cb.result.tokenIds);
+  });
+
+  it('aborting a queued request removes it: finishReason abort, no tokens, the running one unaffected', async () => {
+    const req = { prompt: PROMPT, maxNewTokens: 8 };
+    const alone = await cpu.generate(req);
+    let queuedTokens = 0;
+    const running = cpu.generate(req);
+    const queued = cpu.generate({ ...req, requestId: 'queued' }, () => queuedTokens++);
+    expect(cpu.debugState().queued).toBe(1);
+    expect(await cpu.abort('queued')).toBe(true);
+    const q = await queued;
+    expect(q.finishReason).toBe('abort');
+    expect(q.tokenIds).toEqual([]);
+    expect(q.text).toBe('');
+    expect(queuedTokens).toBe(0);
+    expect((await running).tokenIds).toEqual(alone.tokenIds);
+  });
+
+  it('stop strings end the output before the stop string', async () => {
+    const base = await cpu.generate({ prompt: PROMPT, maxNewTokens: 32 });
+    const k = Math.floor(base.text.length / 2);
+    const stop = base.text.slice(k, k + 3);
+    if (stop.length < 1) return; // degenerate random-weight output (nothing visible): nothing to cut
+    const expected = base.text.slice(0, base.text.indexOf(stop));
+    const { result, deltas } = await collect(cpu, {
+      prompt: PROMPT,
+      maxNewTokens: 32,
+      stop: ['\u0000never', stop],
+    });
+    expect(result.finishReason).toBe('stop');
+    expect(result.text).toBe(expected);
+    expect(deltas.map((d) => d.text).join('')).toBe(expected);
+    expect(result.tokenIds).toEqual(base.tokenIds.slice(0, result.tokenIds.length));
+  });
+
+  it('chat messages go through the chat_template (same tokens as the rendered prompt)', async () => {
+    const messages = [{ role: 'user', content: 'Who art thou?' }];
+    const viaChat = await cpu.generate({ messages, maxNewTokens: 6 });
+    const viaPrompt = await cpu.generate({ prompt: 'USER:\nWho art thou?\n\nASSISTANT:\n', maxNewTokens: 6 });
+    expect(viaChat.tokenIds).toEqual(viaPrompt.tokenIds);
+  });
+
+  it('the adapter provider is asked per request and released; bad requests throw typed errors', async () => {
+    const before = released;
+    await cpu.generate({ prompt: PROMPT, maxNewTokens: 2 });
+    expect(released).toBe(before + 1);
+    await expect(cpu.generate({ prompt: PROMPT, adapter: 'bard', maxNewTokens: 2 })).rejects.toBeInstanceOf(
+      UnsupportedError,
+    );
+    // The default provider (no adapters installed) refuses names too.
+    await expect(gpu.generate({ prompt: PROMPT, adapter: 'bard', maxNewTokens: 1 })).rejects.toBeInstanceOf(
+      UnsupportedError,
+    );
+    await expect(cpu.generate({ prompt: PROMPT, temperature: -1 })).rejects.toBeInstanceOf(
+      InvalidOptionError,
+    );
+    await expect(cpu.generate({ maxNewTokens: 1 })).rejects.toBeInstanceOf(InvalidOptionError);
+    await expect(cpu.generate({ prompt: 'x', messages: [] })).rejects.toBeInstanceOf(InvalidOptionError);
+  });
+
+  it('device loss is reported unless the device was destroyed on purpose', async () => {
+    const seen: string[] = [];
+    const fake = (reason: GPUDeviceLostReason) =>
+      ({ lost: Promise.resolve({ reason, message: `m-${reason}` } as GPUDeviceLostInfo) }) as GPUDevice;
+    watchDeviceLost(fake('unknown'), (i) => seen.push(i.reason));
+    watchDeviceLost(fake('destroyed'), (i) => seen.push(i.reason));
+    await new Promise((r) => setTimeout(r, 0));
+    expect(seen).toEqual(['unknown']);
+  });
+
+  it('dispose releases the session; generate then fails until a new loadModel', async () => {
+    const e = new LocalEngine();
+    await e.loadModel(MODEL_BASE, { backend: 'wasm', dtype: cpuReport.dtype });
+    await e.dispose();
+    expect(await e.info()).toBeNull();
+    await expect(e.generate({ prompt: PROMPT, maxNewTokens: 1 })).rejects.toBeInstanceOf(WebLoraError);
+  });
+});
