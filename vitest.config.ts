@@ -38,7 +38,10 @@ export default defineConfig({
         publicDir: 'public',
         plugins: [serveOrtFiles([ORT_APP_MOUNT, ORT_TRANSFORMERS_MOUNT])],
         resolve: { conditions: ORT_RESOLVE_CONDITIONS },
-        optimizeDeps: { exclude: ['onnxruntime-web'], include: ['@huggingface/transformers'] },
+        optimizeDeps: {
+          exclude: ['onnxruntime-web'],
+          include: ['@huggingface/transformers', '@huggingface/jinja', '@huggingface/tokenizers', 'onnx-proto', 'comlink', 'idb-keyval'],
+        },
         test: {
           name: 'browser',
           include: ['tests/browser/**/*.test.ts'],

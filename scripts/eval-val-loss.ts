@@ -8,10 +8,12 @@
  */
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { Tokenizer } from '@huggingface/tokenizers';
 import * as ort from 'onnxruntime-web';
 
 const args = process.argv.slice(2);
+const isMain = process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href;
 const flag = (name: string): string | undefined => {
   const i = args.indexOf(name);
   return i >= 0 ? args[i + 1] : undefined;
@@ -38,7 +40,7 @@ export function valWindows(n: number, window = WINDOW, stride = STRIDE): [number
   }
 }
 
-async function evalFile(path: string, ids: number[], config: Record<string, number>) {
+async function evalFile(path: string, ids: number[], config: Record<string, number>, maxWindows: number) {
   const session = await ort.InferenceSession.create(readFileSync(path), { executionProviders: ['wasm'] });
   const L = config.num_hidden_layers!;
   const kvHeads = config.num_key_value_heads!;
@@ -91,37 +93,51 @@ async function evalFile(path: string, ids: number[], config: Record<string, numb
   return { nll, scored, seconds: (performance.now() - t0) / 1000 };
 }
 
-async function main() {
+export interface ValLossRow {
+  file: string;
+  bytes: number;
+  tokens: number;
+  chars: number;
+  natsPerChar: number;
+  natsPerToken: number;
+  seconds: number;
+}
+
+/** Validation loss of each ONNX file in `dir/onnx/` (missing files are skipped). */
+export async function evalValLoss(dir: string, onnxFiles: string[], windows = Number.POSITIVE_INFINITY): Promise<ValLossRow[]> {
   ort.env.wasm.numThreads = 1;
-  const config = JSON.parse(readFileSync(join(modelDir, 'config.json'), 'utf8'));
+  const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
   const tokenizer = new Tokenizer(
-    JSON.parse(readFileSync(join(modelDir, 'tokenizer.json'), 'utf8')),
-    JSON.parse(readFileSync(join(modelDir, 'tokenizer_config.json'), 'utf8')),
+    JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf8')),
+    JSON.parse(readFileSync(join(dir, 'tokenizer_config.json'), 'utf8')),
   );
   const text = readFileSync(new URL('../../shared/data/tinyshakespeare.txt', import.meta.url), 'utf8');
   const val = text.slice(Math.floor(text.length * 0.9));
   const ids = tokenizer.encode(val, { add_special_tokens: false }).ids;
   const firstChars = tokenizer.decode(ids.slice(0, 1)).length;
-  console.log(`validation: ${val.length} chars -> ${ids.length} tokens`);
-  const rows = [];
-  for (const f of files) {
-    const path = join(modelDir, 'onnx', f);
+  const rows: ValLossRow[] = [];
+  for (const f of onnxFiles) {
+    const path = join(dir, 'onnx', f);
     let size: number;
     try {
       size = statSync(path).size;
     } catch {
-      console.log(`${f}: not found, skipped`);
       continue;
     }
-    const r = await evalFile(path, ids, config);
+    const r = await evalFile(path, ids, config, windows);
     // chars covered by the scored tokens: all but the first token when every window is scored
     const chars = r.scored === ids.length - 1 ? val.length - firstChars : tokenizer.decode(ids.slice(1, r.scored + 1)).length;
     rows.push({ file: f, bytes: size, tokens: r.scored, chars, natsPerChar: r.nll / chars, natsPerToken: r.nll / r.scored, seconds: r.seconds });
   }
+  return rows;
+}
+
+async function main() {
+  const rows = await evalValLoss(modelDir, files, maxWindows);
   if (process.stderr.isTTY) process.stderr.write('\n');
   console.table(rows.map((r) => ({ ...r, natsPerChar: r.natsPerChar.toFixed(4), natsPerToken: r.natsPerToken.toFixed(4), MB: (r.bytes / 1e6).toFixed(2), seconds: r.seconds.toFixed(1) })));
   if (rows.length === 2) console.log(`q4 - fp32: ${(rows[1]!.natsPerChar - rows[0]!.natsPerChar).toFixed(4)} nats/char`);
   if (jsonOut) writeFileSync(jsonOut, `${JSON.stringify(rows, null, 2)}\n`);
 }
 
-await main();
+if (isMain) await main();

@@ -5,8 +5,13 @@
  * `mix:<name>@<version>*<weight>|…#<targets>`; the version comes from the store's metadata (one small
  * IndexedDB read per call), so a re-imported or renamed adapter never serves stale tensors. A cold
  * adapter goes IndexedDB → CPU feeds → GPU once; mixes are concatenated on the CPU (mix.ts) and cached
- * under their own key. Not here: storage (store.ts), validation (import.ts).
+ * under their own key. "No adapter" (null, [], or a mix whose weights are all 0) is the caller's
+ * `baseFeeds` when given (the engine's, never cached or uploaded); otherwise zero feeds of rank 0 on wasm
+ * and rank 1 on WebGPU, because onnxruntime-web 1.30's WebGPU EP cannot bind zero-size inputs
+ * (createBindGroup: "Required member is undefined"). Not here: storage (store.ts), validation (import.ts).
  */
+
+import type * as ort from 'onnxruntime-web';
 import { AdapterNotFoundError, InvalidOptionError } from '../errors.ts';
 import type { LoraTarget } from '../model/inject-lora.ts';
 import { AdapterCpuCache, AdapterGpuCache } from './gpu-cache.ts';
@@ -21,12 +26,35 @@ export interface AdapterProviderOptions {
   /** Cache budget in bytes (GPU buffers or CPU tensor data). */
   budgetBytes: number;
   ort: OrtLike;
+  /**
+   * Feeds reproducing the base model, owned by the caller (the engine's `baseFeeds`: rank 0 on wasm,
+   * rank-1 zeros on the GPU for webgpu). Returned as they are for "no adapter"; never cached or freed.
+   */
+  baseFeeds?: Record<string, ort.Tensor>;
+  /**
+   * The session's backend. Default: 'webgpu' when `device` is given, else 'wasm'. Without `baseFeeds`,
+   * a webgpu session without `device` (CPU cache) gets rank-1 zero feeds for "no adapter", never rank 0.
+   */
+  backend?: 'webgpu' | 'wasm';
+}
+
+/** Structurally the engine's `AdapterStats` (src/engine/types.ts). */
+export interface AdapterProviderStats {
+  bytesHeld: number;
+  entries: number;
+  hits: number;
+  misses: number;
+  /** GPU cache: adapters uploaded; CPU cache: adapter tensor sets built. "No adapter" never counts. */
+  uploads: number;
+  evictions: number;
+  budgetBytes: number;
 }
 
 export interface AdapterProvider extends AdapterFeedProvider {
   readonly cache: AdapterGpuCache | AdapterCpuCache;
   /** Drop cached tensors of an adapter (all versions, alone or in mixes), e.g. after delete/rename. */
   forget(name: string): void;
+  stats(): AdapterProviderStats;
   /** Evicts everything (buffers of in-use entries go when released). */
   dispose(): void;
 }
@@ -55,6 +83,12 @@ export function createAdapterProvider(opts: AdapterProviderOptions): AdapterProv
   const cache = opts.device
     ? new AdapterGpuCache({ device: opts.device, budgetBytes, ort })
     : new AdapterCpuCache({ budgetBytes, ort });
+  const backend = opts.backend ?? (opts.device ? 'webgpu' : 'wasm');
+  // Rank of "no adapter" when built here: the GPU cache already turns rank 0 into rank-1 zero buffers
+  // (no upload); CPU tensors for a webgpu session must be rank 1 themselves.
+  const zeroRank = !opts.device && backend === 'webgpu' ? 1 : 0;
+  let built = 0;
+  const baseFeeds = opts.baseFeeds;
 
   async function metaOf(name: string): Promise<StoredAdapterMeta> {
     if (typeof name !== 'string') {
@@ -74,16 +108,23 @@ export function createAdapterProvider(opts: AdapterProviderOptions): AdapterProv
     return feeds;
   }
 
+  function none(sig: string, targets: readonly LoraTarget[]): Promise<AdapterFeeds> | AdapterFeeds {
+    if (baseFeeds) return { feeds: baseFeeds, release: () => {} };
+    return cache.acquire(`none${zeroRank}#${sig}`, () => zeroRankFeeds(targets, zeroRank));
+  }
+
   async function feedsFor(selection: AdapterSelection, targets: LoraTarget[]): Promise<AdapterFeeds> {
     const sig = targetsSignature(targets);
     if (selection === null || (Array.isArray(selection) && selection.length === 0)) {
-      return cache.acquire(`none#${sig}`, () => zeroRankFeeds(targets));
+      return none(sig, targets);
     }
     if (typeof selection === 'string') {
       const meta = await metaOf(selection);
-      return cache.acquire(`a:${enc(selection)}@${meta.version}#${sig}`, () =>
-        load(selection, targets, meta.version),
-      );
+      return cache.acquire(`a:${enc(selection)}@${meta.version}#${sig}`, async () => {
+        const feeds = await load(selection, targets, meta.version);
+        built++;
+        return feeds;
+      });
     }
     if (!Array.isArray(selection)) {
       throw new InvalidOptionError('adapter selection must be null, a name, or a list of {name, weight}', {
@@ -96,6 +137,8 @@ export function createAdapterProvider(opts: AdapterProviderOptions): AdapterProv
       }
     }
     const metas = await Promise.all(selection.map((p) => metaOf(p.name)));
+    // Every weight 0: exactly the base model (and never rank 0 on WebGPU).
+    if (selection.every((p) => p.weight === 0)) return none(sig, targets);
     const key = `mix:${selection.map((p, i) => `${enc(p.name)}@${metas[i]!.version}*${p.weight}`).join('|')}#${sig}`;
     return cache.acquire(key, async () => {
       const parts = await Promise.all(
@@ -104,7 +147,9 @@ export function createAdapterProvider(opts: AdapterProviderOptions): AdapterProv
           feeds: await load(p.name, targets, metas[i]!.version),
         })),
       );
-      return mixFeeds(parts, targets);
+      const mixed = mixFeeds(parts, targets, { minRank: zeroRank });
+      built++;
+      return mixed;
     });
   }
 
@@ -121,6 +166,18 @@ export function createAdapterProvider(opts: AdapterProviderOptions): AdapterProv
           .split('|')
           .some((part) => part.startsWith(`${n}@`));
       });
+    },
+    stats() {
+      const s = cache.stats;
+      return {
+        bytesHeld: cache.bytesHeld,
+        entries: cache.size,
+        hits: s.hits,
+        misses: s.misses,
+        uploads: opts.device ? s.uploads : built,
+        evictions: s.evictions,
+        budgetBytes: cache.budgetBytes,
+      };
     },
     dispose() {
       cache.clear();

@@ -10,6 +10,9 @@
 import * as Comlink from 'comlink';
 import { reviveError, WebLoraError } from '../errors.ts';
 import type {
+  AdapterImportInput,
+  AdapterImportOptions,
+  AdapterInfo,
   Engine,
   GenerateRequest,
   GenerateResult,
@@ -17,6 +20,7 @@ import type {
   LoadReport,
   ModelSource,
   TokenDelta,
+  WireAdapterImportInput,
   WorkerApi,
   WorkerReply,
 } from './types.ts';
@@ -98,6 +102,29 @@ export function createWorkerEngine(opts: WorkerEngineOptions = {}): WorkerEngine
     abort: (requestId: string) => call(remote.abort(requestId)),
     info: () => call(remote.info()),
     dispose: () => call(remote.dispose()),
+    importAdapter(input: AdapterImportInput, o: AdapterImportOptions = {}): Promise<AdapterInfo> {
+      const { onProgress, ...rest } = o;
+      let wire = input as WireAdapterImportInput;
+      if (input && 'files' in input && input.files) {
+        wire = {
+          files: Array.from(input.files, (file) => ({ path: file.webkitRelativePath || file.name, file })),
+        };
+      } else if (
+        input &&
+        'url' in input &&
+        typeof input.url === 'string' &&
+        typeof location !== 'undefined'
+      ) {
+        // Relative URLs mean this page's, not the worker script's.
+        wire = { url: new URL(input.url, location.href).href };
+      }
+      return call(remote.importAdapter(wire, rest, onProgress ? Comlink.proxy(onProgress) : undefined));
+    },
+    listAdapters: () => call(remote.listAdapters()),
+    renameAdapter: (from: string, to: string) => call(remote.renameAdapter(from, to)),
+    deleteAdapter: (name: string) => call(remote.deleteAdapter(name)),
+    exportAdapter: (name: string) => call(remote.exportAdapter(name)),
+    adapterStats: () => call(remote.adapterStats()),
     terminate() {
       remote[Comlink.releaseProxy]();
       worker.terminate();

@@ -6,10 +6,22 @@
  * 'gpu-buffer') and is fed back as `past_key_values.*` next step, only the logits row comes to the CPU
  * for sampling (sampling.ts). Requests run one at a time through a SerialQueue (one KV cache).
  * Abort is cooperative: checked before every forward pass, so it takes effect within one decode step
- * and is reported as finishReason 'abort', not as an error. It deliberately does no batching, prefix
- * caching or speculative decoding, and does not own adapter storage (see AdapterFeedProvider).
+ * and is reported as finishReason 'abort', not as an error. Adapters: import/list/rename/delete/export
+ * go to an IndexedDB AdapterStore (adapters/store.ts, validated against the loaded model first), and
+ * per request an AdapterFeedProvider (adapters/provider.ts: LRU cache, GPU buffers on ORT's own device)
+ * turns the selection into LoRA feeds. It deliberately does no batching, prefix caching or speculative
+ * decoding.
  */
 import * as ortWebgpu from 'onnxruntime-web/webgpu';
+import {
+  type ImportInput,
+  importPeftAdapter,
+  inputFromFiles,
+  inputFromUrl,
+  type PeftFiles,
+} from '../adapters/import.ts';
+import { createAdapterProvider } from '../adapters/provider.ts';
+import { AdapterStore } from '../adapters/store.ts';
 import { detectCapabilities } from '../env.ts';
 import {
   AbortError,
@@ -38,8 +50,13 @@ import { TextTokenizer } from './tokenizer.ts';
 import type {
   AdapterFeedProvider,
   AdapterFeeds,
+  AdapterImportInput,
+  AdapterImportOptions,
+  AdapterImportProgress,
+  AdapterInfo,
   AdapterProviderFactory,
   AdapterSelection,
+  AdapterStats,
   Backend,
   DeviceLostInfo,
   Engine,
@@ -57,6 +74,8 @@ const BASE_URL: string = import.meta.env?.BASE_URL ?? '/';
 /** The demo model shipped with the app, on our own origin. */
 export const DEFAULT_MODEL_URL = `${BASE_URL}models/weblora-shakespeare/`;
 export const DEFAULT_MAX_NEW_TOKENS = 128;
+/** Default byte budget of the adapter feed cache (GPU buffers on webgpu, tensor data on wasm). */
+export const DEFAULT_ADAPTER_CACHE_BYTES = 64 * 1024 * 1024;
 
 const JSON_FILES: ModelFileSpec[] = [
   { path: 'config.json' },
@@ -72,8 +91,18 @@ export interface LocalEngineOptions {
   wasmPaths?: string;
   /** ORT wasm threads (ORT itself uses 1 unless the page is cross-origin isolated). */
   numThreads?: number;
-  /** Builds the adapter feed provider once a model is loaded; default: base model only. */
+  /**
+   * Builds the adapter feed provider once a model is loaded. Default: `createAdapterProvider` over
+   * `adapterStore` (on webgpu with ORT's GPUDevice), or base model only when there is no store.
+   */
   adapterProvider?: AdapterProviderFactory;
+  /**
+   * Where adapters are stored. Default: `new AdapterStore()` (IndexedDB `weblora`/`adapters`), opened on
+   * first use; null: no store (adapter methods throw UnsupportedError, generate accepts only null).
+   */
+  adapterStore?: AdapterStore | null;
+  /** Byte budget of the default provider's feed cache; default DEFAULT_ADAPTER_CACHE_BYTES (64 MiB). */
+  adapterCacheBytes?: number;
   /** Passed to fetchModelFiles (Cache Storage bucket, injectable fetch, useCache). */
   files?: Pick<FetchModelFilesOptions, 'cacheName' | 'useCache' | 'fetch'>;
 }
@@ -86,6 +115,8 @@ export interface EngineDebugState {
   queued: number;
   /** Session input names (incl. `lora.*`). */
   inputNames: string[];
+  /** Logits row of the last request's first generated token (its prompt forward pass), or null. */
+  lastPrefillLogits: Float32Array | null;
 }
 
 interface Loaded {
@@ -169,6 +200,27 @@ export function defaultAdapterProvider(base: Record<string, OrtTensor>): Adapter
 }
 
 /**
+ * The engine's default provider factory: adapters from `store` through an LRU feed cache of
+ * `budgetBytes` — GPU buffers on ORT's own device on webgpu (a hot adapter uploads nothing), CPU
+ * tensors on wasm. "No adapter" (null, [], all-zero mix weights) is always the engine's `baseFeeds`:
+ * rank-1 zeros on webgpu, never the zero-size inputs onnxruntime-web 1.30's WebGPU EP cannot bind.
+ */
+export function storeAdapterProvider(
+  store: AdapterStore,
+  budgetBytes: number = DEFAULT_ADAPTER_CACHE_BYTES,
+): AdapterProviderFactory {
+  return (ctx) =>
+    createAdapterProvider({
+      store,
+      ort: ctx.ort,
+      budgetBytes,
+      backend: ctx.backend,
+      ...(ctx.device ? { device: ctx.device } : {}),
+      baseFeeds: ctx.baseFeeds,
+    });
+}
+
+/**
  * Calls `onLost` when `device` is lost for any reason but an intentional `destroy()` (reason
  * 'destroyed'), which is how ORT and tests release a device on purpose.
  */
@@ -231,9 +283,12 @@ export class LocalEngine implements Engine {
   private loaded: Loaded | null = null;
   private lost: DeviceLostError | null = null;
   private lastKvLocations: string[] = [];
+  private lastPrefillLogits: Float32Array | null = null;
+  private store: AdapterStore | null | undefined;
 
   constructor(opts: LocalEngineOptions = {}) {
     this.opts = opts;
+    this.store = opts.adapterStore;
     this.ort = opts.ort ?? (ortWebgpu as unknown as Ort);
     const here = typeof location === 'undefined' ? undefined : location.href;
     const wasmPaths = opts.wasmPaths ?? (here ? new URL(`${BASE_URL}ort/`, here).href : undefined);
@@ -256,7 +311,10 @@ export class LocalEngine implements Engine {
     const { files, dtype } = await this.fetchFiles(source, opts.dtype, progress);
     const modelPath = modelFileName(dtype);
     const modelBytes = files.get(modelPath)!;
-    const config = parseModelConfig(parseJson(files.get('config.json'), 'config.json'));
+    const configJson = parseJson(files.get('config.json'), 'config.json');
+    const config = parseModelConfig(configJson);
+    const modelId = opts.modelId ?? modelIdOf(source);
+    const modelAliases = aliasesOf(configJson, opts.modelAliases, modelId);
     const genJson = files.get('generation_config.json');
     const gen = genJson ? parseGenerationConfig(parseJson(genJson, 'generation_config.json')) : null;
     const tokenizerConfig = parseJson(files.get('tokenizer_config.json'), 'tokenizer_config.json') as Record<
@@ -347,12 +405,12 @@ export class LocalEngine implements Engine {
         targets,
         targetCount: targets.length,
         loadMs: 0,
+        modelId,
+        modelAliases,
       };
       const base = baseModelFeeds(ort, targets, device);
       disposeBase = base.dispose;
-      const provider =
-        this.opts.adapterProvider?.({ ort, backend, targets, device, baseFeeds: base.feeds }) ??
-        defaultAdapterProvider(base.feeds);
+      const provider = this.makeProvider({ ort, backend, targets, device, baseFeeds: base.feeds });
       this.loaded = {
         ort,
         session,
@@ -378,6 +436,32 @@ export class LocalEngine implements Engine {
       await session.release().catch(() => {});
       throw e;
     }
+  }
+
+  private makeProvider(ctx: Parameters<AdapterProviderFactory>[0]): AdapterFeedProvider {
+    if (this.opts.adapterProvider) return this.opts.adapterProvider(ctx);
+    const store = this.adapterStore();
+    if (!store) return defaultAdapterProvider(ctx.baseFeeds);
+    return storeAdapterProvider(store, this.opts.adapterCacheBytes)(ctx);
+  }
+
+  /** The store, opened on first use (so an engine in Node, without IndexedDB, never touches it). */
+  private adapterStore(): AdapterStore | null {
+    if (this.store === undefined) {
+      this.store = typeof indexedDB === 'undefined' ? null : new AdapterStore();
+    }
+    return this.store;
+  }
+
+  private requireStore(): AdapterStore {
+    const s = this.adapterStore();
+    if (!s) {
+      throw new UnsupportedError(
+        'this engine has no adapter store (adapterStore: null, or no IndexedDB in this context)',
+        { feature: 'indexeddb' },
+      );
+    }
+    return s;
   }
 
   private async fetchFiles(
@@ -505,6 +589,7 @@ export class LocalEngine implements Engine {
       lastKvLocations: [...this.lastKvLocations],
       queued: this.queue.pending,
       inputNames: this.loaded ? [...this.loaded.session.inputNames] : [],
+      lastPrefillLogits: this.lastPrefillLogits,
     };
   }
 
@@ -618,8 +703,10 @@ export class LocalEngine implements Engine {
         pastLen += input.length;
         const next = sampler.next(logits, history);
         const dt = performance.now() - t0;
-        if (step === 0) prefillMs = dt;
-        else decodeMs += dt;
+        if (step === 0) {
+          prefillMs = dt;
+          this.lastPrefillLogits = logits;
+        } else decodeMs += dt;
         generated.push(next);
         history.push(next);
 
@@ -722,9 +809,150 @@ export class LocalEngine implements Engine {
     const m = this.loaded;
     this.loaded = null;
     if (!m) return;
+    m.provider.dispose?.();
     m.disposeBase();
     await m.session.release();
   }
+
+  // ---------------------------------------------------------------- adapters
+
+  async importAdapter(input: AdapterImportInput, opts: AdapterImportOptions = {}): Promise<AdapterInfo> {
+    const store = this.requireStore();
+    const m = this.loaded;
+    if (!m) {
+      throw new WebLoraError('no model loaded: adapters are validated against the loaded model', {
+        state: 'no-model',
+      });
+    }
+    const name = opts.name ?? defaultAdapterName(input);
+    const progress = (stage: AdapterImportProgress['stage']): void =>
+      callQuietly(opts.onProgress, { stage, name });
+    progress('read');
+    const raw = await readImportInput(input);
+    progress('validate');
+    const imported = importPeftAdapter(
+      raw,
+      { id: m.report.modelId, aliases: m.report.modelAliases, targets: m.targets },
+      { allowBaseModelMismatch: opts.allowBaseModelMismatch ?? false },
+    );
+    progress('store');
+    const meta = await store.save(name, imported, m.report.modelId, {
+      overwrite: opts.overwrite ?? false,
+      source: 'import',
+    });
+    this.forgetAdapter(name); // an overwritten adapter's old tensors
+    progress('done');
+    return meta;
+  }
+
+  listAdapters(): Promise<AdapterInfo[]> {
+    return Promise.resolve().then(() => this.requireStore().list());
+  }
+
+  async renameAdapter(from: string, to: string): Promise<AdapterInfo> {
+    const meta = await this.requireStore().rename(from, to);
+    this.forgetAdapter(from);
+    return meta;
+  }
+
+  async deleteAdapter(name: string): Promise<void> {
+    await this.requireStore().delete(name);
+    this.forgetAdapter(name);
+  }
+
+  async exportAdapter(name: string): Promise<PeftFiles> {
+    return this.requireStore().export(name);
+  }
+
+  async adapterStats(): Promise<AdapterStats> {
+    return (
+      this.loaded?.provider.stats?.() ?? {
+        bytesHeld: 0,
+        entries: 0,
+        hits: 0,
+        misses: 0,
+        uploads: 0,
+        evictions: 0,
+        budgetBytes: this.opts.adapterCacheBytes ?? DEFAULT_ADAPTER_CACHE_BYTES,
+      }
+    );
+  }
+
+  private forgetAdapter(name: string): void {
+    this.loaded?.provider.forget?.(name);
+  }
+}
+
+/** Last non-empty path segment of a URL or path ("…/weblora-shakespeare/" → "weblora-shakespeare"). */
+function lastSegment(path: string): string {
+  const clean = path.replace(/[?#].*$/, '');
+  const parts = clean.split(/[\\/]+/).filter((p) => p.length > 0);
+  return parts[parts.length - 1] ?? '';
+}
+
+/** The default model id: the source URL's last path segment, or the picked folder's name. */
+function modelIdOf(source: ModelSource): string {
+  if (typeof source === 'string') return lastSegment(source) || source;
+  for (const f of source) {
+    const rel = f.webkitRelativePath;
+    if (rel?.includes('/')) return rel.split('/')[0]!;
+  }
+  return 'local-model';
+}
+
+function aliasesOf(configJson: unknown, extra: readonly string[] | undefined, id: string): string[] {
+  const out = new Set<string>(extra ?? []);
+  const c = configJson as Record<string, unknown> | null;
+  for (const k of ['_name_or_path', 'name_or_path']) {
+    const v = c?.[k];
+    if (typeof v === 'string' && v.trim() !== '') out.add(v);
+  }
+  out.delete(id);
+  return [...out];
+}
+
+/** Name for an import without `opts.name`: the adapter's folder (or single file) name. */
+export function defaultAdapterName(input: AdapterImportInput): string {
+  const strip = (n: string): string => n.replace(/\.safetensors$/i, '');
+  const generic = (n: string): boolean => n === '' || n === 'adapter_model' || n === 'adapter_config.json';
+  if ('files' in input && Array.isArray(input.files)) {
+    const st = input.files.find((f) => f.name.toLowerCase().endsWith('.safetensors'));
+    if (st) {
+      const segs = (st.webkitRelativePath || '').split('/').filter(Boolean);
+      if (segs.length >= 2) return segs[segs.length - 2]!;
+      if (!generic(strip(st.name))) return strip(st.name);
+    }
+  } else if ('url' in input && typeof input.url === 'string') {
+    const segs = input.url
+      .replace(/[?#].*$/, '')
+      .split('/')
+      .filter(Boolean)
+      .filter((s) => !/^(resolve|main)$/.test(s));
+    const last = segs[segs.length - 1] ?? '';
+    if (/\.safetensors$/i.test(last)) {
+      if (!generic(strip(last))) return strip(last);
+      if (segs.length >= 2) return segs[segs.length - 2]!;
+    } else if (last && !/^https?:$/.test(last)) return last;
+  }
+  throw new InvalidOptionError('give the adapter a name (opts.name): none can be derived from this input', {
+    option: 'name',
+  });
+}
+
+async function readImportInput(input: AdapterImportInput): Promise<ImportInput> {
+  if (input && 'files' in input && Array.isArray(input.files)) return inputFromFiles(input.files);
+  if (input && 'url' in input && typeof input.url === 'string') return inputFromUrl(input.url);
+  if (input && 'weights' in input && input.weights instanceof Uint8Array) {
+    return input.config === undefined
+      ? { weights: input.weights }
+      : { config: input.config, weights: input.weights };
+  }
+  throw new InvalidOptionError(
+    'adapter input must be { files }, { url } or { config?, weights: Uint8Array }',
+    {
+      option: 'input',
+    },
+  );
 }
 
 function abortedResult(): GenerateResult {

@@ -6,10 +6,12 @@
  * seam to the adapter subsystem (`AdapterFeedProvider`); it deliberately holds no logic.
  */
 import type * as OrtModule from 'onnxruntime-web';
+import type { PeftFiles } from '../adapters/import.ts';
+import type { StoredAdapterMeta } from '../adapters/store.ts';
 import type { LoraTarget } from '../model/inject-lora.ts';
 import type { ModelDtype } from '../model/package.ts';
 
-export type { LoraTarget, ModelDtype };
+export type { LoraTarget, ModelDtype, PeftFiles };
 
 export type Backend = 'webgpu' | 'wasm';
 export type BackendPreference = 'auto' | Backend;
@@ -47,6 +49,14 @@ export interface LoadOptions {
   onProgress?: (p: LoadProgress) => void;
   /** Called once when the GPU device is lost (not when destroyed on purpose); later calls throw DeviceLostError. */
   onDeviceLost?: (info: DeviceLostInfo) => void;
+  /**
+   * The id adapters' `base_model_name_or_path` is checked against (by last path segment, see
+   * adapters/import.ts checkBaseModel). Default: the source URL's last path segment, or the picked
+   * folder's name.
+   */
+  modelId?: string;
+  /** More accepted base-model names (config.json `_name_or_path` is added automatically). */
+  modelAliases?: string[];
 }
 
 export interface GpuAdapterSummary {
@@ -81,6 +91,9 @@ export interface LoadReport {
   targets: LoraTarget[];
   targetCount: number;
   loadMs: number;
+  /** What imported adapters are validated against (LoadOptions.modelId / modelAliases). */
+  modelId: string;
+  modelAliases: string[];
 }
 
 export interface ChatMessage {
@@ -143,6 +156,55 @@ export interface GenerateResult {
   timings: GenerateTimings;
 }
 
+/** A stored adapter as `listAdapters`/`importAdapter` describe it (metadata only, no tensor bytes). */
+export type AdapterInfo = StoredAdapterMeta;
+
+/**
+ * Where `importAdapter` reads an adapter: picked/dropped files (adapter_config.json + one .safetensors,
+ * or a lone single-file .safetensors), a URL (folder holding both PEFT files, or a .safetensors URL),
+ * or the bytes themselves.
+ */
+export type AdapterImportInput =
+  | { files: File[] }
+  | { url: string }
+  | { config?: Uint8Array | string; weights: Uint8Array };
+
+export interface AdapterImportProgress {
+  /** read: files/URL being read; validate: checked against the loaded model; store: written; done. */
+  stage: 'read' | 'validate' | 'store' | 'done';
+  name: string;
+}
+
+export interface AdapterImportOptions {
+  /**
+   * Store name. Default: the folder the files/URL came from (e.g. `…/shout/` → "shout"), or a single
+   * file's name without `.safetensors`; bytes without a name are an InvalidOptionError.
+   */
+  name?: string;
+  /** Replace an adapter of the same name (default: AdapterNameConflictError). */
+  overwrite?: boolean;
+  /** Accept an adapter whose base_model_name_or_path does not match the loaded model. */
+  allowBaseModelMismatch?: boolean;
+  onProgress?: (p: AdapterImportProgress) => void;
+}
+
+/** Counters of the adapter feed cache of the loaded model (zeros when none is loaded). */
+export interface AdapterStats {
+  /** Bytes of cached feeds (GPU buffers on webgpu, tensor data on wasm). */
+  bytesHeld: number;
+  /** Cached feed sets (adapters and mixes). */
+  entries: number;
+  hits: number;
+  misses: number;
+  /**
+   * Feed sets made ready for the backend: on webgpu, adapters uploaded to GPU buffers (a hot hit
+   * uploads nothing); on wasm, CPU tensor sets built from the store. "No adapter" never counts.
+   */
+  uploads: number;
+  evictions: number;
+  budgetBytes: number;
+}
+
 export interface Engine {
   /**
    * Default source: the demo model on this origin (`BASE_URL + 'models/weblora-shakespeare/'`).
@@ -156,9 +218,11 @@ export interface Engine {
    * `abort(requestId)`) is not an error: the result comes back with finishReason 'abort' and the text
    * so far (empty when the request was still queued), within one decode step. Text held back at that
    * moment (a possible stop-string prefix, an incomplete UTF-8 character) is dropped, so `text` is
-   * always the concatenation of the streamed deltas. Typed errors: InvalidOptionError (options,
-   * prompt), ModelPackageError (messages without chat_template), UnsupportedError (adapter without a
-   * provider), DeviceLostError, WebLoraError (no model loaded).
+   * always the concatenation of the streamed deltas. `adapter` is chosen per call (null = base model;
+   * a stored name; a weighted mix). Typed errors: InvalidOptionError (options, prompt, mix weights),
+   * ModelPackageError (messages without chat_template), AdapterNotFoundError (no adapter of that name),
+   * UnsupportedError (adapter on an engine without a store/provider), DeviceLostError, WebLoraError (no
+   * model loaded).
    */
   generate(request: GenerateRequest, onToken?: (delta: TokenDelta) => void): Promise<GenerateResult>;
   /** Aborts a running or queued request; false when no such request is known (e.g. already done). */
@@ -167,6 +231,25 @@ export interface Engine {
   info(): Promise<LoadReport | null>;
   /** Aborts all requests and releases the session. The engine can load again afterwards. */
   dispose(): Promise<void>;
+
+  // -------------------------------------------------------------- adapters (IndexedDB store)
+
+  /**
+   * Reads and validates a PEFT LoRA adapter against the loaded model (base model name, modules, shapes,
+   * rank, values), then stores it atomically; a failed import leaves the store unchanged. Throws the
+   * adapter errors of adapters/import.ts, AdapterNameConflictError, FetchError (url), InvalidOptionError
+   * (name), WebLoraError (no model loaded), UnsupportedError (engine without an adapter store).
+   */
+  importAdapter(input: AdapterImportInput, opts?: AdapterImportOptions): Promise<AdapterInfo>;
+  /** Every stored adapter's metadata, by name. */
+  listAdapters(): Promise<AdapterInfo[]>;
+  /** Atomic; AdapterNotFoundError / AdapterNameConflictError. */
+  renameAdapter(from: string, to: string): Promise<AdapterInfo>;
+  /** Removes bytes and metadata (and cached tensors); AdapterNotFoundError when absent. */
+  deleteAdapter(name: string): Promise<void>;
+  /** The PEFT files exactly as imported. */
+  exportAdapter(name: string): Promise<PeftFiles>;
+  adapterStats(): Promise<AdapterStats>;
 }
 
 /** What the engine hands an adapter provider factory once a model is loaded. */
@@ -197,6 +280,12 @@ export interface AdapterFeeds {
 /** The seam to src/adapters: the engine asks it once per generate request. */
 export interface AdapterFeedProvider {
   feedsFor(selection: AdapterSelection, targets: readonly LoraTarget[]): Promise<AdapterFeeds>;
+  /** Optional: drop cached tensors of an adapter (the engine calls it after rename/delete/overwrite). */
+  forget?(name: string): void;
+  /** Optional: cache counters for `adapterStats`. */
+  stats?(): AdapterStats;
+  /** Optional: free everything; called when the model is released. */
+  dispose?(): void;
 }
 
 export type AdapterProviderFactory = (ctx: AdapterProviderContext) => AdapterFeedProvider;
@@ -245,4 +334,20 @@ export interface WorkerApi {
   abort(requestId: string): Promise<WorkerReply<boolean>>;
   info(): Promise<WorkerReply<LoadReport | null>>;
   dispose(): Promise<WorkerReply<void>>;
+  importAdapter(
+    input: WireAdapterImportInput,
+    opts: Omit<AdapterImportOptions, 'onProgress'>,
+    onProgress?: (p: AdapterImportProgress) => void,
+  ): Promise<WorkerReply<AdapterInfo>>;
+  listAdapters(): Promise<WorkerReply<AdapterInfo[]>>;
+  renameAdapter(from: string, to: string): Promise<WorkerReply<AdapterInfo>>;
+  deleteAdapter(name: string): Promise<WorkerReply<void>>;
+  exportAdapter(name: string): Promise<WorkerReply<PeftFiles>>;
+  adapterStats(): Promise<WorkerReply<AdapterStats>>;
 }
+
+/** AdapterImportInput on the wire: picked files travel with their relative path (see WirePickedFile). */
+export type WireAdapterImportInput =
+  | { files: WirePickedFile[] }
+  | { url: string }
+  | { config?: Uint8Array | string; weights: Uint8Array };

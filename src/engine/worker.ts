@@ -4,12 +4,21 @@
  * (client.ts) rebuilds the same typed error class. Callbacks (progress, tokens, device lost) are Comlink
  * proxies to the main thread; they are called without awaiting and released when the call settles.
  * Create it with `new Worker(new URL('./worker.ts', import.meta.url), { type: 'module' })` (client.ts
- * does). It deliberately holds no state of its own beyond the engine.
+ * does). The engine it exposes installs the real adapter provider (IndexedDB store, GPU feed cache on
+ * ORT's device); a custom entry can call `exposeEngine({ adapterCacheBytes, adapterStore, … })`.
+ * It deliberately holds no state of its own beyond the engine.
  */
 import * as Comlink from 'comlink';
 import { serializeError } from '../errors.ts';
 import { LocalEngine, type LocalEngineOptions } from './engine.ts';
-import type { ModelSource, WirePickedFile, WorkerApi, WorkerReply } from './types.ts';
+import type {
+  AdapterImportInput,
+  ModelSource,
+  WireAdapterImportInput,
+  WirePickedFile,
+  WorkerApi,
+  WorkerReply,
+} from './types.ts';
 
 async function reply<T>(f: () => Promise<T>): Promise<WorkerReply<T>> {
   try {
@@ -32,12 +41,21 @@ function release(cb: unknown): void {
 
 function unwire(source: string | WirePickedFile[] | undefined): ModelSource | undefined {
   if (source === undefined || typeof source === 'string') return source;
+  return unwireFiles(source);
+}
+
+function unwireFiles(source: WirePickedFile[]): File[] {
   return source.map(({ path, file }) => {
     if (file.webkitRelativePath !== path) {
       Object.defineProperty(file, 'webkitRelativePath', { value: path, configurable: true });
     }
     return file;
   });
+}
+
+function unwireAdapter(input: WireAdapterImportInput): AdapterImportInput {
+  if (input && 'files' in input && Array.isArray(input.files)) return { files: unwireFiles(input.files) };
+  return input as AdapterImportInput;
 }
 
 /** Wraps `engine` as the worker protocol. Exported so another worker entry can install its own engine. */
@@ -57,6 +75,15 @@ export function workerApi(engine: LocalEngine): WorkerApi {
     abort: (requestId) => reply(() => engine.abort(requestId)),
     info: () => reply(() => engine.info()),
     dispose: () => reply(() => engine.dispose()),
+    importAdapter: (input, opts, onProgress) =>
+      reply(() =>
+        engine.importAdapter(unwireAdapter(input), { ...opts, ...(onProgress ? { onProgress } : {}) }),
+      ).finally(() => release(onProgress)),
+    listAdapters: () => reply(() => engine.listAdapters()),
+    renameAdapter: (from, to) => reply(() => engine.renameAdapter(from, to)),
+    deleteAdapter: (name) => reply(() => engine.deleteAdapter(name)),
+    exportAdapter: (name) => reply(() => engine.exportAdapter(name)),
+    adapterStats: () => reply(() => engine.adapterStats()),
   };
 }
 

@@ -4,9 +4,15 @@
 // compares two paths with each other, never against fixed text. SwiftShader WebGPU decodes about one
 // token per second here: webgpu runs stay at ≤ 5 tokens, everything else runs on the wasm engine.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LocalEngine, watchDeviceLost } from '../../src/engine/engine.ts';
+import { AdapterStore } from '../../src/adapters/store.ts';
+import { defaultAdapterName, LocalEngine, watchDeviceLost } from '../../src/engine/engine.ts';
 import type { AdapterFeedProvider, GenerateRequest, LoadReport, TokenDelta } from '../../src/engine/types.ts';
-import { InvalidOptionError, UnsupportedError, WebLoraError } from '../../src/errors.ts';
+import {
+  AdapterNotFoundError,
+  InvalidOptionError,
+  UnsupportedError,
+  WebLoraError,
+} from '../../src/errors.ts';
 import { MODEL_BASE, PROMPT, setupOrt } from './helpers/model.ts';
 
 setupOrt();
@@ -58,6 +64,8 @@ describe('LocalEngine', () => {
     expect(gpuReport.adapterInfo?.architecture).toBe('swiftshader');
     expect(cpuReport.backend).toBe('wasm');
     expect(cpuReport.adapterInfo).toBeNull();
+    expect(cpuReport.modelId).toBe('weblora-shakespeare');
+    expect(gpuReport.modelId).toBe('weblora-shakespeare');
     expect(['q4', 'fp32']).toContain(cpuReport.dtype);
     const c = cpuReport.config;
     expect(cpuReport.targetCount).toBe(c.numLayers * 7);
@@ -193,10 +201,10 @@ describe('LocalEngine', () => {
     await expect(cpu.generate({ prompt: PROMPT, adapter: 'bard', maxNewTokens: 2 })).rejects.toBeInstanceOf(
       UnsupportedError,
     );
-    // The default provider (no adapters installed) refuses names too.
-    await expect(gpu.generate({ prompt: PROMPT, adapter: 'bard', maxNewTokens: 1 })).rejects.toBeInstanceOf(
-      UnsupportedError,
-    );
+    // The default provider reads the IndexedDB store, which has no adapter of that name.
+    await expect(
+      gpu.generate({ prompt: PROMPT, adapter: 'no-such-adapter-in-engine-test', maxNewTokens: 1 }),
+    ).rejects.toBeInstanceOf(AdapterNotFoundError);
     await expect(cpu.generate({ prompt: PROMPT, temperature: -1 })).rejects.toBeInstanceOf(
       InvalidOptionError,
     );
@@ -214,9 +222,45 @@ describe('LocalEngine', () => {
     expect(seen).toEqual(['unknown']);
   });
 
+  it('without an adapter store, adapter names and adapter methods are UnsupportedError', async () => {
+    const e = new LocalEngine({ adapterStore: null });
+    await expect(e.listAdapters()).rejects.toBeInstanceOf(UnsupportedError);
+    await expect(e.deleteAdapter('x')).rejects.toBeInstanceOf(UnsupportedError);
+    const stats = await e.adapterStats();
+    expect(stats).toMatchObject({ bytesHeld: 0, entries: 0, hits: 0, misses: 0, uploads: 0 });
+    // A store but no model: nothing to validate an import against.
+    const s = new LocalEngine({
+      adapterStore: new AdapterStore({ dbName: `weblora-test-engine-${Date.now()}` }),
+    });
+    await expect(s.importAdapter({ weights: new Uint8Array(8) }, { name: 'x' })).rejects.toBeInstanceOf(
+      WebLoraError,
+    );
+    expect(await s.listAdapters()).toEqual([]);
+  });
+
+  it('import names default to the adapter folder (files or URL); bytes need a name', () => {
+    const f = (path: string) => {
+      const file = new File(['x'], path.split('/').at(-1)!);
+      Object.defineProperty(file, 'webkitRelativePath', { value: path });
+      return file;
+    };
+    expect(
+      defaultAdapterName({ files: [f('shout/adapter_config.json'), f('shout/adapter_model.safetensors')] }),
+    ).toBe('shout');
+    expect(defaultAdapterName({ files: [new File(['x'], 'romeo.safetensors')] })).toBe('romeo');
+    expect(defaultAdapterName({ url: '/adapters/reverse/' })).toBe('reverse');
+    expect(defaultAdapterName({ url: 'https://huggingface.co/org/bard/resolve/main/' })).toBe('bard');
+    expect(defaultAdapterName({ url: 'https://x.test/a/b/adapter_model.safetensors' })).toBe('b');
+    expect(() => defaultAdapterName({ weights: new Uint8Array(1) })).toThrow(InvalidOptionError);
+  });
+
   it('dispose releases the session; generate then fails until a new loadModel', async () => {
-    const e = new LocalEngine();
+    const e = new LocalEngine({ adapterStore: null });
     await e.loadModel(MODEL_BASE, { backend: 'wasm', dtype: cpuReport.dtype });
+    // No store: the base-only provider refuses adapter names.
+    await expect(e.generate({ prompt: PROMPT, adapter: 'bard', maxNewTokens: 1 })).rejects.toBeInstanceOf(
+      UnsupportedError,
+    );
     await e.dispose();
     expect(await e.info()).toBeNull();
     await expect(e.generate({ prompt: PROMPT, maxNewTokens: 1 })).rejects.toBeInstanceOf(WebLoraError);

@@ -6,7 +6,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createWorkerEngine, type WorkerEngine } from '../../src/engine/client.ts';
 import { LocalEngine } from '../../src/engine/engine.ts';
 import type { LoadProgress, LoadReport, TokenDelta } from '../../src/engine/types.ts';
-import { FetchError, InvalidOptionError, ModelPackageError } from '../../src/errors.ts';
+import {
+  AdapterBaseModelError,
+  AdapterNameConflictError,
+  AdapterNotFoundError,
+  FetchError,
+  InvalidOptionError,
+  ModelPackageError,
+} from '../../src/errors.ts';
 import { MODEL_BASE, PROMPT, setupOrt } from './helpers/model.ts';
 
 setupOrt();
@@ -19,7 +26,12 @@ describe('worker engine (wasm)', () => {
 
   beforeAll(async () => {
     engine = createWorkerEngine();
-    report = await engine.loadModel(MODEL_BASE, { backend: 'wasm', onProgress: (p) => events.push(p) });
+    report = await engine.loadModel(MODEL_BASE, {
+      backend: 'wasm',
+      onProgress: (p) => events.push(p),
+      // The fixture adapters may declare base model "model" (older fixtures) or "weblora-shakespeare".
+      modelAliases: ['model'],
+    });
     local = new LocalEngine({ numThreads: 1 });
     await local.loadModel(MODEL_BASE, { backend: 'wasm', dtype: report.dtype });
   });
@@ -94,6 +106,59 @@ describe('worker engine (wasm)', () => {
     expect((await running).tokenIds).toEqual(fresh.tokenIds);
   });
 
+  it('adapter API across the boundary: import, list, generate, rename, export, delete, typed errors', async () => {
+    // The worker's engine uses the default IndexedDB store, the same one this page's engine opens.
+    const name = `worker-test-${Date.now()}`;
+    const dir = '/tests/fixtures/peft-adapter/';
+    const files: File[] = [];
+    for (const n of ['adapter_config.json', 'adapter_model.safetensors']) {
+      files.push(new File([await (await fetch(dir + n)).blob()], n));
+    }
+    const stages: string[] = [];
+    try {
+      const info = await engine.importAdapter({ files }, { name, onProgress: (p) => stages.push(p.stage) });
+      expect(info.name).toBe(name);
+      expect(info.moduleCount).toBe(report.targetCount);
+      expect(stages).toEqual(['read', 'validate', 'store', 'done']);
+      expect((await engine.listAdapters()).map((a) => a.name)).toContain(name);
+      expect(await local.listAdapters()).toContainEqual(info);
+
+      const req = { prompt: PROMPT, maxNewTokens: 8, adapter: name };
+      const viaWorker = await engine.generate(req);
+      expect(viaWorker.tokenIds).toEqual((await local.generate(req)).tokenIds);
+      const base = await engine.generate({ prompt: PROMPT, maxNewTokens: 8 });
+      const mixed = await engine.generate({ ...req, adapter: [{ name, weight: 0 }] });
+      expect(mixed.tokenIds).toEqual(base.tokenIds); // a zero-weight mix is the base model
+      const stats = await engine.adapterStats();
+      expect(stats.entries).toBe(1);
+      expect(stats.misses).toBe(1);
+      expect(stats.uploads).toBe(1);
+
+      const dup = await engine.importAdapter({ files }, { name }).catch((e) => e);
+      expect(dup).toBeInstanceOf(AdapterNameConflictError);
+      const cfg = await (await fetch(`${dir}adapter_config.json`)).json();
+      cfg.base_model_name_or_path = 'someone/else';
+      const weights = new Uint8Array(await files[1]!.arrayBuffer());
+      const mismatch = await engine
+        .importAdapter({ config: JSON.stringify(cfg), weights }, { name: `${name}-other` })
+        .catch((e) => e);
+      expect(mismatch).toBeInstanceOf(AdapterBaseModelError);
+      expect((mismatch as AdapterBaseModelError).data.declared).toBe('someone/else');
+
+      await engine.renameAdapter(name, `${name}-renamed`);
+      const exported = await engine.exportAdapter(`${name}-renamed`);
+      expect(exported['adapter_model.safetensors']).toEqual(weights);
+      expect(exported['adapter_config.json']).toEqual(new Uint8Array(await files[0]!.arrayBuffer()));
+      const gone = await engine.generate(req).catch((e) => e);
+      expect(gone).toBeInstanceOf(AdapterNotFoundError);
+      expect((gone as AdapterNotFoundError).data.name).toBe(name);
+      await engine.deleteAdapter(`${name}-renamed`);
+      expect((await engine.listAdapters()).map((a) => a.name)).not.toContain(`${name}-renamed`);
+    } finally {
+      for (const n of [name, `${name}-renamed`]) await engine.deleteAdapter(n).catch(() => {});
+    }
+  });
+
   it('messages on a model without chat_template → ModelPackageError (picked local files, no template)', async () => {
     const names = ['config.json', 'tokenizer.json', 'generation_config.json', 'onnx/model.onnx'];
     const files: File[] = [];
@@ -116,9 +181,10 @@ describe('worker engine (wasm)', () => {
 });
 
 describe('worker engine (webgpu)', () => {
-  it('runs on webgpu inside the worker and matches wasm for 3 greedy tokens', async () => {
+  it('runs on webgpu inside the worker and matches wasm for 3 greedy tokens, with and without an adapter', async () => {
     const gpu = createWorkerEngine();
     const cpu = new LocalEngine({ numThreads: 1 });
+    const name = `worker-gpu-test-${Date.now()}`;
     try {
       const r = await gpu.loadModel(MODEL_BASE, { backend: 'webgpu', dtype: 'fp32' });
       expect(r.backend).toBe('webgpu');
@@ -126,7 +192,16 @@ describe('worker engine (webgpu)', () => {
       await cpu.loadModel(MODEL_BASE, { backend: 'wasm', dtype: 'fp32' });
       const req = { prompt: PROMPT, maxNewTokens: 3 };
       expect((await gpu.generate(req)).tokenIds).toEqual((await cpu.generate(req)).tokenIds);
+      // The worker's default provider keeps adapter feeds in GPU buffers on ORT's device.
+      const dir = '/tests/fixtures/peft-adapter-rslora/';
+      await gpu.importAdapter({ url: dir }, { name, allowBaseModelMismatch: true });
+      const withAdapter = { ...req, adapter: name };
+      expect((await gpu.generate(withAdapter)).tokenIds).toEqual((await cpu.generate(withAdapter)).tokenIds);
+      const stats = await gpu.adapterStats();
+      expect(stats.uploads).toBe(1);
+      expect(stats.bytesHeld).toBeGreaterThan(0);
     } finally {
+      await gpu.deleteAdapter(name).catch(() => {});
       await gpu.dispose();
       gpu.terminate();
       await cpu.dispose();
