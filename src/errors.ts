@@ -11,7 +11,8 @@ export class WebLoraError extends Error {
   readonly data: ErrorData;
   constructor(message: string, data: ErrorData = {}) {
     super(message);
-    this.name = new.target.name;
+    // Registry key, not `new.target.name`: minifiers rename classes, names must survive a build.
+    this.name = errorNameOf(new.target);
     this.data = data;
   }
 }
@@ -100,6 +101,11 @@ const REGISTRY = {
 } as const;
 
 export type ErrorName = keyof typeof REGISTRY;
+
+function errorNameOf(ctor: abstract new (...args: never[]) => unknown): string {
+  for (const [name, c] of Object.entries(REGISTRY)) if (c === ctor) return name;
+  return ctor.name;
+}
 
 export interface SerializedError {
   __weblora_error__: true;

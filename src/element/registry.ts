@@ -1,0 +1,227 @@
+/**
+ * The module-level registry behind `<weblora-chat>`: every element on a page that names the same model
+ * (URL + backend + dtype) shares ONE worker engine and ONE model load; the first element starts the
+ * load, later ones join it and receive its progress (the last event is replayed). PEFT adapters given
+ * by URL are imported into the engine's adapter store once per engine (the store is per origin, so a
+ * name already stored is reused without fetching). A failed load is dropped from the registry (its
+ * worker terminated), so a later attempt starts afresh. It deliberately never unloads a model that
+ * no element uses any more: models are small and a page usually keeps its elements.
+ */
+import { createWorkerEngine, type WorkerEngine } from '../engine/client.ts';
+import type {
+  AdapterSelection,
+  BackendPreference,
+  LoadProgress,
+  LoadReport,
+  ModelDtype,
+} from '../engine/types.ts';
+import { AdapterNameConflictError, UnsupportedError } from '../errors.ts';
+import { notifyStorageChanged } from '../pwa/format.ts';
+import type { ElementWorkerConfig } from './engine-worker.ts';
+
+/** Set by vite.lib.config.ts (`define`); absent in app builds and tests. */
+declare const __WEBLORA_LIB__: boolean | undefined;
+const IS_LIB = typeof __WEBLORA_LIB__ !== 'undefined' && __WEBLORA_LIB__;
+
+/**
+ * The worker engine; adapter methods are checked at run time too, so an engine without an adapter
+ * store reports UnsupportedError instead of a TypeError.
+ */
+export type ChatEngine = WorkerEngine;
+
+export interface WebLoraConfig {
+  /** Folder URL of onnxruntime-web's runtime files (ort-wasm-simd-threaded.asyncify.{mjs,wasm}). */
+  wasmPaths: string;
+  /** The model an element without a `model` attribute loads. */
+  defaultModel: string;
+}
+
+function pageBase(): string {
+  return typeof document !== 'undefined' ? document.baseURI : String(globalThis.location?.href ?? '');
+}
+
+function defaultConfig(): WebLoraConfig {
+  if (IS_LIB) {
+    // Library build: dist-lib/ holds ort/ and models/ next to the module (variables keep Vite from
+    // treating these folder URLs as assets to bundle).
+    const ortDir = 'ort/';
+    const modelDir = 'models/weblora-shakespeare/';
+    return {
+      wasmPaths: new URL(ortDir, import.meta.url).href,
+      defaultModel: new URL(modelDir, import.meta.url).href,
+    };
+  }
+  const base = import.meta.env.BASE_URL;
+  return {
+    wasmPaths: new URL(`${base}ort/`, pageBase()).href,
+    defaultModel: new URL(`${base}models/weblora-shakespeare/`, pageBase()).href,
+  };
+}
+
+let config: WebLoraConfig | null = null;
+
+/** Current settings (defaults computed on first use). */
+export function getWebLoraConfig(): WebLoraConfig {
+  config ??= defaultConfig();
+  return config;
+}
+
+/** Overrides where the runtime and the default model live; affects engines created afterwards. */
+export function configureWebLora(c: Partial<WebLoraConfig>): void {
+  const cur = getWebLoraConfig();
+  config = {
+    wasmPaths: c.wasmPaths ? new URL(c.wasmPaths, pageBase()).href : cur.wasmPaths,
+    defaultModel: c.defaultModel ? new URL(c.defaultModel, pageBase()).href : cur.defaultModel,
+  };
+}
+
+export interface ModelKey {
+  /** Absolute folder URL. */
+  model: string;
+  backend: BackendPreference;
+  dtype: ModelDtype | undefined;
+}
+
+export interface SharedModel {
+  readonly key: string;
+  readonly engine: ChatEngine;
+  /** Settles once the model is loaded (or failed). */
+  readonly ready: Promise<LoadReport>;
+  /** Subscribes to load progress (the latest event is replayed at once); returns an unsubscribe. */
+  onProgress(fn: (p: LoadProgress) => void): () => void;
+  /** Adapter attribute → engine selection (URLs imported once). */
+  resolveAdapter(value: string | null): Promise<AdapterSelection>;
+}
+
+const models = new Map<string, SharedModel>();
+
+export function modelKeyString(k: ModelKey): string {
+  return `${k.model}|${k.backend}|${k.dtype ?? 'auto'}`;
+}
+
+/** Resolves a model attribute (relative URLs against the page) to an absolute folder URL. */
+export function resolveModelUrl(value: string | null): string {
+  if (!value) return getWebLoraConfig().defaultModel;
+  const href = new URL(value, pageBase()).href;
+  return href.endsWith('/') ? href : `${href}/`;
+}
+
+function createEngine(): ChatEngine {
+  const cfg: ElementWorkerConfig = { wasmPaths: getWebLoraConfig().wasmPaths };
+  // No SharedArrayBuffer without cross-origin isolation: single-threaded wasm (COOP/COEP-free hosting).
+  if (!(globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated) cfg.numThreads = 1;
+  const worker = new Worker(new URL('./engine-worker.ts', import.meta.url), {
+    type: 'module',
+    name: JSON.stringify(cfg),
+  });
+  return createWorkerEngine({ worker });
+}
+
+/** True for adapter attribute values that name a PEFT folder URL rather than a stored adapter. */
+export function isAdapterUrl(value: string): boolean {
+  return value.includes('/');
+}
+
+/** The stored name an adapter URL is imported under: its last path segment (e.g. 'weblora-shout'). */
+export function adapterNameFromUrl(url: string): string {
+  const segs = new URL(url, pageBase()).pathname.split('/').filter((s) => s !== '');
+  const last = decodeURIComponent(segs[segs.length - 1] ?? 'adapter');
+  return last.replace(/\.(safetensors|json)$/i, '');
+}
+
+function makeShared(k: ModelKey): SharedModel {
+  const key = modelKeyString(k);
+  const engine = createEngine();
+  const listeners = new Set<(p: LoadProgress) => void>();
+  let last: LoadProgress | null = null;
+  const imports = new Map<string, Promise<string>>();
+
+  const ready = engine.loadModel(k.model, {
+    backend: k.backend,
+    ...(k.dtype ? { dtype: k.dtype } : {}),
+    onProgress: (p) => {
+      last = p;
+      for (const fn of listeners) fn(p);
+    },
+  });
+  ready.then(notifyStorageChanged, () => {
+    if (models.get(key) === shared) models.delete(key);
+    engine.terminate();
+  });
+
+  async function importOnce(url: string): Promise<string> {
+    if (typeof engine.importAdapter !== 'function' || typeof engine.listAdapters !== 'function') {
+      throw new UnsupportedError('this engine cannot import adapters (no importAdapter method)', {
+        adapter: url,
+      });
+    }
+    const name = adapterNameFromUrl(url);
+    await ready;
+    const stored = await engine.listAdapters();
+    if (stored.some((a) => a.name === name)) return name;
+    try {
+      const info = await engine.importAdapter({ url }, { name });
+      notifyStorageChanged();
+      return info.name;
+    } catch (e) {
+      // Another engine (another model on this page) imported it meanwhile: the store is per origin.
+      if (e instanceof AdapterNameConflictError) return name;
+      throw e;
+    }
+  }
+
+  const shared: SharedModel = {
+    key,
+    engine,
+    ready,
+    onProgress(fn) {
+      listeners.add(fn);
+      if (last) fn(last);
+      return () => listeners.delete(fn);
+    },
+    async resolveAdapter(value) {
+      const v = value?.trim() ?? '';
+      if (v === '' || v === 'none') return null;
+      if (!isAdapterUrl(v)) return v;
+      let url = new URL(v, pageBase()).href;
+      if (!url.endsWith('/') && !/\.(safetensors|json)$/i.test(url)) url += '/';
+      let p = imports.get(url);
+      if (!p) {
+        p = importOnce(url);
+        imports.set(url, p);
+        p.catch(() => imports.delete(url)); // retry on the next prompt
+      }
+      return p;
+    },
+  };
+  return shared;
+}
+
+/** The shared engine + load for a model, created on first request. */
+export function sharedModel(k: ModelKey): SharedModel {
+  const key = modelKeyString(k);
+  let s = models.get(key);
+  if (!s) {
+    s = makeShared(k);
+    models.set(key, s);
+  }
+  return s;
+}
+
+/** Engines currently alive (for the storage view and diagnostics). */
+export function sharedModels(): SharedModel[] {
+  return [...models.values()];
+}
+
+let bare: ChatEngine | null = null;
+
+/**
+ * An engine for store-only work (list/delete adapters) when no element has one: a live shared engine
+ * if there is one, else one worker without a model (created once).
+ */
+export function storeEngine(): ChatEngine {
+  const live = models.values().next().value;
+  if (live) return live.engine;
+  bare ??= createEngine();
+  return bare;
+}

@@ -1,0 +1,133 @@
+/**
+ * Hand-written type declarations shipped as dist-lib/weblora-chat.d.ts (vite.lib.config.ts copies this
+ * file). Hand-written so the library's public types are one self-contained file that pulls in neither
+ * onnxruntime-web nor the engine's internals. `lib-types.check.ts` makes tsc fail when these drift from
+ * the implementation (src/element/index.ts).
+ */
+
+export type Backend = 'webgpu' | 'wasm';
+export type ModelDtype = 'fp32' | 'q4';
+
+export interface LoadProgress {
+  stage: 'download' | 'prepare' | 'session' | 'ready';
+  file?: string;
+  fileLoaded?: number;
+  fileTotal?: number | null;
+  loaded: number;
+  total: number | null;
+}
+
+export interface LoraTarget {
+  layer: number;
+  module: string;
+  in: number;
+  out: number;
+  node: string;
+  inputA: string;
+  inputB: string;
+}
+
+export interface LoadReport {
+  backend: Backend;
+  adapterInfo: { vendor: string; architecture: string; device: string; description: string } | null;
+  dtype: ModelDtype;
+  config: {
+    modelType: string;
+    vocabSize: number;
+    hiddenSize: number;
+    numLayers: number;
+    numHeads: number;
+    numKvHeads: number;
+    headDim: number;
+    maxPositionEmbeddings: number;
+    eosTokenIds: number[];
+    hasChatTemplate: boolean;
+  };
+  modelBytes: number;
+  targets: LoraTarget[];
+  targetCount: number;
+  loadMs: number;
+}
+
+export interface TokenDelta {
+  tokenId: number;
+  text: string;
+}
+
+export type FinishReason = 'eos' | 'length' | 'stop' | 'abort';
+
+export interface GenerateResult {
+  text: string;
+  tokenIds: number[];
+  finishReason: FinishReason;
+  timings: { prefillMs: number; decodeMs: number; tokensPerSecond: number; promptTokens: number };
+}
+
+export interface WebLoraErrorDetail {
+  /** Typed error class name ('FetchError', 'AdapterFormatError', …) or 'Error'. */
+  name: string;
+  message: string;
+  data: Record<string, unknown>;
+  error: unknown;
+}
+
+export interface WebLoraChatEventMap {
+  progress: CustomEvent<LoadProgress>;
+  token: CustomEvent<TokenDelta>;
+  done: CustomEvent<GenerateResult>;
+  error: CustomEvent<WebLoraErrorDetail>;
+  ready: CustomEvent<LoadReport>;
+}
+
+export interface WebLoraConfig {
+  /** Folder URL of onnxruntime-web's runtime files; default `./ort/` next to this module. */
+  wasmPaths: string;
+  /** Model loaded when an element has no `model` attribute; default `./models/weblora-shakespeare/` next to this module. */
+  defaultModel: string;
+}
+
+export declare function configureWebLora(c: Partial<WebLoraConfig>): void;
+export declare function getWebLoraConfig(): WebLoraConfig;
+export declare function defineWebLoraChat(tag?: string): void;
+
+/**
+ * `<weblora-chat model adapter system max-tokens temperature backend dtype>`. Defined on import.
+ */
+export declare class WebLoraChat extends HTMLElement {
+  static readonly observedAttributes: string[];
+  /** Absolute model folder URL (the `model` attribute resolved, or the default model). */
+  get model(): string;
+  set model(v: string);
+  /** Stored adapter name or PEFT folder URL (contains '/'); null = base model. */
+  get adapter(): string | null;
+  set adapter(v: string | null);
+  get system(): string | null;
+  set system(v: string | null);
+  get maxTokens(): number;
+  set maxTokens(v: number);
+  get temperature(): number | undefined;
+  set temperature(v: number | undefined);
+  get report(): LoadReport | null;
+  get busy(): boolean;
+  generate(prompt: string): Promise<GenerateResult>;
+  stop(): void;
+  connectedCallback(): void;
+  disconnectedCallback(): void;
+  attributeChangedCallback(name: string, old: string | null, value: string | null): void;
+  addEventListener<K extends keyof WebLoraChatEventMap>(
+    type: K,
+    listener: (this: WebLoraChat, ev: WebLoraChatEventMap[K]) => unknown,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+}
+
+declare global {
+  interface HTMLElementTagNameMap {
+    'weblora-chat': WebLoraChat;
+  }
+}

@@ -1,0 +1,396 @@
+/**
+ * `<weblora-chat>`: a self-contained chat box around the worker engine, for plain HTML pages.
+ * Attributes: `model` (HF-layout folder URL; default the bundled Shakespeare model), `adapter` (a stored
+ * adapter name, or a PEFT folder URL — anything containing '/' — imported once; read at each prompt),
+ * `system`, `max-tokens`, `temperature`, and `backend` ('auto' | 'webgpu' | 'wasm'), `dtype`.
+ * Methods `generate(prompt)` (resolves to the GenerateResult) and `stop()`. Events (bubbling, composed):
+ * `progress` (LoadProgress), `token` (TokenDelta), `done` (GenerateResult), `error` ({ name, message,
+ * data } — name is the typed error class, e.g. 'FetchError'). Elements naming the same model share one
+ * worker and one load (registry.ts). Keyboard: Enter sends, Shift+Enter is a newline, Escape stops.
+ * Parts: container, output, turn, prompt, response, status, progress, error, form, label, input,
+ * send, stop. It deliberately keeps no history across prompts (each prompt is a fresh request).
+ */
+import type {
+  GenerateRequest,
+  GenerateResult,
+  LoadProgress,
+  LoadReport,
+  ModelDtype,
+  TokenDelta,
+} from '../engine/types.ts';
+import { type ModelKey, resolveModelUrl, type SharedModel, sharedModel } from './registry.ts';
+import { STYLES } from './styles.ts';
+
+export interface WebLoraErrorDetail {
+  /** Typed error class name ('FetchError', 'AdapterFormatError', …) or 'Error'. */
+  name: string;
+  message: string;
+  data: Record<string, unknown>;
+  error: unknown;
+}
+
+export interface WebLoraChatEventMap {
+  progress: CustomEvent<LoadProgress>;
+  token: CustomEvent<TokenDelta>;
+  done: CustomEvent<GenerateResult>;
+  error: CustomEvent<WebLoraErrorDetail>;
+  ready: CustomEvent<LoadReport>;
+}
+
+const OBSERVED = ['model', 'backend', 'dtype', 'adapter', 'system', 'max-tokens', 'temperature'] as const;
+const DEFAULT_MAX_TOKENS = 64;
+let instances = 0;
+
+function mb(n: number): string {
+  return `${(n / 1e6).toFixed(1)} MB`;
+}
+
+function errorDetail(e: unknown): WebLoraErrorDetail {
+  if (e instanceof Error) {
+    const data = (e as { data?: unknown }).data;
+    return {
+      name: e.name || 'Error',
+      message: e.message || String(e),
+      data: data && typeof data === 'object' ? (data as Record<string, unknown>) : {},
+      error: e,
+    };
+  }
+  return { name: 'Error', message: String(e), data: {}, error: e };
+}
+
+const Base: typeof HTMLElement =
+  typeof HTMLElement === 'undefined' ? (class {} as unknown as typeof HTMLElement) : HTMLElement;
+
+export class WebLoraChat extends Base {
+  static readonly observedAttributes = [...OBSERVED];
+
+  readonly #root: ShadowRoot;
+  readonly #output: HTMLElement;
+  readonly #status: HTMLElement;
+  readonly #progress: HTMLProgressElement;
+  readonly #error: HTMLElement;
+  readonly #input: HTMLTextAreaElement;
+  readonly #stop: HTMLButtonElement;
+  #shared: SharedModel | null = null;
+  #unsubscribe: (() => void) | null = null;
+  #running = new Set<string>();
+  #seq = 0;
+  readonly #id = ++instances;
+  #report: LoadReport | null = null;
+
+  constructor() {
+    super();
+    this.#root = this.attachShadow({ mode: 'open', delegatesFocus: false });
+    const uid = `weblora-chat-${this.#id}`;
+    this.#root.innerHTML = `
+      <style>${STYLES}</style>
+      <div part="container" class="container">
+        <div part="output" class="output" role="log" aria-live="polite" aria-atomic="false"
+          aria-label="Conversation" tabindex="0" data-placeholder="Output appears here."></div>
+        <progress part="progress" max="1" value="0" hidden aria-label="Model download"></progress>
+        <p part="status" class="status" role="status"></p>
+        <p part="error" class="error" role="alert"></p>
+        <form part="form" novalidate>
+          <label part="label" for="${uid}-input">Prompt</label>
+          <textarea part="input" id="${uid}-input" rows="3" aria-describedby="${uid}-hint"></textarea>
+          <div class="row">
+            <button part="send" type="submit" class="send">Send</button>
+            <button part="stop" type="button" class="stop secondary" disabled>Stop</button>
+            <span class="hint" id="${uid}-hint">Enter to send, Shift+Enter for a new line, Escape to stop.</span>
+          </div>
+        </form>
+      </div>`;
+    const q = <T extends Element>(sel: string): T => this.#root.querySelector(sel) as T;
+    this.#output = q('.output');
+    this.#status = q('.status');
+    this.#progress = q('progress');
+    this.#error = q('.error');
+    this.#input = q('textarea');
+    this.#stop = q('.stop');
+
+    q<HTMLFormElement>('form').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      this.#submit();
+    });
+    this.#input.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
+        ev.preventDefault();
+        this.#submit();
+      }
+    });
+    this.#stop.addEventListener('click', () => this.stop());
+    // Escape stops from anywhere inside the element (input, buttons, output).
+    this.addEventListener('keydown', (e) => {
+      const ev = e as KeyboardEvent;
+      if (ev.key === 'Escape' && this.#running.size > 0) {
+        ev.preventDefault();
+        this.stop();
+      }
+    });
+  }
+
+  connectedCallback(): void {
+    // After the parser set every attribute: load eagerly so progress shows before the first prompt.
+    queueMicrotask(() => {
+      if (this.isConnected) this.#ensureModel().ready.catch(() => {});
+    });
+  }
+
+  disconnectedCallback(): void {
+    this.stop();
+  }
+
+  attributeChangedCallback(name: string, old: string | null, value: string | null): void {
+    if (old === value) return;
+    if ((name === 'model' || name === 'backend' || name === 'dtype') && this.#shared) {
+      this.#detach();
+      if (this.isConnected) this.#ensureModel().ready.catch(() => {});
+    }
+  }
+
+  // ---------------------------------------------------------------- attributes as properties
+
+  get model(): string {
+    return resolveModelUrl(this.getAttribute('model'));
+  }
+  set model(v: string) {
+    this.setAttribute('model', v);
+  }
+  get adapter(): string | null {
+    return this.getAttribute('adapter');
+  }
+  set adapter(v: string | null) {
+    if (v === null) this.removeAttribute('adapter');
+    else this.setAttribute('adapter', v);
+  }
+  get system(): string | null {
+    return this.getAttribute('system');
+  }
+  set system(v: string | null) {
+    if (v === null) this.removeAttribute('system');
+    else this.setAttribute('system', v);
+  }
+  get maxTokens(): number {
+    const n = Number(this.getAttribute('max-tokens'));
+    return Number.isFinite(n) && n >= 1 ? Math.floor(n) : DEFAULT_MAX_TOKENS;
+  }
+  set maxTokens(v: number) {
+    this.setAttribute('max-tokens', String(v));
+  }
+  get temperature(): number | undefined {
+    const raw = this.getAttribute('temperature');
+    if (raw === null || raw.trim() === '') return undefined;
+    const n = Number(raw);
+    return Number.isFinite(n) ? n : undefined;
+  }
+  set temperature(v: number | undefined) {
+    if (v === undefined) this.removeAttribute('temperature');
+    else this.setAttribute('temperature', String(v));
+  }
+  /** The load report once the model is ready, else null. */
+  get report(): LoadReport | null {
+    return this.#report;
+  }
+  /** True while a prompt of this element is generating. */
+  get busy(): boolean {
+    return this.#running.size > 0;
+  }
+
+  // ---------------------------------------------------------------- public API
+
+  /** Generates a reply to `prompt`, streaming into the output; rejects (after an `error` event) on failure. */
+  async generate(prompt: string): Promise<GenerateResult> {
+    const requestId = `${this.#id}-${++this.#seq}-${Date.now().toString(36)}`;
+    this.#running.add(requestId);
+    this.#syncButtons();
+    this.#error.textContent = '';
+    const turn = this.#newTurn(prompt);
+    try {
+      const shared = this.#ensureModel();
+      const report = await shared.ready;
+      if (!this.#running.has(requestId)) return this.#aborted();
+      const adapter = await shared.resolveAdapter(this.getAttribute('adapter'));
+      if (!this.#running.has(requestId)) return this.#aborted();
+      const req: GenerateRequest = { requestId, adapter, maxNewTokens: this.maxTokens };
+      const temperature = this.temperature;
+      if (temperature !== undefined) req.temperature = temperature;
+      const system = this.system;
+      if (report.config.hasChatTemplate) {
+        req.messages = [
+          ...(system ? [{ role: 'system', content: system }] : []),
+          { role: 'user', content: prompt },
+        ];
+      } else {
+        req.prompt = system ? `${system}\n\n${prompt}` : prompt;
+      }
+      this.#setStatus('Generating…');
+      const result = await shared.engine.generate(req, (delta) => {
+        turn.textContent += delta.text;
+        this.#output.scrollTop = this.#output.scrollHeight;
+        this.#emit('token', delta);
+      });
+      const t = result.timings;
+      this.#setStatus(
+        `${result.tokenIds.length} tokens${t.tokensPerSecond > 0 ? `, ${t.tokensPerSecond.toFixed(1)} tok/s` : ''} ` +
+          `(${report.backend}${result.finishReason === 'abort' ? ', stopped' : ''})`,
+      );
+      this.#emit('done', result);
+      return result;
+    } catch (e) {
+      this.#fail(e);
+      throw e;
+    } finally {
+      this.#running.delete(requestId);
+      this.#syncButtons();
+    }
+  }
+
+  /** Stops this element's running (and queued) prompts; their `done` fires with finishReason 'abort'. */
+  stop(): void {
+    const engine = this.#shared?.engine;
+    for (const id of this.#running) engine?.abort(id).catch(() => {});
+  }
+
+  /** Typed listeners for this element's events (others fall through to HTMLElement's). */
+  override addEventListener<K extends keyof WebLoraChatEventMap>(
+    type: K,
+    listener: (this: WebLoraChat, ev: WebLoraChatEventMap[K]) => unknown,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  override addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  override addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject,
+    options?: boolean | AddEventListenerOptions,
+  ): void {
+    super.addEventListener(type, listener, options);
+  }
+
+  override focus(options?: FocusOptions): void {
+    this.#input.focus(options);
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  #submit(): void {
+    const prompt = this.#input.value;
+    if (prompt.trim() === '') {
+      this.#error.textContent = 'Type a prompt first.';
+      return;
+    }
+    this.generate(prompt).catch(() => {}); // reported through the error event and the alert region
+  }
+
+  #aborted(): GenerateResult {
+    const result: GenerateResult = {
+      text: '',
+      tokenIds: [],
+      finishReason: 'abort',
+      timings: { prefillMs: 0, decodeMs: 0, tokensPerSecond: 0, promptTokens: 0 },
+    };
+    this.#setStatus('Stopped.');
+    this.#emit('done', result);
+    return result;
+  }
+
+  #key(): ModelKey {
+    const b = this.getAttribute('backend');
+    const d = this.getAttribute('dtype');
+    return {
+      model: this.model,
+      backend: b === 'webgpu' || b === 'wasm' ? b : 'auto',
+      dtype: d === 'q4' || d === 'fp32' ? (d as ModelDtype) : undefined,
+    };
+  }
+
+  #ensureModel(): SharedModel {
+    if (this.#shared) return this.#shared;
+    const shared = sharedModel(this.#key());
+    this.#shared = shared;
+    this.#report = null;
+    this.#unsubscribe = shared.onProgress((p) => this.#onProgress(p));
+    this.#setStatus('Loading model…');
+    shared.ready.then(
+      (report) => {
+        if (this.#shared !== shared) return;
+        this.#report = report;
+        this.#progress.hidden = true;
+        if (this.#running.size === 0) this.#setStatus(`Ready (${report.backend}, ${report.dtype}).`);
+        this.#emit('ready', report);
+      },
+      (e) => {
+        if (this.#shared !== shared) return;
+        this.#progress.hidden = true;
+        this.#detach(); // the registry dropped the failed load: the next prompt retries
+        if (this.#running.size === 0) this.#fail(e); // a running prompt reports it itself
+      },
+    );
+    return shared;
+  }
+
+  #detach(): void {
+    this.stop();
+    this.#unsubscribe?.();
+    this.#unsubscribe = null;
+    this.#shared = null;
+    this.#report = null;
+  }
+
+  #onProgress(p: LoadProgress): void {
+    if (p.stage === 'download') {
+      this.#progress.hidden = false;
+      this.#progress.max = p.total ?? Math.max(p.loaded, 1);
+      this.#progress.value = p.loaded;
+      this.#setStatus(`Downloading model: ${p.total ? `${mb(p.loaded)} / ${mb(p.total)}` : mb(p.loaded)}`);
+    } else if (p.stage === 'prepare' || p.stage === 'session') {
+      this.#setStatus('Preparing model…');
+    }
+    this.#emit('progress', p);
+  }
+
+  #newTurn(prompt: string): HTMLElement {
+    const turn = document.createElement('div');
+    turn.className = 'turn';
+    turn.setAttribute('part', 'turn');
+    const p = document.createElement('span');
+    p.className = 'prompt';
+    p.setAttribute('part', 'prompt');
+    p.textContent = prompt;
+    const r = document.createElement('span');
+    r.className = 'response';
+    r.setAttribute('part', 'response');
+    turn.append(p, r);
+    this.#output.append(turn);
+    return r;
+  }
+
+  #fail(e: unknown): void {
+    const detail = errorDetail(e);
+    this.#error.textContent = `${detail.name}: ${detail.message}`;
+    this.#setStatus('');
+    this.#emit('error', detail);
+  }
+
+  #setStatus(text: string): void {
+    this.#status.textContent = text;
+  }
+
+  #syncButtons(): void {
+    this.#stop.disabled = this.#running.size === 0;
+    this.toggleAttribute('busy', this.#running.size > 0);
+  }
+
+  #emit<K extends keyof WebLoraChatEventMap>(type: K, detail: WebLoraChatEventMap[K]['detail']): void {
+    this.dispatchEvent(new CustomEvent(type, { detail, bubbles: true, composed: true }));
+  }
+}
+
+/** Registers the element under `tag` (default 'weblora-chat') unless a definition exists. */
+export function defineWebLoraChat(tag = 'weblora-chat'): void {
+  if (typeof customElements !== 'undefined' && !customElements.get(tag))
+    customElements.define(tag, WebLoraChat);
+}

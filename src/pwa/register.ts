@@ -1,0 +1,77 @@
+/// <reference types="vite-plugin-pwa/vanillajs" />
+/**
+ * Service-worker registration (vite-plugin-pwa's `virtual:pwa-register`, built on workbox-window) as a
+ * tiny observable: `offlineReady` once the app shell is precached (first install, or a controlling SW
+ * on later visits), `needRefresh` while a new version waits, and `update()` to activate it and reload.
+ * Idempotent: the first call registers, later calls return the same handle. It deliberately does not
+ * decide how to present updates (update-prompt.ts does).
+ */
+import { registerSW } from 'virtual:pwa-register';
+
+export interface PwaState {
+  supported: boolean;
+  /** The app shell is precached: the app starts offline. */
+  offlineReady: boolean;
+  /** A new version is installed and waiting. */
+  needRefresh: boolean;
+  registration: ServiceWorkerRegistration | null;
+  error: string | null;
+}
+
+export interface PwaRegistration {
+  readonly state: Readonly<PwaState>;
+  subscribe(fn: (s: Readonly<PwaState>) => void): () => void;
+  /** Activates the waiting service worker and reloads the page. */
+  update(): Promise<void>;
+  /** Hides the prompt until the next update is found. */
+  dismissUpdate(): void;
+}
+
+let handle: PwaRegistration | null = null;
+
+export function registerPwa(): PwaRegistration {
+  if (handle) return handle;
+  const supported = typeof navigator !== 'undefined' && 'serviceWorker' in navigator;
+  let state: PwaState = {
+    supported,
+    offlineReady: false,
+    needRefresh: false,
+    registration: null,
+    error: null,
+  };
+  const listeners = new Set<(s: Readonly<PwaState>) => void>();
+  const set = (patch: Partial<PwaState>): void => {
+    state = { ...state, ...patch };
+    for (const fn of listeners) fn(state);
+  };
+  let updateSW: (reload?: boolean) => Promise<void> = async () => {};
+  if (supported) {
+    updateSW = registerSW({
+      immediate: true,
+      onOfflineReady: () => set({ offlineReady: true }),
+      onNeedRefresh: () => set({ needRefresh: true }),
+      onRegisteredSW: (_url, registration) => {
+        set({ registration: registration ?? null });
+        // A later visit: an active worker that controls this page has its precache complete.
+        if (registration?.active && navigator.serviceWorker.controller) set({ offlineReady: true });
+      },
+      onRegisterError: (e: unknown) => set({ error: e instanceof Error ? e.message : String(e) }),
+    });
+    navigator.serviceWorker.addEventListener('controllerchange', () => {
+      if (state.registration?.active) set({ offlineReady: true });
+    });
+  }
+  handle = {
+    get state() {
+      return state;
+    },
+    subscribe(fn) {
+      listeners.add(fn);
+      fn(state);
+      return () => listeners.delete(fn);
+    },
+    update: () => updateSW(true),
+    dismissUpdate: () => set({ needRefresh: false }),
+  };
+  return handle;
+}

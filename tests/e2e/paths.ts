@@ -1,0 +1,9 @@
+/** Where the e2e builds live (see global-setup.ts) and the sub-path the deploy test uses. */
+import { resolve } from 'node:path';
+
+export const ROOT = resolve(import.meta.dirname, '../..');
+export const E2E_OUT = resolve(ROOT, 'node_modules/.weblora-e2e');
+export const E2E_DIST = resolve(E2E_OUT, 'dist');
+export const E2E_DIST_SUBPATH = resolve(E2E_OUT, 'dist-subpath');
+export const E2E_DIST_LIB = resolve(E2E_OUT, 'dist-lib');
+export const SUBPATH = '/some/base/';
