@@ -1,0 +1,134 @@
+/**
+ * The per-prompt adapter picker: none (base model), one stored adapter, or a weighted mix with one
+ * slider per stored adapter (weight 0 leaves it out). Re-rendered whenever the stored list changes,
+ * keeping the user's choices for adapters that still exist. `selection()` returns the engine's
+ * `AdapterSelection`; mixing math and validation live in the engine (src/adapters/mix.ts).
+ */
+import type { AdapterInfo, AdapterSelection } from '../engine/types.ts';
+import { h } from './dom.ts';
+
+type Mode = 'none' | 'one' | 'mix';
+
+export interface AdapterPicker {
+  selection(): AdapterSelection;
+  /** A short label of the current selection, e.g. "shout ×0.5 + romeo ×1". */
+  describe(): string;
+}
+
+const MIX_MIN = -1;
+const MIX_MAX = 2;
+
+export function mountAdapterPicker(
+  fieldset: HTMLFieldSetElement,
+  onAdapters: (cb: (l: AdapterInfo[]) => void) => void,
+): AdapterPicker {
+  let mode: Mode = 'none';
+  let one = '';
+  const weights = new Map<string, number>();
+  let names: string[] = [];
+
+  const modes = h('div', { class: 'segmented', role: 'radiogroup', 'aria-label': 'Adapter mode' });
+  const body = h('div', { class: 'picker-body' });
+  fieldset.append(modes, body);
+
+  const radios = new Map<Mode, HTMLInputElement>();
+  for (const [m, label] of [
+    ['none', 'None (base model)'],
+    ['one', 'One adapter'],
+    ['mix', 'Weighted mix'],
+  ] as const) {
+    const input = h('input', { type: 'radio', name: 'adapter-mode', value: m, id: `adapter-mode-${m}` });
+    input.checked = m === mode;
+    input.addEventListener('change', () => {
+      if (!input.checked) return;
+      mode = m;
+      render();
+    });
+    radios.set(m, input);
+    modes.append(h('label', { for: `adapter-mode-${m}` }, input, ` ${label}`));
+  }
+
+  function render(): void {
+    const noAdapters = names.length === 0;
+    for (const [m, r] of radios) if (m !== 'none') r.disabled = noAdapters;
+    if (noAdapters && mode !== 'none') {
+      mode = 'none';
+      radios.get('none')!.checked = true;
+    }
+    body.replaceChildren();
+    if (mode === 'none') {
+      body.append(
+        h(
+          'p',
+          { class: 'hint' },
+          noAdapters
+            ? 'No stored adapters yet: import one in the Adapters panel.'
+            : 'The base model, no LoRA.',
+        ),
+      );
+      return;
+    }
+    if (mode === 'one') {
+      if (!names.includes(one)) one = names[0] ?? '';
+      const select = h('select', { id: 'adapter-one', 'aria-label': 'Stored adapter' });
+      for (const n of names) select.append(h('option', { value: n }, n));
+      select.value = one;
+      select.addEventListener('change', () => {
+        one = select.value;
+      });
+      body.append(select);
+      return;
+    }
+    const list = h('div', { class: 'mix' });
+    for (const n of names) {
+      const id = `mix-${CSS.escape(n)}`;
+      const w = weights.get(n) ?? 0;
+      const slider = h('input', {
+        type: 'range',
+        id,
+        min: MIX_MIN,
+        max: MIX_MAX,
+        step: 0.05,
+        value: w,
+        'data-adapter': n,
+      });
+      const out = h('output', { for: id, class: 'mono' }, w.toFixed(2));
+      slider.addEventListener('input', () => {
+        weights.set(n, Number(slider.value));
+        out.textContent = Number(slider.value).toFixed(2);
+      });
+      list.append(h('label', { for: id, class: 'mix-name' }, n), slider, out);
+    }
+    body.append(
+      list,
+      h('p', { class: 'hint' }, 'Weight 0 leaves an adapter out; negative weights subtract it.'),
+    );
+  }
+
+  onAdapters((list) => {
+    names = list.map((a) => a.name);
+    for (const n of [...weights.keys()]) if (!names.includes(n)) weights.delete(n);
+    render();
+  });
+
+  const mixParts = (): { name: string; weight: number }[] =>
+    names.map((name) => ({ name, weight: weights.get(name) ?? 0 })).filter((p) => p.weight !== 0);
+
+  return {
+    selection(): AdapterSelection {
+      if (mode === 'one' && one) return one;
+      if (mode === 'mix') return mixParts();
+      return null;
+    },
+    describe(): string {
+      if (mode === 'one' && one) return one;
+      if (mode === 'mix') {
+        const parts = mixParts();
+        return parts.length
+          ? parts.map((p) => `${p.name} ×${p.weight}`).join(' + ')
+          : 'base model (empty mix)';
+      }
+      return 'base model';
+    },
+  };
+}

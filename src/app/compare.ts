@@ -1,0 +1,116 @@
+/**
+ * Compare view: the prompt from the Generate panel, with the same sampling settings, run once per
+ * selected column (the base model and/or stored adapters). All requests are submitted at once and the
+ * engine's queue runs them one after another, so each column shows "queued" until its turn and then
+ * streams. Stop aborts every request of the run (queued ones come back empty with finishReason
+ * 'abort'). It deliberately keeps no history of earlier runs.
+ */
+import type { AdapterInfo } from '../engine/types.ts';
+import { byId, errorText, h, setMessage } from './dom.ts';
+import { describeResult, streamView } from './generate.ts';
+import { readSampling } from './sampling.ts';
+import { type AppState, newRequestId } from './state.ts';
+
+/** Column key of the base model (adapter names cannot be empty, so this never clashes). */
+const BASE = '';
+
+export function mountCompare(state: AppState): void {
+  const choices = byId<HTMLFieldSetElement>('compare-choices');
+  const run = byId<HTMLButtonElement>('compare-run');
+  const stop = byId<HTMLButtonElement>('compare-stop');
+  const columns = byId('compare-columns');
+  const error = byId('compare-error');
+  const prompt = byId<HTMLTextAreaElement>('prompt');
+  const checked = new Set<string>([BASE]);
+  let knownNames = new Set<string>();
+  let active: string[] = [];
+  const list = h('div', { class: 'choice-list' });
+  choices.append(list);
+
+  const sync = (): void => {
+    run.disabled = !state.ready || active.length > 0 || checked.size === 0;
+    stop.disabled = active.length === 0;
+  };
+
+  function render(adapters: AdapterInfo[]): void {
+    const names = adapters.map((a) => a.name);
+    for (const n of names) if (!knownNames.has(n)) checked.add(n); // new adapters start selected
+    for (const n of [...checked]) if (n !== BASE && !names.includes(n)) checked.delete(n);
+    knownNames = new Set(names);
+    list.replaceChildren();
+    for (const key of [BASE, ...names]) {
+      const box = h('input', { type: 'checkbox', value: key, 'data-adapter': key });
+      box.checked = checked.has(key);
+      box.addEventListener('change', () => {
+        if (box.checked) checked.add(key);
+        else checked.delete(key);
+        sync();
+      });
+      list.append(h('label', { class: 'check' }, box, ` ${key === BASE ? 'Base model' : key}`));
+    }
+    sync();
+  }
+  state.onAdapters(render);
+  state.onModel(sync);
+
+  stop.addEventListener('click', () => {
+    for (const id of active) void state.engine.abort(id);
+  });
+
+  run.addEventListener('click', async () => {
+    if (active.length > 0 || !state.ready) return;
+    setMessage(error, '');
+    const keys = [BASE, ...knownNames].filter((k) => checked.has(k));
+    const sampling = readSampling();
+    const text = prompt.value;
+    columns.replaceChildren();
+    const jobs = keys.map((key) => {
+      const requestId = newRequestId('cmp');
+      const status = h('p', { class: 'column-status', role: 'status' }, 'queued');
+      const pre = h('pre', { class: 'output', tabindex: 0 });
+      const title = key === BASE ? 'Base model' : key;
+      const col = h(
+        'article',
+        { class: 'column', 'data-adapter': key, 'aria-label': `Output with ${title}` },
+        h('h3', {}, title),
+        pre,
+        status,
+      );
+      col.dataset.status = 'queued';
+      columns.append(col);
+      const view = streamView(pre, null);
+      return { key, requestId, status, col, view };
+    });
+    active = jobs.map((j) => j.requestId);
+    sync();
+    const done = state.beginGeneration();
+    try {
+      await Promise.all(
+        jobs.map(async (j) => {
+          try {
+            const r = await state.engine.generate(
+              { prompt: text, adapter: j.key === BASE ? null : j.key, requestId: j.requestId, ...sampling },
+              (d) => {
+                if (j.col.dataset.status === 'queued') {
+                  j.col.dataset.status = 'streaming';
+                  j.status.textContent = 'streaming…';
+                }
+                j.view.append(d.text);
+              },
+            );
+            j.col.dataset.status = r.finishReason;
+            j.status.textContent = describeResult(r);
+          } catch (e) {
+            j.col.dataset.status = 'error';
+            j.status.textContent = errorText(e);
+          }
+        }),
+      );
+    } finally {
+      active = [];
+      done();
+      sync();
+      void state.refreshStats();
+    }
+  });
+}
