@@ -69,7 +69,12 @@ async function evalFile(path: string, ids: number[], config: Record<string, numb
     };
     for (let i = 0; i < L; i++) {
       for (const kv of ['key', 'value']) {
-        feeds[`past_key_values.${i}.${kv}`] = new ort.Tensor('float32', new Float32Array(0), [B, kvHeads, 0, headDim]);
+        feeds[`past_key_values.${i}.${kv}`] = new ort.Tensor('float32', new Float32Array(0), [
+          B,
+          kvHeads,
+          0,
+          headDim,
+        ]);
       }
     }
     const out = await session.run(feeds, ['logits']);
@@ -87,7 +92,8 @@ async function evalFile(path: string, ids: number[], config: Record<string, numb
       }
     });
     for (const t of Object.values(out)) t.dispose();
-    if (process.stderr.isTTY) process.stderr.write(`\r${path}: ${Math.min(w + BATCH, wins.length)}/${wins.length} windows`);
+    if (process.stderr.isTTY)
+      process.stderr.write(`\r${path}: ${Math.min(w + BATCH, wins.length)}/${wins.length} windows`);
   }
   await session.release();
   return { nll, scored, seconds: (performance.now() - t0) / 1000 };
@@ -104,7 +110,11 @@ export interface ValLossRow {
 }
 
 /** Validation loss of each ONNX file in `dir/onnx/` (missing files are skipped). */
-export async function evalValLoss(dir: string, onnxFiles: string[], windows = Number.POSITIVE_INFINITY): Promise<ValLossRow[]> {
+export async function evalValLoss(
+  dir: string,
+  onnxFiles: string[],
+  windows = Number.POSITIVE_INFINITY,
+): Promise<ValLossRow[]> {
   ort.env.wasm.numThreads = 1;
   const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
   const tokenizer = new Tokenizer(
@@ -126,8 +136,19 @@ export async function evalValLoss(dir: string, onnxFiles: string[], windows = Nu
     }
     const r = await evalFile(path, ids, config, windows);
     // chars covered by the scored tokens: all but the first token when every window is scored
-    const chars = r.scored === ids.length - 1 ? val.length - firstChars : tokenizer.decode(ids.slice(1, r.scored + 1)).length;
-    rows.push({ file: f, bytes: size, tokens: r.scored, chars, natsPerChar: r.nll / chars, natsPerToken: r.nll / r.scored, seconds: r.seconds });
+    const chars =
+      r.scored === ids.length - 1
+        ? val.length - firstChars
+        : tokenizer.decode(ids.slice(1, r.scored + 1)).length;
+    rows.push({
+      file: f,
+      bytes: size,
+      tokens: r.scored,
+      chars,
+      natsPerChar: r.nll / chars,
+      natsPerToken: r.nll / r.scored,
+      seconds: r.seconds,
+    });
   }
   return rows;
 }
@@ -135,8 +156,17 @@ export async function evalValLoss(dir: string, onnxFiles: string[], windows = Nu
 async function main() {
   const rows = await evalValLoss(modelDir, files, maxWindows);
   if (process.stderr.isTTY) process.stderr.write('\n');
-  console.table(rows.map((r) => ({ ...r, natsPerChar: r.natsPerChar.toFixed(4), natsPerToken: r.natsPerToken.toFixed(4), MB: (r.bytes / 1e6).toFixed(2), seconds: r.seconds.toFixed(1) })));
-  if (rows.length === 2) console.log(`q4 - fp32: ${(rows[1]!.natsPerChar - rows[0]!.natsPerChar).toFixed(4)} nats/char`);
+  console.table(
+    rows.map((r) => ({
+      ...r,
+      natsPerChar: r.natsPerChar.toFixed(4),
+      natsPerToken: r.natsPerToken.toFixed(4),
+      MB: (r.bytes / 1e6).toFixed(2),
+      seconds: r.seconds.toFixed(1),
+    })),
+  );
+  if (rows.length === 2)
+    console.log(`q4 - fp32: ${(rows[1]!.natsPerChar - rows[0]!.natsPerChar).toFixed(4)} nats/char`);
   if (jsonOut) writeFileSync(jsonOut, `${JSON.stringify(rows, null, 2)}\n`);
 }
 

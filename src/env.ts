@@ -40,7 +40,12 @@ async function detect(): Promise<Readonly<Capabilities>> {
     timestampQuery: adapter?.features.has('timestamp-query') ?? false,
     maxStorageBufferBindingSize: adapter?.limits.maxStorageBufferBindingSize ?? 0,
     adapterInfo: info
-      ? { vendor: info.vendor, architecture: info.architecture, device: info.device, description: info.description }
+      ? {
+          vendor: info.vendor,
+          architecture: info.architecture,
+          device: info.device,
+          description: info.description,
+        }
       : null,
     opfs: typeof g.navigator?.storage?.getDirectory === 'function',
     crossOriginIsolated: (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated === true,

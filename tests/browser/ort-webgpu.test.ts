@@ -4,22 +4,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DecoderSession, disposeCache } from '../../src/engine/session.ts';
 import type { ModelDtype } from '../../src/model/package.ts';
-import { expectClose, maxAbsDiff, type Tolerance } from '../helpers/expect-close.ts';
-import { hasModelFile, loadPackage, PROMPT, setupOrt } from './helpers/model.ts';
+import { expectClose, maxAbsDiff, WEBGPU_VS_WASM } from '../helpers/expect-close.ts';
+import { loadPackage, PROMPT, setupOrt } from './helpers/model.ts';
 
-/**
- * The same fp32 graph on two EPs: WebGPU and wasm kernels sum in different orders (tiled matmuls,
- * workgroup reductions in softmax/RMSNorm) over at most 704-term dot products. Observed max |diff| on
- * the random-weight fp32 logits is ~1e-5; 1e-4 + 1e-4·|x| (the FP32_LOGITS bound) leaves ample headroom while a wrong
- * kernel (transpose, scale, mask) moves logits by >1e-2.
- */
-const WEBGPU_VS_WASM: Tolerance = { atol: 1e-4, rtol: 1e-4 };
 const NEW_TOKENS = 12;
 /** ORT warns that shape ops run on CPU; that is by design. */
 const QUIET = { logSeverityLevel: 3 as const };
 
 const ort = setupOrt();
-const hasQ4 = await hasModelFile('q4');
 
 describe('WebGPU adapter', () => {
   it('is SwiftShader from Google', async () => {
@@ -79,7 +71,4 @@ function suite(dtype: ModelDtype) {
 }
 
 describe('fp32 model.onnx on webgpu vs wasm', suite('fp32'));
-describe.skipIf(!hasQ4)(
-  'q4 model_q4.onnx on webgpu vs wasm (skipped: onnx/model_q4.onnx not in the package yet)',
-  suite('q4'),
-);
+describe('q4 model_q4.onnx on webgpu vs wasm', suite('q4'));

@@ -79,7 +79,7 @@ afterAll(async () => {
   await base?.release();
 });
 
-describe.skipIf(!haveModel)(`golden fixtures vs ${MODEL_PATH}`, () => {
+describe(`golden fixtures vs ${MODEL_PATH}`, () => {
   it('fp32 logits of each sequence (full forward, no cache) match PyTorch', async () => {
     expect(golden.seqs).toHaveLength(3);
     for (const [j, s] of golden.seqs.entries()) {
@@ -109,40 +109,37 @@ describe.skipIf(!haveModel)(`golden fixtures vs ${MODEL_PATH}`, () => {
   });
 });
 
-describe.skipIf(!haveModel)(
-  'training fixtures (for the LoRA training engine) are complete and consistent',
-  () => {
-    it('lora-grads and adamw-trajectory cover every peft-adapter tensor with its shape', () => {
-      const adapter = loadPeftFixture('peft-adapter').st;
-      const grads = loadSafetensorsFile(join(FIXTURES_DIR, 'lora-grads.safetensors'));
-      const traj = loadSafetensorsFile(join(FIXTURES_DIR, 'adamw-trajectory.safetensors'));
-      assertFresh(grads, 'tests/fixtures/lora-grads.safetensors');
-      assertFresh(traj, 'tests/fixtures/adamw-trajectory.safetensors');
-      expect(adapter.tensors.size).toBe(2 * 7 * L);
-      for (const [k, t] of adapter.tensors) {
-        for (const st of [grads, traj]) {
-          expect(st.tensors.get(k)?.shape, k).toEqual(t.shape);
-          expect(f32(st, k).every(Number.isFinite), k).toBe(true);
-        }
+describe('training fixtures (for the LoRA training engine) are complete and consistent', () => {
+  it('lora-grads and adamw-trajectory cover every peft-adapter tensor with its shape', () => {
+    const adapter = loadPeftFixture('peft-adapter').st;
+    const grads = loadSafetensorsFile(join(FIXTURES_DIR, 'lora-grads.safetensors'));
+    const traj = loadSafetensorsFile(join(FIXTURES_DIR, 'adamw-trajectory.safetensors'));
+    assertFresh(grads, 'tests/fixtures/lora-grads.safetensors');
+    assertFresh(traj, 'tests/fixtures/adamw-trajectory.safetensors');
+    expect(adapter.tensors.size).toBe(2 * 7 * L);
+    for (const [k, t] of adapter.tensors) {
+      for (const st of [grads, traj]) {
+        expect(st.tensors.get(k)?.shape, k).toEqual(t.shape);
+        expect(f32(st, k).every(Number.isFinite), k).toBe(true);
       }
-      expect(tensor(grads, 'batch').shape).toEqual([2, 32]);
-      expect(i32(grads, 'batch')).toEqual(i32(traj, 'batch'));
-      const losses = f32(traj, 'losses');
-      expect(losses).toHaveLength(Number(traj.metadata.steps) + 1);
-      expect(losses[0]).toBe(f32(grads, 'loss')[0]);
-      expect(losses.at(-1)!).toBeLessThan(losses[0]!);
-      expect(traj.metadata).toMatchObject({
-        lr: '0.01',
-        beta1: '0.9',
-        beta2: '0.999',
-        eps: '1e-08',
-        weight_decay: '0.0',
-      });
+    }
+    expect(tensor(grads, 'batch').shape).toEqual([2, 32]);
+    expect(i32(grads, 'batch')).toEqual(i32(traj, 'batch'));
+    const losses = f32(traj, 'losses');
+    expect(losses).toHaveLength(Number(traj.metadata.steps) + 1);
+    expect(losses[0]).toBe(f32(grads, 'loss')[0]);
+    expect(losses.at(-1)!).toBeLessThan(losses[0]!);
+    expect(traj.metadata).toMatchObject({
+      lr: '0.01',
+      beta1: '0.9',
+      beta2: '0.999',
+      eps: '1e-08',
+      weight_decay: '0.0',
     });
-  },
-);
+  });
+});
 
-describe.skipIf(!haveModel || !existsSync(Q4_PATH))('model_q4.onnx vs golden fp32', () => {
+describe('model_q4.onnx vs golden fp32', () => {
   it(`logits RMS error and top-1 agreement within the q4 bounds`, async () => {
     const q4 = await ort.InferenceSession.create(Q4_PATH, { executionProviders: ['wasm'] });
     let agree = 0;
@@ -178,7 +175,7 @@ describe.skipIf(!haveModel || !existsSync(Q4_PATH))('model_q4.onnx vs golden fp3
   });
 });
 
-describe.skipIf(!haveModel)('LoRA-injected fp32 graph + PEFT fixture adapters', () => {
+describe('LoRA-injected fp32 graph + PEFT fixture adapters', () => {
   let injected:
     | { session: ort.InferenceSession; targets: ReturnType<typeof injectLora>['targets'] }
     | undefined;

@@ -173,7 +173,10 @@ describe('importPeftAdapter: valid adapters', () => {
     expect(checkBaseModel(null, model)).toBe(false);
     expect(checkBaseModel('meta-llama/Llama-3.2-1B', model, { allowBaseModelMismatch: true })).toBe(false);
     const noAlias = { ...MODEL, aliases: [] };
-    const otherBase = JSON.stringify({ ...JSON.parse(fx.configJson), base_model_name_or_path: 'org/other-model' });
+    const otherBase = JSON.stringify({
+      ...JSON.parse(fx.configJson),
+      base_model_name_or_path: 'org/other-model',
+    });
     expect(
       errorOf(() => importPeftAdapter({ config: otherBase, weights: fx.bytes }, noAlias)),
     ).toBeInstanceOf(AdapterBaseModelError);
