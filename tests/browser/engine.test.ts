@@ -4,8 +4,10 @@
 // compares two paths with each other, never against fixed text. SwiftShader WebGPU decodes about one
 // token per second here: webgpu runs stay at ≤ 5 tokens, everything else runs on the wasm engine.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseSafetensors, readInt32 } from '../../src/adapters/safetensors.ts';
 import { AdapterStore } from '../../src/adapters/store.ts';
 import { defaultAdapterName, LocalEngine, watchDeviceLost } from '../../src/engine/engine.ts';
+import { TextTokenizer } from '../../src/engine/tokenizer.ts';
 import type { AdapterFeedProvider, GenerateRequest, LoadReport, TokenDelta } from '../../src/engine/types.ts';
 import {
   AdapterNotFoundError,
@@ -264,5 +266,38 @@ describe('LocalEngine', () => {
     await e.dispose();
     expect(await e.info()).toBeNull();
     await expect(e.generate({ prompt: PROMPT, maxNewTokens: 1 })).rejects.toBeInstanceOf(WebLoraError);
+  });
+});
+
+// The acceptance chain "webgpu == wasm == the golden fixture tokens": the fp32 engine on each backend
+// against the PyTorch oracle's greedy continuation (tests/fixtures/golden.safetensors, seq0), whose
+// top-1/top-2 margins are all >= 3e-3 so fp32 noise cannot flip a token.
+describe('LocalEngine fp32 vs the PyTorch golden greedy tokens', () => {
+  it('wasm (20 tokens) and webgpu (5 tokens) reproduce golden seq0', async () => {
+    const golden = parseSafetensors(
+      new Uint8Array(await (await fetch('/tests/fixtures/golden.safetensors')).arrayBuffer()),
+    );
+    const tok = TextTokenizer.fromJSON(
+      await (await fetch(`${MODEL_BASE}tokenizer.json`)).json(),
+      await (await fetch(`${MODEL_BASE}tokenizer_config.json`)).json(),
+    );
+    const promptIds = Array.from(readInt32(golden.tensors.get('seq0.tokens')!));
+    const prompt = tok.decode(promptIds);
+    expect(tok.encode(prompt)).toEqual(promptIds);
+    const want = Array.from(readInt32(golden.tensors.get('base.seq0.greedy')!));
+    for (const [backend, n] of [
+      ['wasm', 20],
+      ['webgpu', GPU_TOKENS],
+    ] as const) {
+      const e = new LocalEngine({ numThreads: 1 });
+      try {
+        const report = await e.loadModel(MODEL_BASE, { backend, dtype: 'fp32' });
+        expect(report.backend).toBe(backend);
+        const r = await e.generate({ prompt, maxNewTokens: n, temperature: 0 });
+        expect(r.tokenIds, `${backend} greedy tokens`).toEqual(want.slice(0, n));
+      } finally {
+        await e.dispose();
+      }
+    }
   });
 });
