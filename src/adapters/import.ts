@@ -26,7 +26,9 @@ import {
 } from '../errors.ts';
 import type { LoraTarget } from '../model/inject-lora.ts';
 import {
+  locateModule,
   MAX_LORA_RANK,
+  PEFT_KEY_RE,
   type PeftFeeds,
   type PeftLoraConfig,
   parsePeftConfig,
@@ -275,18 +277,6 @@ export function parseAdapterConfig(json: string | unknown): PeftLoraConfig {
 // ---------------------------------------------------------------------------------------------
 // tensors vs model
 
-const KEY_RE = /^base_model\.model\.(.+)\.lora_([AB])\.weight$/;
-const COMMON_LAYERS_PATTERN = ['layers', 'h', 'block', 'blocks', 'layer'];
-
-function locate(path: string, cfg: PeftLoraConfig): { layer: number; module: string } | null {
-  const pats = (cfg.layersPattern ?? COMMON_LAYERS_PATTERN).map((p) =>
-    p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'),
-  );
-  const m = new RegExp(`(?:^|\\.)(?:${pats.join('|')})\\.(\\d+)\\.(?:.+\\.)?([^.]+)$`).exec(path);
-  if (!m?.[1] || !m[2]) return null;
-  return { layer: Number(m[1]), module: m[2] };
-}
-
 /**
  * Checks every tensor against the model and config with a specific error each; the remaining PEFT rules
  * (target_modules, layers_to_transform, duplicate modules, missing A/B) are peftToFeeds'.
@@ -296,7 +286,7 @@ function validateTensors(cfg: PeftLoraConfig, st: Safetensors, targets: readonly
   const modules = [...new Set(targets.map((t) => t.module))];
   const maxLayer = Math.max(-1, ...targets.map((t) => t.layer));
   for (const [key, t] of st.tensors) {
-    const m = KEY_RE.exec(key);
+    const m = PEFT_KEY_RE.exec(key);
     if (!m?.[1] || !m[2]) {
       throw new AdapterFormatError(
         `${WEIGHTS_FILE}: unsupported tensor "${key}"; expected PEFT LoRA keys ` +
@@ -306,7 +296,7 @@ function validateTensors(cfg: PeftLoraConfig, st: Safetensors, targets: readonly
     }
     const path = m[1];
     const which = m[2] as 'A' | 'B';
-    const loc = locate(path, cfg);
+    const loc = locateModule(path, cfg);
     const target = loc ? index.get(`${loc.layer}.${loc.module}`) : undefined;
     if (!loc || !target) {
       throw new AdapterModuleError(

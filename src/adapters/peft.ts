@@ -11,7 +11,9 @@
  * (GPT-2 Conv1D); PEFT keeps lora_A [r, in] / lora_B [out, r] either way, so it changes nothing here.
  */
 import { AdapterFormatError, AdapterMismatchError } from '../errors.ts';
+import { loraInputName } from '../model/inject-lora.ts';
 import { readFloat32, type TensorView } from './safetensors.ts';
+import type { CpuFeeds, LoraFeed } from './types.ts';
 
 /** Largest LoRA rank the engine accepts (per module, after rank_pattern). */
 export const MAX_LORA_RANK = 64;
@@ -48,23 +50,13 @@ export interface LoraTarget {
   out: number;
 }
 
-export interface LoraFeed {
-  data: Float32Array;
-  dims: [number, number];
-}
-
-export interface PeftFeeds {
-  /** The shared rank R of every feed (max module rank in use). */
-  rank: number;
-  /** Graph input name → tensor: A [in, R], B [R, out]. One pair per target, covered or not. */
-  feeds: Map<string, LoraFeed>;
+/**
+ * `rank`: the shared rank R of every feed (max module rank in use). `feeds`: graph input name → tensor,
+ * A [in, R], B [R, out]; one pair per target, covered or not.
+ */
+export interface PeftFeeds extends CpuFeeds {
   /** Per covered module: its PEFT path, rank and scale (for display and debugging). */
   modules: { layer: number; module: string; path: string; rank: number; scale: number }[];
-}
-
-/** Graph input names, as src/model/inject-lora.ts declares them. */
-export function loraInputName(layer: number, module: string, which: 'A' | 'B'): string {
-  return `lora.${layer}.${module}.${which}`;
 }
 
 function bad(message: string, data: Record<string, unknown> = {}): never {
@@ -252,10 +244,11 @@ function targeted(cfg: PeftLoraConfig, path: string): boolean {
   return tm.some((t) => path === t || path.endsWith(`.${t}`));
 }
 
-const KEY_RE = /^base_model\.model\.(.+)\.lora_([AB])\.weight$/;
+/** A PEFT LoRA tensor key: `base_model.model.<module path>.lora_A|B.weight`. */
+export const PEFT_KEY_RE = /^base_model\.model\.(.+)\.lora_([AB])\.weight$/;
 
 /** Layer index and module name of a module path, using layers_pattern (or PEFT's defaults). */
-function locate(path: string, cfg: PeftLoraConfig): { layer: number; module: string } | null {
+export function locateModule(path: string, cfg: PeftLoraConfig): { layer: number; module: string } | null {
   const pats = (cfg.layersPattern ?? COMMON_LAYERS_PATTERN).map((p) =>
     p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'),
   );
@@ -283,7 +276,7 @@ export function peftToFeeds(
 ): PeftFeeds {
   const byModule = new Map<string, ModuleWeights>();
   for (const [key, t] of tensors) {
-    const m = KEY_RE.exec(key);
+    const m = PEFT_KEY_RE.exec(key);
     if (!m?.[1] || !m[2]) {
       throw new AdapterFormatError(
         `adapter_model.safetensors: unsupported tensor "${key}"; expected PEFT LoRA keys ` +
@@ -314,7 +307,7 @@ export function peftToFeeds(
         },
       );
     }
-    const loc = locate(path, cfg);
+    const loc = locateModule(path, cfg);
     const target = loc && targetIndex.get(`${loc.layer}.${loc.module}`);
     if (!loc || !target) {
       throw new AdapterMismatchError(

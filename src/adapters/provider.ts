@@ -17,7 +17,14 @@ import type { LoraTarget } from '../model/inject-lora.ts';
 import { AdapterCpuCache, AdapterGpuCache } from './gpu-cache.ts';
 import { mixFeeds, zeroRankFeeds } from './mix.ts';
 import type { AdapterStore, StoredAdapterMeta } from './store.ts';
-import type { AdapterFeedProvider, AdapterFeeds, AdapterSelection, CpuFeeds, OrtLike } from './types.ts';
+import type {
+  AdapterFeedProvider,
+  AdapterFeeds,
+  AdapterSelection,
+  AdapterStats,
+  CpuFeeds,
+  OrtLike,
+} from './types.ts';
 
 export interface AdapterProviderOptions {
   store: Pick<AdapterStore, 'getMeta' | 'loadFeeds'>;
@@ -38,17 +45,8 @@ export interface AdapterProviderOptions {
   backend?: 'webgpu' | 'wasm';
 }
 
-/** Structurally the engine's `AdapterStats` (src/engine/types.ts). */
-export interface AdapterProviderStats {
-  bytesHeld: number;
-  entries: number;
-  hits: number;
-  misses: number;
-  /** GPU cache: adapters uploaded; CPU cache: adapter tensor sets built. "No adapter" never counts. */
-  uploads: number;
-  evictions: number;
-  budgetBytes: number;
-}
+/** The engine's `AdapterStats` (GPU cache: adapters uploaded; CPU cache: adapter tensor sets built). */
+export type AdapterProviderStats = AdapterStats;
 
 export interface AdapterProvider extends AdapterFeedProvider {
   readonly cache: AdapterGpuCache | AdapterCpuCache;

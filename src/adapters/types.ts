@@ -1,7 +1,7 @@
 /**
  * The contract between adapters (store, GPU cache) and the engine: per prompt the engine asks an
- * `AdapterFeedProvider` for the LoRA graph inputs of a selection and releases them after the run. The
- * engine declares a structurally identical interface; TypeScript's structural typing makes them one.
+ * `AdapterFeedProvider` for the LoRA graph inputs of a selection and releases them after the run.
+ * src/engine/types.ts re-exports these types as part of the engine's contract.
  * CPU-side feeds (`CpuFeeds`) are plain Float32Arrays in the injected graph's layout:
  * A (in, R), B (R, out), R shared by every input of one run, scale already folded into B.
  */
@@ -10,18 +10,52 @@ import type { LoraTarget } from '../model/inject-lora.ts';
 
 export type { LoraTarget };
 
-/** null / []: base model (rank 0); a name: that adapter; a list: a weighted mix of stored adapters. */
+/**
+ * No adapter (base model), one stored adapter by name, or a weighted mix of stored adapters.
+ * null / []: base model (rank 0).
+ */
 export type AdapterSelection = null | string | { name: string; weight: number }[];
 
+/** Counters of the adapter feed cache of the loaded model (zeros when none is loaded). */
+export interface AdapterStats {
+  /** Bytes of cached feeds (GPU buffers on webgpu, tensor data on wasm). */
+  bytesHeld: number;
+  /** Cached feed sets (adapters and mixes). */
+  entries: number;
+  hits: number;
+  misses: number;
+  /**
+   * Feed sets made ready for the backend: on webgpu, adapters uploaded to GPU buffers (a hot hit
+   * uploads nothing); on wasm, CPU tensor sets built from the store. "No adapter" never counts.
+   */
+  uploads: number;
+  evictions: number;
+  budgetBytes: number;
+}
+
 export interface AdapterFeeds {
-  /** Graph input name (`lora.{layer}.{module}.A|B`) → tensor, for every target passed in. */
+  /**
+   * Graph input name (`lora.{layer}.{module}.A|B`) → tensor, one per target passed in (one shared
+   * rank). Rank 0 (= off) only works on wasm; on webgpu use rank ≥ 1 (zero-padded factors are exact),
+   * see the engine's AdapterProviderContext.baseFeeds.
+   */
   feeds: Record<string, ort.Tensor>;
-  /** Call once the run that used `feeds` finished; the tensors must not be used afterwards. */
+  /**
+   * Called once the request that used `feeds` finished (e.g. unpin from a GPU LRU cache); the tensors
+   * must not be used afterwards.
+   */
   release(): void;
 }
 
+/** The seam between the engine and src/adapters: the engine asks it once per generate request. */
 export interface AdapterFeedProvider {
-  feedsFor(selection: AdapterSelection, targets: LoraTarget[]): Promise<AdapterFeeds>;
+  feedsFor(selection: AdapterSelection, targets: readonly LoraTarget[]): Promise<AdapterFeeds>;
+  /** Optional: drop cached tensors of an adapter (the engine calls it after rename/delete/overwrite). */
+  forget?(name: string): void;
+  /** Optional: cache counters for `adapterStats`. */
+  stats?(): AdapterStats;
+  /** Optional: free everything; called when the model is released. */
+  dispose?(): void;
 }
 
 /** One graph input's data, row-major. */

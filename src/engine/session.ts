@@ -10,6 +10,7 @@
 import type * as OrtModule from 'onnxruntime-web';
 import { AbortError, ModelFormatError } from '../errors.ts';
 import type { ModelConfig } from '../model/package.ts';
+import { argmax as argmaxOrMinusOne } from './sampling.ts';
 
 export type Ort = typeof OrtModule;
 export type OrtTensor = OrtModule.Tensor;
@@ -50,18 +51,12 @@ export interface GreedyOptions {
 
 const PAST_RE = /^past_key_values\.(\d+)\.(key|value)$/;
 
-/** Index of the largest value; the first one on ties (like torch.argmax). */
+/**
+ * Index of the largest value; the first one on ties (like torch.argmax), NaN never wins. 0 when no
+ * value is > -Infinity (sampling.ts's `argmax` says -1 there).
+ */
 export function argmax(x: ArrayLike<number>): number {
-  let best = 0;
-  let bestV = Number.NEGATIVE_INFINITY;
-  for (let i = 0; i < x.length; i++) {
-    const v = x[i]!;
-    if (v > bestV) {
-      bestV = v;
-      best = i;
-    }
-  }
-  return best;
+  return Math.max(0, argmaxOrMinusOne(x));
 }
 
 /** Reads the KV layout from the graph's input/output names, cross-checked against config.json. */

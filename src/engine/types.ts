@@ -2,16 +2,26 @@
  * The one `Engine` contract the UI codes against, implemented in-thread (`LocalEngine`, engine.ts) and
  * by the Web Worker proxy (`createWorkerEngine`, client.ts), plus every type that crosses it. Values
  * here are structured-cloneable (no classes, no functions except the callbacks, which the worker
- * proxy wraps with Comlink.proxy), so the worker protocol is exactly this file. It also declares the
- * seam to the adapter subsystem (`AdapterFeedProvider`); it deliberately holds no logic.
+ * proxy wraps with Comlink.proxy), so the worker protocol is exactly this file. It also re-exports the
+ * seam to the adapter subsystem (`AdapterFeedProvider`, src/adapters/types.ts); it deliberately holds
+ * no logic.
  */
 import type * as OrtModule from 'onnxruntime-web';
 import type { PeftFiles } from '../adapters/import.ts';
 import type { StoredAdapterMeta } from '../adapters/store.ts';
+import type { AdapterFeedProvider, AdapterFeeds, AdapterSelection, AdapterStats } from '../adapters/types.ts';
 import type { LoraTarget } from '../model/inject-lora.ts';
 import type { ModelDtype } from '../model/package.ts';
 
-export type { LoraTarget, ModelDtype, PeftFiles };
+export type {
+  AdapterFeedProvider,
+  AdapterFeeds,
+  AdapterSelection,
+  AdapterStats,
+  LoraTarget,
+  ModelDtype,
+  PeftFiles,
+};
 
 export type Backend = 'webgpu' | 'wasm';
 export type BackendPreference = 'auto' | Backend;
@@ -101,9 +111,6 @@ export interface ChatMessage {
   content: string;
 }
 
-/** No adapter (base model), one stored adapter by name, or a weighted mix of stored adapters. */
-export type AdapterSelection = null | string | { name: string; weight: number }[];
-
 export interface GenerateRequest {
   /** Raw prompt text (encoded without special tokens). Exactly one of prompt / messages. */
   prompt?: string;
@@ -188,23 +195,6 @@ export interface AdapterImportOptions {
   onProgress?: (p: AdapterImportProgress) => void;
 }
 
-/** Counters of the adapter feed cache of the loaded model (zeros when none is loaded). */
-export interface AdapterStats {
-  /** Bytes of cached feeds (GPU buffers on webgpu, tensor data on wasm). */
-  bytesHeld: number;
-  /** Cached feed sets (adapters and mixes). */
-  entries: number;
-  hits: number;
-  misses: number;
-  /**
-   * Feed sets made ready for the backend: on webgpu, adapters uploaded to GPU buffers (a hot hit
-   * uploads nothing); on wasm, CPU tensor sets built from the store. "No adapter" never counts.
-   */
-  uploads: number;
-  evictions: number;
-  budgetBytes: number;
-}
-
 export interface Engine {
   /**
    * Default source: the demo model on this origin (`BASE_URL + 'models/weblora-shakespeare/'`).
@@ -265,27 +255,6 @@ export interface AdapterProviderContext {
    * Return these for `null` selections.
    */
   baseFeeds: Record<string, OrtModule.Tensor>;
-}
-
-export interface AdapterFeeds {
-  /**
-   * One tensor per `lora.*` graph input (all targets, one shared rank). Rank 0 (= off) only works on
-   * wasm; on webgpu use rank ≥ 1 (zero-padded factors are exact), see AdapterProviderContext.baseFeeds.
-   */
-  feeds: Record<string, OrtModule.Tensor>;
-  /** Called after the request finished with these feeds (e.g. unpin from a GPU LRU cache). */
-  release(): void;
-}
-
-/** The seam to src/adapters: the engine asks it once per generate request. */
-export interface AdapterFeedProvider {
-  feedsFor(selection: AdapterSelection, targets: readonly LoraTarget[]): Promise<AdapterFeeds>;
-  /** Optional: drop cached tensors of an adapter (the engine calls it after rename/delete/overwrite). */
-  forget?(name: string): void;
-  /** Optional: cache counters for `adapterStats`. */
-  stats?(): AdapterStats;
-  /** Optional: free everything; called when the model is released. */
-  dispose?(): void;
 }
 
 export type AdapterProviderFactory = (ctx: AdapterProviderContext) => AdapterFeedProvider;

@@ -28,7 +28,7 @@ export type LoraModule = (typeof LORA_MODULES)[number];
 export const LORA_RANK_DIM = 'lora_rank';
 
 /** Graph input name of a LoRA factor, e.g. `lora.0.q_proj.A`. */
-export function loraInputName(layer: number, module: LoraModule, which: 'A' | 'B'): string {
+export function loraInputName(layer: number, module: string, which: 'A' | 'B'): string {
   return `lora.${layer}.${module}.${which}`;
 }
 

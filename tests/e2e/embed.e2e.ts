@@ -3,32 +3,14 @@
  * share one worker and one model download (every model file requested once), both stream output;
  * a bad model URL fires `error` with a readable message and the typed error name.
  */
-import type { Browser } from 'playwright';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  collectPageErrors,
-  generateIn,
-  launchChromium,
-  libPage,
-  startE2eServer,
-  waitForModel,
-} from './helpers.ts';
+import { describe, expect, it } from 'vitest';
+import { collectPageErrors, generateIn, libPage, useE2eServerAndBrowser, waitForModel } from './helpers.ts';
 
-let browser: Browser;
-let server: Awaited<ReturnType<typeof startE2eServer>>;
-
-beforeAll(async () => {
-  server = await startE2eServer();
-  browser = await launchChromium();
-});
-
-afterAll(async () => {
-  await browser?.close();
-  await server?.close();
-});
+const env = useE2eServerAndBrowser();
 
 describe('embedding the library build', () => {
   it('two elements with different adapters share one worker and one model load, and both stream', async () => {
+    const { browser, server } = env;
     const { a, b } = server.adapters;
     server.files.set('/__e2e__/two.html', {
       body: libPage(`
@@ -88,6 +70,7 @@ describe('embedding the library build', () => {
   });
 
   it('fires error with a readable message and the typed error name for a bad model URL', async () => {
+    const { browser, server } = env;
     server.files.set('/__e2e__/bad.html', { body: libPage('') });
     const context = await browser.newContext();
     const page = await context.newPage();

@@ -9,6 +9,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { type Browser, chromium, type Page } from 'playwright';
+import { afterAll, beforeAll } from 'vitest';
 import { CHROMIUM_ARGS } from '../../vitest.config.ts';
 import { E2E_DIST, E2E_DIST_LIB, E2E_DIST_SUBPATH, ROOT, SUBPATH } from './paths.ts';
 import { type StaticServer, startStaticServer } from './server.ts';
@@ -30,7 +31,9 @@ export interface TestAdapters {
 
 export const EXAMPLE_ADAPTERS = existsSync(resolve(E2E_DIST, 'adapters/weblora-shout/adapter_config.json'));
 
-export async function startE2eServer(): Promise<StaticServer & { adapters: TestAdapters }> {
+export type E2eServer = StaticServer & { adapters: TestAdapters };
+
+export async function startE2eServer(): Promise<E2eServer> {
   const server = await startStaticServer([
     { prefix: '/', dir: E2E_DIST },
     { prefix: SUBPATH, dir: E2E_DIST_SUBPATH },
@@ -57,6 +60,23 @@ export async function startE2eServer(): Promise<StaticServer & { adapters: TestA
     adapters = { a: '/__e2e__/adapters/fixture-a/', b: '/__e2e__/adapters/fixture-b/', examples: false };
   }
   return Object.assign(server, { adapters });
+}
+
+/**
+ * Registers hooks that start the e2e server and Chromium before the file's tests and close both after
+ * them. The returned object's fields are set once `beforeAll` has run (read them inside tests).
+ */
+export function useE2eServerAndBrowser(): { server: E2eServer; browser: Browser } {
+  const env = {} as { server: E2eServer; browser: Browser };
+  beforeAll(async () => {
+    env.server = await startE2eServer();
+    env.browser = await launchChromium();
+  });
+  afterAll(async () => {
+    await env.browser?.close();
+    await env.server?.close();
+  });
+  return env;
 }
 
 /** A plain HTML page that loads the library build from /lib/ and holds `body` markup. */

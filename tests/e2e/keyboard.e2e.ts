@@ -3,24 +3,13 @@
  * adds a newline, Enter sends and the reply streams into the aria-live output, Escape stops a long
  * generation (finishReason 'abort'), and focus on the buttons is visible.
  */
-import type { Browser } from 'playwright';
-import { afterAll, beforeAll, expect, it } from 'vitest';
-import { launchChromium, libPage, startE2eServer, waitForModel } from './helpers.ts';
+import { expect, it } from 'vitest';
+import { libPage, useE2eServerAndBrowser, waitForModel } from './helpers.ts';
 
-let browser: Browser;
-let server: Awaited<ReturnType<typeof startE2eServer>>;
-
-beforeAll(async () => {
-  server = await startE2eServer();
-  browser = await launchChromium();
-});
-
-afterAll(async () => {
-  await browser?.close();
-  await server?.close();
-});
+const env = useE2eServerAndBrowser();
 
 it('works with the keyboard alone', async () => {
+  const { browser, server } = env;
   server.files.set('/__e2e__/keyboard.html', {
     body: libPage('<h1>Keyboard</h1><weblora-chat id="c" backend="wasm" max-tokens="6"></weblora-chat>'),
   });

@@ -5,24 +5,13 @@
  * and the element generates with the default model and an adapter; the demo page starts offline and
  * shows "Available offline".
  */
-import type { Browser } from 'playwright';
-import { afterAll, beforeAll, expect, it } from 'vitest';
-import { collectPageErrors, generateIn, launchChromium, startE2eServer, waitForModel } from './helpers.ts';
+import { expect, it } from 'vitest';
+import { collectPageErrors, generateIn, useE2eServerAndBrowser, waitForModel } from './helpers.ts';
 
-let browser: Browser;
-let server: Awaited<ReturnType<typeof startE2eServer>>;
-
-beforeAll(async () => {
-  server = await startE2eServer();
-  browser = await launchChromium();
-});
-
-afterAll(async () => {
-  await browser?.close();
-  await server?.close();
-});
+const env = useE2eServerAndBrowser();
 
 it('loads once, then starts and generates offline', async () => {
+  const { browser, server } = env;
   const { adapters } = server;
   const context = await browser.newContext();
   const page = await context.newPage();
@@ -70,8 +59,10 @@ it('loads once, then starts and generates offline', async () => {
   expect(offline.text).toBe(online.text); // same greedy prompt, same model and adapter
 
   // The demo app starts offline, and its PWA controls say so.
-  await page.goto(`${origin}/`);
+  await page.goto(`${origin}/?backend=wasm`);
   expect(await page.title()).toMatch(/weblora/);
+  // The demo preinstalls the example adapters once the model is ready; let that finish before clearing.
+  await page.waitForSelector('body[data-preinstall="done"]', { timeout: 60_000 });
   await page.waitForSelector('.weblora-pwa-offline[data-offline-ready="true"]', { timeout: 30_000 });
   const text = await page.textContent('.weblora-pwa-offline');
   expect(text).toMatch(/Everything needed is stored on this device|Available offline/);

@@ -2,25 +2,14 @@
  * Sub-path deploy: the site built with WEBLORA_BASE=/some/base/ and served only under that path loads,
  * generates (wasm, no COOP/COEP headers: single-threaded), and requests nothing outside the base.
  */
-import type { Browser } from 'playwright';
-import { afterAll, beforeAll, expect, it } from 'vitest';
-import { collectPageErrors, generateIn, launchChromium, startE2eServer, waitForModel } from './helpers.ts';
+import { expect, it } from 'vitest';
+import { collectPageErrors, generateIn, useE2eServerAndBrowser, waitForModel } from './helpers.ts';
 import { SUBPATH } from './paths.ts';
 
-let browser: Browser;
-let server: Awaited<ReturnType<typeof startE2eServer>>;
-
-beforeAll(async () => {
-  server = await startE2eServer();
-  browser = await launchChromium();
-});
-
-afterAll(async () => {
-  await browser?.close();
-  await server?.close();
-});
+const env = useE2eServerAndBrowser();
 
 it(`loads and generates under ${SUBPATH}`, async () => {
+  const { browser, server } = env;
   const context = await browser.newContext();
   const page = await context.newPage();
   const errors = collectPageErrors(page);

@@ -36,6 +36,7 @@ import {
   SafetensorsOffsetError,
   SafetensorsTruncatedError,
 } from '../../../src/errors.ts';
+import { errorOf } from '../../helpers/errors.ts';
 import { expectClose, type Tolerance } from '../../helpers/expect-close.ts';
 import { loadPeftFixture } from '../../helpers/fixtures.ts';
 import { convertTensor, MODEL, rawSafetensors, splitSafetensors } from './model-targets.ts';
@@ -44,15 +45,6 @@ const fx = loadPeftFixture('peft-adapter');
 const fxRs = loadPeftFixture('peft-adapter-rslora');
 const A0 = 'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight';
 const B0 = 'base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight';
-
-function errorOf(f: () => unknown): Error {
-  try {
-    f();
-  } catch (e) {
-    return e as Error;
-  }
-  throw new Error('expected an error');
-}
 
 /** The fixture's tensors (copies), edited by `edit`, re-written; config edited by `cfg`. */
 function variant(

@@ -10,7 +10,8 @@ import { type LoraModule, type LoraTarget, loraInputName } from '../../../src/mo
 const H = 256;
 const KV = 4 * 32;
 const I = 704;
-const DIMS: Record<LoraModule, [number, number]> = {
+/** [in, out] of each LoRA target module of the default model. */
+export const MODEL_DIMS: Record<LoraModule, [number, number]> = {
   q_proj: [H, H],
   k_proj: [H, KV],
   v_proj: [H, KV],
@@ -23,8 +24,8 @@ const DIMS: Record<LoraModule, [number, number]> = {
 export function modelTargets(layers = 6): LoraTarget[] {
   const out: LoraTarget[] = [];
   for (let layer = 0; layer < layers; layer++) {
-    for (const module of Object.keys(DIMS) as LoraModule[]) {
-      const [i, o] = DIMS[module];
+    for (const module of Object.keys(MODEL_DIMS) as LoraModule[]) {
+      const [i, o] = MODEL_DIMS[module];
       out.push({
         layer,
         module,

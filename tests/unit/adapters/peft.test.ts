@@ -17,8 +17,10 @@ import {
   writeSafetensors,
 } from '../../../src/adapters/safetensors.ts';
 import { AdapterFormatError, AdapterMismatchError } from '../../../src/errors.ts';
+import { errorOf } from '../../helpers/errors.ts';
 import { expectClose, FP32_TINY_DOT } from '../../helpers/expect-close.ts';
 import { ADAPTER_FIXTURES, loadPeftFixture } from '../../helpers/fixtures.ts';
+import { modelTargets } from './model-targets.ts';
 
 const CFG = {
   peft_type: 'LORA',
@@ -28,15 +30,6 @@ const CFG = {
   target_modules: ['q_proj', 'v_proj'],
 };
 const cfg = (over: Record<string, unknown> = {}): PeftLoraConfig => parsePeftConfig({ ...CFG, ...over });
-
-function errorOf(f: () => unknown): Error {
-  try {
-    f();
-  } catch (e) {
-    return e as Error;
-  }
-  throw new Error('expected an error');
-}
 
 describe('parsePeftConfig', () => {
   it('reads the fixture configs and PEFT defaults', () => {
@@ -253,18 +246,7 @@ describe('peftToFeeds math', () => {
   });
 
   it('the fixture adapters map onto the real model dims (rank_pattern module padded)', () => {
-    const dims: Record<string, [number, number]> = {
-      q_proj: [256, 256],
-      k_proj: [256, 128],
-      v_proj: [256, 128],
-      o_proj: [256, 256],
-      gate_proj: [256, 704],
-      up_proj: [256, 704],
-      down_proj: [704, 256],
-    };
-    const targets: LoraTarget[] = [];
-    for (let l = 0; l < 6; l++)
-      for (const [m, [i, o]] of Object.entries(dims)) targets.push({ layer: l, module: m, in: i, out: o });
+    const targets = modelTargets();
     const a = loadPeftFixture('peft-adapter');
     const fa = peftToFeeds(a.config, a.st.tensors, targets);
     expect(fa.rank).toBe(4);

@@ -27,6 +27,7 @@ import {
 } from '../../../src/model/onnx-io.ts';
 import { quantize } from '../../../src/model/quantize.ts';
 import { expectClose, SAME_GRAPH } from '../../helpers/expect-close.ts';
+import { MODEL_DIMS } from '../adapters/model-targets.ts';
 import {
   defaultModelFeeds,
   type Feeds,
@@ -38,16 +39,6 @@ import {
   type TinyGraph,
   tinyModel,
 } from './graph-builders.ts';
-
-const EXPECTED_SHAPES: Record<string, [number, number]> = {
-  q_proj: [256, 256],
-  k_proj: [256, 128],
-  v_proj: [256, 128],
-  o_proj: [256, 256],
-  gate_proj: [256, 704],
-  up_proj: [256, 704],
-  down_proj: [704, 256],
-};
 
 /** Rank-0 adapters for every target: A (in, 0), B (0, out). */
 function rankZero(targets: LoraTarget[]): Feeds {
@@ -137,7 +128,7 @@ describe('injectLora on the default model', () => {
     targets.forEach((t, i) => {
       expect(t.layer).toBe(Math.floor(i / 7));
       expect(t.module).toBe(LORA_MODULES[i % 7]);
-      expect([t.in, t.out]).toEqual(EXPECTED_SHAPES[t.module]);
+      expect([t.in, t.out]).toEqual(MODEL_DIMS[t.module]);
       expect(t.inputA).toBe(loraInputName(t.layer, t.module, 'A'));
       expect(t.node).toMatch(new RegExp(`^/model/layers\\.${t.layer}/(self_attn|mlp)/${t.module}/MatMul$`));
     });
@@ -174,7 +165,7 @@ describe('injectLora on the default model', () => {
     const q = quantize(decodeModel(bytes)).model;
     const { model, targets } = injectLora(q);
     expect(targets).toHaveLength(42);
-    for (const t of targets) expect([t.in, t.out]).toEqual(EXPECTED_SHAPES[t.module]);
+    for (const t of targets) expect([t.in, t.out]).toEqual(MODEL_DIMS[t.module]);
     const feeds = defaultModelFeeds(tokens);
     const ref = (await runModel(q, feeds)).logits!;
     const got = (await runModel(model, { ...feeds, ...rankZero(targets) })).logits!;
