@@ -95,7 +95,10 @@ beforeAll(async () => {
   const injected = injectLora(decodeModel(new Uint8Array(readFileSync(join(MODEL, 'onnx/model_q4.onnx')))));
   targets = injected.targets;
   session = await DecoderSession.create(ort, encodeModel(injected.model), config);
-  const corpus = readFileSync(new URL('../../../../shared/data/tinyshakespeare.txt', import.meta.url), 'utf8');
+  const corpus = readFileSync(
+    new URL('../../../../shared/data/tinyshakespeare.txt', import.meta.url),
+    'utf8',
+  );
   const words = (corpus.slice(0, Math.floor(corpus.length * 0.9)).match(WORD) ?? []).map((x) =>
     x.toLowerCase(),
   );
