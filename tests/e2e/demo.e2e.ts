@@ -60,7 +60,7 @@ async function importUrl(p: Page, url: string, name: string): Promise<void> {
 beforeAll(async () => {
   server = await startE2eServer();
   if (server.adapters.examples) {
-    names = ['weblora-shout', 'weblora-romeo'];
+    names = ['weblora-romeo', 'weblora-shout']; // the app lists adapters by name
   } else {
     // No example adapters in this build: list the test adapters in an index.json the app preinstalls.
     names = ['fixture-a', 'fixture-b'];
