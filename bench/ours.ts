@@ -1,0 +1,275 @@
+/**
+ * The "ours" suite (runs in the bench page): our LocalEngine and the bench loop on one backend/dtype.
+ * Decode/prefill for (a) the graph as shipped (never LoRA-injected), (b) the injected graph fed
+ * "no adapter" (the engine's baseModelFeeds), (c) the injected graph fed a random rank-8 adapter on all
+ * 7 modules of every layer — all three timed by the same loop (decode-loop.ts), repetitions
+ * interleaved a,b,c,a,b,c so drift hits them alike. Then the real engine.generate path (no adapter,
+ * rank-8; TTFT from the call to the first token callback), interleaved with transformers.js on the
+ * same file (transformers.ts) when asked, and adapter swap latency through the
+ * engine's own provider (captured via LocalEngine's `adapterProvider` factory). Runs in the page's
+ * main thread, not the app's worker: ORT's kernels are the same, and the page stays simple.
+ */
+import * as ortWebgpu from 'onnxruntime-web/webgpu';
+import { buildPeftFiles } from '../src/adapters/import.ts';
+import { type AdapterProvider, createAdapterProvider } from '../src/adapters/provider.ts';
+import { AdapterStore } from '../src/adapters/store.ts';
+import { baseModelFeeds, LocalEngine } from '../src/engine/engine.ts';
+import type { Ort } from '../src/engine/session.ts';
+import { TextTokenizer } from '../src/engine/tokenizer.ts';
+import type { LoraTarget } from '../src/model/inject-lora.ts';
+import { injectLora } from '../src/model/inject-lora.ts';
+import { decodeModel, encodeModel } from '../src/model/onnx-io.ts';
+import { fetchModelPackage, modelFileName } from '../src/model/package.ts';
+import { createBenchSession, emptySeries, lockstepGreedy, record } from './decode-loop.ts';
+import { PASSAGE, PROMPT_TOKENS } from './prompt.ts';
+import { summarize } from './stats.ts';
+import type { EngineSeries, OursResult, SuiteOptions, SwapResult } from './types.ts';
+
+export const MODEL_NAME = 'weblora-shakespeare';
+export const MODEL_BASE = `/models/${MODEL_NAME}/`;
+const ADAPTER = 'bench-r8';
+const RANK = 8;
+const ACQUIRE_BATCH = 1000;
+
+type Log = (msg: string) => void;
+
+/** Deterministic uniform [-1, 1) (mulberry32), so every run benchmarks the same adapter. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1;
+  };
+}
+
+/** PEFT files of a random rank-`r` adapter on every target (small values: outputs stay finite). */
+export function randomAdapter(targets: readonly LoraTarget[], r: number): ReturnType<typeof buildPeftFiles> {
+  const rand = rng(1234);
+  const fill = (n: number, scale: number): Float32Array =>
+    Float32Array.from({ length: n }, () => rand() * scale);
+  return buildPeftFiles({
+    baseModel: MODEL_NAME,
+    r,
+    loraAlpha: 2 * r,
+    modules: targets.map((t) => ({
+      layer: t.layer,
+      module: t.module,
+      in: t.in,
+      out: t.out,
+      A: fill(r * t.in, 1 / Math.sqrt(t.in)),
+      B: fill(t.out * r, 0.01),
+    })),
+  });
+}
+
+export function promptIdsOf(encode: (text: string) => number[]): number[] {
+  const ids = encode(PASSAGE).slice(0, PROMPT_TOKENS);
+  if (ids.length < PROMPT_TOKENS) throw new Error(`bench prompt has only ${ids.length} tokens`);
+  return ids;
+}
+
+async function timeMs(fn: () => Promise<unknown>): Promise<number> {
+  const t0 = performance.now();
+  await fn();
+  return performance.now() - t0;
+}
+
+export async function runOurs(opts: SuiteOptions, log: Log): Promise<OursResult> {
+  const ort = ortWebgpu as unknown as Ort;
+  const { backend, dtype, decodeTokens, reps } = opts;
+  ort.env.wasm.numThreads = 1;
+
+  // Engine with its own store (fresh DB per run) and its provider captured for the swap timings.
+  const store = new AdapterStore({ dbName: `weblora-bench-${Date.now()}` });
+  let provider: AdapterProvider | null = null;
+  const engine = new LocalEngine({
+    ort,
+    numThreads: 1,
+    wasmPaths: new URL('/ort/', location.href).href,
+    adapterStore: store,
+    adapterProvider: (ctx) => {
+      provider = createAdapterProvider({
+        store,
+        ort: ctx.ort,
+        budgetBytes: 64 * 1024 * 1024,
+        backend: ctx.backend,
+        ...(ctx.device ? { device: ctx.device } : {}),
+        baseFeeds: ctx.baseFeeds,
+      });
+      return provider;
+    },
+  });
+  log(`ours/${backend}/${dtype}: loading model`);
+  const report = await engine.loadModel(MODEL_BASE, { dtype, backend });
+  if (report.backend !== backend) throw new Error(`engine loaded on ${report.backend}, not ${backend}`);
+  const p = provider as AdapterProvider | null;
+  if (!p) throw new Error('adapter provider factory was not called');
+  const targets = report.targets;
+
+  const pkg = await fetchModelPackage(MODEL_BASE, { dtype });
+  const tok = TextTokenizer.fromJSON(pkg.tokenizerJson, pkg.tokenizerConfig, pkg.config.eosTokenIds[0]);
+  const promptIds = promptIdsOf((t) => tok.encode(t));
+  const promptText = tok.decode(promptIds);
+
+  const files = randomAdapter(targets, RANK);
+  await engine.importAdapter(
+    { config: files['adapter_config.json'], weights: files['adapter_model.safetensors'] },
+    { name: ADAPTER },
+  );
+
+  log(`ours/${backend}/${dtype}: creating bench sessions (base + injected)`);
+  const base = await createBenchSession(ort, pkg.model, backend, pkg.config);
+  const injected = await createBenchSession(
+    ort,
+    encodeModel(injectLora(decodeModel(pkg.model)).model),
+    backend,
+    pkg.config,
+  );
+  const device = backend === 'webgpu' ? ((await ort.env.webgpu.device) as GPUDevice) : null;
+  const none = baseModelFeeds(ort, targets, device);
+  const r8 = await p.feedsFor(ADAPTER, targets);
+
+  const configs = [
+    { name: '(a) base', s: base, feeds: {}, series: emptySeries() },
+    { name: '(b) injected, no adapter', s: injected, feeds: none.feeds, series: emptySeries() },
+    { name: '(c) injected, rank-8', s: injected, feeds: r8.feeds, series: emptySeries() },
+  ];
+  try {
+    log(`ours/${backend}: warm-up (a), (b), (c)`);
+    await lockstepGreedy(ort, configs, promptIds, 2);
+    for (let rep = 0; rep < reps; rep++) {
+      const runs = await lockstepGreedy(ort, configs, promptIds, decodeTokens);
+      configs.forEach((c, i) => {
+        record(c.series, runs[i]!, promptIds.length);
+      });
+      log(
+        `ours/${backend}: rep ${rep + 1}/${reps} decode tok/s: ${configs.map((c) => `${c.name} ${c.series.decodeTps.at(-1)!.toFixed(2)}`).join(', ')}`,
+      );
+    }
+  } finally {
+    r8.release();
+    none.dispose();
+    await base.session.release();
+    await injected.session.release();
+  }
+
+  // The engine's own generate path (what users get), no adapter vs rank-8, interleaved.
+  const engineNone: EngineSeries = { decodeTps: [], prefillTps: [], ttftMs: [], generated: [] };
+  const engineR8: EngineSeries = { decodeTps: [], prefillTps: [], ttftMs: [], generated: [] };
+  const gen = async (adapter: string | null, maxNewTokens: number, into?: EngineSeries): Promise<void> => {
+    const t0 = performance.now();
+    let first = Number.NaN;
+    const res = await engine.generate({ prompt: promptText, adapter, maxNewTokens }, () => {
+      if (Number.isNaN(first)) first = performance.now() - t0;
+    });
+    if (!into) return;
+    into.ttftMs.push(first);
+    into.prefillTps.push((res.timings.promptTokens * 1000) / res.timings.prefillMs);
+    if (res.timings.tokensPerSecond > 0) into.decodeTps.push(res.timings.tokensPerSecond);
+    into.generated.push(res.tokenIds.length);
+  };
+  // transformers.js in this same page, its repetitions interleaved with ours (same load).
+  const tjs = opts.transformers
+    ? await (await import('./transformers.ts')).loadTransformers(opts, log)
+    : null;
+  log(`ours/${backend}: engine.generate warm-up`);
+  await gen(null, 2);
+  await gen(ADAPTER, 2);
+  if (tjs) await tjs.run(3);
+  try {
+    for (let rep = 0; rep < reps; rep++) {
+      await gen(null, decodeTokens + 1, engineNone);
+      await gen(ADAPTER, decodeTokens + 1, engineR8);
+      if (tjs) await tjs.rep(decodeTokens);
+      log(
+        `ours/${backend}: rep ${rep + 1}/${reps} generate decode tok/s: engine none ${engineNone.decodeTps.at(-1)?.toFixed(2)}, engine rank-8 ${engineR8.decodeTps.at(-1)?.toFixed(2)}${tjs ? `, transformers.js ${tjs.result.decodeTps.at(-1)?.toFixed(2)}` : ''}`,
+      );
+    }
+  } finally {
+    await tjs?.dispose();
+  }
+
+  log(`ours/${backend}: adapter swaps (${opts.swaps} hot, ${opts.swaps} cold)`);
+  const swap = await measureSwaps(p, targets, device, opts.swaps);
+  await engine.dispose();
+
+  return {
+    suite: 'ours',
+    options: opts,
+    backend,
+    adapterInfo: report.adapterInfo
+      ? { vendor: report.adapterInfo.vendor, architecture: report.adapterInfo.architecture }
+      : null,
+    modelFile: modelFileName(dtype),
+    targetCount: report.targetCount,
+    promptTokens: promptIds.length,
+    promptIds,
+    base: configs[0]!.series,
+    injectedNone: configs[1]!.series,
+    injectedR8: configs[2]!.series,
+    engineNone,
+    engineR8,
+    swap,
+    loadMs: report.loadMs,
+    transformers: tjs?.result ?? null,
+  };
+}
+
+async function measureSwaps(
+  p: AdapterProvider,
+  targets: LoraTarget[],
+  device: GPUDevice | null,
+  n: number,
+): Promise<SwapResult> {
+  // Hot: already cached (warm it once), so feedsFor must upload nothing.
+  (await p.feedsFor(ADAPTER, targets)).release();
+  const up0 = p.stats().uploads;
+  const hotFeedsFor: number[] = [];
+  for (let i = 0; i < n; i++) {
+    hotFeedsFor.push(await timeMs(async () => (await p.feedsFor(ADAPTER, targets)).release()));
+  }
+  const key = p.cache.keys().find((k) => k.startsWith(`a:${ADAPTER}@`));
+  if (!key) throw new Error('adapter is not in the feed cache after feedsFor');
+  // One acquire is far below the page's timer resolution (0.1 ms without cross-origin isolation):
+  // time a batch of ACQUIRE_BATCH and divide.
+  const t0 = performance.now();
+  for (let i = 0; i < ACQUIRE_BATCH; i++) {
+    (
+      await p.cache.acquire(key, () => {
+        throw new Error('hot acquire missed the cache');
+      })
+    ).release();
+  }
+  const hotAcquire = (performance.now() - t0) / ACQUIRE_BATCH;
+  const hotUploads = p.stats().uploads - up0;
+
+  // Cold: dropped from the cache first, so each call reads IndexedDB, parses, maps and uploads.
+  const up1 = p.stats().uploads;
+  const cold: number[] = [];
+  for (let i = 0; i < n; i++) {
+    p.forget(ADAPTER);
+    cold.push(
+      await timeMs(async () => {
+        const f = await p.feedsFor(ADAPTER, targets);
+        if (device) await device.queue.onSubmittedWorkDone();
+        f.release();
+      }),
+    );
+  }
+  const coldUploads = p.stats().uploads - up1;
+  const st = p.stats();
+  let expected = 0;
+  for (const t of targets) expected += RANK * (t.in + t.out) * 4;
+  return {
+    hotFeedsForMs: summarize(hotFeedsFor),
+    hotAcquireMs: hotAcquire,
+    hotUploads,
+    coldMs: summarize(cold),
+    coldUploads,
+    bytesPerAdapter: st.entries > 0 ? st.bytesHeld / st.entries : 0,
+    expectedBytes: expected,
+  };
+}

@@ -1,0 +1,27 @@
+/**
+ * Entry of bench/index.html: exposes `window.wlBench` (types.ts BenchApi) for bench/run.ts to call
+ * through Playwright, and mirrors progress to the console (which the driver prints). The suite is a
+ * dynamic import (transformers.js only when asked for), so loading the page runs nothing.
+ */
+import type { BenchApi, SuiteOptions } from './types.ts';
+
+declare global {
+  interface Window {
+    wlBench?: BenchApi & { preload(): Promise<void> };
+  }
+}
+
+function log(msg: string): void {
+  console.log(`[bench] ${msg}`);
+  const pre = document.getElementById('log');
+  if (pre) pre.textContent += `${msg}\n`;
+}
+
+window.wlBench = {
+  async preload() {
+    await Promise.all([import('./ours.ts'), import('./transformers.ts')]);
+  },
+  async ours(opts: SuiteOptions) {
+    return (await import('./ours.ts')).runOurs(opts, log);
+  },
+};

@@ -1,0 +1,168 @@
+/**
+ * Turns suite results (types.ts) into the printed table: one block per backend, each row a metric
+ * with its median (min–max over repetitions), the target when the issue sets one, and PASS/FAIL/info.
+ * Ratios of our configurations are medians over paired decode steps (a, b, c ran in lockstep); ratios against
+ * transformers.js are medians of per-repetition pairs (its generate runs interleaved with ours in one
+ * page). Pure: no I/O.
+ */
+import { median, pairedRatio, pairedStepRatio, summarize } from './stats.ts';
+import type { OursResult, TjsResult } from './types.ts';
+
+export interface Row {
+  metric: string;
+  value: string;
+  target: string;
+  result: 'PASS' | 'FAIL' | 'info';
+}
+
+const f = (x: number, d = 2): string => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
+
+function range(xs: readonly number[], d = 2): string {
+  const s = summarize(xs);
+  if (s.n === 0) return 'n/a';
+  return s.n === 1 ? f(s.median, d) : `${f(s.median, d)} (${f(s.min, d)}–${f(s.max, d)})`;
+}
+
+const kib = (b: number): string => `${(b / 1024).toFixed(1)} KiB`;
+
+function agree(a: readonly number[], b: readonly number[]): string {
+  const n = Math.min(a.length, b.length);
+  let same = 0;
+  while (same < n && a[same] === b[same]) same++;
+  return `${same}/${n} leading tokens equal`;
+}
+
+function check(ok: boolean): 'PASS' | 'FAIL' {
+  return ok ? 'PASS' : 'FAIL';
+}
+
+export function rowsFor(o: OursResult, t: TjsResult | null): Row[] {
+  const rows: Row[] = [];
+  const info = (metric: string, value: string): void => {
+    rows.push({ metric, value, target: '', result: 'info' });
+  };
+  const { decodeTokens, reps } = o.options;
+  info(
+    'setup',
+    `${o.modelFile}, ${o.targetCount} LoRA targets, ${o.promptTokens}-token prompt, ${decodeTokens} decode tokens × ${reps} reps`,
+  );
+  info('decode tok/s (a) base graph (not injected)', range(o.base.decodeTps));
+  info('decode tok/s (b) injected, no adapter', range(o.injectedNone.decodeTps));
+  info('decode tok/s (c) injected, rank-8 on all 7 modules', range(o.injectedR8.decodeTps));
+  info(
+    'decode tok/s from median step: (a) / (b) / (c)',
+    [o.base, o.injectedNone, o.injectedR8].map((x) => f(median(x.medianStepTps))).join(' / '),
+  );
+  const ba = pairedStepRatio(o.injectedNone.stepMs, o.base.stepMs);
+  const ca = pairedStepRatio(o.injectedR8.stepMs, o.base.stepMs);
+  const steps = o.base.stepMs.reduce((n, x) => n + x.length, 0);
+  info(`decode ratio (b)/(a), median of ${steps} paired steps`, f(ba, 3));
+  rows.push({
+    metric: `decode ratio (c)/(a), median of ${steps} paired steps`,
+    value: f(ca, 3),
+    target: '≥ 0.85',
+    result: check(ca >= 0.85),
+  });
+  info(
+    'decode ratio (b)/(a), (c)/(a): per-rep totals',
+    `${f(pairedRatio(o.injectedNone.decodeTps, o.base.decodeTps), 3)}, ${f(pairedRatio(o.injectedR8.decodeTps, o.base.decodeTps), 3)}`,
+  );
+  const sameBase = o.injectedNone.tokens.join() === o.base.tokens.join();
+  rows.push({
+    metric: 'greedy tokens (b) = (a)',
+    value: agree(o.injectedNone.tokens, o.base.tokens),
+    target: 'equal',
+    result: check(sameBase),
+  });
+  info(`prefill tok/s (a) base, ${o.promptTokens} tokens`, range(o.base.prefillTps, 1));
+  info('prefill tok/s (b) injected, no adapter', range(o.injectedNone.prefillTps, 1));
+  info('prefill tok/s (c) injected, rank-8', range(o.injectedR8.prefillTps, 1));
+  info('prefill ratio (c)/(a)', f(pairedRatio(o.injectedR8.prefillTps, o.base.prefillTps), 3));
+  info('TTFT ms (a) loop (prompt pass + argmax)', range(o.base.ttftMs, 1));
+  info('engine.generate decode tok/s, no adapter', range(o.engineNone.decodeTps));
+  info('engine.generate decode tok/s, rank-8', range(o.engineR8.decodeTps));
+  info(
+    'engine.generate decode ratio rank-8/none (per-rep pairs)',
+    f(pairedRatio(o.engineR8.decodeTps, o.engineNone.decodeTps), 3),
+  );
+  info('engine.generate TTFT ms, no adapter', range(o.engineNone.ttftMs, 1));
+  info('engine.generate TTFT ms, rank-8 (hot)', range(o.engineR8.ttftMs, 1));
+  const s = o.swap;
+  rows.push({
+    metric: `hot swap ms: feedsFor, cached (n=${s.hotFeedsForMs.n})`,
+    value: `${f(s.hotFeedsForMs.median, 3)} (${f(s.hotFeedsForMs.min, 3)}–${f(s.hotFeedsForMs.max, 3)})`,
+    target: '≤ 2 ms',
+    result: check(s.hotFeedsForMs.median <= 2),
+  });
+  rows.push({
+    metric: 'hot swap uploads (upload counter Δ)',
+    value: String(s.hotUploads),
+    target: '= 0',
+    result: check(s.hotUploads === 0),
+  });
+  info('hot swap ms: cache acquire alone (mean of 1000)', f(s.hotAcquireMs, 4));
+  rows.push({
+    metric: `cold swap ms: IndexedDB → ${o.backend === 'webgpu' ? 'GPU' : 'CPU tensors'} (n=${s.coldMs.n})`,
+    value: `${f(s.coldMs.median, 2)} (${f(s.coldMs.min, 2)}–${f(s.coldMs.max, 2)})`,
+    target: '≤ 50 ms',
+    result: check(s.coldMs.median <= 50),
+  });
+  rows.push({
+    metric: 'cold swap uploads (upload counter Δ)',
+    value: String(s.coldUploads),
+    target: `= ${s.coldMs.n}`,
+    result: check(s.coldUploads === s.coldMs.n),
+  });
+  info('bytes held per rank-8 adapter', `${kib(s.bytesPerAdapter)} (f32 factors: ${kib(s.expectedBytes)})`);
+  if (t) {
+    const files = t.files.filter((u) => u.endsWith('.onnx'));
+    info(
+      'transformers.js',
+      `v${t.version}, onnxruntime-web ${t.ortVersion}, loaded ${files.join(', ') || '?'}`,
+    );
+    info('transformers.js decode tok/s', range(t.decodeTps));
+    info('transformers.js prefill tok/s', range(t.prefillTps, 1));
+    info('transformers.js TTFT ms', range(t.ttftMs, 1));
+    const eng = pairedRatio(o.engineNone.decodeTps, t.decodeTps);
+    rows.push({
+      metric: 'decode ours/transformers.js: engine, no adapter',
+      value: f(eng, 3),
+      target: '≥ 1.0',
+      result: check(eng >= 1),
+    });
+    info('decode ours/transformers.js: engine, rank-8', f(pairedRatio(o.engineR8.decodeTps, t.decodeTps), 3));
+    info(
+      'decode ours/transformers.js: loop (a), same graph (medians)',
+      f(median(o.base.decodeTps) / median(t.decodeTps), 3),
+    );
+    info('greedy tokens (a) vs transformers.js', agree(o.base.tokens, t.tokens));
+    const sameIds = t.promptIds.join() === o.promptIds.join();
+    rows.push({
+      metric: 'same prompt ids fed to both',
+      value: String(sameIds),
+      target: 'true',
+      result: check(sameIds),
+    });
+  }
+  return rows;
+}
+
+export function renderTable(title: string, rows: readonly Row[]): string {
+  const head: Row = { metric: 'Metric', value: 'Median (min–max)', target: 'Target', result: 'info' };
+  const w = [0, 0, 0];
+  for (const r of [head, ...rows]) {
+    w[0] = Math.max(w[0]!, r.metric.length);
+    w[1] = Math.max(w[1]!, r.value.length);
+    w[2] = Math.max(w[2]!, r.target.length);
+  }
+  const line = (r: Row, res: string): string =>
+    `| ${r.metric.padEnd(w[0]!)} | ${r.value.padEnd(w[1]!)} | ${r.target.padEnd(w[2]!)} | ${res.padEnd(6)} |`;
+  const sep = `|${'-'.repeat(w[0]! + 2)}|${'-'.repeat(w[1]! + 2)}|${'-'.repeat(w[2]! + 2)}|--------|`;
+  return [
+    `### ${title}`,
+    '',
+    line(head, 'Result'),
+    sep,
+    ...rows.map((r) => line(r, r.result === 'info' ? '' : r.result)),
+  ].join('\n');
+}

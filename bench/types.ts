@@ -1,0 +1,105 @@
+/**
+ * What crosses between the benchmark page (page.ts, ours.ts, transformers.ts) and the Node driver
+ * (run.ts, report.ts) through Playwright's `page.evaluate`: plain JSON, no classes. Raw per-repetition
+ * samples travel too, so the JSON file can be re-analysed later.
+ */
+import type { Summary } from './stats.ts';
+
+export type BenchBackend = 'webgpu' | 'wasm';
+export type BenchDtype = 'q4' | 'fp32';
+
+export interface SuiteOptions {
+  backend: BenchBackend;
+  dtype: BenchDtype;
+  /** Decode steps measured per repetition (after the prompt's first token). */
+  decodeTokens: number;
+  reps: number;
+  /** Samples per swap-latency measurement (hot and cold). */
+  swaps: number;
+  /** Also run transformers.js in the same page, repetitions interleaved with engine.generate. */
+  transformers: boolean;
+}
+
+/** One decode configuration measured with the bench loop (decode-loop.ts). */
+export interface LoopSeries {
+  /** Decode tokens/s per repetition: decodeTokens / sum of decode step times. */
+  decodeTps: number[];
+  /** Per repetition: 1000 / median decode step time (robust to load spikes on a busy machine). */
+  medianStepTps: number[];
+  /** Prefill tokens/s per repetition: prompt tokens / prompt forward pass (incl. logits read-back). */
+  prefillTps: number[];
+  /** Time to first token per repetition (prompt forward pass + argmax), ms. */
+  ttftMs: number[];
+  /** Decode step times (ms), one array per repetition; steps of a, b, c ran in lockstep. */
+  stepMs: number[][];
+  /** Greedy tokens of the first repetition (a sanity check that the runs did real work). */
+  tokens: number[];
+}
+
+export interface EngineSeries {
+  decodeTps: number[];
+  prefillTps: number[];
+  /** generate() call → first onToken callback (feedsFor + tokenize + prefill), ms. */
+  ttftMs: number[];
+  generated: number[];
+}
+
+export interface SwapResult {
+  /** provider.feedsFor of a cached adapter (incl. its one IndexedDB metadata read), ms. */
+  hotFeedsForMs: Summary;
+  /** The cache lookup alone (gpu-cache acquire of a cached key; a batch of 1000 / 1000), ms. */
+  hotAcquireMs: number;
+  /** Upload counter change over all hot calls (must be 0). */
+  hotUploads: number;
+  /**
+   * forget → feedsFor: IndexedDB read, safetensors parse, PEFT mapping, upload (webgpu: until
+   * queue.onSubmittedWorkDone), ms.
+   */
+  coldMs: Summary;
+  /** Upload counter change over all cold calls (must equal the sample count). */
+  coldUploads: number;
+  /** adapterStats().bytesHeld with exactly this adapter cached. */
+  bytesPerAdapter: number;
+  /** rank·Σ(in+out)·4 over all targets: the f32 factor bytes without GPU padding. */
+  expectedBytes: number;
+}
+
+export interface OursResult {
+  suite: 'ours';
+  options: SuiteOptions;
+  backend: BenchBackend;
+  adapterInfo: { vendor: string; architecture: string } | null;
+  modelFile: string;
+  targetCount: number;
+  promptTokens: number;
+  /** The exact prompt ids (the driver checks transformers.js got the same). */
+  promptIds: number[];
+  /** (a) the graph as shipped, (b) LoRA-injected fed "no adapter", (c) injected fed a rank-8 adapter. */
+  base: LoopSeries;
+  injectedNone: LoopSeries;
+  injectedR8: LoopSeries;
+  engineNone: EngineSeries;
+  engineR8: EngineSeries;
+  swap: SwapResult;
+  loadMs: number;
+  transformers: TjsResult | null;
+}
+
+export interface TjsResult {
+  suite: 'transformers';
+  options: SuiteOptions;
+  version: string;
+  ortVersion: string;
+  /** Files transformers.js loaded (its progress callback) and its ORT runtime URLs: which file `dtype` chose. */
+  files: string[];
+  promptIds: number[];
+  decodeTps: number[];
+  prefillTps: number[];
+  ttftMs: number[];
+  tokens: number[];
+  loadMs: number;
+}
+
+export interface BenchApi {
+  ours(opts: SuiteOptions): Promise<OursResult>;
+}
