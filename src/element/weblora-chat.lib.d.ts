@@ -44,6 +44,10 @@ export interface LoadReport {
     hasChatTemplate: boolean;
   };
   modelBytes: number;
+  /** A second session of the un-injected graph serves "no adapter" requests (weights held twice). */
+  baseSession: boolean;
+  /** ONNX bytes handed to onnxruntime-web (both sessions when `baseSession`). */
+  sessionBytes: number;
   targets: LoraTarget[];
   targetCount: number;
   loadMs: number;

@@ -1,7 +1,11 @@
 /**
  * LocalEngine: the in-thread `Engine` (types.ts) — the worker (worker.ts) runs one of these too.
  * loadModel fetches a package (model-files.ts, cached), injects LoRA inputs into the graph
- * (inject-lora.ts) and builds one onnxruntime-web session on WebGPU (else wasm). generate runs its own
+ * (inject-lora.ts) and builds an onnxruntime-web session on WebGPU (else wasm); unless
+ * `baseGraphForNoAdapter: false`, a second session of the original, un-injected graph (same file, same
+ * EP and options, on webgpu the same ORT GPUDevice) serves every request whose adapter selection
+ * resolves to "no adapter", so the base model pays nothing for the 2 extra MatMuls + Add per target.
+ * generate runs its own
  * KV-cached decode loop: on webgpu every `present.*` output stays on the GPU (`preferredOutputLocation`
  * 'gpu-buffer') and is fed back as `past_key_values.*` next step, only the logits row comes to the CPU
  * for sampling (sampling.ts). Requests run one at a time through a SerialQueue (one KV cache).
@@ -105,6 +109,13 @@ export interface LocalEngineOptions {
   adapterCacheBytes?: number;
   /** Passed to fetchModelFiles (Cache Storage bucket, injectable fetch, useCache). */
   files?: Pick<FetchModelFilesOptions, 'cacheName' | 'useCache' | 'fetch'>;
+  /**
+   * Default true: also build a session of the original, un-injected graph and run "no adapter"
+   * requests (the provider returned the engine's `baseFeeds`: null, [], an all-zero mix) on it — faster
+   * (no LoRA branch at all), but the model's weights are held twice (wasm heap / GPU buffers). false:
+   * one session; "no adapter" runs the injected graph with the zero `baseFeeds` (same tokens).
+   */
+  baseGraphForNoAdapter?: boolean;
 }
 
 /** Internal state exposed for tests and diagnostics; not part of the Engine contract. */
@@ -117,11 +128,17 @@ export interface EngineDebugState {
   inputNames: string[];
   /** Logits row of the last request's first generated token (its prompt forward pass), or null. */
   lastPrefillLogits: Float32Array | null;
+  /** Which session ran the last request: the un-injected 'base' graph or the LoRA-'injected' one. */
+  lastGraph: 'base' | 'injected' | null;
 }
 
 interface Loaded {
   ort: Ort;
   session: ortWebgpu.InferenceSession;
+  /** The un-injected graph's session (baseGraphForNoAdapter), or null. */
+  baseSession: ortWebgpu.InferenceSession | null;
+  /** The feeds meaning "no adapter"; a provider returning exactly this object selects `baseSession`. */
+  baseFeeds: Record<string, OrtTensor>;
   backend: Backend;
   layout: KvLayout;
   hasPositionIds: boolean;
@@ -135,6 +152,12 @@ interface Loaded {
   provider: AdapterFeedProvider;
   disposeBase: () => void;
   report: LoadReport;
+}
+
+/** The session a request runs on and the LoRA feeds it needs (none for the un-injected graph). */
+interface Graph {
+  session: ortWebgpu.InferenceSession;
+  loraFeeds: Record<string, OrtTensor>;
 }
 
 /** Rank-0 LoRA feeds: every `lora.*.A` [in, 0] and `.B` [0, out] — the graph then equals the base model. */
@@ -284,6 +307,7 @@ export class LocalEngine implements Engine {
   private lost: DeviceLostError | null = null;
   private lastKvLocations: string[] = [];
   private lastPrefillLogits: Float32Array | null = null;
+  private lastGraph: 'base' | 'injected' | null = null;
   private store: AdapterStore | null | undefined;
 
   constructor(opts: LocalEngineOptions = {}) {
@@ -358,8 +382,17 @@ export class LocalEngine implements Engine {
     }
 
     let disposeBase = (): void => {};
+    let baseSession: ortWebgpu.InferenceSession | null = null;
     try {
       const layout = kvLayoutFromNames(session.inputNames, session.outputNames, config);
+      if (this.opts.baseGraphForNoAdapter ?? true) {
+        // The original bytes, same EP/options (on webgpu ORT shares its one GPUDevice between sessions).
+        try {
+          baseSession = await this.createSession(modelBytes, backend, presentNames);
+        } catch (e) {
+          console.warn('weblora: the un-injected base session failed; "no adapter" uses the LoRA graph', e);
+        }
+      }
       let device: GPUDevice | null = null;
       let adapterInfo: LoadReport['adapterInfo'] = null;
       if (backend === 'webgpu') {
@@ -402,6 +435,8 @@ export class LocalEngine implements Engine {
           hasChatTemplate: tokenizer.chatTemplate !== null,
         },
         modelBytes: modelBytes.byteLength,
+        baseSession: baseSession !== null,
+        sessionBytes: injected.byteLength + (baseSession ? modelBytes.byteLength : 0),
         targets,
         targetCount: targets.length,
         loadMs: 0,
@@ -414,6 +449,8 @@ export class LocalEngine implements Engine {
       this.loaded = {
         ort,
         session,
+        baseSession,
+        baseFeeds: base.feeds,
         backend,
         layout,
         hasPositionIds: session.inputNames.includes('position_ids'),
@@ -433,6 +470,7 @@ export class LocalEngine implements Engine {
       return report;
     } catch (e) {
       disposeBase();
+      await baseSession?.release().catch(() => {});
       await session.release().catch(() => {});
       throw e;
     }
@@ -590,6 +628,7 @@ export class LocalEngine implements Engine {
       queued: this.queue.pending,
       inputNames: this.loaded ? [...this.loaded.session.inputNames] : [],
       lastPrefillLogits: this.lastPrefillLogits,
+      lastGraph: this.lastGraph,
     };
   }
 
@@ -646,14 +685,21 @@ export class LocalEngine implements Engine {
 
     const adapter = await m.provider.feedsFor(req.adapter ?? null, m.targets);
     try {
-      const missing = m.loraInputs.filter((n) => !(n in adapter.feeds));
+      // "No adapter" is whatever the provider resolves to the engine's own baseFeeds (null, [], an
+      // all-zero mix; names were validated first): the un-injected session, which needs no LoRA feeds.
+      const useBase = m.baseSession !== null && adapter.feeds === m.baseFeeds;
+      const missing = useBase ? [] : m.loraInputs.filter((n) => !(n in adapter.feeds));
       if (missing.length > 0) {
         throw new AdapterMismatchError(
           `adapter provider gave no tensor for ${missing.length} LoRA input(s), e.g. ${missing[0]}`,
           { missing: missing.slice(0, 10) },
         );
       }
-      return await this.decodeLoop(m, ids, maxNew, sampler, matcher, adapter.feeds, signal, onToken);
+      const graph = useBase
+        ? { session: m.baseSession!, loraFeeds: {} }
+        : { session: m.session, loraFeeds: adapter.feeds };
+      this.lastGraph = useBase ? 'base' : 'injected';
+      return await this.decodeLoop(m, ids, maxNew, sampler, matcher, graph, signal, onToken);
     } catch (e) {
       if (this.lost) throw this.lost;
       throw e;
@@ -668,7 +714,7 @@ export class LocalEngine implements Engine {
     maxNew: number,
     sampler: ReturnType<typeof createSampler>,
     matcher: StopStringMatcher | null,
-    loraFeeds: Record<string, OrtTensor>,
+    graph: Graph,
     signal: AbortSignal,
     onToken?: (delta: TokenDelta) => void,
   ): Promise<GenerateResult> {
@@ -697,7 +743,7 @@ export class LocalEngine implements Engine {
           break;
         }
         const t0 = performance.now();
-        const { logits, present } = await this.forward(m, input, past, pastLen, loraFeeds);
+        const { logits, present } = await this.forward(m, graph, input, past, pastLen);
         for (const t of past.values()) t.dispose();
         past = present;
         pastLen += input.length;
@@ -759,10 +805,10 @@ export class LocalEngine implements Engine {
   /** One forward pass of `ids` after `pastLen` cached positions; returns the last row of logits. */
   private async forward(
     m: Loaded,
+    { session, loraFeeds }: Graph,
     ids: number[],
     past: Map<string, OrtTensor>,
     pastLen: number,
-    loraFeeds: Record<string, OrtTensor>,
   ): Promise<{ logits: Float32Array; present: Map<string, OrtTensor> }> {
     const { Tensor } = m.ort;
     const T = ids.length;
@@ -783,7 +829,7 @@ export class LocalEngine implements Engine {
       );
     }
     for (const [n, t] of past) feeds[n] = t;
-    const out = await m.session.run(feeds, ['logits', ...m.layout.presentNames]);
+    const out = await session.run(feeds, ['logits', ...m.layout.presentNames]);
     const logitsT = out.logits!;
     const V = logitsT.dims[logitsT.dims.length - 1]!;
     const all = (await logitsT.getData()) as Float32Array;
@@ -811,7 +857,11 @@ export class LocalEngine implements Engine {
     if (!m) return;
     m.provider.dispose?.();
     m.disposeBase();
-    await m.session.release();
+    try {
+      await m.baseSession?.release();
+    } finally {
+      await m.session.release();
+    }
   }
 
   // ---------------------------------------------------------------- adapters

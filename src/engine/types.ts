@@ -95,8 +95,18 @@ export interface LoadReport {
   adapterInfo: GpuAdapterSummary | null;
   dtype: ModelDtype;
   config: ModelSummary;
-  /** Size of the ONNX file as fetched. */
+  /** Size of the ONNX file as fetched (one file; not counting the injected copy or a second session). */
   modelBytes: number;
+  /**
+   * True when a second session of the original, un-injected graph serves "no adapter" requests
+   * (LocalEngineOptions.baseGraphForNoAdapter, default on); its weights are then held twice.
+   */
+  baseSession: boolean;
+  /**
+   * ONNX bytes handed to onnxruntime-web: the LoRA-injected graph, plus `modelBytes` again when
+   * `baseSession` — roughly what the sessions hold in the wasm heap / GPU buffers.
+   */
+  sessionBytes: number;
   /** Projections that take LoRA inputs (`lora.{layer}.{module}.A|B`). */
   targets: LoraTarget[];
   targetCount: number;

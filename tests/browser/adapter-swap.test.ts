@@ -271,6 +271,7 @@ describe('adapter hot swap (wasm)', () => {
         `${step.label}: max |engine − oracle| logit ${maxAbsDiff(logits, want.firstLogits).toExponential(2)}`,
       );
       results.set(step.label, r);
+      expect(engine.debugState().lastGraph, step.label).toBe(step.sel === null ? 'base' : 'injected');
       if (step.sel === null) {
         // No residue of A or B: bit-identical to the base run before any adapter.
         expect(r.tokenIds).toEqual(base.tokenIds);
@@ -309,6 +310,48 @@ describe('adapter hot swap (wasm)', () => {
     expect(cm.tokenIds).toEqual(aloneMix.tokenIds);
     expect(cm.text).toBe(aloneMix.text);
     expect(aloneA.tokenIds).toEqual(results.get('A')!.tokenIds);
+  });
+
+  it('"no adapter" on the un-injected session = the injected graph with zero feeds (baseGraphForNoAdapter: false)', async () => {
+    expect(report.baseSession).toBe(true);
+    const req = { prompt, maxNewTokens: CPU_TOKENS };
+    const zeroMix = [
+      { name: A, weight: 0 },
+      { name: B, weight: 0 },
+    ];
+    const base = await engine.generate({ ...req, adapter: null });
+    const baseLogits = lastLogits(engine);
+    expect(engine.debugState().lastGraph).toBe('base');
+    const z = await engine.generate({ ...req, adapter: zeroMix });
+    expect(engine.debugState().lastGraph).toBe('base');
+    expect(z.tokenIds).toEqual(base.tokenIds);
+    const single = new LocalEngine({
+      numThreads: 1,
+      adapterStore: new AdapterStore({ dbName: DB }),
+      baseGraphForNoAdapter: false,
+    });
+    try {
+      const r = await single.loadModel(MODEL_BASE, { backend: 'wasm', dtype: 'fp32', modelAliases: ALIASES });
+      expect(r.baseSession).toBe(false);
+      expect(r.sessionBytes).toBeLessThan(report.sessionBytes);
+      expect(report.sessionBytes - r.sessionBytes).toBe(report.modelBytes);
+      for (const sel of [null, [], zeroMix] as AdapterSelection[]) {
+        const got = await single.generate({ ...req, adapter: sel });
+        expect(single.debugState().lastGraph).toBe('injected');
+        expect(got.tokenIds, JSON.stringify(sel)).toEqual(base.tokenIds);
+        expect(got.text).toBe(base.text);
+        expectClose(lastLogits(single), baseLogits, FP32_LOGITS, 'injected graph, zero feeds');
+      }
+      const a = await single.generate({ ...req, adapter: A });
+      expect(a.tokenIds).toEqual(results.get('A')!.tokenIds);
+      for (const e of [engine, single]) {
+        await expect(
+          e.generate({ ...req, adapter: [{ name: 'no such adapter', weight: 0 }] }),
+        ).rejects.toBeInstanceOf(AdapterNotFoundError);
+      }
+    } finally {
+      await single.dispose();
+    }
   });
 
   it('adapters survive a fresh engine and store handle (reload simulation)', async () => {
@@ -450,6 +493,7 @@ describe('adapter hot swap (webgpu)', () => {
     // The engine's base feeds are rank 1 on webgpu, and an all-zero mix is served by them too.
     for (const t of Object.values(ctx.baseFeeds)) expect(Math.min(...t.dims)).toBeGreaterThanOrEqual(1);
     const z = await engine.generate({ ...req, adapter: zeroMix });
+    expect(engine.debugState().lastGraph).toBe('base');
     expect(z.tokenIds).toEqual(base.tokenIds);
     expect(Array.from(lastLogits(engine))).toEqual(Array.from(baseLogits));
     await expect(
@@ -466,6 +510,7 @@ describe('adapter hot swap (webgpu)', () => {
     try {
       for (const sel of [null, zeroMix] as AdapterSelection[]) {
         const r = await engine.generate({ ...req, adapter: sel });
+        expect(engine.debugState().lastGraph).toBe('injected'); // its zero feeds are not the engine's
         expect(r.tokenIds).toEqual(base.tokenIds);
         expectClose(lastLogits(engine), baseLogits, FP32_LOGITS, 'no-device provider, no adapter');
       }

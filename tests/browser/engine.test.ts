@@ -74,6 +74,10 @@ describe('LocalEngine', () => {
     expect(cpuReport.targets).toHaveLength(cpuReport.targetCount);
     expect(c.hasChatTemplate).toBe(true);
     expect(cpuReport.modelBytes).toBeGreaterThan(1e6);
+    // Default: a second, un-injected session for "no adapter"; both sessions' bytes are counted.
+    expect(cpuReport.baseSession).toBe(true);
+    expect(gpuReport.baseSession).toBe(true);
+    expect(cpuReport.sessionBytes).toBeGreaterThan(2 * cpuReport.modelBytes);
     expect(progress[0]).toBe('download');
     expect(progress.slice(-3)).toEqual(['prepare', 'session', 'ready']);
     expect(cpu.debugState().inputNames.filter((n) => n.startsWith('lora.'))).toHaveLength(
@@ -86,8 +90,10 @@ describe('LocalEngine', () => {
     const g = await collect(gpu, req);
     expect(gpu.debugState().lastKvLocations.length).toBe(2 * gpuReport.config.numLayers);
     expect(new Set(gpu.debugState().lastKvLocations)).toEqual(new Set(['gpu-buffer']));
+    expect(gpu.debugState().lastGraph).toBe('base');
     const c = await collect(cpu, req);
     expect(new Set(cpu.debugState().lastKvLocations)).toEqual(new Set(['cpu']));
+    expect(cpu.debugState().lastGraph).toBe('base');
     expect(g.result.tokenIds.length).toBeGreaterThan(0);
     expect(g.result.tokenIds).toEqual(c.result.tokenIds);
     expect(g.result.text).toBe(c.result.text);
@@ -254,6 +260,26 @@ describe('LocalEngine', () => {
     expect(defaultAdapterName({ url: 'https://huggingface.co/org/bard/resolve/main/' })).toBe('bard');
     expect(defaultAdapterName({ url: 'https://x.test/a/b/adapter_model.safetensors' })).toBe('b');
     expect(() => defaultAdapterName({ weights: new Uint8Array(1) })).toThrow(InvalidOptionError);
+  });
+
+  it('baseGraphForNoAdapter: false runs "no adapter" on the injected graph with zero feeds: same tokens', async () => {
+    const req = { prompt: PROMPT, maxNewTokens: 12 };
+    const viaBase = await collect(cpu, req);
+    const baseLogits = cpu.debugState().lastPrefillLogits!;
+    const e = new LocalEngine({ numThreads: 1, adapterStore: null, baseGraphForNoAdapter: false });
+    try {
+      const r = await e.loadModel(MODEL_BASE, { backend: 'wasm', dtype: cpuReport.dtype });
+      expect(r.baseSession).toBe(false);
+      expect(cpuReport.sessionBytes - r.sessionBytes).toBe(r.modelBytes);
+      const viaInjected = await collect(e, req);
+      expect(e.debugState().lastGraph).toBe('injected');
+      expect(viaInjected.result.tokenIds).toEqual(viaBase.result.tokenIds);
+      expect(viaInjected.result.text).toBe(viaBase.result.text);
+      expect(viaInjected.deltas).toEqual(viaBase.deltas);
+      expect(Array.from(e.debugState().lastPrefillLogits!)).toEqual(Array.from(baseLogits));
+    } finally {
+      await e.dispose();
+    }
   });
 
   it('dispose releases the session; generate then fails until a new loadModel', async () => {
