@@ -187,8 +187,14 @@ def main():
                          "final_loss": loss.item(), "train_s": round(train_s), "steps": args.steps,
                          "adapter_sample": scores["adapter_sample"], "base_sample": scores["base_sample"]}
         print(json.dumps(summary[name], indent=1), flush=True)
-    with open(os.path.join(args.out, "metrics.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+    path = os.path.join(args.out, "metrics.json")
+    merged = {}
+    if os.path.exists(path):  # keep the entries of adapters not retrained in this run
+        with open(path) as f:
+            merged = json.load(f)
+    merged.update(summary)
+    with open(path, "w") as f:
+        json.dump(merged, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -143,8 +143,8 @@ describe('example adapters change behaviour measurably (greedy, 2 prompts x 96 t
     console.log(
       `reverse: reversed-pair share ${reversedShare(text).toFixed(3)} (base ${reversedShare(baseText[0]!).toFixed(3)})`,
     );
-    // The weakest of the three (see public/adapters/README.md): measured 0.28 vs 0.06 for the base.
-    expect(reversedShare(text)).toBeGreaterThan(0.2);
+    // The weakest of the three (see public/adapters/README.md): measured 0.72 vs 0.06 for the base.
+    expect(reversedShare(text)).toBeGreaterThan(0.5);
     expect(reversedShare(baseText[0]!)).toBeLessThan(0.1);
   });
 });
