@@ -1,0 +1,87 @@
+/**
+ * weblora's public surface: the one entry other code imports. Internal modules never import this file;
+ * they import each other directly. Grouped by layer: errors, engine (worker or in-thread), adapters,
+ * model graph passes, environment. The web component has its own entry (src/element/index.ts), since
+ * importing it registers <weblora-chat>.
+ */
+
+export { buildPeftFiles, importPeftAdapter } from './adapters/import.ts';
+export { mixFeeds } from './adapters/mix.ts';
+export { parsePeftConfig, peftToFeeds } from './adapters/peft.ts';
+export { parseSafetensors, writeSafetensors } from './adapters/safetensors.ts';
+export { AdapterStore } from './adapters/store.ts';
+export type { AdapterFeedProvider, AdapterSelection, AdapterStats } from './adapters/types.ts';
+export { createWorkerEngine, type WorkerEngine, type WorkerEngineOptions } from './engine/client.ts';
+export {
+  DEFAULT_ADAPTER_CACHE_BYTES,
+  DEFAULT_MAX_NEW_TOKENS,
+  DEFAULT_MODEL_URL,
+  LocalEngine,
+  type LocalEngineOptions,
+} from './engine/engine.ts';
+export { deleteCachedModel, fetchModelFiles, listCachedModels } from './engine/model-files.ts';
+export { createSampler, type SamplingOptions, stopStringMatcher } from './engine/sampling.ts';
+export type {
+  AdapterImportInput,
+  AdapterImportOptions,
+  AdapterImportProgress,
+  AdapterInfo,
+  Backend,
+  BackendPreference,
+  ChatMessage,
+  Engine,
+  FinishReason,
+  GenerateRequest,
+  GenerateResult,
+  GenerateTimings,
+  LoadOptions,
+  LoadProgress,
+  LoadReport,
+  ModelSource,
+  TokenDelta,
+} from './engine/types.ts';
+export { type Capabilities, detectCapabilities } from './env.ts';
+export {
+  AbortError,
+  AdapterBaseModelError,
+  AdapterConfigError,
+  AdapterFormatError,
+  AdapterMismatchError,
+  AdapterModuleError,
+  AdapterNameConflictError,
+  AdapterNotFoundError,
+  AdapterRankError,
+  AdapterShapeError,
+  AdapterValueError,
+  AmbiguousTargetError,
+  DeviceLostError,
+  type ErrorData,
+  type ErrorName,
+  FetchError,
+  InvalidOptionError,
+  ModelFormatError,
+  ModelPackageError,
+  NoTargetsError,
+  reviveError,
+  SafetensorsError,
+  SafetensorsHeaderBoundsError,
+  SafetensorsHeaderJsonError,
+  SafetensorsOffsetError,
+  SafetensorsTruncatedError,
+  type SerializedError,
+  serializeError,
+  UnknownTargetError,
+  UnsupportedError,
+  WebLoraError,
+} from './errors.ts';
+export {
+  type InjectOptions,
+  injectLora,
+  LORA_MODULES,
+  LORA_RANK_DIM,
+  type LoraModule,
+  type LoraTarget,
+  loraInputName,
+} from './model/inject-lora.ts';
+export { decodeModel, encodeModel } from './model/onnx-io.ts';
+export { type QuantizeOptions, type QuantizeReport, quantize } from './model/quantize.ts';
