@@ -49,7 +49,7 @@ import {
 } from './model-files.ts';
 import { SerialQueue } from './queue.ts';
 import { createSampler, type StopStringMatcher, stopStringMatcher } from './sampling.ts';
-import { type KvLayout, kvLayoutFromNames, type Ort, type OrtTensor } from './session.ts';
+import { type KvLayout, kvLayoutFromNames, type Ort, type OrtTensor, stepFeeds } from './session.ts';
 import { TextTokenizer } from './tokenizer.ts';
 import type {
   AdapterFeedProvider,
@@ -810,29 +810,16 @@ export class LocalEngine implements Engine {
     past: Map<string, OrtTensor>,
     pastLen: number,
   ): Promise<{ logits: Float32Array; present: Map<string, OrtTensor> }> {
-    const { Tensor } = m.ort;
-    const T = ids.length;
     const feeds: Record<string, OrtTensor> = {
       ...loraFeeds,
-      input_ids: new Tensor(
-        'int64',
-        BigInt64Array.from(ids, (x) => BigInt(x)),
-        [1, T],
-      ),
-      attention_mask: new Tensor('int64', new BigInt64Array(pastLen + T).fill(1n), [1, pastLen + T]),
+      ...stepFeeds(m.ort, ids, pastLen, m.hasPositionIds),
     };
-    if (m.hasPositionIds) {
-      feeds.position_ids = new Tensor(
-        'int64',
-        BigInt64Array.from({ length: T }, (_, i) => BigInt(pastLen + i)),
-        [1, T],
-      );
-    }
     for (const [n, t] of past) feeds[n] = t;
     const out = await session.run(feeds, ['logits', ...m.layout.presentNames]);
     const logitsT = out.logits!;
     const V = logitsT.dims[logitsT.dims.length - 1]!;
     const all = (await logitsT.getData()) as Float32Array;
+    const T = ids.length;
     const logits = all.slice((T - 1) * V, T * V);
     logitsT.dispose();
     const present = new Map<string, OrtTensor>();

@@ -59,6 +59,32 @@ export function argmax(x: ArrayLike<number>): number {
   return Math.max(0, argmaxOrMinusOne(x));
 }
 
+/**
+ * The token feeds of one step of a batch-1 decoder: `input_ids` [1, T], `attention_mask` [1, P + T] (all
+ * ones) and, when the graph has it, `position_ids` [1, T] = P..P+T-1, after P cached positions.
+ */
+export function stepFeeds(
+  ort: Ort,
+  ids: readonly number[] | BigInt64Array,
+  pastLen: number,
+  withPositionIds: boolean,
+): Record<string, OrtTensor> {
+  const T = ids.length;
+  const idData = ids instanceof BigInt64Array ? ids : BigInt64Array.from(ids, (x) => BigInt(x));
+  const feeds: Record<string, OrtTensor> = {
+    input_ids: new ort.Tensor('int64', idData, [1, T]),
+    attention_mask: new ort.Tensor('int64', new BigInt64Array(pastLen + T).fill(1n), [1, pastLen + T]),
+  };
+  if (withPositionIds) {
+    feeds.position_ids = new ort.Tensor(
+      'int64',
+      BigInt64Array.from({ length: T }, (_, i) => BigInt(pastLen + i)),
+      [1, T],
+    );
+  }
+  return feeds;
+}
+
 /** Reads the KV layout from the graph's input/output names, cross-checked against config.json. */
 export function kvLayoutFromNames(
   inputNames: readonly string[],
@@ -166,19 +192,7 @@ export class DecoderSession {
     if (T === 0) throw new RangeError('forward: ids must not be empty');
     const cache = past ?? this.emptyCache();
     const P = cache.length;
-    const { Tensor } = this.ort;
-    const idData = ids instanceof BigInt64Array ? ids : BigInt64Array.from(ids, (x) => BigInt(x));
-    const feeds: Record<string, OrtTensor> = {
-      input_ids: new Tensor('int64', idData, [1, T]),
-      attention_mask: new Tensor('int64', new BigInt64Array(P + T).fill(1n), [1, P + T]),
-    };
-    if (this.hasPositionIds) {
-      feeds.position_ids = new Tensor(
-        'int64',
-        BigInt64Array.from({ length: T }, (_, i) => BigInt(P + i)),
-        [1, T],
-      );
-    }
+    const feeds = stepFeeds(this.ort, ids, P, this.hasPositionIds);
     for (const n of this.layout.pastNames) feeds[n] = cache.tensors.get(n)!;
     if (extraFeeds) {
       for (const [k, v] of Object.entries(extraFeeds)) {
