@@ -2,8 +2,9 @@
  * The "ours" suite (runs in the bench page): our LocalEngine and the bench loop on one backend/dtype.
  * Decode/prefill for (a) the graph as shipped (never LoRA-injected), (b) the injected graph fed
  * "no adapter" (the engine's baseModelFeeds), (c) the injected graph fed a random rank-8 adapter on all
- * 7 modules of every layer — all three timed by the same loop (decode-loop.ts), repetitions
- * interleaved a,b,c,a,b,c so drift hits them alike. Then the real engine.generate path (no adapter,
+ * 7 modules of every layer, (d) as (c) with the other LoRA branch operator (MatMul vs Einsum, see
+ * src/model/inject-lora.ts) — all timed by the same loop (decode-loop.ts), steps run in lockstep so
+ * drift hits them alike. Then the real engine.generate path (no adapter,
  * rank-8; TTFT from the call to the first token callback), interleaved with transformers.js on the
  * same file (transformers.ts) when asked, and adapter swap latency through the
  * engine's own provider (captured via LocalEngine's `adapterProvider` factory). Runs in the page's
@@ -17,7 +18,7 @@ import { baseModelFeeds, LocalEngine } from '../src/engine/engine.ts';
 import type { Ort } from '../src/engine/session.ts';
 import { TextTokenizer } from '../src/engine/tokenizer.ts';
 import type { LoraTarget } from '../src/model/inject-lora.ts';
-import { injectLora } from '../src/model/inject-lora.ts';
+import { injectLora, type LoraBranchOp, loraBranchOpFor } from '../src/model/inject-lora.ts';
 import { decodeModel, encodeModel } from '../src/model/onnx-io.ts';
 import { fetchModelPackage, modelFileName } from '../src/model/package.ts';
 import { createBenchSession, emptySeries, lockstepGreedy, record } from './decode-loop.ts';
@@ -120,11 +121,25 @@ export async function runOurs(opts: SuiteOptions, log: Log): Promise<OursResult>
     { name: ADAPTER },
   );
 
-  log(`ours/${backend}/${dtype}: creating bench sessions (base + injected)`);
+  // (c) uses the engine's branch operator for this backend; (d) the other one, for comparison.
+  const branchOp = loraBranchOpFor(backend);
+  const altBranchOp: LoraBranchOp = branchOp === 'einsum' ? 'matmul' : 'einsum';
+  if (report.loraBranchOp !== branchOp)
+    throw new Error(`engine used ${report.loraBranchOp}, bench ${branchOp}`);
+  log(
+    `ours/${backend}/${dtype}: creating bench sessions (base, injected ${branchOp}, injected ${altBranchOp})`,
+  );
+  const decoded = decodeModel(pkg.model);
   const base = await createBenchSession(ort, pkg.model, backend, pkg.config);
   const injected = await createBenchSession(
     ort,
-    encodeModel(injectLora(decodeModel(pkg.model)).model),
+    encodeModel(injectLora(decoded, { branchOp }).model),
+    backend,
+    pkg.config,
+  );
+  const injectedAlt = await createBenchSession(
+    ort,
+    encodeModel(injectLora(decoded, { branchOp: altBranchOp }).model),
     backend,
     pkg.config,
   );
@@ -136,9 +151,10 @@ export async function runOurs(opts: SuiteOptions, log: Log): Promise<OursResult>
     { name: '(a) base', s: base, feeds: {}, series: emptySeries() },
     { name: '(b) injected, no adapter', s: injected, feeds: none.feeds, series: emptySeries() },
     { name: '(c) injected, rank-8', s: injected, feeds: r8.feeds, series: emptySeries() },
+    { name: `(d) ${altBranchOp} branch, rank-8`, s: injectedAlt, feeds: r8.feeds, series: emptySeries() },
   ];
   try {
-    log(`ours/${backend}: warm-up (a), (b), (c)`);
+    log(`ours/${backend}: warm-up (a), (b), (c), (d)`);
     await lockstepGreedy(ort, configs, promptIds, 2);
     for (let rep = 0; rep < reps; rep++) {
       const runs = await lockstepGreedy(ort, configs, promptIds, decodeTokens);
@@ -154,6 +170,7 @@ export async function runOurs(opts: SuiteOptions, log: Log): Promise<OursResult>
     none.dispose();
     await base.session.release();
     await injected.session.release();
+    await injectedAlt.session.release();
   }
 
   // The engine's own generate path (what users get), no adapter vs rank-8, interleaved.
@@ -210,6 +227,9 @@ export async function runOurs(opts: SuiteOptions, log: Log): Promise<OursResult>
     base: configs[0]!.series,
     injectedNone: configs[1]!.series,
     injectedR8: configs[2]!.series,
+    branchOp,
+    altBranchOp,
+    injectedR8Alt: configs[3]!.series,
     engineNone,
     engineR8,
     swap,

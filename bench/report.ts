@@ -46,12 +46,16 @@ export function rowsFor(o: OursResult, t: TjsResult | null): Row[] {
     'setup',
     `${o.modelFile}, ${o.targetCount} LoRA targets, ${o.promptTokens}-token prompt, ${decodeTokens} decode tokens × ${reps} reps`,
   );
+  info('LoRA branch operator: engine (b, c) / comparison (d)', `${o.branchOp} / ${o.altBranchOp}`);
   info('decode tok/s (a) base graph (not injected)', range(o.base.decodeTps));
   info('decode tok/s (b) injected, no adapter', range(o.injectedNone.decodeTps));
   info('decode tok/s (c) injected, rank-8 on all 7 modules', range(o.injectedR8.decodeTps));
+  info(`decode tok/s (d) as (c), ${o.altBranchOp} branch`, range(o.injectedR8Alt.decodeTps));
   info(
-    'decode tok/s from median step: (a) / (b) / (c)',
-    [o.base, o.injectedNone, o.injectedR8].map((x) => f(median(x.medianStepTps))).join(' / '),
+    'decode tok/s from median step: (a) / (b) / (c) / (d)',
+    [o.base, o.injectedNone, o.injectedR8, o.injectedR8Alt]
+      .map((x) => f(median(x.medianStepTps)))
+      .join(' / '),
   );
   const ba = pairedStepRatio(o.injectedNone.stepMs, o.base.stepMs);
   const ca = pairedStepRatio(o.injectedR8.stepMs, o.base.stepMs);
@@ -63,6 +67,10 @@ export function rowsFor(o: OursResult, t: TjsResult | null): Row[] {
     target: '≥ 0.85',
     result: check(ca >= 0.85),
   });
+  info(
+    `decode ratio (d)/(a), ${o.altBranchOp} branch, paired steps`,
+    f(pairedStepRatio(o.injectedR8Alt.stepMs, o.base.stepMs), 3),
+  );
   info(
     'decode ratio (b)/(a), (c)/(a): per-rep totals',
     `${f(pairedRatio(o.injectedNone.decodeTps, o.base.decodeTps), 3)}, ${f(pairedRatio(o.injectedR8.decodeTps, o.base.decodeTps), 3)}`,
@@ -77,7 +85,11 @@ export function rowsFor(o: OursResult, t: TjsResult | null): Row[] {
   info(`prefill tok/s (a) base, ${o.promptTokens} tokens`, range(o.base.prefillTps, 1));
   info('prefill tok/s (b) injected, no adapter', range(o.injectedNone.prefillTps, 1));
   info('prefill tok/s (c) injected, rank-8', range(o.injectedR8.prefillTps, 1));
-  info('prefill ratio (c)/(a)', f(pairedRatio(o.injectedR8.prefillTps, o.base.prefillTps), 3));
+  info(`prefill tok/s (d) rank-8, ${o.altBranchOp} branch`, range(o.injectedR8Alt.prefillTps, 1));
+  info(
+    'prefill ratio (c)/(a), (d)/(a)',
+    `${f(pairedRatio(o.injectedR8.prefillTps, o.base.prefillTps), 3)}, ${f(pairedRatio(o.injectedR8Alt.prefillTps, o.base.prefillTps), 3)}`,
+  );
   info('TTFT ms (a) loop (prompt pass + argmax)', range(o.base.ttftMs, 1));
   info('engine.generate decode tok/s, no adapter', range(o.engineNone.decodeTps));
   info('engine.generate decode tok/s, rank-8', range(o.engineR8.decodeTps));

@@ -78,6 +78,11 @@ export interface OursResult {
   base: LoopSeries;
   injectedNone: LoopSeries;
   injectedR8: LoopSeries;
+  /** The engine's LoRA branch operator on this backend (used by (b), (c)) and the other one ((d)). */
+  branchOp: 'matmul' | 'einsum';
+  altBranchOp: 'matmul' | 'einsum';
+  /** (d) injected with altBranchOp, fed the same rank-8 adapter as (c). */
+  injectedR8Alt: LoopSeries;
   engineNone: EngineSeries;
   engineR8: EngineSeries;
   swap: SwapResult;

@@ -50,6 +50,8 @@ export interface LoadReport {
   sessionBytes: number;
   targets: LoraTarget[];
   targetCount: number;
+  /** Operator of the LoRA branch: 'einsum' on webgpu, 'matmul' on wasm. */
+  loraBranchOp: 'matmul' | 'einsum';
   loadMs: number;
 }
 

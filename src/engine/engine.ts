@@ -36,7 +36,7 @@ import {
   UnsupportedError,
   WebLoraError,
 } from '../errors.ts';
-import { injectLora, type LoraTarget } from '../model/inject-lora.ts';
+import { injectLora, type LoraTarget, loraBranchOpFor } from '../model/inject-lora.ts';
 import { decodeModel, encodeModel, graphOf, outputsOf } from '../model/onnx-io.ts';
 import { type ModelDtype, modelFileName, parseGenerationConfig, parseModelConfig } from '../model/package.ts';
 import { renderChat, specialTokensOf } from './chat.ts';
@@ -351,16 +351,7 @@ export class LocalEngine implements Engine {
       config.eosTokenIds[0],
     );
 
-    // 2. LoRA inputs into the graph.
-    progress({ stage: 'prepare', loaded: modelBytes.byteLength, total: modelBytes.byteLength });
-    const { model, targets } = injectLora(decodeModel(modelBytes));
-    const presentNames = outputsOf(graphOf(model))
-      .map((o) => o.name)
-      .filter((n) => n.startsWith('present.'));
-    const injected = encodeModel(model);
-
-    // 3. Session: webgpu when available (or asked for), else wasm.
-    progress({ stage: 'session', loaded: modelBytes.byteLength, total: modelBytes.byteLength });
+    // 2. Backend: webgpu when available (or asked for), else wasm. It picks the LoRA branch operator.
     const caps = await detectCapabilities();
     const want = opts.backend ?? 'auto';
     if (want === 'webgpu' && !caps.webgpu) {
@@ -369,6 +360,19 @@ export class LocalEngine implements Engine {
       });
     }
     let backend: Backend = want === 'wasm' || !caps.webgpu ? 'wasm' : 'webgpu';
+
+    // 3. LoRA inputs into the graph.
+    progress({ stage: 'prepare', loaded: modelBytes.byteLength, total: modelBytes.byteLength });
+    const decoded = decodeModel(modelBytes);
+    const inject = (b: Backend) => injectLora(decoded, { branchOp: loraBranchOpFor(b) });
+    let { model, targets } = inject(backend);
+    const presentNames = outputsOf(graphOf(model))
+      .map((o) => o.name)
+      .filter((n) => n.startsWith('present.'));
+    let injected = encodeModel(model);
+
+    // 4. Session.
+    progress({ stage: 'session', loaded: modelBytes.byteLength, total: modelBytes.byteLength });
     // The new package is valid: only now free the old model (a failed fetch keeps it usable).
     await this.release();
     let session: ortWebgpu.InferenceSession;
@@ -378,6 +382,8 @@ export class LocalEngine implements Engine {
       if (want !== 'auto' || backend !== 'webgpu') throw e;
       console.warn('weblora: WebGPU session failed, falling back to wasm', e);
       backend = 'wasm';
+      ({ model, targets } = inject(backend));
+      injected = encodeModel(model);
       session = await this.createSession(injected, backend, presentNames);
     }
 
@@ -439,6 +445,7 @@ export class LocalEngine implements Engine {
         sessionBytes: injected.byteLength + (baseSession ? modelBytes.byteLength : 0),
         targets,
         targetCount: targets.length,
+        loraBranchOp: loraBranchOpFor(backend),
         loadMs: 0,
         modelId,
         modelAliases,

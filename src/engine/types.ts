@@ -110,6 +110,8 @@ export interface LoadReport {
   /** Projections that take LoRA inputs (`lora.{layer}.{module}.A|B`). */
   targets: LoraTarget[];
   targetCount: number;
+  /** Operator of the LoRA branch in the injected graph: 'einsum' on webgpu, 'matmul' on wasm (inject-lora.ts). */
+  loraBranchOp: 'matmul' | 'einsum';
   loadMs: number;
   /** What imported adapters are validated against (LoadOptions.modelId / modelAliases). */
   modelId: string;

@@ -6,6 +6,14 @@
  * the Add takes over the name Y, so consumers and value_info need no rewiring. Returns a new ModelProto
  * sharing all tensors with the input (no weight copies); the input model is not modified. LoRA on the
  * embedding or lm_head, dropout and merged (If) graphs are out of scope. Idea: Hu et al. 2021, arXiv:2106.09685.
+ *
+ * The two small products can be written as MatMul (default) or as Einsum (`branchOp: 'einsum'`). Same
+ * maths, different kernels: onnxruntime-web's WebGPU MatMul is a tiled shader with workgroup barriers,
+ * one workgroup per 32 output columns, which for these skinny shapes (K = in, N = rank) costs far more
+ * than the work; its Einsum is one thread per output element with a plain loop. On SwiftShader the
+ * rank-8 branch on all 42 projections of the default model cost +29% per decode step as MatMul and +6% as
+ * Einsum; on the wasm EP MatMul (MLAS) is the faster one (npm run bench has the figures). The engine
+ * picks per backend (`loraBranchOpFor`).
  */
 import { AmbiguousTargetError, ModelFormatError, NoTargetsError, UnknownTargetError } from '../errors.ts';
 import {
@@ -19,6 +27,8 @@ import {
   nodesOf,
   onnx,
   tensorValueInfo,
+  toNum,
+  type ValueInfoProto,
   withGraph,
 } from './onnx-io.ts';
 import { constantWeightMatmuls, findProjections, MODULE_ORDER, type Projection } from './targets.ts';
@@ -42,12 +52,24 @@ export interface LoraTarget {
   inputB: string;
 }
 
+export type LoraBranchOp = 'matmul' | 'einsum';
+
 export interface InjectOptions {
   /** Module names to adapt; default all 7. */
   targets?: readonly string[];
   /** Decoder layers to adapt; default all found. */
   layers?: readonly number[];
+  /** Operator for X·A and (X·A)·B; default 'matmul'. See the file comment. */
+  branchOp?: LoraBranchOp;
 }
+
+/** The faster branch operator per onnxruntime-web execution provider (measured, see the file comment). */
+export function loraBranchOpFor(backend: 'webgpu' | 'wasm'): LoraBranchOp {
+  return backend === 'webgpu' ? 'einsum' : 'matmul';
+}
+
+/** Einsum exists from opset 12 on; the graph's default-domain opset must allow it. */
+const EINSUM_MIN_OPSET = 12;
 
 const LORA_INPUT_RE = /^lora\.\d+\.[a-z_]+\.[AB]$/;
 
@@ -67,6 +89,22 @@ export function injectLora(
     );
   }
   const chosen = selectTargets(g, opts);
+  const branchOp = opts.branchOp ?? 'matmul';
+  if (branchOp !== 'matmul' && branchOp !== 'einsum') {
+    throw new ModelFormatError(`unknown LoRA branchOp '${String(branchOp)}'; expected 'matmul' or 'einsum'`, {
+      branchOp,
+    });
+  }
+  if (branchOp === 'einsum') {
+    const opset = defaultOpset(model);
+    if (opset < EINSUM_MIN_OPSET) {
+      throw new ModelFormatError(
+        `branchOp 'einsum' needs ONNX opset >= ${EINSUM_MIN_OPSET}, but this model imports opset ${opset}; use 'matmul'`,
+        { opset },
+      );
+    }
+  }
+  const ranks = branchOp === 'einsum' ? knownRanks(g) : new Map<string, number>();
 
   const names = new Set<string>();
   for (const n of nodesOf(g)) for (const o of n.output) names.add(o);
@@ -95,12 +133,21 @@ export function injectLora(
     const xa = fresh(`${scope}/xA`); // (..., R)
     const xab = fresh(`${scope}/xAB`); // (..., out)
     nodes.push(onnx.NodeProto.create({ ...node, output: [yBase, ...node.output.slice(1)] }));
-    nodes.push(
-      onnx.NodeProto.create({ name: `${scope}/MatMul_A`, opType: 'MatMul', input: [x, a], output: [xa] }),
-    );
-    nodes.push(
-      onnx.NodeProto.create({ name: `${scope}/MatMul_B`, opType: 'MatMul', input: [xa, b], output: [xab] }),
-    );
+    if (branchOp === 'einsum') {
+      // Gemm activations are 2-D by definition; MatMul/MatMulNBits ones are (batch, seq, in) in decoder
+      // exports unless the graph says otherwise.
+      const rank = ranks.get(x) ?? (p.kind === 'Gemm' ? 2 : 3);
+      const lead = 'abcdefgh'.slice(0, Math.max(0, rank - 1));
+      nodes.push(einsum(`${scope}/Einsum_A`, `${lead}i,ir->${lead}r`, [x, a], xa));
+      nodes.push(einsum(`${scope}/Einsum_B`, `${lead}r,ro->${lead}o`, [xa, b], xab));
+    } else {
+      nodes.push(
+        onnx.NodeProto.create({ name: `${scope}/MatMul_A`, opType: 'MatMul', input: [x, a], output: [xa] }),
+      );
+      nodes.push(
+        onnx.NodeProto.create({ name: `${scope}/MatMul_B`, opType: 'MatMul', input: [xa, b], output: [xab] }),
+      );
+    }
     nodes.push(
       onnx.NodeProto.create({ name: `${scope}/Add`, opType: 'Add', input: [yBase, xab], output: [y] }),
     );
@@ -120,6 +167,45 @@ export function injectLora(
     inputs.push(tensorValueInfo(t.inputB, DataType.FLOAT, [LORA_RANK_DIM, t.out])); // (R, out)
   }
   return { model: withGraph(model, cloneGraph(g, { node: nodes, input: inputs })), targets };
+}
+
+function einsum(name: string, equation: string, input: string[], output: string): NodeProto {
+  return onnx.NodeProto.create({
+    name,
+    opType: 'Einsum',
+    input,
+    output: [output],
+    attribute: [
+      onnx.AttributeProto.create({
+        name: 'equation',
+        type: onnx.AttributeProto.AttributeType.STRING,
+        s: new TextEncoder().encode(equation),
+      }),
+    ],
+  });
+}
+
+function defaultOpset(m: ModelProto): number {
+  const entry = m.opsetImport.find((o) => !o.domain || o.domain === 'ai.onnx');
+  return entry ? toNum(entry.version) : 0;
+}
+
+/**
+ * Tensor ranks the graph declares (inputs, outputs, value_info). An Einsum equation fixes its operands'
+ * ranks (onnxruntime-web 1.30's WebGPU Einsum fails to compile '...' equations), so a declared rank wins
+ * over the default guess.
+ */
+function knownRanks(g: GraphProto): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const v of [
+    ...inputsOf(g),
+    ...((g.valueInfo ?? []) as ValueInfoProto[]),
+    ...((g.output ?? []) as ValueInfoProto[]),
+  ]) {
+    const dims = v.type?.tensorType?.shape?.dim;
+    if (v.name && dims) out.set(v.name, dims.length);
+  }
+  return out;
 }
 
 /** Found projections filtered by opts, validated, sorted by (layer, module order). */

@@ -439,6 +439,7 @@ describe('adapter hot swap (webgpu)', () => {
     });
     const r = await engine.loadModel(MODEL_BASE, { backend: 'webgpu', dtype: 'fp32', modelAliases: ALIASES });
     expect(r.backend).toBe('webgpu');
+    expect(r.loraBranchOp).toBe('einsum'); // the oracle comparisons below check the Einsum branch
     if (!have.includes(A)) await engine.importAdapter({ files: pickedFiles('peft-adapter', fx.A) });
     if (!have.includes(B))
       await engine.importAdapter({ config: fx.B.config, weights: fx.B.weights }, { name: B });

@@ -66,6 +66,9 @@ describe('LocalEngine', () => {
     expect(gpuReport.adapterInfo?.architecture).toBe('swiftshader');
     expect(cpuReport.backend).toBe('wasm');
     expect(cpuReport.adapterInfo).toBeNull();
+    // The LoRA branch operator per backend (inject-lora.ts: Einsum is the cheap kernel on ORT's WebGPU EP).
+    expect(gpuReport.loraBranchOp).toBe('einsum');
+    expect(cpuReport.loraBranchOp).toBe('matmul');
     expect(cpuReport.modelId).toBe('weblora-shakespeare');
     expect(gpuReport.modelId).toBe('weblora-shakespeare');
     expect(['q4', 'fp32']).toContain(cpuReport.dtype);

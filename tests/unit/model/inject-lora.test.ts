@@ -1,6 +1,7 @@
 // injectLora(): target discovery on the exported default model and on hand-built graphs (MatMul, Gemm
 // transB with bias, Transpose-fed named weights, MatMulNBits), exact rank-0 behaviour, the hand-computed
-// effect of a rank-2 adapter, typed errors, and pass-through of external-data initializers.
+// effect of a rank-2 adapter with both branch operators (MatMul and Einsum), typed errors, and
+// pass-through of external-data initializers.
 import { describe, expect, it } from 'vitest';
 import {
   AmbiguousTargetError,
@@ -12,7 +13,9 @@ import {
   injectLora,
   LORA_MODULES,
   LORA_RANK_DIM,
+  type LoraBranchOp,
   type LoraTarget,
+  loraBranchOpFor,
   loraInputName,
 } from '../../../src/model/inject-lora.ts';
 import {
@@ -86,9 +89,32 @@ function oneProjection(opts: {
   };
 }
 
+/** The equation attribute of an Einsum node. */
+function equationOf(n: { attribute?: { name?: string | null; s?: Uint8Array | null }[] | null }): string {
+  const a = (n.attribute ?? []).find((x) => x.name === 'equation');
+  return new TextDecoder().decode(a?.s ?? new Uint8Array());
+}
+
+const BRANCH_OPS: LoraBranchOp[] = ['matmul', 'einsum'];
+
 /** Runs base and injected graphs with a random rank-2 adapter; checks injected = base-pre-Relu + (X·A)·B. */
 async function checkRank2(base: ModelProto, K = 8, N = 6): Promise<void> {
-  const { model, targets } = injectLora(base);
+  for (const branchOp of BRANCH_OPS) await checkRank2With(base, branchOp, K, N);
+}
+
+async function checkRank2With(base: ModelProto, branchOp: LoraBranchOp, K: number, N: number): Promise<void> {
+  const { model, targets } = injectLora(base, { branchOp });
+  const branch = nodesOf(graphOf(model)).filter((n) => n.name?.startsWith('/lora.'));
+  if (branchOp === 'einsum') {
+    // X is declared (2, K) in these graphs: the equations follow that rank.
+    expect(branch.map((n) => [n.opType, equationOf(n)])).toEqual([
+      ['Einsum', 'ai,ir->ar'],
+      ['Einsum', 'ar,ro->ao'],
+      ['Add', ''],
+    ]);
+  } else {
+    expect(branch.map((n) => n.opType)).toEqual(['MatMul', 'MatMul', 'Add']);
+  }
   expect(targets).toHaveLength(1);
   const t = targets[0]!;
   expect([t.in, t.out]).toEqual([K, N]);
@@ -110,7 +136,7 @@ async function checkRank2(base: ModelProto, K = 8, N = 6): Promise<void> {
     yLora.map((v, i) => v - yBase[i]!),
     delta,
     { atol: 1e-5, rtol: 1e-5 },
-    'injected - base',
+    `injected (${branchOp}) - base`,
   );
   const zero = (await runModel(exposeY(model), { X: f32(X, [2, K]), ...rankZero(targets) })).Y!;
   expect(Array.from(zero)).toEqual(Array.from(yBase)); // rank 0: Y + 0, bit-exact
@@ -159,6 +185,35 @@ describe('injectLora on the default model', () => {
     let d = 0;
     for (let i = 0; i < moved.length; i++) d = Math.max(d, Math.abs(moved[i]! - ref.logits![i]!));
     expect(d).toBeGreaterThan(1e-4);
+  });
+
+  it("branchOp 'einsum' computes what 'matmul' does (rank 4 on all 42 targets, q4 graph)", async () => {
+    const q = quantize(decodeModel(bytes)).model;
+    const mm = injectLora(q, { branchOp: 'matmul' });
+    const es = injectLora(q, { branchOp: 'einsum' });
+    expect(es.targets).toEqual(mm.targets);
+    const einsums = nodesOf(graphOf(es.model)).filter((n) => n.opType === 'Einsum');
+    expect(einsums).toHaveLength(2 * 42);
+    // The exported graph declares no rank for the projection inputs: decoder activations are 3-D.
+    expect(new Set(einsums.map(equationOf))).toEqual(new Set(['abi,ir->abr', 'abr,ro->abo']));
+    expect(nodesOf(graphOf(es.model)).some((n) => n.name?.endsWith('/MatMul_A'))).toBe(false);
+
+    const R = 4;
+    const f: Feeds = {};
+    mm.targets.forEach((t, i) => {
+      f[t.inputA] = f32(randn(t.in * R, 100 + i, 0.1), [t.in, R]);
+      f[t.inputB] = f32(randn(R * t.out, 200 + i, 0.1), [R, t.out]);
+    });
+    const feeds = { ...defaultModelFeeds(tokens), ...f };
+    const ref = (await runModel(q, defaultModelFeeds(tokens))).logits!;
+    const a = (await runModel(decodeModel(encodeModel(mm.model)), feeds)).logits!;
+    const b = (await runModel(decodeModel(encodeModel(es.model)), feeds)).logits!;
+    expectClose(b, a, SAME_GRAPH, 'einsum vs matmul logits');
+    let d = 0;
+    for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i]! - ref[i]!));
+    expect(d).toBeGreaterThan(1e-2); // the adapter really moved the logits
+    expect(loraBranchOpFor('webgpu')).toBe('einsum');
+    expect(loraBranchOpFor('wasm')).toBe('matmul');
   });
 
   it('works on the 4-bit (MatMulNBits) graph; options select a subset', async () => {
@@ -261,6 +316,18 @@ describe('injectLora errors', () => {
     g.outputs.push({ name: 'Y2', dims: [2, 6] });
     expect(() => injectLora(tinyModel(g))).toThrow(AmbiguousTargetError);
     expect(() => injectLora(tinyModel(g))).toThrow(/q_proj\/MatMul' and '.*q_proj\/MatMul_1'/);
+  });
+
+  it("branchOp: unknown names and 'einsum' below opset 12 -> ModelFormatError", () => {
+    expect(() => injectLora(base(), { branchOp: 'conv' as LoraBranchOp })).toThrow(ModelFormatError);
+    expect(() => injectLora(base(), { branchOp: 'conv' as LoraBranchOp })).toThrow(
+      /unknown LoRA branchOp 'conv'/,
+    );
+    const old = base();
+    old.opsetImport = [onnx.OperatorSetIdProto.create({ domain: '', version: 11 })];
+    expect(() => injectLora(old, { branchOp: 'einsum' })).toThrow(ModelFormatError);
+    expect(() => injectLora(old, { branchOp: 'einsum' })).toThrow(/opset >= 12.*opset 11/);
+    expect(injectLora(old, { branchOp: 'matmul' }).targets).toHaveLength(1);
   });
 
   it('injecting twice -> ModelFormatError', () => {
