@@ -11,7 +11,12 @@ export { parsePeftConfig, peftToFeeds } from './adapters/peft.ts';
 export { parseSafetensors, writeSafetensors } from './adapters/safetensors.ts';
 export { AdapterStore } from './adapters/store.ts';
 export type { AdapterFeedProvider, AdapterSelection, AdapterStats } from './adapters/types.ts';
-export { createWorkerEngine, type WorkerEngine, type WorkerEngineOptions } from './engine/client.ts';
+export {
+  createWorkerEngine,
+  type WorkerEngine,
+  type WorkerEngineOptions,
+  wrapWorkerEngine,
+} from './engine/client.ts';
 export {
   DEFAULT_ADAPTER_CACHE_BYTES,
   DEFAULT_MAX_NEW_TOKENS,
@@ -79,8 +84,10 @@ export {
   injectLora,
   LORA_MODULES,
   LORA_RANK_DIM,
+  type LoraBranchOp,
   type LoraModule,
   type LoraTarget,
+  loraBranchOpFor,
   loraInputName,
 } from './model/inject-lora.ts';
 export { decodeModel, encodeModel } from './model/onnx-io.ts';

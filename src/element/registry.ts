@@ -7,7 +7,7 @@
  * worker terminated), so a later attempt starts afresh. It deliberately never unloads a model that
  * no element uses any more: models are small and a page usually keeps its elements.
  */
-import { createWorkerEngine, type WorkerEngine } from '../engine/client.ts';
+import { type WorkerEngine, wrapWorkerEngine } from '../engine/remote-engine.ts';
 import type {
   AdapterSelection,
   BackendPreference,
@@ -114,7 +114,7 @@ function createEngine(): ChatEngine {
     type: 'module',
     name: JSON.stringify(cfg),
   });
-  return createWorkerEngine({ worker });
+  return wrapWorkerEngine(worker);
 }
 
 /** True for adapter attribute values that name a PEFT folder URL rather than a stored adapter. */

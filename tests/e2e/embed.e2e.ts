@@ -3,12 +3,25 @@
  * share one worker and one model download (every model file requested once), both stream output;
  * a bad model URL fires `error` with a readable message and the typed error name.
  */
+import { readdirSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { collectPageErrors, generateIn, libPage, useE2eServerAndBrowser, waitForModel } from './helpers.ts';
+import { E2E_DIST_LIB } from './paths.ts';
 
 const env = useE2eServerAndBrowser();
 
 describe('embedding the library build', () => {
+  it('ships one module, its declarations and exactly one worker chunk (no unused default worker)', () => {
+    const top = readdirSync(E2E_DIST_LIB).sort();
+    expect(top).toEqual(
+      expect.arrayContaining(['assets', 'models', 'ort', 'weblora-chat.d.ts', 'weblora-chat.js']),
+    );
+    const assets = readdirSync(resolve(E2E_DIST_LIB, 'assets'));
+    expect(assets).toHaveLength(1);
+    expect(assets[0]).toMatch(/^engine-worker-[\w-]+\.js$/);
+  });
+
   it('two elements with different adapters share one worker and one model load, and both stream', async () => {
     const { browser, server } = env;
     const { a, b } = server.adapters;

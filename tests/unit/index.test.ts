@@ -7,6 +7,8 @@ describe('src/index.ts', () => {
   it('exports the engine, adapter, graph-pass and error API', () => {
     for (const name of [
       'createWorkerEngine',
+      'wrapWorkerEngine',
+      'loraBranchOpFor',
       'LocalEngine',
       'AdapterStore',
       'importPeftAdapter',
