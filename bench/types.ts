@@ -3,6 +3,7 @@
  * (run.ts, report.ts) through Playwright's `page.evaluate`: plain JSON, no classes. Raw per-repetition
  * samples travel too, so the JSON file can be re-analysed later.
  */
+import type { LoraBranchOp } from '../src/model/inject-lora.ts';
 import type { Summary } from './stats.ts';
 
 export type BenchBackend = 'webgpu' | 'wasm';
@@ -79,8 +80,8 @@ export interface OursResult {
   injectedNone: LoopSeries;
   injectedR8: LoopSeries;
   /** The engine's LoRA branch operator on this backend (used by (b), (c)) and the other one ((d)). */
-  branchOp: 'matmul' | 'einsum';
-  altBranchOp: 'matmul' | 'einsum';
+  branchOp: LoraBranchOp;
+  altBranchOp: LoraBranchOp;
   /** (d) injected with altBranchOp, fed the same rank-8 adapter as (c). */
   injectedR8Alt: LoopSeries;
   engineNone: EngineSeries;

@@ -10,7 +10,7 @@ import type * as OrtModule from 'onnxruntime-web';
 import type { PeftFiles } from '../adapters/import.ts';
 import type { StoredAdapterMeta } from '../adapters/store.ts';
 import type { AdapterFeedProvider, AdapterFeeds, AdapterSelection, AdapterStats } from '../adapters/types.ts';
-import type { LoraTarget } from '../model/inject-lora.ts';
+import type { LoraBranchOp, LoraTarget } from '../model/inject-lora.ts';
 import type { ModelDtype } from '../model/package.ts';
 
 export type {
@@ -111,7 +111,7 @@ export interface LoadReport {
   targets: LoraTarget[];
   targetCount: number;
   /** Operator of the LoRA branch in the injected graph: 'einsum' on webgpu, 'matmul' on wasm (inject-lora.ts). */
-  loraBranchOp: 'matmul' | 'einsum';
+  loraBranchOp: LoraBranchOp;
   loadMs: number;
   /** What imported adapters are validated against (LoadOptions.modelId / modelAliases). */
   modelId: string;
