@@ -14,6 +14,8 @@ export interface PwaState {
   offlineReady: boolean;
   /** A new version is installed and waiting. */
   needRefresh: boolean;
+  /** `update()` was called: the waiting version was asked to take over; the page reloads when it does. */
+  updating: boolean;
   registration: ServiceWorkerRegistration | null;
   error: string | null;
 }
@@ -21,7 +23,12 @@ export interface PwaState {
 export interface PwaRegistration {
   readonly state: Readonly<PwaState>;
   subscribe(fn: (s: Readonly<PwaState>) => void): () => void;
-  /** Activates the waiting service worker and reloads the page. */
+  /**
+   * Asks the waiting service worker to take over; the page reloads once it controls the page. Chromium
+   * hands over only when the old worker is idle: if the page is still fetching through it (the engine
+   * loading its runtime at startup), the hand-over can wait for the old worker's idle timeout (about
+   * 30 s). `state.updating` stays true meanwhile.
+   */
   update(): Promise<void>;
   /** Hides the prompt until the next update is found. */
   dismissUpdate(): void;
@@ -36,6 +43,7 @@ export function registerPwa(): PwaRegistration {
     supported,
     offlineReady: false,
     needRefresh: false,
+    updating: false,
     registration: null,
     error: null,
   };
@@ -70,7 +78,10 @@ export function registerPwa(): PwaRegistration {
       fn(state);
       return () => listeners.delete(fn);
     },
-    update: () => updateSW(true),
+    update: async () => {
+      set({ updating: true });
+      await updateSW(true);
+    },
     dismissUpdate: () => set({ needRefresh: false }),
   };
   return handle;

@@ -33,6 +33,19 @@ function controllerVersion(page: Page): Promise<string | null> {
   );
 }
 
+/** The demo has loaded its model and finished preinstalling the example adapters. */
+async function waitForDemo(page: Page): Promise<void> {
+  await page.waitForFunction(
+    () => {
+      const s = document.body.dataset.state;
+      if (s === 'error') throw new Error(`demo error: ${document.getElementById('load-error')?.textContent}`);
+      return s === 'ready' && document.body.dataset.preinstall === 'done';
+    },
+    null,
+    { timeout: 120_000, polling: 100 },
+  );
+}
+
 const bannerVisible = (page: Page): Promise<boolean> =>
   page.evaluate(() => {
     const el = document.querySelector<HTMLElement>('.weblora-pwa-update');
@@ -74,7 +87,12 @@ self.addEventListener('message', (e) => { if (e.data === 'version?') e.ports[0]?
     await page.reload();
     await page.waitForSelector('.weblora-pwa-update:not([hidden])', { timeout: 60_000 });
 
-    // Reload to update: skipWaiting → controllerchange → the page reloads under the new worker.
+    // Reload to update: skipWaiting → controllerchange → the page reloads under the new worker. Clicked
+    // once the demo has started, as a person would: Chromium retires the old worker only when it is
+    // idle, and a fetch that restarts it just after skipWaiting (the engine loading its runtime) makes
+    // the hand-over wait for the old worker's idle timeout — 5 minutes with DevTools (Playwright)
+    // attached. The banner then says it is waiting (src/pwa/update-prompt.ts).
+    await waitForDemo(page);
     const reloaded = page.waitForEvent('load', { timeout: 60_000 });
     await page.click('.weblora-pwa-reload');
     await reloaded;
