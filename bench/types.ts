@@ -38,7 +38,13 @@ export interface LoopSeries {
 }
 
 export interface EngineSeries {
+  /**
+   * Tokens per second between the first and the last onToken callback: what a caller sees, measured
+   * the way bench/transformers.ts measures transformers.js (its streamer's callbacks).
+   */
   decodeTps: number[];
+  /** The engine's own `timings.tokensPerSecond` (forward passes + sampling only). */
+  forwardTps: number[];
   prefillTps: number[];
   /** generate() call → first onToken callback (feedsFor + tokenize + prefill), ms. */
   ttftMs: number[];

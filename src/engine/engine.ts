@@ -280,18 +280,25 @@ function parseJson(bytes: Uint8Array | undefined, file: string): unknown {
   }
 }
 
+let yieldChannel: MessageChannel | null = null;
+const yieldWaiters: (() => void)[] = [];
+
 /**
  * Lets queued tasks (messages, input, rendering) run before the next step: a MessageChannel hop, i.e. a
  * plain task behind those already queued. Not scheduler.yield(), whose continuation is prioritized
  * ahead of pending messages and so would not let an abort message in.
  */
 export function yieldToEventLoop(): Promise<void> {
+  if (!yieldChannel) {
+    // One channel for the whole thread: a new MessageChannel per decode step costs more than the turn.
+    yieldChannel = new MessageChannel();
+    yieldChannel.port1.onmessage = () => yieldWaiters.shift()?.();
+    // Node: an open port with a listener would keep the process alive.
+    (yieldChannel.port1 as { unref?: () => void }).unref?.();
+  }
+  const ch = yieldChannel;
   return new Promise((resolve) => {
-    const ch = new MessageChannel();
-    ch.port1.onmessage = () => {
-      ch.port1.close();
-      resolve();
-    };
+    yieldWaiters.push(resolve);
     ch.port2.postMessage(null);
   });
 }
