@@ -30,7 +30,7 @@ export interface PwaRegistration {
    * 30 s). `state.updating` stays true meanwhile.
    */
   update(): Promise<void>;
-  /** Hides the prompt until the next update is found. */
+  /** Hides the prompt until a newer version is found (or the next visit). */
   dismissUpdate(): void;
 }
 
@@ -53,13 +53,21 @@ export function registerPwa(): PwaRegistration {
     for (const fn of listeners) fn(state);
   };
   let updateSW: (reload?: boolean) => Promise<void> = async () => {};
+  // "Later" holds until a newer version is found: workbox-window can report the same waiting worker
+  // twice ('installed', then 'waiting' 200 ms later), which must not bring the banner back.
+  let dismissed = false;
   if (supported) {
     updateSW = registerSW({
       immediate: true,
       onOfflineReady: () => set({ offlineReady: true }),
-      onNeedRefresh: () => set({ needRefresh: true }),
+      onNeedRefresh: () => {
+        if (!dismissed) set({ needRefresh: true });
+      },
       onRegisteredSW: (_url, registration) => {
         set({ registration: registration ?? null });
+        registration?.addEventListener('updatefound', () => {
+          dismissed = false;
+        });
         // A later visit: an active worker that controls this page has its precache complete.
         if (registration?.active && navigator.serviceWorker.controller) set({ offlineReady: true });
       },
@@ -82,7 +90,10 @@ export function registerPwa(): PwaRegistration {
       set({ updating: true });
       await updateSW(true);
     },
-    dismissUpdate: () => set({ needRefresh: false }),
+    dismissUpdate: () => {
+      dismissed = true;
+      set({ needRefresh: false });
+    },
   };
   return handle;
 }
