@@ -227,10 +227,12 @@ describe('safetensors fuzzing', () => {
     );
   });
 
-  it('a header length near 2^64 or the cap fails fast without allocating', () => {
-    const start = performance.now();
+  it('a header length near 2^64 or the cap is rejected without allocating it', () => {
+    // Not timed (tests assert no timings): a 100 MB allocation shows in Node's count of ArrayBuffer
+    // bytes right after this synchronous block, even when dropped (checked: +100000000).
+    const bytesBefore = process.memoryUsage().arrayBuffers;
     expect(reasonOf(raw({}, 0, { headerLen: 2n ** 64n - 1n }))).toBe('header-too-large');
     expect(reasonOf(raw({}, 0, { headerLen: 100_000_000n }))).toBe('header-beyond-file');
-    expect(performance.now() - start).toBeLessThan(100);
+    expect(process.memoryUsage().arrayBuffers - bytesBefore).toBeLessThan(1 << 20);
   });
 });
