@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Browser, BrowserContext, Page } from 'playwright';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { collectPageErrors, launchChromium, startE2eServer } from './helpers.ts';
+import { collectPageErrors, launchChromium, startE2eServer, waitForDemoReady } from './helpers.ts';
 import { ROOT } from './paths.ts';
 
 let browser: Browser;
@@ -23,18 +23,6 @@ let errors: string[];
 let names: [string, string];
 
 const state = (p: Page): Promise<string | undefined> => p.evaluate(() => document.body.dataset.state);
-
-async function waitReady(p: Page, timeout = 120_000): Promise<void> {
-  await p.waitForFunction(
-    () => {
-      const s = document.body.dataset.state;
-      if (s === 'error') throw new Error(`demo error: ${document.getElementById('load-error')?.textContent}`);
-      return s === 'ready';
-    },
-    null,
-    { timeout, polling: 100 },
-  );
-}
 
 /** Counts how often the continuation text changes while the next request runs (streaming). */
 function watchOutput(p: Page, selector: string): Promise<void> {
@@ -75,7 +63,7 @@ beforeAll(async () => {
   page = await context.newPage();
   errors = collectPageErrors(page);
   await page.goto(`${server.origin}/?backend=wasm`);
-  await waitReady(page);
+  await waitForDemoReady(page);
   await page.waitForFunction(() => document.body.dataset.preinstall === 'done', null, { timeout: 60_000 });
 });
 
@@ -114,7 +102,7 @@ describe('demo app', () => {
     await page.fill('#max-tokens', '8');
     await watchOutput(page, '#output');
     await page.click('#generate');
-    await waitReady(page);
+    await waitForDemoReady(page);
     const text = await page.textContent('#output .continuation');
     expect(text?.length, errors.join('\n')).toBeGreaterThan(0);
     expect(await page.textContent('#output .prompt')).toBe('ROMEO:\nBut soft,');
@@ -126,7 +114,7 @@ describe('demo app', () => {
     );
     // Greedy is deterministic: a second run gives the same text.
     await page.click('#generate');
-    await waitReady(page);
+    await waitForDemoReady(page);
     expect(await page.textContent('#output .continuation')).toBe(text);
   });
 
@@ -138,7 +126,7 @@ describe('demo app', () => {
     );
     expect(await state(page)).toBe('generating');
     await page.click('#stop');
-    await waitReady(page, 30_000);
+    await waitForDemoReady(page, 30_000);
     expect(await page.getAttribute('#output', 'data-status')).toBe('abort');
     const stats = (await page.textContent('#stats')) ?? '';
     const n = Number(/^(\d+) tokens? \(abort\)/.exec(stats)?.[1]);
@@ -152,7 +140,7 @@ describe('demo app', () => {
     await page.check('#adapter-mode-one');
     await page.selectOption('#adapter-one', names[1]);
     await page.click('#generate');
-    await waitReady(page);
+    await waitForDemoReady(page);
     expect(await page.textContent('#gen-error')).toBe('');
     expect(await page.textContent('#stats')).toContain(names[1]);
     await page.check('#adapter-mode-mix');
@@ -164,7 +152,7 @@ describe('demo app', () => {
       }
     }, names);
     await page.click('#generate');
-    await waitReady(page);
+    await waitForDemoReady(page);
     expect(await page.textContent('#gen-error')).toBe('');
     expect(await page.textContent('#stats')).toContain(`${names[0]} ×0.5 + ${names[1]} ×1`);
     expect(await page.textContent('#adapter-bytes')).toMatch(/cached feed set/);
@@ -197,7 +185,7 @@ describe('demo app', () => {
       });
     });
     await page.click('#compare-run');
-    await waitReady(page);
+    await waitForDemoReady(page);
     const cols = await page.$$eval('#compare-columns .column', (els) =>
       els.map((e) => ({
         key: e.getAttribute('data-adapter'),
@@ -224,7 +212,7 @@ describe('demo app', () => {
     // The base column equals the plain greedy run of the same prompt and length.
     await page.fill('#max-tokens', '10');
     await page.click('#generate');
-    await waitReady(page);
+    await waitForDemoReady(page);
     expect(cols[0]!.text).toBe(await page.textContent('#output .continuation'));
   });
 

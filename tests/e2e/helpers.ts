@@ -178,3 +178,16 @@ export function collectPageErrors(page: Page): string[] {
   });
   return out;
 }
+
+/** The demo page (index.html) has loaded its model: `body[data-state=ready]`; a load error throws at once. */
+export async function waitForDemoReady(p: Page, timeout = 120_000): Promise<void> {
+  await p.waitForFunction(
+    () => {
+      const s = document.body.dataset.state;
+      if (s === 'error') throw new Error(`demo error: ${document.getElementById('load-error')?.textContent}`);
+      return s === 'ready';
+    },
+    null,
+    { timeout, polling: 100 },
+  );
+}

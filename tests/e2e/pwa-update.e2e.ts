@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Page } from 'playwright';
 import { expect, it } from 'vitest';
-import { collectPageErrors, useE2eServerAndBrowser } from './helpers.ts';
+import { collectPageErrors, useE2eServerAndBrowser, waitForDemoReady } from './helpers.ts';
 import { E2E_DIST } from './paths.ts';
 
 const env = useE2eServerAndBrowser();
@@ -30,19 +30,6 @@ function controllerVersion(page: Page): Promise<string | null> {
         };
         sw.postMessage('version?', [ch.port2]);
       }),
-  );
-}
-
-/** The demo has loaded its model and finished preinstalling the example adapters. */
-async function waitForDemo(page: Page): Promise<void> {
-  await page.waitForFunction(
-    () => {
-      const s = document.body.dataset.state;
-      if (s === 'error') throw new Error(`demo error: ${document.getElementById('load-error')?.textContent}`);
-      return s === 'ready' && document.body.dataset.preinstall === 'done';
-    },
-    null,
-    { timeout: 120_000, polling: 100 },
   );
 }
 
@@ -96,7 +83,8 @@ self.addEventListener('message', (e) => { if (e.data === 'version?') e.ports[0]?
     // idle, and a fetch that restarts it just after skipWaiting (the engine loading its runtime) makes
     // the hand-over wait for the old worker's idle timeout — 5 minutes with DevTools (Playwright)
     // attached. The banner then says it is waiting (src/pwa/update-prompt.ts).
-    await waitForDemo(page);
+    await waitForDemoReady(page);
+    await page.waitForSelector('body[data-preinstall="done"]', { timeout: 60_000 });
     const reloaded = page.waitForEvent('load', { timeout: 60_000 });
     await page.click('.weblora-pwa-reload');
     await reloaded;
