@@ -1,14 +1,14 @@
 /**
- * The bench's model-level greedy loop: the same per-step work as LocalEngine's decodeLoop/forward
- * (src/engine/engine.ts) — int64 ids/mask/positions, KV fed back as `past_key_values.*` (GPU buffers on
- * webgpu via preferredOutputLocation), only the last logits row read back, one MessageChannel hop
- * between steps — minus sampling options, detokenization and stop strings. It exists so that the
- * un-injected graph (which the engine never runs) and the LoRA-injected one are timed by identical
- * code. It never stops at eos: every repetition does exactly `decodeTokens` steps.
+ * The bench's model-level greedy loop: the product's decode step (src/engine/session.ts: KvStepper over a
+ * session made by createDecoderSession, exactly what the engine runs) plus argmax and the engine's
+ * event-loop hop between steps — minus sampling options, detokenization and stop strings. It exists so
+ * that the un-injected graph and the LoRA-injected one can be timed in lockstep by identical code. It
+ * never stops at eos: every repetition does exactly `decodeTokens` steps.
  */
 import type * as OrtModule from 'onnxruntime-web';
-import { yieldToEventLoop } from '../src/engine/engine.ts';
-import { argmax, type KvLayout, kvLayoutFromNames } from '../src/engine/session.ts';
+import { yieldToEventLoop } from '../src/engine/decode.ts';
+import { argmax } from '../src/engine/sampling.ts';
+import { createDecoderSession, type DecoderGraph, KvStepper } from '../src/engine/session.ts';
 import type { ModelConfig } from '../src/model/package.ts';
 import { median } from './stats.ts';
 import type { LoopSeries } from './types.ts';
@@ -16,80 +16,14 @@ import type { LoopSeries } from './types.ts';
 type Ort = typeof OrtModule;
 type Tensor = OrtModule.Tensor;
 
-export interface BenchSession {
-  session: OrtModule.InferenceSession;
-  layout: KvLayout;
-  hasPositionIds: boolean;
-}
-
-/** A session with the engine's options (LocalEngine.createSession): KV outputs stay on the GPU. */
-export async function createBenchSession(
+/** A session with the engine's options (createDecoderSession): KV outputs stay on the GPU. */
+export function createBenchSession(
   ort: Ort,
   bytes: Uint8Array,
   backend: 'webgpu' | 'wasm',
   config: ModelConfig,
-): Promise<BenchSession> {
-  const options: OrtModule.InferenceSession.SessionOptions = {
-    executionProviders: [backend],
-    logSeverityLevel: 3,
-  };
-  if (backend === 'webgpu') {
-    // KV on the GPU between steps, logits on the CPU (HF layout: present.{i}.key|value).
-    const where: Record<string, 'gpu-buffer' | 'cpu'> = { logits: 'cpu' };
-    for (let i = 0; i < config.numLayers; i++) {
-      where[`present.${i}.key`] = 'gpu-buffer';
-      where[`present.${i}.value`] = 'gpu-buffer';
-    }
-    options.preferredOutputLocation = where;
-  }
-  return wrap(await ort.InferenceSession.create(bytes, options), config);
-}
-
-function wrap(session: OrtModule.InferenceSession, config: ModelConfig): BenchSession {
-  return {
-    session,
-    layout: kvLayoutFromNames(session.inputNames, session.outputNames, config),
-    hasPositionIds: session.inputNames.includes('position_ids'),
-  };
-}
-
-async function forward(
-  ort: Ort,
-  s: BenchSession,
-  ids: number[],
-  past: Map<string, Tensor>,
-  pastLen: number,
-  extra: Record<string, Tensor>,
-): Promise<{ next: number; present: Map<string, Tensor> }> {
-  const T = ids.length;
-  const feeds: Record<string, Tensor> = {
-    ...extra,
-    input_ids: new ort.Tensor(
-      'int64',
-      BigInt64Array.from(ids, (x) => BigInt(x)),
-      [1, T],
-    ),
-    attention_mask: new ort.Tensor('int64', new BigInt64Array(pastLen + T).fill(1n), [1, pastLen + T]),
-  };
-  if (s.hasPositionIds) {
-    feeds.position_ids = new ort.Tensor(
-      'int64',
-      BigInt64Array.from({ length: T }, (_, i) => BigInt(pastLen + i)),
-      [1, T],
-    );
-  }
-  for (const [n, t] of past) feeds[n] = t;
-  const out = await s.session.run(feeds, ['logits', ...s.layout.presentNames]);
-  const logitsT = out.logits!;
-  const V = logitsT.dims[logitsT.dims.length - 1]!;
-  const all = (await logitsT.getData()) as Float32Array;
-  const next = argmax(all.subarray((T - 1) * V, T * V));
-  logitsT.dispose();
-  const present = new Map<string, Tensor>();
-  s.layout.presentNames.forEach((o, i) => {
-    present.set(s.layout.pastNames[i]!, out[o]!);
-  });
-  return { next, present };
+): Promise<DecoderGraph> {
+  return createDecoderSession(ort, bytes, config, { backend });
 }
 
 /**
@@ -100,18 +34,10 @@ export class GreedyRun {
   readonly tokens: number[] = [];
   prefillMs = 0;
   readonly stepMs: number[] = [];
-  private past = new Map<string, Tensor>();
-  private pastLen = 0;
+  private readonly stepper: KvStepper;
 
-  constructor(
-    private readonly ort: Ort,
-    private readonly s: BenchSession,
-    private readonly extra: Record<string, Tensor>,
-  ) {
-    const { numKvHeads, headDim, pastNames } = s.layout;
-    for (const n of pastNames) {
-      this.past.set(n, new ort.Tensor('float32', new Float32Array(0), [1, numKvHeads, 0, headDim]));
-    }
+  constructor(ort: Ort, s: DecoderGraph, extra: Record<string, Tensor>) {
+    this.stepper = new KvStepper(ort, s, extra);
   }
 
   /** The prompt's forward pass and first token; returns its time (ms). */
@@ -130,18 +56,14 @@ export class GreedyRun {
 
   private async advance(ids: number[]): Promise<number> {
     const t0 = performance.now();
-    const { next, present } = await forward(this.ort, this.s, ids, this.past, this.pastLen, this.extra);
-    for (const t of this.past.values()) t.dispose();
+    const next = argmax(await this.stepper.step(ids));
     const dt = performance.now() - t0;
-    this.past = present;
-    this.pastLen += ids.length;
     this.tokens.push(next);
     return dt;
   }
 
   dispose(): void {
-    for (const t of this.past.values()) t.dispose();
-    this.past.clear();
+    this.stepper.dispose();
   }
 }
 
@@ -151,7 +73,7 @@ export class GreedyRun {
  */
 export async function lockstepGreedy(
   ort: Ort,
-  configs: ReadonlyArray<{ s: BenchSession; feeds: Record<string, Tensor> }>,
+  configs: ReadonlyArray<{ s: DecoderGraph; feeds: Record<string, Tensor> }>,
   promptIds: number[],
   decodeTokens: number,
 ): Promise<GreedyRun[]> {

@@ -1,7 +1,7 @@
 /**
  * The "ours" suite (runs in the bench page): our LocalEngine and the bench loop on one backend/dtype.
  * Decode/prefill for (a) the graph as shipped (never LoRA-injected), (b) the injected graph fed
- * "no adapter" (the engine's baseModelFeeds), (c) the injected graph fed a random rank-8 adapter on all
+ * "no adapter" (the engine's noAdapterFeeds), (c) the injected graph fed a random rank-8 adapter on all
  * 7 modules of every layer, (d) as (c) with the other LoRA branch operator (MatMul vs Einsum, see
  * src/model/inject-lora.ts) — all timed by the same loop (decode-loop.ts), steps run in lockstep so
  * drift hits them alike. Then the real engine.generate path (no adapter,
@@ -11,10 +11,12 @@
  * main thread, not the app's worker: ORT's kernels are the same, and the page stays simple.
  */
 import * as ortWebgpu from 'onnxruntime-web/webgpu';
-import { buildPeftFiles } from '../src/adapters/import.ts';
+import { buildPeftFiles } from '../src/adapters/peft-writer.ts';
 import { type AdapterProvider, createAdapterProvider } from '../src/adapters/provider.ts';
 import { AdapterStore } from '../src/adapters/store.ts';
-import { baseModelFeeds, LocalEngine } from '../src/engine/engine.ts';
+import type { AdapterFeeds } from '../src/adapters/types.ts';
+import { LocalEngine } from '../src/engine/engine.ts';
+import { noAdapterFeeds } from '../src/engine/load.ts';
 import type { Ort } from '../src/engine/session.ts';
 import { TextTokenizer } from '../src/engine/tokenizer.ts';
 import type { LoraTarget } from '../src/model/inject-lora.ts';
@@ -96,9 +98,7 @@ export async function runOurs(opts: SuiteOptions, log: Log): Promise<OursResult>
         store,
         ort: ctx.ort,
         budgetBytes: 64 * 1024 * 1024,
-        backend: ctx.backend,
         ...(ctx.device ? { device: ctx.device } : {}),
-        baseFeeds: ctx.baseFeeds,
       });
       return provider;
     },
@@ -144,8 +144,8 @@ export async function runOurs(opts: SuiteOptions, log: Log): Promise<OursResult>
     pkg.config,
   );
   const device = backend === 'webgpu' ? ((await ort.env.webgpu.device) as GPUDevice) : null;
-  const none = baseModelFeeds(ort, targets, device);
-  const r8 = await p.feedsFor(ADAPTER, targets);
+  const none = noAdapterFeeds(ort, targets, device);
+  const r8 = await adapterFeeds(p, targets);
 
   const configs = [
     { name: '(a) base', s: base, feeds: {}, series: emptySeries() },
@@ -251,6 +251,13 @@ export async function runOurs(opts: SuiteOptions, log: Log): Promise<OursResult>
   };
 }
 
+/** The bench adapter's feeds (never "no adapter"). */
+async function adapterFeeds(p: AdapterProvider, targets: LoraTarget[]): Promise<AdapterFeeds> {
+  const f = await p.feedsFor(ADAPTER, targets);
+  if (!f) throw new Error(`the provider answered "no adapter" for ${ADAPTER}`);
+  return f;
+}
+
 async function measureSwaps(
   p: AdapterProvider,
   targets: LoraTarget[],
@@ -258,11 +265,11 @@ async function measureSwaps(
   n: number,
 ): Promise<SwapResult> {
   // Hot: already cached (warm it once), so feedsFor must upload nothing.
-  (await p.feedsFor(ADAPTER, targets)).release();
+  (await adapterFeeds(p, targets)).release();
   const up0 = p.stats().uploads;
   const hotFeedsFor: number[] = [];
   for (let i = 0; i < n; i++) {
-    hotFeedsFor.push(await timeMs(async () => (await p.feedsFor(ADAPTER, targets)).release()));
+    hotFeedsFor.push(await timeMs(async () => (await adapterFeeds(p, targets)).release()));
   }
   const key = p.cache.keys().find((k) => k.startsWith(`a:${ADAPTER}@`));
   if (!key) throw new Error('adapter is not in the feed cache after feedsFor');
@@ -286,7 +293,7 @@ async function measureSwaps(
     p.forget(ADAPTER);
     cold.push(
       await timeMs(async () => {
-        const f = await p.feedsFor(ADAPTER, targets);
+        const f = await adapterFeeds(p, targets);
         if (device) await device.queue.onSubmittedWorkDone();
         f.release();
       }),

@@ -43,6 +43,8 @@ export class AbortError extends WebLoraError {}
 export class UnsupportedError extends WebLoraError {}
 /** An option value outside its documented range (negative temperature, top-p outside (0, 1], ...). */
 export class InvalidOptionError extends WebLoraError {}
+/** The call needs a loaded model and none is loaded: call loadModel first. */
+export class NoModelError extends WebLoraError {}
 
 // Specific adapter-import failures (src/adapters/import.ts, store.ts). Each subclasses the broad class a
 // caller may already catch (SafetensorsError, AdapterFormatError, AdapterMismatchError).
@@ -86,6 +88,7 @@ const REGISTRY = {
   AbortError,
   UnsupportedError,
   InvalidOptionError,
+  NoModelError,
   SafetensorsTruncatedError,
   SafetensorsHeaderBoundsError,
   SafetensorsHeaderJsonError,

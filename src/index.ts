@@ -5,25 +5,24 @@
  * importing it registers <weblora-chat>.
  */
 
-export { buildPeftFiles, importPeftAdapter } from './adapters/import.ts';
+export { importPeftAdapter } from './adapters/import.ts';
+export { inputFromFiles, inputFromUrl } from './adapters/import-sources.ts';
 export { mixFeeds } from './adapters/mix.ts';
 export { parsePeftConfig, peftToFeeds } from './adapters/peft.ts';
+export { buildPeftFiles } from './adapters/peft-writer.ts';
 export { parseSafetensors, writeSafetensors } from './adapters/safetensors.ts';
 export { AdapterStore } from './adapters/store.ts';
 export type { AdapterFeedProvider, AdapterSelection, AdapterStats } from './adapters/types.ts';
+export { configureWebLora, getWebLoraConfig, type WebLoraConfig } from './config.ts';
 export {
   createWorkerEngine,
   type WorkerEngine,
   type WorkerEngineOptions,
   wrapWorkerEngine,
 } from './engine/client.ts';
-export {
-  DEFAULT_ADAPTER_CACHE_BYTES,
-  DEFAULT_MAX_NEW_TOKENS,
-  DEFAULT_MODEL_URL,
-  LocalEngine,
-  type LocalEngineOptions,
-} from './engine/engine.ts';
+export { DEFAULT_MAX_NEW_TOKENS } from './engine/decode.ts';
+export { DEFAULT_ADAPTER_CACHE_BYTES, LocalEngine, type LocalEngineOptions } from './engine/engine.ts';
+export { BASE_SESSION_MAX_BYTES } from './engine/load.ts';
 export { deleteCachedModel, fetchModelFiles, listCachedModels } from './engine/model-files.ts';
 export { createSampler, type SamplingOptions, stopStringMatcher } from './engine/sampling.ts';
 export type {
@@ -66,6 +65,7 @@ export {
   InvalidOptionError,
   ModelFormatError,
   ModelPackageError,
+  NoModelError,
   NoTargetsError,
   reviveError,
   SafetensorsError,

@@ -5,18 +5,18 @@
  * feeds `ort.Tensor.fromGpuBuffer`, so a hot hit uploads nothing; a miss uploads once (one
  * `queue.writeBuffer` per input, counted in `stats`). `AdapterCpuCache` is the wasm-session variant
  * with ordinary tensors. Entries in use (acquired, not yet released) are pinned: eviction skips them
- * and destroys their buffers only after release. "No adapter" (rank 0) is empty CPU tensors in the CPU
- * cache but rank-1 zero buffers in the GPU cache (onnxruntime-web 1.30's WebGPU EP fails on rank 0).
- * Not here: where feeds come from (provider.ts) or their math (peft.ts, mix.ts).
+ * and destroys their buffers only after release. Feeds have rank ≥ 1: "no adapter" never reaches a
+ * cache (the engine owns it). Not here: where feeds come from (provider.ts) or their math (peft.ts, mix.ts).
  */
 import type * as ort from 'onnxruntime-web';
+import { DeviceLostError, InvalidOptionError } from '../errors.ts';
 import type { CpuFeeds, OrtLike } from './types.ts';
 
 export interface CacheStats {
   hits: number;
   misses: number;
   evictions: number;
-  /** GPU: adapters uploaded (one per miss with rank > 0). */
+  /** GPU: adapters uploaded (one per miss). */
   uploads: number;
   /** GPU: `queue.writeBuffer` calls made by this cache, and the bytes they moved. */
   writeBufferCalls: number;
@@ -57,7 +57,12 @@ abstract class LruFeedCache {
   private held = 0;
 
   constructor(budgetBytes: number) {
-    if (!(budgetBytes >= 0)) throw new RangeError(`budgetBytes must be >= 0 (got ${budgetBytes})`);
+    if (!(budgetBytes >= 0)) {
+      throw new InvalidOptionError(`budgetBytes must be >= 0 (got ${budgetBytes})`, {
+        option: 'budgetBytes',
+        value: budgetBytes,
+      });
+    }
     this.budgetBytes = budgetBytes;
   }
 
@@ -205,17 +210,21 @@ export class AdapterGpuCache extends LruFeedCache {
   }
 
   protected materialize(key: string, feeds: CpuFeeds) {
-    if (this.lost) throw new Error(`GPU device lost; cannot upload adapter feeds for ${key}`);
-    // Rank 0 breaks onnxruntime-web 1.30's WebGPU EP (createBindGroup gets no resource for the empty
-    // inputs), so "no adapter" is rank 1 with all-zero A and B instead: X·0·0 adds exactly +0. WebGPU
-    // zero-initializes new buffers, so these need no upload at all.
-    const zero = feeds.rank === 0;
+    if (this.lost) {
+      throw new DeviceLostError(`the GPU device was lost; cannot upload adapter feeds for ${key}`, { key });
+    }
+    if (feeds.rank < 1) {
+      throw new InvalidOptionError(`feeds for ${key} have rank ${feeds.rank}; cached feeds need rank >= 1`, {
+        key,
+        rank: feeds.rank,
+      });
+    }
     const buffers: GPUBuffer[] = [];
     const out: Record<string, ort.Tensor> = {};
     let bytes = 0;
     try {
       for (const [name, f] of feeds.feeds) {
-        const dims: [number, number] = zero ? [f.dims[0] || 1, f.dims[1] || 1] : f.dims;
+        const dims = f.dims;
         const n = dims[0] * dims[1];
         // ORT's WebGPU EP rounds bindings up to 16 bytes; give it that much buffer.
         const size = Math.max(GPU_ALIGN, Math.ceil((4 * n) / GPU_ALIGN) * GPU_ALIGN);
@@ -225,11 +234,9 @@ export class AdapterGpuCache extends LruFeedCache {
           usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
         });
         buffers.push(buf);
-        if (!zero) {
-          this.device.queue.writeBuffer(buf, 0, f.data.buffer, f.data.byteOffset, f.data.byteLength);
-          this.stats.writeBufferCalls++;
-          this.stats.uploadedBytes += f.data.byteLength;
-        }
+        this.device.queue.writeBuffer(buf, 0, f.data.buffer, f.data.byteOffset, f.data.byteLength);
+        this.stats.writeBufferCalls++;
+        this.stats.uploadedBytes += f.data.byteLength;
         bytes += size;
         out[name] = this.ort.Tensor.fromGpuBuffer(buf, {
           dataType: 'float32',
@@ -241,7 +248,7 @@ export class AdapterGpuCache extends LruFeedCache {
       for (const b of buffers) b.destroy();
       throw e;
     }
-    if (!zero) this.stats.uploads++;
+    this.stats.uploads++;
     return {
       feeds: out,
       bytes,

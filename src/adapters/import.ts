@@ -17,7 +17,6 @@ import {
   AdapterRankError,
   AdapterShapeError,
   AdapterValueError,
-  FetchError,
   SafetensorsError,
   SafetensorsHeaderBoundsError,
   SafetensorsHeaderJsonError,
@@ -35,14 +34,7 @@ import {
   patternValue,
   peftToFeeds,
 } from './peft.ts';
-import {
-  type Dtype,
-  parseSafetensors,
-  readFloat32,
-  type Safetensors,
-  type TensorView,
-  writeSafetensors,
-} from './safetensors.ts';
+import { type Dtype, parseSafetensors, readFloat32, type Safetensors } from './safetensors.ts';
 
 export const CONFIG_FILE = 'adapter_config.json';
 export const WEIGHTS_FILE = 'adapter_model.safetensors';
@@ -419,166 +411,4 @@ export function feedsFromFiles(files: PeftFiles, targets: readonly LoraTarget[])
   const st = parseAdapterSafetensors(files[WEIGHTS_FILE]);
   const config = parseAdapterConfig(utf8(files[CONFIG_FILE]));
   return peftToFeeds(config, st.tensors, targets as LoraTarget[]);
-}
-
-// ---------------------------------------------------------------------------------------------
-// sources: files, drag-drop, URLs
-
-/** A File-like: Blob with a name (File, or `{ name, arrayBuffer }` in tests). */
-export interface NamedBlob {
-  name: string;
-  arrayBuffer(): Promise<ArrayBuffer>;
-}
-
-/**
- * Picks the adapter from a set of files (an `<input type=file multiple>`'s FileList, or
- * `DataTransfer.files` from a drop): `adapter_config.json` (any `*.json` if that name is absent) and one
- * `.safetensors` file. A lone `.safetensors` is a single-file adapter.
- */
-export async function inputFromFiles(
-  files: Iterable<NamedBlob> | ArrayLike<NamedBlob>,
-): Promise<ImportInput> {
-  const list = Array.from(files as ArrayLike<NamedBlob>);
-  const st = list.filter((f) => f.name.toLowerCase().endsWith('.safetensors'));
-  const json =
-    list.find((f) => f.name === CONFIG_FILE) ?? list.find((f) => f.name.toLowerCase().endsWith('.json'));
-  if (st.length !== 1) {
-    throw new AdapterFormatError(
-      `expected exactly one .safetensors file among [${list.map((f) => f.name).join(', ')}], found ${st.length}`,
-      { files: list.map((f) => f.name), reason: 'files' },
-    );
-  }
-  const weights = new Uint8Array(await st[0]!.arrayBuffer());
-  if (!json) return { weights };
-  return { weights, config: new Uint8Array(await json.arrayBuffer()) };
-}
-
-/** The files of a drop event (`e.dataTransfer`). */
-export function inputFromDataTransfer(dt: DataTransfer): Promise<ImportInput> {
-  return inputFromFiles(dt.files);
-}
-
-async function fetchBytes(url: string, f: typeof fetch): Promise<Uint8Array | null> {
-  let res: Response;
-  try {
-    res = await f(url);
-  } catch (e) {
-    throw new FetchError(`could not fetch ${url}: ${String(e)}`, { url });
-  }
-  if (res.status === 404) return null;
-  if (!res.ok)
-    throw new FetchError(`could not fetch ${url}: HTTP ${res.status}`, { url, status: res.status });
-  return new Uint8Array(await res.arrayBuffer());
-}
-
-/**
- * An adapter from URLs: a `.safetensors` URL (single-file adapter, or with `adapter_config.json` next to
- * it when that exists), or a folder URL holding both PEFT files (a Hub `resolve/main/` URL works).
- */
-export async function inputFromUrl(url: string, f: typeof fetch = fetch): Promise<ImportInput> {
-  const isFile = /\.safetensors(?:[?#].*)?$/i.test(url);
-  const base = isFile ? url.replace(/[^/]*$/, '') : url.endsWith('/') ? url : `${url}/`;
-  const weightsUrl = isFile ? url : base + WEIGHTS_FILE;
-  const [weights, config] = await Promise.all([fetchBytes(weightsUrl, f), fetchBytes(base + CONFIG_FILE, f)]);
-  if (!weights)
-    throw new FetchError(`could not fetch ${weightsUrl}: HTTP 404`, { url: weightsUrl, status: 404 });
-  return config ? { weights, config } : { weights };
-}
-
-// ---------------------------------------------------------------------------------------------
-// adapters created in-app → PEFT files
-
-const PARENT: Record<string, string> = {
-  q_proj: 'self_attn',
-  k_proj: 'self_attn',
-  v_proj: 'self_attn',
-  o_proj: 'self_attn',
-  gate_proj: 'mlp',
-  up_proj: 'mlp',
-  down_proj: 'mlp',
-};
-
-/** PEFT module path of a target, e.g. `model.layers.3.self_attn.q_proj`. */
-export function peftModulePath(layer: number, module: string): string {
-  const parent = PARENT[module];
-  if (!parent) throw new AdapterModuleError(`unknown LoRA module ${module}`, { module });
-  return `model.layers.${layer}.${parent}.${module}`;
-}
-
-export interface InAppModuleWeights {
-  layer: number;
-  module: string;
-  /** lora_A (r, in) and lora_B (out, r), PEFT layout, row-major. */
-  A: Float32Array;
-  B: Float32Array;
-  in: number;
-  out: number;
-}
-
-export interface InAppAdapter {
-  baseModel: string;
-  r: number;
-  loraAlpha: number;
-  useRslora?: boolean;
-  modules: InAppModuleWeights[];
-}
-
-/**
- * PEFT files for an adapter trained here: keys `base_model.model.model.layers.{i}.{self_attn|mlp}.{module}
- * .lora_A.weight` [r, in] / `.lora_B.weight` [out, r], F32, written by safetensors.ts (canonical layout);
- * modules whose rank differs from `r` get a full-path `rank_pattern` entry, as PEFT would write.
- */
-export function buildPeftFiles(a: InAppAdapter): PeftFiles {
-  const tensors = new Map<string, TensorView>();
-  const rankPattern: Record<string, number> = {};
-  const targetModules = new Set<string>();
-  for (const m of a.modules) {
-    const path = peftModulePath(m.layer, m.module);
-    const r = m.A.length / m.in;
-    if (!Number.isInteger(r) || r * m.out !== m.B.length) {
-      throw new AdapterShapeError(
-        `${path}: A has ${m.A.length} values and B ${m.B.length}; need r·${m.in} and ${m.out}·r`,
-        {
-          module: path,
-        },
-      );
-    }
-    if (r !== a.r) rankPattern[path] = r;
-    targetModules.add(m.module);
-    const f32 = (x: Float32Array): Uint8Array => {
-      const c = new Float32Array(x);
-      return new Uint8Array(c.buffer);
-    };
-    tensors.set(`base_model.model.${path}.lora_A.weight`, { dtype: 'F32', shape: [r, m.in], data: f32(m.A) });
-    tensors.set(`base_model.model.${path}.lora_B.weight`, {
-      dtype: 'F32',
-      shape: [m.out, r],
-      data: f32(m.B),
-    });
-  }
-  const config = {
-    alpha_pattern: {},
-    base_model_name_or_path: a.baseModel,
-    bias: 'none',
-    fan_in_fan_out: false,
-    inference_mode: true,
-    init_lora_weights: true,
-    layers_pattern: null,
-    layers_to_transform: null,
-    lora_alpha: a.loraAlpha,
-    lora_dropout: 0.0,
-    modules_to_save: null,
-    peft_type: 'LORA',
-    r: a.r,
-    rank_pattern: rankPattern,
-    revision: null,
-    target_modules: [...targetModules].sort(),
-    task_type: 'CAUSAL_LM',
-    use_dora: false,
-    use_rslora: a.useRslora ?? false,
-  };
-  return {
-    [CONFIG_FILE]: new TextEncoder().encode(JSON.stringify(config, null, 2)),
-    [WEIGHTS_FILE]: writeSafetensors(tensors, { format: 'pt' }),
-  } as PeftFiles;
 }

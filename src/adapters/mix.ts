@@ -2,10 +2,9 @@
  * Weighted mix of LoRA adapters, exact and without retraining: Σ wᵢ·(X·Aᵢ)·Bᵢ = (X·[A₁ … Aₙ])·[w₁B₁; …; wₙBₙ],
  * so the mix is the concatenation along the rank with each B scaled by its weight. The result feeds
  * the same injected graph (A (in, ΣRᵢ), B (ΣRᵢ, out)); its rank is the sum of the parts' ranks (the
- * per-module 64 limit applies to imported adapters, not to mixes). Parts with weight 0 are dropped.
- * Also: "no adapter" feeds (the base model): rank 0 by default, or all-zero rank ≥ 1 (`minRank`) for
- * onnxruntime-web 1.30's WebGPU EP, which fails on zero-size inputs (createBindGroup: "Required member is
- * undefined"); x·0·0 adds exactly +0. Not here: loading adapters (provider.ts) or uploading (gpu-cache.ts).
+ * per-module 64 limit applies to imported adapters, not to mixes). Parts with weight 0 are dropped; a
+ * mix with nothing left is "no adapter", which the provider answers before mixing. Not here: loading
+ * adapters (provider.ts) or uploading (gpu-cache.ts).
  */
 import { InvalidOptionError } from '../errors.ts';
 import type { LoraTarget } from '../model/inject-lora.ts';
@@ -16,37 +15,8 @@ export interface MixPart {
   weight: number;
 }
 
-/**
- * Feeds of the base model: A (in, R), B (R, out) all zero for every target, R = `rank` (default 0: empty
- * tensors, which only the wasm EP accepts; pass 1 for WebGPU). The injected graph then equals the base
- * model exactly.
- */
-export function zeroRankFeeds(targets: readonly LoraTarget[], rank = 0): CpuFeeds {
-  if (!Number.isInteger(rank) || rank < 0) {
-    throw new InvalidOptionError(`zero feeds rank must be an integer >= 0 (got ${rank})`, { rank });
-  }
-  const feeds = new Map<string, LoraFeed>();
-  for (const t of targets) {
-    feeds.set(t.inputA, { data: new Float32Array(t.in * rank), dims: [t.in, rank] }); // (in, R)
-    feeds.set(t.inputB, { data: new Float32Array(rank * t.out), dims: [rank, t.out] }); // (R, out)
-  }
-  return { rank, feeds };
-}
-
-export interface MixOptions {
-  /**
-   * Rank of the result when every part has weight 0 (or rank 0): 0 (default) gives empty tensors, 1
-   * all-zero rank-1 factors (WebGPU, see zeroRankFeeds).
-   */
-  minRank?: number;
-}
-
 /** A (in, ΣRᵢ) = [A₁ … Aₙ] and B (ΣRᵢ, out) = [w₁B₁; …; wₙBₙ] for every target. */
-export function mixFeeds(
-  parts: readonly MixPart[],
-  targets: readonly LoraTarget[],
-  opts: MixOptions = {},
-): CpuFeeds {
+export function mixFeeds(parts: readonly MixPart[], targets: readonly LoraTarget[]): CpuFeeds {
   for (const [i, p] of parts.entries()) {
     if (typeof p.weight !== 'number' || !Number.isFinite(p.weight)) {
       throw new InvalidOptionError(`mix weight ${i} must be a finite number (got ${String(p.weight)})`, {
@@ -57,7 +27,11 @@ export function mixFeeds(
   }
   const used = parts.filter((p) => p.weight !== 0 && p.feeds.rank > 0);
   const R = used.reduce((s, p) => s + p.feeds.rank, 0);
-  if (R === 0) return zeroRankFeeds(targets, opts.minRank ?? 0);
+  if (R === 0) {
+    throw new InvalidOptionError('nothing to mix: every part has weight 0 (that is "no adapter")', {
+      parts: parts.length,
+    });
+  }
   const feeds = new Map<string, LoraFeed>();
   for (const t of targets) {
     const A = new Float32Array(t.in * R); // (in, R)

@@ -5,17 +5,14 @@
  * `mix:<name>@<version>*<weight>|…#<targets>`; the version comes from the store's metadata (one small
  * IndexedDB read per call), so a re-imported or renamed adapter never serves stale tensors. A cold
  * adapter goes IndexedDB → CPU feeds → GPU once; mixes are concatenated on the CPU (mix.ts) and cached
- * under their own key. "No adapter" (null, [], or a mix whose weights are all 0) is the caller's
- * `baseFeeds` when given (the engine's, never cached or uploaded); otherwise zero feeds of rank 0 on wasm
- * and rank 1 on WebGPU, because onnxruntime-web 1.30's WebGPU EP cannot bind zero-size inputs
- * (createBindGroup: "Required member is undefined"). Not here: storage (store.ts), validation (import.ts).
+ * under their own key. "No adapter" (null, [], or a mix whose weights are all 0) is `null`: the engine
+ * runs the base model its own way. Not here: storage (store.ts), validation (import.ts).
  */
 
-import type * as ort from 'onnxruntime-web';
 import { AdapterNotFoundError, InvalidOptionError } from '../errors.ts';
 import type { LoraTarget } from '../model/inject-lora.ts';
 import { AdapterCpuCache, AdapterGpuCache } from './gpu-cache.ts';
-import { mixFeeds, zeroRankFeeds } from './mix.ts';
+import { mixFeeds } from './mix.ts';
 import type { AdapterStore, StoredAdapterMeta } from './store.ts';
 import type {
   AdapterFeedProvider,
@@ -33,16 +30,6 @@ export interface AdapterProviderOptions {
   /** Cache budget in bytes (GPU buffers or CPU tensor data). */
   budgetBytes: number;
   ort: OrtLike;
-  /**
-   * Feeds reproducing the base model, owned by the caller (the engine's `baseFeeds`: rank 0 on wasm,
-   * rank-1 zeros on the GPU for webgpu). Returned as they are for "no adapter"; never cached or freed.
-   */
-  baseFeeds?: Record<string, ort.Tensor>;
-  /**
-   * The session's backend. Default: 'webgpu' when `device` is given, else 'wasm'. Without `baseFeeds`,
-   * a webgpu session without `device` (CPU cache) gets rank-1 zero feeds for "no adapter", never rank 0.
-   */
-  backend?: 'webgpu' | 'wasm';
 }
 
 /** The engine's `AdapterStats` (GPU cache: adapters uploaded; CPU cache: adapter tensor sets built). */
@@ -81,12 +68,7 @@ export function createAdapterProvider(opts: AdapterProviderOptions): AdapterProv
   const cache = opts.device
     ? new AdapterGpuCache({ device: opts.device, budgetBytes, ort })
     : new AdapterCpuCache({ budgetBytes, ort });
-  const backend = opts.backend ?? (opts.device ? 'webgpu' : 'wasm');
-  // Rank of "no adapter" when built here: the GPU cache already turns rank 0 into rank-1 zero buffers
-  // (no upload); CPU tensors for a webgpu session must be rank 1 themselves.
-  const zeroRank = !opts.device && backend === 'webgpu' ? 1 : 0;
   let built = 0;
-  const baseFeeds = opts.baseFeeds;
 
   async function metaOf(name: string): Promise<StoredAdapterMeta> {
     if (typeof name !== 'string') {
@@ -106,16 +88,12 @@ export function createAdapterProvider(opts: AdapterProviderOptions): AdapterProv
     return feeds;
   }
 
-  function none(sig: string, targets: readonly LoraTarget[]): Promise<AdapterFeeds> | AdapterFeeds {
-    if (baseFeeds) return { feeds: baseFeeds, release: () => {} };
-    return cache.acquire(`none${zeroRank}#${sig}`, () => zeroRankFeeds(targets, zeroRank));
-  }
-
-  async function feedsFor(selection: AdapterSelection, targets: LoraTarget[]): Promise<AdapterFeeds> {
+  async function feedsFor(
+    selection: AdapterSelection,
+    targets: readonly LoraTarget[],
+  ): Promise<AdapterFeeds | null> {
     const sig = targetsSignature(targets);
-    if (selection === null || (Array.isArray(selection) && selection.length === 0)) {
-      return none(sig, targets);
-    }
+    if (selection === null || (Array.isArray(selection) && selection.length === 0)) return null;
     if (typeof selection === 'string') {
       const meta = await metaOf(selection);
       return cache.acquire(`a:${enc(selection)}@${meta.version}#${sig}`, async () => {
@@ -135,8 +113,8 @@ export function createAdapterProvider(opts: AdapterProviderOptions): AdapterProv
       }
     }
     const metas = await Promise.all(selection.map((p) => metaOf(p.name)));
-    // Every weight 0: exactly the base model (and never rank 0 on WebGPU).
-    if (selection.every((p) => p.weight === 0)) return none(sig, targets);
+    // Every weight 0: exactly the base model.
+    if (selection.every((p) => p.weight === 0)) return null;
     const key = `mix:${selection.map((p, i) => `${enc(p.name)}@${metas[i]!.version}*${p.weight}`).join('|')}#${sig}`;
     return cache.acquire(key, async () => {
       const parts = await Promise.all(
@@ -145,7 +123,7 @@ export function createAdapterProvider(opts: AdapterProviderOptions): AdapterProv
           feeds: await load(p.name, targets, metas[i]!.version),
         })),
       );
-      const mixed = mixFeeds(parts, targets, { minRank: zeroRank });
+      const mixed = mixFeeds(parts, targets);
       built++;
       return mixed;
     });

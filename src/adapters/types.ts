@@ -12,9 +12,19 @@ export type { LoraTarget };
 
 /**
  * No adapter (base model), one stored adapter by name, or a weighted mix of stored adapters.
- * null / []: base model (rank 0).
+ * null, [] or a mix whose weights are all 0: no adapter.
  */
 export type AdapterSelection = null | string | { name: string; weight: number }[];
+
+/**
+ * Where `importAdapter` reads an adapter: picked/dropped files (adapter_config.json + one .safetensors,
+ * or a lone single-file .safetensors), a URL (folder holding both PEFT files, or a .safetensors URL),
+ * or the bytes themselves.
+ */
+export type AdapterImportInput =
+  | { files: File[] }
+  | { url: string }
+  | { config?: Uint8Array | string; weights: Uint8Array };
 
 /** Counters of the adapter feed cache of the loaded model (zeros when none is loaded). */
 export interface AdapterStats {
@@ -36,8 +46,7 @@ export interface AdapterStats {
 export interface AdapterFeeds {
   /**
    * Graph input name (`lora.{layer}.{module}.A|B`) → tensor, one per target passed in (one shared
-   * rank). Rank 0 (= off) only works on wasm; on webgpu use rank ≥ 1 (zero-padded factors are exact),
-   * see the engine's AdapterProviderContext.baseFeeds.
+   * rank ≥ 1; modules of lower rank are zero-padded, which is exact).
    */
   feeds: Record<string, ort.Tensor>;
   /**
@@ -49,7 +58,11 @@ export interface AdapterFeeds {
 
 /** The seam between the engine and src/adapters: the engine asks it once per generate request. */
 export interface AdapterFeedProvider {
-  feedsFor(selection: AdapterSelection, targets: readonly LoraTarget[]): Promise<AdapterFeeds>;
+  /**
+   * The feeds of `selection`, or null when it means no adapter (null, [], every mix weight 0; names
+   * are still checked first): then the engine runs the base model its own way.
+   */
+  feedsFor(selection: AdapterSelection, targets: readonly LoraTarget[]): Promise<AdapterFeeds | null>;
   /** Optional: drop cached tensors of an adapter (the engine calls it after rename/delete/overwrite). */
   forget?(name: string): void;
   /** Optional: cache counters for `adapterStats`. */

@@ -7,6 +7,8 @@
  * worker terminated), so a later attempt starts afresh. It deliberately never unloads a model that
  * no element uses any more: models are small and a page usually keeps its elements.
  */
+
+import { getWebLoraConfig, workerName } from '../config.ts';
 import { type WorkerEngine, wrapWorkerEngine } from '../engine/remote-engine.ts';
 import type {
   AdapterSelection,
@@ -17,11 +19,6 @@ import type {
 } from '../engine/types.ts';
 import { AdapterNameConflictError, UnsupportedError } from '../errors.ts';
 import { notifyStorageChanged } from '../pwa/format.ts';
-import type { ElementWorkerConfig } from './engine-worker.ts';
-
-/** Set by vite.lib.config.ts (`define`); absent in app builds and tests. */
-declare const __WEBLORA_LIB__: boolean | undefined;
-const IS_LIB = typeof __WEBLORA_LIB__ !== 'undefined' && __WEBLORA_LIB__;
 
 /**
  * The worker engine; adapter methods are checked at run time too, so an engine without an adapter
@@ -29,50 +26,10 @@ const IS_LIB = typeof __WEBLORA_LIB__ !== 'undefined' && __WEBLORA_LIB__;
  */
 export type ChatEngine = WorkerEngine;
 
-export interface WebLoraConfig {
-  /** Folder URL of onnxruntime-web's runtime files (ort-wasm-simd-threaded.asyncify.{mjs,wasm}). */
-  wasmPaths: string;
-  /** The model an element without a `model` attribute loads. */
-  defaultModel: string;
-}
+export { configureWebLora, getWebLoraConfig, type WebLoraConfig } from '../config.ts';
 
 function pageBase(): string {
   return typeof document !== 'undefined' ? document.baseURI : String(globalThis.location?.href ?? '');
-}
-
-function defaultConfig(): WebLoraConfig {
-  if (IS_LIB) {
-    // Library build: dist-lib/ holds ort/ and models/ next to the module (variables keep Vite from
-    // treating these folder URLs as assets to bundle).
-    const ortDir = 'ort/';
-    const modelDir = 'models/weblora-shakespeare/';
-    return {
-      wasmPaths: new URL(ortDir, import.meta.url).href,
-      defaultModel: new URL(modelDir, import.meta.url).href,
-    };
-  }
-  const base = import.meta.env.BASE_URL;
-  return {
-    wasmPaths: new URL(`${base}ort/`, pageBase()).href,
-    defaultModel: new URL(`${base}models/weblora-shakespeare/`, pageBase()).href,
-  };
-}
-
-let config: WebLoraConfig | null = null;
-
-/** Current settings (defaults computed on first use). */
-export function getWebLoraConfig(): WebLoraConfig {
-  config ??= defaultConfig();
-  return config;
-}
-
-/** Overrides where the runtime and the default model live; affects engines created afterwards. */
-export function configureWebLora(c: Partial<WebLoraConfig>): void {
-  const cur = getWebLoraConfig();
-  config = {
-    wasmPaths: c.wasmPaths ? new URL(c.wasmPaths, pageBase()).href : cur.wasmPaths,
-    defaultModel: c.defaultModel ? new URL(c.defaultModel, pageBase()).href : cur.defaultModel,
-  };
 }
 
 export interface ModelKey {
@@ -107,12 +64,10 @@ export function resolveModelUrl(value: string | null): string {
 }
 
 function createEngine(): ChatEngine {
-  const cfg: ElementWorkerConfig = { wasmPaths: getWebLoraConfig().wasmPaths };
-  // No SharedArrayBuffer without cross-origin isolation: single-threaded wasm (COOP/COEP-free hosting).
-  if (!(globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated) cfg.numThreads = 1;
+  // The page's settings (runtime folder, threads) travel in the worker's name (config.ts).
   const worker = new Worker(new URL('./engine-worker.ts', import.meta.url), {
     type: 'module',
-    name: JSON.stringify(cfg),
+    name: workerName(),
   });
   return wrapWorkerEngine(worker);
 }

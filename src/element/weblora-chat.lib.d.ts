@@ -90,6 +90,8 @@ export interface WebLoraConfig {
   wasmPaths: string;
   /** Model loaded when an element has no `model` attribute; default `./models/weblora-shakespeare/` next to this module. */
   defaultModel: string;
+  /** onnxruntime-web wasm threads; default 1 unless the page is cross-origin isolated. */
+  numThreads?: number;
 }
 
 export declare function configureWebLora(c: Partial<WebLoraConfig>): void;

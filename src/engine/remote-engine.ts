@@ -3,14 +3,22 @@
  * worker.ts (or any entry that calls `exposeEngine`) into an `Engine` (types.ts) — the same contract as
  * the in-thread LocalEngine, so UI code works with either. It names no worker script itself (client.ts
  * does), so bundles that bring their own worker (the `<weblora-chat>` library) carry no unused one.
- * Errors come back as `WorkerReply` values and are rebuilt with `reviveError`, so `instanceof
- * FetchError` etc. work here. Callbacks go over as `Comlink.proxy`; an AbortSignal cannot cross
- * postMessage, so it becomes `abort(requestId)`. A crashed worker (an 'error' event) fails every
- * pending and later call with WebLoraError. It deliberately imports no engine code (only types), so the
- * main-thread bundle stays free of onnxruntime-web.
+ * Errors come back as `WorkerReply` values (protocol.ts) and are rebuilt with `reviveError`, so
+ * `instanceof FetchError` etc. work here; a call resolves only after every callback call the worker
+ * counted has been delivered (protocol.ts says why). An AbortSignal cannot cross postMessage, so it
+ * becomes `abort(requestId)`. A crashed worker (an 'error' event) fails every pending and later call.
+ * It deliberately imports no engine code (only types), so the main-thread bundle stays free of
+ * onnxruntime-web.
  */
 import * as Comlink from 'comlink';
 import { reviveError, WebLoraError } from '../errors.ts';
+import {
+  countDeliveries,
+  type WorkerApi,
+  type WorkerReply,
+  wireAdapterInput,
+  wireModelSource,
+} from './protocol.ts';
 import type {
   AdapterImportInput,
   AdapterImportOptions,
@@ -22,9 +30,6 @@ import type {
   LoadReport,
   ModelSource,
   TokenDelta,
-  WireAdapterImportInput,
-  WorkerApi,
-  WorkerReply,
 } from './types.ts';
 
 export interface WorkerEngine extends Engine {
@@ -54,27 +59,36 @@ export function wrapWorkerEngine(worker: Worker): WorkerEngine {
     failAll(fatal);
   });
 
-  async function call<T>(p: Promise<WorkerReply<T>>): Promise<T> {
+  /** One call; `stream` (its counted callback) must have seen every call the worker made first. */
+  async function call<T>(
+    p: Promise<WorkerReply<T>>,
+    stream?: { until(calls: number): Promise<void> },
+  ): Promise<T> {
     if (fatal) throw fatal;
     const r = await Promise.race([p, crashed]);
+    if (stream && r.calls > 0) await Promise.race([stream.until(r.calls), crashed]);
     if (!r.ok) throw reviveError(r.error);
     return r.value;
+  }
+
+  /** The callback as a Comlink proxy, counted; undefined stays undefined. */
+  function streamOf<A>(cb: ((a: A) => void) | undefined) {
+    const counter = countDeliveries(cb);
+    return { counter, proxy: counter.fn ? Comlink.proxy(counter.fn) : undefined };
   }
 
   return {
     loadModel(source?: ModelSource, o: LoadOptions = {}): Promise<LoadReport> {
       const { onProgress, onDeviceLost, ...rest } = o;
-      const wire =
-        typeof source === 'string' || source === undefined
-          ? source
-          : Array.from(source, (file) => ({ path: file.webkitRelativePath || file.name, file }));
+      const progress = streamOf(onProgress);
       return call(
         remote.loadModel(
-          wire,
+          wireModelSource(source),
           rest,
-          onProgress ? Comlink.proxy(onProgress) : undefined,
+          progress.proxy,
           onDeviceLost ? Comlink.proxy(onDeviceLost) : undefined,
         ),
+        progress.counter,
       );
     },
     async generate(request: GenerateRequest, onToken?: (d: TokenDelta) => void): Promise<GenerateResult> {
@@ -83,10 +97,9 @@ export function wrapWorkerEngine(worker: Worker): WorkerEngine {
       const onAbort = (): void => {
         remote.abort(requestId).catch(() => {});
       };
+      const tokens = streamOf(onToken);
       // Sent after generate, so the worker has registered the id when the abort arrives.
-      const pending = call(
-        remote.generate({ ...rest, requestId }, onToken ? Comlink.proxy(onToken) : undefined),
-      );
+      const pending = call(remote.generate({ ...rest, requestId }, tokens.proxy), tokens.counter);
       if (signal?.aborted) onAbort();
       else signal?.addEventListener('abort', onAbort, { once: true });
       try {
@@ -100,21 +113,12 @@ export function wrapWorkerEngine(worker: Worker): WorkerEngine {
     dispose: () => call(remote.dispose()),
     importAdapter(input: AdapterImportInput, o: AdapterImportOptions = {}): Promise<AdapterInfo> {
       const { onProgress, ...rest } = o;
-      let wire = input as WireAdapterImportInput;
-      if (input && 'files' in input && input.files) {
-        wire = {
-          files: Array.from(input.files, (file) => ({ path: file.webkitRelativePath || file.name, file })),
-        };
-      } else if (
-        input &&
-        'url' in input &&
-        typeof input.url === 'string' &&
-        typeof location !== 'undefined'
-      ) {
-        // Relative URLs mean this page's, not the worker script's.
-        wire = { url: new URL(input.url, location.href).href };
-      }
-      return call(remote.importAdapter(wire, rest, onProgress ? Comlink.proxy(onProgress) : undefined));
+      const progress = streamOf(onProgress);
+      const page = typeof location === 'undefined' ? undefined : location.href;
+      return call(
+        remote.importAdapter(wireAdapterInput(input, page), rest, progress.proxy),
+        progress.counter,
+      );
     },
     listAdapters: () => call(remote.listAdapters()),
     renameAdapter: (from: string, to: string) => call(remote.renameAdapter(from, to)),

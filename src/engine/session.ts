@@ -1,16 +1,18 @@
 /**
- * A thin typed wrapper over one onnxruntime-web InferenceSession for an HF-layout decoder graph
- * (inputs input_ids, attention_mask, position_ids, past_key_values.{i}.key|value; outputs logits,
- * present.{i}.key|value — the names Optimum and transformers.js use). It runs one forward pass
- * and a greedy loop with a host-side KV cache (prefill once, then one token per step).
- * The ORT module is passed in, so the same code runs on Node (`onnxruntime-web` → wasm) and in the
- * browser (`onnxruntime-web/webgpu` → webgpu or wasm EP). It deliberately does not sample, keep the KV
- * cache on the GPU, or run in a worker: the full engine does that.
+ * The one decode step in the codebase. An HF-layout decoder graph (inputs input_ids, attention_mask,
+ * position_ids, past_key_values.{i}.key|value; outputs logits, present.{i}.key|value — the names
+ * Optimum and transformers.js use) becomes a `DecoderGraph` through `createDecoderSession` (the session
+ * options the engine runs with: on webgpu every `present.*` stays on the GPU), and a `KvStepper` owns
+ * one sequence's KV cache: `step(ids)` feeds ids after the cached positions and returns the logits row,
+ * `dispose()` frees the cache. The engine's generate loop, the bench and the tests all step through
+ * it. The ORT module is passed in, so it runs on Node (`onnxruntime-web` → wasm) and in the browser.
+ * It deliberately does not sample, detokenize or know about adapters beyond fixed extra feeds.
  */
 import type * as OrtModule from 'onnxruntime-web';
-import { AbortError, ModelFormatError } from '../errors.ts';
+import { InvalidOptionError, ModelFormatError, WebLoraError } from '../errors.ts';
 import type { ModelConfig } from '../model/package.ts';
-import { argmax as argmaxOrMinusOne } from './sampling.ts';
+import { argmax } from './sampling.ts';
+import type { Backend } from './types.ts';
 
 export type Ort = typeof OrtModule;
 export type OrtTensor = OrtModule.Tensor;
@@ -27,37 +29,7 @@ export interface KvLayout {
   presentNames: string[];
 }
 
-/** KV state after `length` tokens: one `[1, kvHeads, length, headDim]` tensor per past input name. */
-export interface KvCache {
-  length: number;
-  tensors: Map<string, OrtTensor>;
-}
-
-export interface ForwardResult {
-  /** `[V]` logits of the last position, or `[T, V]` row-major when `allLogits` was asked for. */
-  logits: Float32Array;
-  present: KvCache;
-}
-
-export interface GreedyOptions {
-  /** Inputs fed on every step (e.g. LoRA tensors `lora.{layer}.{module}.A|B`). */
-  extraFeeds?: Record<string, OrtTensor>;
-  /** Ids that stop generation (included as the last token). Defaults to the config's eos ids. */
-  eosTokenIds?: number[];
-  /** Called with each new token as soon as it is chosen. */
-  onToken?: (id: number, step: number) => void;
-  signal?: AbortSignal;
-}
-
 const PAST_RE = /^past_key_values\.(\d+)\.(key|value)$/;
-
-/**
- * Index of the largest value; the first one on ties (like torch.argmax), NaN never wins. 0 when no
- * value is > -Infinity (sampling.ts's `argmax` says -1 there).
- */
-export function argmax(x: ArrayLike<number>): number {
-  return Math.max(0, argmaxOrMinusOne(x));
-}
 
 /**
  * The token feeds of one step of a batch-1 decoder: `input_ids` [1, T], `attention_mask` [1, P + T] (all
@@ -129,132 +101,159 @@ export function kvLayoutFromNames(
   };
 }
 
-export class DecoderSession {
+/** A decoder session and what stepping it needs to know. */
+export interface DecoderGraph {
   readonly session: OrtModule.InferenceSession;
   readonly layout: KvLayout;
-  readonly config: ModelConfig;
-  private readonly ort: Ort;
-  private readonly hasPositionIds: boolean;
+  readonly hasPositionIds: boolean;
+}
 
-  private constructor(ort: Ort, session: OrtModule.InferenceSession, config: ModelConfig) {
-    this.ort = ort;
-    this.session = session;
-    this.config = config;
-    this.layout = kvLayoutFromNames(session.inputNames, session.outputNames, config);
-    this.hasPositionIds = session.inputNames.includes('position_ids');
+/** Reads a session's KV layout (kvLayoutFromNames) and whether it takes position_ids. */
+export function decoderGraph(session: OrtModule.InferenceSession, config: ModelConfig): DecoderGraph {
+  return {
+    session,
+    layout: kvLayoutFromNames(session.inputNames, session.outputNames, config),
+    hasPositionIds: session.inputNames.includes('position_ids'),
+  };
+}
+
+/**
+ * The session options every decoder runs with. Severity 3 (error): ORT otherwise warns that shape ops
+ * run on the CPU, which is by design. On webgpu the KV outputs stay on the GPU between steps and only
+ * the logits come to the CPU.
+ */
+export function decoderSessionOptions(
+  backend: Backend,
+  presentNames: readonly string[],
+): OrtModule.InferenceSession.SessionOptions {
+  const options: OrtModule.InferenceSession.SessionOptions = {
+    executionProviders: [backend],
+    logSeverityLevel: 3,
+  };
+  if (backend === 'webgpu') {
+    const where: Record<string, 'gpu-buffer' | 'cpu'> = { logits: 'cpu' };
+    for (const n of presentNames) where[n] = 'gpu-buffer';
+    options.preferredOutputLocation = where;
   }
+  return options;
+}
 
-  /**
-   * Creates a session from ONNX bytes. `executionProviders` e.g. `['webgpu', 'wasm']` (ORT falls back
-   * in order) or `['wasm']`. Throws ModelFormatError when the graph is not an HF-layout decoder.
-   */
-  static async create(
-    ort: Ort,
-    bytes: Uint8Array,
-    config: ModelConfig,
-    opts: {
-      executionProviders?: ExecutionProviders;
-      sessionOptions?: OrtModule.InferenceSession.SessionOptions;
-    } = {},
-  ): Promise<DecoderSession> {
-    const session = await ort.InferenceSession.create(bytes, {
-      ...opts.sessionOptions,
-      executionProviders: opts.executionProviders ?? ['wasm'],
-    });
-    try {
-      return new DecoderSession(ort, session, config);
-    } catch (e) {
-      await session.release();
-      throw e;
+/** `present.{i}.key|value` for every layer of `config`, layer-major, key before value. */
+export function presentNamesOf(config: Pick<ModelConfig, 'numLayers'>): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < config.numLayers; i++) out.push(`present.${i}.key`, `present.${i}.value`);
+  return out;
+}
+
+/**
+ * Creates a decoder session from ONNX bytes with `decoderSessionOptions`. `presentNames` defaults to
+ * the HF names for config's layers. Throws ModelFormatError (and releases the session) when the graph
+ * is not an HF-layout decoder.
+ */
+export async function createDecoderSession(
+  ort: Ort,
+  bytes: Uint8Array,
+  config: ModelConfig,
+  opts: { backend: Backend; presentNames?: readonly string[] },
+): Promise<DecoderGraph> {
+  const options = decoderSessionOptions(opts.backend, opts.presentNames ?? presentNamesOf(config));
+  const session = await ort.InferenceSession.create(bytes, options);
+  try {
+    return decoderGraph(session, config);
+  } catch (e) {
+    await session.release();
+    throw e;
+  }
+}
+
+/**
+ * One sequence's KV cache over a DecoderGraph (batch 1). `step(ids)` runs ids after the cached
+ * positions with `extraFeeds` (e.g. LoRA tensors) and returns the last position's logits — or every
+ * position's, row-major (T, V), with `allLogits`; the new KV replaces the old, which is disposed.
+ * Call `dispose()` when done (also after an error).
+ */
+export class KvStepper {
+  private past = new Map<string, OrtTensor>();
+  private length = 0;
+  private kvLocations: string[] = [];
+
+  constructor(
+    private readonly ort: Ort,
+    private readonly graph: DecoderGraph,
+    private readonly extraFeeds: Record<string, OrtTensor> = {},
+  ) {
+    const { numKvHeads, headDim, pastNames } = graph.layout;
+    for (const n of pastNames) {
+      this.past.set(n, new ort.Tensor('float32', new Float32Array(0), [1, numKvHeads, 0, headDim]));
     }
   }
 
-  /** An empty cache (`past_sequence_length` 0) for the first forward. */
-  emptyCache(): KvCache {
-    const { numKvHeads, headDim, pastNames } = this.layout;
-    const tensors = new Map<string, OrtTensor>();
-    for (const n of pastNames)
-      tensors.set(n, new this.ort.Tensor('float32', new Float32Array(0), [1, numKvHeads, 0, headDim]));
-    return { length: 0, tensors };
+  /** Positions in the cache. */
+  get pastLen(): number {
+    return this.length;
   }
 
-  /**
-   * One forward pass over `ids` (batch 1) after `past` (default: empty). Returns the last position's
-   * logits (or all, with `allLogits`) and the new KV cache. `past` is not disposed: the caller owns it.
-   */
-  async forward(
-    ids: number[] | BigInt64Array,
-    past?: KvCache,
-    extraFeeds?: Record<string, OrtTensor>,
-    { allLogits = false }: { allLogits?: boolean } = {},
-  ): Promise<ForwardResult> {
+  /** `tensor.location` of each KV tensor the last step produced (e.g. 'gpu-buffer' on webgpu). */
+  get lastKvLocations(): readonly string[] {
+    return this.kvLocations;
+  }
+
+  async step(ids: readonly number[] | BigInt64Array, { allLogits = false } = {}): Promise<Float32Array> {
     const T = ids.length;
-    if (T === 0) throw new RangeError('forward: ids must not be empty');
-    const cache = past ?? this.emptyCache();
-    const P = cache.length;
-    const feeds = stepFeeds(this.ort, ids, P, this.hasPositionIds);
-    for (const n of this.layout.pastNames) feeds[n] = cache.tensors.get(n)!;
-    if (extraFeeds) {
-      for (const [k, v] of Object.entries(extraFeeds)) {
-        if (!this.session.inputNames.includes(k)) {
-          throw new ModelFormatError(`extra feed "${k}" is not an input of this graph`, { input: k });
-        }
-        feeds[k] = v;
-      }
-    }
-    const fetches = ['logits', ...this.layout.presentNames];
-    const out = await this.session.run(feeds, fetches);
-    feeds.input_ids!.dispose();
-    feeds.attention_mask!.dispose();
-    feeds.position_ids?.dispose();
-    if (!past) for (const t of cache.tensors.values()) t.dispose();
-
+    if (T === 0) throw new InvalidOptionError('a decode step needs at least one token id', { option: 'ids' });
+    const { session, layout, hasPositionIds } = this.graph;
+    const tokenFeeds = stepFeeds(this.ort, ids, this.length, hasPositionIds);
+    const feeds: Record<string, OrtTensor> = { ...this.extraFeeds, ...tokenFeeds };
+    for (const [n, t] of this.past) feeds[n] = t;
+    const out = await session.run(feeds, ['logits', ...layout.presentNames]);
+    for (const t of Object.values(tokenFeeds)) t.dispose();
     const logitsT = out.logits!;
     const V = logitsT.dims[logitsT.dims.length - 1]!;
     const all = (await logitsT.getData()) as Float32Array;
     const logits = allLogits ? all.slice(0, T * V) : all.slice((T - 1) * V, T * V);
     logitsT.dispose();
-    const tensors = new Map<string, OrtTensor>();
-    this.layout.presentNames.forEach((o, i) => {
-      tensors.set(this.layout.pastNames[i]!, out[o]!);
+    for (const t of this.past.values()) t.dispose();
+    this.past = new Map();
+    layout.presentNames.forEach((o, i) => {
+      this.past.set(layout.pastNames[i]!, out[o]!);
     });
-    return { logits, present: { length: P + T, tensors } };
+    this.length += T;
+    this.kvLocations = [...this.past.values()].map((t) => t.location);
+    return logits;
   }
 
-  /**
-   * Greedy decoding with the KV cache: prefill `promptIds` once, then feed one token per step.
-   * Returns the new tokens (stopping after an eos id, which is included) — at most `maxNewTokens`.
-   */
-  async greedy(promptIds: number[], maxNewTokens: number, opts: GreedyOptions = {}): Promise<number[]> {
-    const eos = new Set(opts.eosTokenIds ?? this.config.eosTokenIds);
-    const out: number[] = [];
-    if (maxNewTokens <= 0) return out;
-    let past: KvCache | undefined;
-    let input = promptIds;
-    try {
-      for (let step = 0; step < maxNewTokens; step++) {
-        if (opts.signal?.aborted) throw new AbortError('generation aborted', { step });
-        const r = await this.forward(input, past, opts.extraFeeds);
-        if (past) disposeCache(past);
-        past = r.present;
-        const next = argmax(r.logits);
-        out.push(next);
-        opts.onToken?.(next, step);
-        if (eos.has(next)) break;
-        input = [next];
-      }
-    } finally {
-      if (past) disposeCache(past);
-    }
-    return out;
-  }
-
-  async release(): Promise<void> {
-    await this.session.release();
+  dispose(): void {
+    for (const t of this.past.values()) t.dispose();
+    this.past.clear();
   }
 }
 
-export function disposeCache(c: KvCache): void {
-  for (const t of c.tensors.values()) t.dispose();
-  c.tensors.clear();
+/**
+ * A bare greedy loop for tests and tools: prefill `promptIds`, then one token per step, stopping after
+ * an id in `eosIds` (included). Returns at most `maxNewTokens` ids. The engine's generate is the
+ * product path (sampling, streaming, stop strings); this only picks argmax.
+ */
+export async function greedy(
+  ort: Ort,
+  graph: DecoderGraph,
+  promptIds: readonly number[],
+  maxNewTokens: number,
+  opts: { eosIds?: Iterable<number>; extraFeeds?: Record<string, OrtTensor> } = {},
+): Promise<number[]> {
+  const eos = new Set(opts.eosIds ?? []);
+  const stepper = new KvStepper(ort, graph, opts.extraFeeds);
+  const out: number[] = [];
+  try {
+    let input: readonly number[] = promptIds;
+    while (out.length < maxNewTokens) {
+      const next = argmax(await stepper.step(input));
+      if (next < 0) throw new WebLoraError('every logit is -Infinity or NaN', { step: out.length });
+      out.push(next);
+      if (eos.has(next)) break;
+      input = [next];
+    }
+  } finally {
+    stepper.dispose();
+  }
+  return out;
 }

@@ -2,20 +2,27 @@
  * The one `Engine` contract the UI codes against, implemented in-thread (`LocalEngine`, engine.ts) and
  * by the Web Worker proxy (`createWorkerEngine`, client.ts), plus every type that crosses it. Values
  * here are structured-cloneable (no classes, no functions except the callbacks, which the worker
- * proxy wraps with Comlink.proxy), so the worker protocol is exactly this file. It also re-exports the
+ * proxy wraps with Comlink.proxy); the worker protocol built on them is protocol.ts. It also re-exports the
  * seam to the adapter subsystem (`AdapterFeedProvider`, src/adapters/types.ts); it deliberately holds
  * no logic.
  */
 import type * as OrtModule from 'onnxruntime-web';
 import type { PeftFiles } from '../adapters/import.ts';
 import type { StoredAdapterMeta } from '../adapters/store.ts';
-import type { AdapterFeedProvider, AdapterFeeds, AdapterSelection, AdapterStats } from '../adapters/types.ts';
+import type {
+  AdapterFeedProvider,
+  AdapterFeeds,
+  AdapterImportInput,
+  AdapterSelection,
+  AdapterStats,
+} from '../adapters/types.ts';
 import type { LoraBranchOp, LoraTarget } from '../model/inject-lora.ts';
 import type { ModelDtype } from '../model/package.ts';
 
 export type {
   AdapterFeedProvider,
   AdapterFeeds,
+  AdapterImportInput,
   AdapterSelection,
   AdapterStats,
   LoraTarget,
@@ -178,16 +185,6 @@ export interface GenerateResult {
 /** A stored adapter as `listAdapters`/`importAdapter` describe it (metadata only, no tensor bytes). */
 export type AdapterInfo = StoredAdapterMeta;
 
-/**
- * Where `importAdapter` reads an adapter: picked/dropped files (adapter_config.json + one .safetensors,
- * or a lone single-file .safetensors), a URL (folder holding both PEFT files, or a .safetensors URL),
- * or the bytes themselves.
- */
-export type AdapterImportInput =
-  | { files: File[] }
-  | { url: string }
-  | { config?: Uint8Array | string; weights: Uint8Array };
-
 export interface AdapterImportProgress {
   /** read: files/URL being read; validate: checked against the loaded model; store: written; done. */
   stage: 'read' | 'validate' | 'store' | 'done';
@@ -261,74 +258,6 @@ export interface AdapterProviderContext {
   targets: readonly LoraTarget[];
   /** The GPUDevice ORT runs on (webgpu backend only): adapter tensors may live there. */
   device: GPUDevice | null;
-  /**
-   * Feeds that reproduce the base model, owned by the engine (do not dispose): rank 0 on wasm; on
-   * webgpu rank 1 with zero A/B on the GPU, because ORT 1.30's WebGPU EP cannot bind zero-size inputs.
-   * Return these for `null` selections.
-   */
-  baseFeeds: Record<string, OrtModule.Tensor>;
 }
 
 export type AdapterProviderFactory = (ctx: AdapterProviderContext) => AdapterFeedProvider;
-
-// ---------------------------------------------------------------- worker protocol
-
-/** The Error `SerializedError` shape from errors.ts, restated so this file stays type-only. */
-export interface WireError {
-  __weblora_error__: true;
-  name: string;
-  message: string;
-  data: Record<string, unknown>;
-  stack?: string;
-}
-
-/**
- * Every worker method resolves to one of these instead of throwing, so typed errors cross the boundary
- * through serializeError/reviveError (errors.ts), not Comlink's lossy default.
- */
-export type WorkerReply<T> = { ok: true; value: T } | { ok: false; error: WireError };
-
-/**
- * What worker.ts exposes through Comlink and client.ts calls. Callbacks arrive as Comlink proxies
- * (calls return promises the worker never awaits; the worker releases them when the call settles).
- */
-/**
- * A picked file on the wire: structured clone does not keep `File.webkitRelativePath`, so the client
- * sends it alongside and the worker restores it.
- */
-export interface WirePickedFile {
-  path: string;
-  file: File;
-}
-
-export interface WorkerApi {
-  loadModel(
-    source: string | WirePickedFile[] | undefined,
-    opts: Omit<LoadOptions, 'onProgress' | 'onDeviceLost'>,
-    onProgress?: (p: LoadProgress) => void,
-    onDeviceLost?: (info: DeviceLostInfo) => void,
-  ): Promise<WorkerReply<LoadReport>>;
-  generate(
-    request: Omit<GenerateRequest, 'signal'> & { requestId: string },
-    onToken?: (delta: TokenDelta) => void,
-  ): Promise<WorkerReply<GenerateResult>>;
-  abort(requestId: string): Promise<WorkerReply<boolean>>;
-  info(): Promise<WorkerReply<LoadReport | null>>;
-  dispose(): Promise<WorkerReply<void>>;
-  importAdapter(
-    input: WireAdapterImportInput,
-    opts: Omit<AdapterImportOptions, 'onProgress'>,
-    onProgress?: (p: AdapterImportProgress) => void,
-  ): Promise<WorkerReply<AdapterInfo>>;
-  listAdapters(): Promise<WorkerReply<AdapterInfo[]>>;
-  renameAdapter(from: string, to: string): Promise<WorkerReply<AdapterInfo>>;
-  deleteAdapter(name: string): Promise<WorkerReply<void>>;
-  exportAdapter(name: string): Promise<WorkerReply<PeftFiles>>;
-  adapterStats(): Promise<WorkerReply<AdapterStats>>;
-}
-
-/** AdapterImportInput on the wire: picked files travel with their relative path (see WirePickedFile). */
-export type WireAdapterImportInput =
-  | { files: WirePickedFile[] }
-  | { url: string }
-  | { config?: Uint8Array | string; weights: Uint8Array };

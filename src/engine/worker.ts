@@ -1,30 +1,29 @@
 /**
- * Web Worker entry: one LocalEngine behind Comlink, implementing `WorkerApi` (types.ts). Every method
- * returns a `WorkerReply` — a value, or an error passed through `serializeError` — so the main thread
- * (client.ts) rebuilds the same typed error class. Callbacks (progress, tokens, device lost) are Comlink
- * proxies to the main thread; they are called without awaiting and released when the call settles.
- * Create it with `new Worker(new URL('./worker.ts', import.meta.url), { type: 'module' })` (client.ts
- * does). The engine it exposes installs the real adapter provider (IndexedDB store, GPU feed cache on
- * ORT's device); a custom entry can call `exposeEngine({ adapterCacheBytes, adapterStore, … })`.
+ * Web Worker entry: one LocalEngine behind Comlink, implementing `WorkerApi` (protocol.ts). Every method
+ * returns a `WorkerReply` — a value, or an error passed through `serializeError`, plus the count of
+ * streaming-callback calls it made — so the main thread (remote-engine.ts) rebuilds the same typed
+ * error class and resolves only after the last callback arrived. Callbacks are Comlink proxies to the
+ * main thread, called without awaiting and released when the call settles. Runtime settings (ORT's
+ * wasm files, threads) are the engine's defaults from config.ts, which reads the Worker's `name`.
  * It deliberately holds no state of its own beyond the engine.
  */
 import * as Comlink from 'comlink';
 import { serializeError } from '../errors.ts';
 import { LocalEngine, type LocalEngineOptions } from './engine.ts';
-import type {
-  AdapterImportInput,
-  ModelSource,
-  WireAdapterImportInput,
-  WirePickedFile,
-  WorkerApi,
-  WorkerReply,
-} from './types.ts';
+import {
+  countCalls,
+  unwireAdapterInput,
+  unwireModelSource,
+  type WorkerApi,
+  type WorkerReply,
+} from './protocol.ts';
 
-async function reply<T>(f: () => Promise<T>): Promise<WorkerReply<T>> {
+async function reply<T>(f: () => Promise<T>, counted?: { calls: number }): Promise<WorkerReply<T>> {
   try {
-    return { ok: true, value: await f() };
+    const value = await f();
+    return { ok: true, value, calls: counted?.calls ?? 0 };
   } catch (e) {
-    return { ok: false, error: serializeError(e) };
+    return { ok: false, error: serializeError(e), calls: counted?.calls ?? 0 };
   }
 }
 
@@ -39,46 +38,40 @@ function release(cb: unknown): void {
   }
 }
 
-function unwire(source: string | WirePickedFile[] | undefined): ModelSource | undefined {
-  if (source === undefined || typeof source === 'string') return source;
-  return unwireFiles(source);
-}
-
-function unwireFiles(source: WirePickedFile[]): File[] {
-  return source.map(({ path, file }) => {
-    if (file.webkitRelativePath !== path) {
-      Object.defineProperty(file, 'webkitRelativePath', { value: path, configurable: true });
-    }
-    return file;
-  });
-}
-
-function unwireAdapter(input: WireAdapterImportInput): AdapterImportInput {
-  if (input && 'files' in input && Array.isArray(input.files)) return { files: unwireFiles(input.files) };
-  return input as AdapterImportInput;
-}
-
 /** Wraps `engine` as the worker protocol. Exported so another worker entry can install its own engine. */
 export function workerApi(engine: LocalEngine): WorkerApi {
   return {
-    loadModel: (source, opts, onProgress, onDeviceLost) =>
-      reply(() =>
-        engine.loadModel(unwire(source), {
-          ...opts,
-          ...(onProgress ? { onProgress } : {}),
-          // Kept (not released) while the model is loaded: the device may be lost at any time.
-          ...(onDeviceLost ? { onDeviceLost } : {}),
-        }),
-      ).finally(() => release(onProgress)),
-    generate: (request, onToken) =>
-      reply(() => engine.generate(request, onToken)).finally(() => release(onToken)),
+    loadModel: (source, opts, onProgress, onDeviceLost) => {
+      const progress = countCalls(onProgress);
+      return reply(
+        () =>
+          engine.loadModel(unwireModelSource(source), {
+            ...opts,
+            ...(progress.fn ? { onProgress: progress.fn } : {}),
+            // Kept (not released) while the model is loaded: the device may be lost at any time.
+            ...(onDeviceLost ? { onDeviceLost } : {}),
+          }),
+        progress,
+      ).finally(() => release(onProgress));
+    },
+    generate: (request, onToken) => {
+      const tokens = countCalls(onToken);
+      return reply(() => engine.generate(request, tokens.fn), tokens).finally(() => release(onToken));
+    },
     abort: (requestId) => reply(() => engine.abort(requestId)),
     info: () => reply(() => engine.info()),
     dispose: () => reply(() => engine.dispose()),
-    importAdapter: (input, opts, onProgress) =>
-      reply(() =>
-        engine.importAdapter(unwireAdapter(input), { ...opts, ...(onProgress ? { onProgress } : {}) }),
-      ).finally(() => release(onProgress)),
+    importAdapter: (input, opts, onProgress) => {
+      const progress = countCalls(onProgress);
+      return reply(
+        () =>
+          engine.importAdapter(unwireAdapterInput(input), {
+            ...opts,
+            ...(progress.fn ? { onProgress: progress.fn } : {}),
+          }),
+        progress,
+      ).finally(() => release(onProgress));
+    },
     listAdapters: () => reply(() => engine.listAdapters()),
     renameAdapter: (from, to) => reply(() => engine.renameAdapter(from, to)),
     deleteAdapter: (name) => reply(() => engine.deleteAdapter(name)),
@@ -87,7 +80,7 @@ export function workerApi(engine: LocalEngine): WorkerApi {
   };
 }
 
-/** Exposes a new LocalEngine on this worker's global scope. */
+/** Exposes a new LocalEngine on this worker's global scope (its runtime defaults: config.ts). */
 export function exposeEngine(opts: LocalEngineOptions = {}): void {
   Comlink.expose(workerApi(new LocalEngine(opts)));
 }

@@ -2,15 +2,17 @@
 // adapter is uploaded once (one writeBuffer per graph input), a hot hit uploads nothing, LRU eviction keeps
 // the byte budget and destroys buffers (not while a run uses them), GPU data read back equals the CPU
 // feeds, and the LoRA-injected default model gives the same logits fed from GPU buffers as from CPU
-// tensors — for adapters of different ranks (4, 8), a mix (12) and rank 0 (cached too) in one session.
+// tensors — for adapters of different ranks (4, 8) and a mix (12) in one session. "No adapter" is the
+// provider's null (nothing cached or uploaded) and the engine's noAdapterFeeds give the base output.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AdapterCpuCache, AdapterGpuCache } from '../../src/adapters/gpu-cache.ts';
+import { AdapterCpuCache, AdapterGpuCache, readBuffer } from '../../src/adapters/gpu-cache.ts';
 import type { AdapterModelInfo } from '../../src/adapters/import.ts';
 import { mixFeeds } from '../../src/adapters/mix.ts';
 import { type AdapterProvider, createAdapterProvider } from '../../src/adapters/provider.ts';
 import { AdapterStore } from '../../src/adapters/store.ts';
-import type { CpuFeeds } from '../../src/adapters/types.ts';
-import { DecoderSession, disposeCache } from '../../src/engine/session.ts';
+import type { AdapterFeeds, AdapterSelection, CpuFeeds } from '../../src/adapters/types.ts';
+import { noAdapterFeeds } from '../../src/engine/load.ts';
+import { createDecoderSession, type DecoderGraph, KvStepper } from '../../src/engine/session.ts';
 import { AdapterNotFoundError } from '../../src/errors.ts';
 import { injectLora, type LoraTarget } from '../../src/model/inject-lora.ts';
 import { decodeModel, encodeModel } from '../../src/model/onnx-io.ts';
@@ -23,11 +25,10 @@ import { loadPackage, PROMPT, setupOrt } from './helpers/model.ts';
  * SAME_GRAPH bound of expect-close.ts.
  */
 const SAME_RUN: Tolerance = { atol: 1e-5, rtol: 1e-5 };
-const QUIET = { logSeverityLevel: 3 as const };
 const DB = `weblora-test-gpu-cache-${Date.now()}`;
 
 const ort = setupOrt();
-let session: DecoderSession;
+let session: DecoderGraph;
 let device: GPUDevice;
 let targets: LoraTarget[];
 let store: AdapterStore;
@@ -61,9 +62,19 @@ function cpuTensors(f: CpuFeeds): Record<string, ReturnType<typeof tensorOf>> {
 const tensorOf = (data: Float32Array, dims: number[]) => new ort.Tensor('float32', data, dims);
 
 async function logits(feeds: Record<string, InstanceType<typeof ort.Tensor>>): Promise<Float32Array> {
-  const r = await session.forward(ids, undefined, feeds, { allLogits: true });
-  disposeCache(r.present);
-  return r.logits;
+  const stepper = new KvStepper(ort, session, feeds);
+  try {
+    return await stepper.step(ids, { allLogits: true });
+  } finally {
+    stepper.dispose();
+  }
+}
+
+/** The provider's feeds for an adapter selection (never "no adapter" here). */
+async function feedsOf(p: AdapterProvider, sel: AdapterSelection): Promise<AdapterFeeds> {
+  const f = await p.feedsFor(sel, targets);
+  expect(f, `feeds for ${JSON.stringify(sel)}`).not.toBeNull();
+  return f!;
 }
 
 beforeAll(async () => {
@@ -71,10 +82,7 @@ beforeAll(async () => {
   ids = tok.encode(PROMPT).slice(0, 8);
   const injected = injectLora(decodeModel(pkg.model));
   targets = injected.targets;
-  session = await DecoderSession.create(ort, encodeModel(injected.model), pkg.config, {
-    executionProviders: ['webgpu'],
-    sessionOptions: QUIET,
-  });
+  session = await createDecoderSession(ort, encodeModel(injected.model), pkg.config, { backend: 'webgpu' });
   device = (await ort.env.webgpu.device) as GPUDevice;
   store = new AdapterStore({ dbName: DB });
   const model: AdapterModelInfo = { id: 'weblora-shakespeare', aliases: ['model'], targets };
@@ -95,7 +103,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await session?.release();
+  await session?.session.release();
   await new Promise((res) => {
     const r = indexedDB.deleteDatabase(DB);
     r.onsuccess = r.onerror = r.onblocked = res;
@@ -115,12 +123,12 @@ describe('AdapterGpuCache through the provider', () => {
 
   it('cold miss uploads once (one writeBuffer per input), hot hit uploads nothing', async () => {
     const cache = provider.cache as AdapterGpuCache;
-    const cold = await countWrites(() => provider.feedsFor('plain', targets));
+    const cold = await countWrites(() => feedsOf(provider, 'plain'));
     expect(cold.writes).toBe(2 * targets.length);
     expect(cache.stats).toMatchObject({ misses: 1, uploads: 1, writeBufferCalls: 2 * targets.length });
     cold.value.release();
     for (let i = 0; i < 3; i++) {
-      const hot = await countWrites(() => provider.feedsFor('plain', targets));
+      const hot = await countWrites(() => feedsOf(provider, 'plain'));
       expect(hot.writes).toBe(0);
       expect(hot.value.feeds).toBe(cold.value.feeds);
       hot.value.release();
@@ -134,7 +142,7 @@ describe('AdapterGpuCache through the provider', () => {
 
   it('GPU data read back equals the CPU feeds', async () => {
     const { feeds } = await store.loadFeeds('rslora', targets);
-    const got = await provider.feedsFor('rslora', targets);
+    const got = await feedsOf(provider, 'rslora');
     try {
       for (const [name, f] of feeds.feeds) {
         const t = got.feeds[name]!;
@@ -146,7 +154,7 @@ describe('AdapterGpuCache through the provider', () => {
     }
   });
 
-  it('rank 0, rank 4, rank 8 and a rank-12 mix run in one session; GPU-fed logits equal CPU-fed', async () => {
+  it('no adapter, rank 4, rank 8 and a rank-12 mix run in one session; GPU-fed logits equal CPU-fed', async () => {
     const plain = (await store.loadFeeds('plain', targets)).feeds;
     const rs = (await store.loadFeeds('rslora', targets)).feeds;
     const mix = [
@@ -168,20 +176,26 @@ describe('AdapterGpuCache through the provider', () => {
         ),
       ],
     ];
-    // No adapter: rank 0 makes ORT 1.30's WebGPU EP fail in createBindGroup, so the GPU cache feeds rank-1
-    // zero buffers (never written: WebGPU zero-initializes) — exactly the base output, as rank 0 on CPU.
+    // No adapter: the provider answers null (nothing cached, nothing uploaded); the engine's
+    // noAdapterFeeds (rank-1 zero GPU buffers on webgpu, see load.ts) give the base output, bit-identical
+    // to the same zeros fed as CPU tensors.
     const none = await countWrites(() => provider.feedsFor(null, targets));
     expect(none.writes).toBe(0);
-    expect(none.value.feeds[targets[0]!.inputA]!.dims).toEqual([targets[0]!.in, 1]);
-    expect(none.value.feeds[targets[0]!.inputA]!.location).toBe('gpu-buffer');
-    expect(
-      Array.from((await none.value.feeds[targets[0]!.inputB]!.getData()) as Float32Array).every(
-        (x) => x === 0,
-      ),
-    ).toBe(true);
-    const base = await logits(none.value.feeds);
-    none.value.release();
-    // The same rank-1 zeros as CPU tensors (ORT uploads them) give bit-identical logits.
+    expect(none.value).toBeNull();
+    expect(await provider.feedsFor([], targets)).toBeNull();
+    expect(await provider.feedsFor([{ name: 'plain', weight: 0 }], targets)).toBeNull();
+    const off = noAdapterFeeds(ort, targets, device);
+    let base: Float32Array;
+    try {
+      const a0 = off.feeds[targets[0]!.inputA]!;
+      expect(a0.dims).toEqual([targets[0]!.in, 1]);
+      expect(a0.location).toBe('gpu-buffer');
+      const b0 = await readBuffer(device, off.feeds[targets[0]!.inputB]!.gpuBuffer, targets[0]!.out);
+      expect(Array.from(b0).every((x) => x === 0)).toBe(true);
+      base = await logits(off.feeds);
+    } finally {
+      off.dispose();
+    }
     const cpuZero = Object.fromEntries(
       targets.flatMap((t) => [
         [t.inputA, tensorOf(new Float32Array(t.in), [t.in, 1])],
@@ -189,12 +203,8 @@ describe('AdapterGpuCache through the provider', () => {
       ]),
     );
     expect(await logits(cpuZero)).toEqual(base);
-    const none2 = await countWrites(() => provider.feedsFor([], targets));
-    expect(none2.writes).toBe(0);
-    expect(none2.value.feeds).toBe(none.value.feeds);
-    none2.value.release();
     for (const [what, sel, cpu] of cases) {
-      const gpu = await provider.feedsFor(sel, targets);
+      const gpu = await feedsOf(provider, sel);
       const fromGpu = await logits(gpu.feeds);
       gpu.release();
       const fromCpu = await logits(cpuTensors(cpu));
@@ -203,7 +213,7 @@ describe('AdapterGpuCache through the provider', () => {
       for (let i = 0; i < base.length; i++) diff = Math.max(diff, Math.abs(fromGpu[i]! - base[i]!));
       expect(diff, `${what} changes the logits`).toBeGreaterThan(1e-2);
     }
-    const again = await countWrites(() => provider.feedsFor(mix, targets));
+    const again = await countWrites(() => feedsOf(provider, mix));
     expect(again.writes).toBe(0);
     expect(again.value.feeds[targets[0]!.inputA]!.dims).toEqual([targets[0]!.in, 12]);
     again.value.release();
@@ -237,10 +247,10 @@ describe('LRU eviction under a byte budget', () => {
         ort,
       });
       const cache = provider.cache as AdapterGpuCache;
-      const a = await provider.feedsFor('plain', targets);
+      const a = await feedsOf(provider, 'plain');
       expect(cache.bytesHeld).toBeGreaterThanOrEqual(plainBytes);
       expect(cache.bytesHeld).toBeLessThanOrEqual(cache.budgetBytes);
-      const b = await provider.feedsFor('rslora', targets); // over budget, but 'plain' is pinned
+      const b = await feedsOf(provider, 'rslora'); // over budget, but 'plain' is pinned
       expect(cache.size).toBe(1 + 1);
       expect(cache.stats.evictions).toBe(0);
       a.release(); // now 'plain' (least recent, unpinned) goes
@@ -250,7 +260,7 @@ describe('LRU eviction under a byte budget', () => {
       b.release(); // 'rslora' alone exceeds the budget: evicted once unpinned
       expect(cache.size).toBe(0);
       expect(cache.bytesHeld).toBe(0);
-      const again = await countWrites(() => provider.feedsFor('plain', targets));
+      const again = await countWrites(() => feedsOf(provider, 'plain'));
       expect(again.writes).toBe(2 * targets.length); // cold again after eviction
       again.value.release();
       provider.dispose();
@@ -266,8 +276,8 @@ describe('AdapterCpuCache (wasm sessions)', () => {
     const provider = createAdapterProvider({ store, budgetBytes: 8 << 20, ort });
     expect(provider.cache).toBeInstanceOf(AdapterCpuCache);
     const { feeds } = await store.loadFeeds('plain', targets);
-    const a = await provider.feedsFor('plain', targets);
-    const b = await provider.feedsFor('plain', targets);
+    const a = await feedsOf(provider, 'plain');
+    const b = await feedsOf(provider, 'plain');
     expect(b.feeds).toBe(a.feeds);
     for (const [k, f] of feeds.feeds) {
       expect(a.feeds[k]!.location).toBe('cpu');

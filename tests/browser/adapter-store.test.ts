@@ -4,12 +4,8 @@
 // connection through a new idb-keyval createStore) and by reading the records with the raw IndexedDB
 // API; a true page reload is not possible inside a vitest browser test.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  type AdapterModelInfo,
-  buildPeftFiles,
-  type ImportInput,
-  importPeftAdapter,
-} from '../../src/adapters/import.ts';
+import { type AdapterModelInfo, type ImportInput, importPeftAdapter } from '../../src/adapters/import.ts';
+import { buildPeftFiles } from '../../src/adapters/peft-writer.ts';
 import {
   parseSafetensors,
   readFloat32,

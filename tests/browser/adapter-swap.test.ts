@@ -9,18 +9,11 @@
 // WebGPU decodes ~1 token/s, so its run is 3 tokens per prompt, plus the rank-0 fix (WebGPU never gets
 // zero-size LoRA inputs). Model weights may change: everything compares two paths, never fixed text.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type AdapterProvider, createAdapterProvider } from '../../src/adapters/provider.ts';
 import { parseSafetensors, readFloat32, readInt32 } from '../../src/adapters/safetensors.ts';
 import { AdapterStore } from '../../src/adapters/store.ts';
 import { LocalEngine, storeAdapterProvider } from '../../src/engine/engine.ts';
 import { TextTokenizer } from '../../src/engine/tokenizer.ts';
-import type {
-  AdapterFeedProvider,
-  AdapterProviderContext,
-  AdapterSelection,
-  GenerateResult,
-  LoadReport,
-} from '../../src/engine/types.ts';
+import type { AdapterSelection, GenerateResult, LoadReport } from '../../src/engine/types.ts';
 import {
   AdapterBaseModelError,
   AdapterNameConflictError,
@@ -408,34 +401,16 @@ describe('adapter hot swap (wasm)', () => {
 
 describe('adapter hot swap (webgpu)', () => {
   let engine: LocalEngine;
-  let ctx: AdapterProviderContext;
-  let noDevice: AdapterProvider;
-  let use: 'default' | 'no-device' = 'default';
+  let store: AdapterStore;
 
   beforeAll(async () => {
-    const store = new AdapterStore({ dbName: DB });
+    store = new AdapterStore({ dbName: DB });
     const budgetBytes = 16 * 1024 * 1024;
     // Normally imported by the wasm block above; import here when this block runs alone.
     const have = (await store.list()).map((m) => m.name);
     engine = new LocalEngine({
       adapterStore: store,
-      // The engine's own default factory, plus a second provider for the rank-0 check: CPU tensors
-      // (no GPUDevice, no baseFeeds) for a webgpu session, the path that used to hand WebGPU rank 0.
-      adapterProvider: (c) => {
-        ctx = c;
-        const real = storeAdapterProvider(store, budgetBytes)(c);
-        noDevice = createAdapterProvider({ store, ort: c.ort, budgetBytes, backend: c.backend });
-        const p: AdapterFeedProvider = {
-          feedsFor: (s, t) => (use === 'default' ? real : noDevice).feedsFor(s, t as never),
-          stats: () => real.stats!(),
-          forget: (n) => real.forget!(n),
-          dispose: () => {
-            real.dispose?.();
-            noDevice.dispose();
-          },
-        };
-        return p;
-      },
+      adapterProvider: storeAdapterProvider(store, budgetBytes),
     });
     const r = await engine.loadModel(MODEL_BASE, { backend: 'webgpu', dtype: 'fp32', modelAliases: ALIASES });
     expect(r.backend).toBe('webgpu');
@@ -483,16 +458,15 @@ describe('adapter hot swap (webgpu)', () => {
     }
   });
 
-  it('never feeds WebGPU zero-size LoRA inputs: none / all-zero mix = the base model on both providers', async () => {
+  it('"no adapter" on webgpu: none / [] / all-zero mix = the base model, on the base session and on the injected graph', async () => {
     const req = { prompt, maxNewTokens: 1 };
     const base = await engine.generate({ ...req, adapter: null });
     const baseLogits = lastLogits(engine);
+    expect(engine.debugState().lastGraph).toBe('base');
     const zeroMix = [
       { name: A, weight: 0 },
       { name: B, weight: 0 },
     ];
-    // The engine's base feeds are rank 1 on webgpu, and an all-zero mix is served by them too.
-    for (const t of Object.values(ctx.baseFeeds)) expect(Math.min(...t.dims)).toBeGreaterThanOrEqual(1);
     const z = await engine.generate({ ...req, adapter: zeroMix });
     expect(engine.debugState().lastGraph).toBe('base');
     expect(z.tokenIds).toEqual(base.tokenIds);
@@ -501,22 +475,24 @@ describe('adapter hot swap (webgpu)', () => {
       engine.generate({ ...req, adapter: [{ name: 'no such adapter', weight: 0 }] }),
     ).rejects.toBeInstanceOf(AdapterNotFoundError);
 
-    // A provider without the GPU device or base feeds, on a webgpu session: rank-1 zero CPU tensors.
-    for (const sel of [null, zeroMix] as AdapterSelection[]) {
-      const f = await noDevice.feedsFor(sel, ctx.targets as never);
-      for (const t of Object.values(f.feeds)) expect(Math.min(...t.dims)).toBe(1);
-      f.release();
-    }
-    use = 'no-device';
+    // One session: "no adapter" runs the injected graph with the engine's off feeds (rank-1 zeros on
+    // webgpu, which cannot bind rank 0: load.ts noAdapterFeeds).
+    const single = new LocalEngine({ adapterStore: store, baseGraphForNoAdapter: false });
     try {
-      for (const sel of [null, zeroMix] as AdapterSelection[]) {
-        const r = await engine.generate({ ...req, adapter: sel });
-        expect(engine.debugState().lastGraph).toBe('injected'); // its zero feeds are not the engine's
-        expect(r.tokenIds).toEqual(base.tokenIds);
-        expectClose(lastLogits(engine), baseLogits, FP32_LOGITS, 'no-device provider, no adapter');
+      const r = await single.loadModel(MODEL_BASE, {
+        backend: 'webgpu',
+        dtype: 'fp32',
+        modelAliases: ALIASES,
+      });
+      expect(r.baseSession).toBe(false);
+      for (const sel of [null, [], zeroMix] as AdapterSelection[]) {
+        const got = await single.generate({ ...req, adapter: sel });
+        expect(single.debugState().lastGraph).toBe('injected');
+        expect(got.tokenIds, JSON.stringify(sel)).toEqual(base.tokenIds);
+        expectClose(lastLogits(single), baseLogits, FP32_LOGITS, 'webgpu injected graph, off feeds');
       }
     } finally {
-      use = 'default';
+      await single.dispose();
     }
   });
 });

@@ -4,20 +4,23 @@
 // compares two paths with each other, never against fixed text. SwiftShader WebGPU decodes about one
 // token per second here: webgpu runs stay at ≤ 5 tokens, everything else runs on the wasm engine.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { defaultAdapterName } from '../../src/adapters/import-sources.ts';
 import { parseSafetensors, readInt32 } from '../../src/adapters/safetensors.ts';
 import { AdapterStore } from '../../src/adapters/store.ts';
-import { defaultAdapterName, LocalEngine, watchDeviceLost } from '../../src/engine/engine.ts';
+import { LocalEngine } from '../../src/engine/engine.ts';
+import { watchDeviceLost } from '../../src/engine/load.ts';
+import type { OrtTensor } from '../../src/engine/session.ts';
 import { TextTokenizer } from '../../src/engine/tokenizer.ts';
 import type { AdapterFeedProvider, GenerateRequest, LoadReport, TokenDelta } from '../../src/engine/types.ts';
 import {
   AdapterNotFoundError,
   InvalidOptionError,
+  NoModelError,
   UnsupportedError,
-  WebLoraError,
 } from '../../src/errors.ts';
 import { MODEL_BASE, PROMPT, setupOrt } from './helpers/model.ts';
 
-setupOrt();
+const ort = setupOrt();
 const GPU_TOKENS = 5;
 
 async function collect(engine: LocalEngine, req: GenerateRequest) {
@@ -37,12 +40,19 @@ describe('LocalEngine', () => {
   beforeAll(async () => {
     cpu = new LocalEngine({
       numThreads: 1,
-      // A provider that serves only the base model but counts releases (the engine must release per request).
-      adapterProvider: ({ baseFeeds }) => {
+      // A provider that knows one adapter, 'zeros' (rank-0 feeds, which the wasm EP accepts: the base
+      // model), and counts releases (the engine must release per request); null is "no adapter".
+      adapterProvider: ({ targets }) => {
         const provider: AdapterFeedProvider = {
           async feedsFor(selection) {
-            if (selection !== null) throw new UnsupportedError('test provider: base only', {});
-            return { feeds: baseFeeds, release: () => released++ };
+            if (selection === null) return null;
+            if (selection !== 'zeros') throw new UnsupportedError('test provider: zeros only', {});
+            const feeds: Record<string, OrtTensor> = {};
+            for (const t of targets) {
+              feeds[t.inputA] = new ort.Tensor('float32', new Float32Array(0), [t.in, 0]);
+              feeds[t.inputB] = new ort.Tensor('float32', new Float32Array(0), [0, t.out]);
+            }
+            return { feeds, release: () => released++ };
           },
         };
         return provider;
@@ -207,8 +217,12 @@ describe('LocalEngine', () => {
 
   it('the adapter provider is asked per request and released; bad requests throw typed errors', async () => {
     const before = released;
-    await cpu.generate({ prompt: PROMPT, maxNewTokens: 2 });
+    const none = await cpu.generate({ prompt: PROMPT, maxNewTokens: 2 });
+    expect(released).toBe(before); // "no adapter": nothing to release
+    const zeros = await cpu.generate({ prompt: PROMPT, maxNewTokens: 2, adapter: 'zeros' });
+    expect(cpu.debugState().lastGraph).toBe('injected');
     expect(released).toBe(before + 1);
+    expect(zeros.tokenIds).toEqual(none.tokenIds);
     await expect(cpu.generate({ prompt: PROMPT, adapter: 'bard', maxNewTokens: 2 })).rejects.toBeInstanceOf(
       UnsupportedError,
     );
@@ -244,7 +258,7 @@ describe('LocalEngine', () => {
       adapterStore: new AdapterStore({ dbName: `weblora-test-engine-${Date.now()}` }),
     });
     await expect(s.importAdapter({ weights: new Uint8Array(8) }, { name: 'x' })).rejects.toBeInstanceOf(
-      WebLoraError,
+      NoModelError,
     );
     expect(await s.listAdapters()).toEqual([]);
   });
@@ -294,7 +308,7 @@ describe('LocalEngine', () => {
     );
     await e.dispose();
     expect(await e.info()).toBeNull();
-    await expect(e.generate({ prompt: PROMPT, maxNewTokens: 1 })).rejects.toBeInstanceOf(WebLoraError);
+    await expect(e.generate({ prompt: PROMPT, maxNewTokens: 1 })).rejects.toBeInstanceOf(NoModelError);
   });
 });
 

@@ -2,14 +2,12 @@
 // package and agrees with the wasm EP in the same page: greedy tokens exactly, logits within
 // WEBGPU_VS_WASM. The q4 graph is checked the same way when onnx/model_q4.onnx exists.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DecoderSession, disposeCache } from '../../src/engine/session.ts';
+import { createDecoderSession, type DecoderGraph, greedy, KvStepper } from '../../src/engine/session.ts';
 import type { ModelDtype } from '../../src/model/package.ts';
 import { expectClose, maxAbsDiff, WEBGPU_VS_WASM } from '../helpers/expect-close.ts';
 import { loadPackage, PROMPT, setupOrt } from './helpers/model.ts';
 
 const NEW_TOKENS = 12;
-/** ORT warns that shape ops run on CPU; that is by design. */
-const QUIET = { logSeverityLevel: 3 as const };
 
 const ort = setupOrt();
 
@@ -24,20 +22,17 @@ describe('WebGPU adapter', () => {
 
 function suite(dtype: ModelDtype) {
   return () => {
-    let gpu: DecoderSession;
-    let cpu: DecoderSession;
+    let gpu: DecoderGraph;
+    let cpu: DecoderGraph;
     let ids: number[];
+    let eosIds: number[];
     beforeAll(async () => {
       const { pkg, tok } = await loadPackage(dtype);
       ids = tok.encode(PROMPT);
-      cpu = await DecoderSession.create(ort, pkg.model, pkg.config, {
-        executionProviders: ['wasm'],
-        sessionOptions: QUIET,
-      });
-      gpu = await DecoderSession.create(ort, pkg.model, pkg.config, {
-        executionProviders: ['webgpu'],
-        sessionOptions: QUIET,
-      });
+      eosIds = pkg.config.eosTokenIds;
+      // The engine's own session options: on webgpu the KV cache stays in GPU buffers between steps.
+      cpu = await createDecoderSession(ort, pkg.model, pkg.config, { backend: 'wasm' });
+      gpu = await createDecoderSession(ort, pkg.model, pkg.config, { backend: 'webgpu' });
     });
 
     it('the webgpu session really runs on a GPUDevice (no silent fallback)', async () => {
@@ -46,24 +41,32 @@ function suite(dtype: ModelDtype) {
       expect(typeof (device as GPUDevice).createBuffer).toBe('function');
     });
     afterAll(async () => {
-      await gpu?.release();
-      await cpu?.release();
+      await gpu?.session.release();
+      await cpu?.session.release();
     });
 
     it('webgpu logits match wasm at every prompt position and after one cached step', async () => {
-      const a = await gpu.forward(ids, undefined, undefined, { allLogits: true });
-      const b = await cpu.forward(ids, undefined, undefined, { allLogits: true });
-      console.info(`${dtype} prefill max|diff| ${maxAbsDiff(a.logits, b.logits)}`);
-      expectClose(a.logits, b.logits, WEBGPU_VS_WASM, `${dtype} prefill logits`);
-      const a2 = await gpu.forward([42], a.present);
-      const b2 = await cpu.forward([42], b.present);
-      expectClose(a2.logits, b2.logits, WEBGPU_VS_WASM, `${dtype} decode logits`);
-      for (const r of [a, b, a2, b2]) disposeCache(r.present);
+      const onGpu = new KvStepper(ort, gpu);
+      const onCpu = new KvStepper(ort, cpu);
+      try {
+        const a = await onGpu.step(ids, { allLogits: true });
+        const b = await onCpu.step(ids, { allLogits: true });
+        console.info(`${dtype} prefill max|diff| ${maxAbsDiff(a, b)}`);
+        expectClose(a, b, WEBGPU_VS_WASM, `${dtype} prefill logits`);
+        expect(new Set(onGpu.lastKvLocations)).toEqual(new Set(['gpu-buffer']));
+        expect(new Set(onCpu.lastKvLocations)).toEqual(new Set(['cpu']));
+        const a2 = await onGpu.step([42]);
+        const b2 = await onCpu.step([42]);
+        expectClose(a2, b2, WEBGPU_VS_WASM, `${dtype} decode logits`);
+      } finally {
+        onGpu.dispose();
+        onCpu.dispose();
+      }
     });
 
     it(`greedy ${NEW_TOKENS} tokens: webgpu equals wasm exactly`, async () => {
-      const fromGpu = await gpu.greedy(ids, NEW_TOKENS);
-      const fromCpu = await cpu.greedy(ids, NEW_TOKENS);
+      const fromGpu = await greedy(ort, gpu, ids, NEW_TOKENS, { eosIds });
+      const fromCpu = await greedy(ort, cpu, ids, NEW_TOKENS, { eosIds });
       expect(fromGpu.length).toBeGreaterThan(0);
       expect(fromGpu).toEqual(fromCpu);
     });

@@ -1,11 +1,11 @@
 // The default package loads in @huggingface/transformers (v4, test-only dependency) from our own
-// origin with remote loading off, and its greedy continuation equals ours (DecoderSession) token for
-// token; its tokenizer gives our prompt ids. This proves the package is in the layout users' tools
+// origin with remote loading off, and its greedy continuation equals ours — the product path,
+// LocalEngine.generate at temperature 0 — token for token; its tokenizer gives our prompt ids. This proves the package is in the layout users' tools
 // read. Both sides run the wasm EP so the comparison is about layout and decoding, not kernels.
 import { AutoModelForCausalLM, AutoTokenizer, env, type Tensor } from '@huggingface/transformers';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DecoderSession } from '../../src/engine/session.ts';
-import { loadPackage, MODEL_NAME, PROMPT, setupOrt } from './helpers/model.ts';
+import { LocalEngine } from '../../src/engine/engine.ts';
+import { loadPackage, MODEL_BASE, MODEL_NAME, PROMPT, setupOrt } from './helpers/model.ts';
 
 const MAX_NEW = 20;
 
@@ -26,21 +26,21 @@ if (tjsOrt.wasm) {
 }
 
 describe('transformers.js parity', () => {
-  let ours: DecoderSession;
+  let ours: LocalEngine;
   let ourPromptIds: number[];
   let ourTokens: number[];
   beforeAll(async () => {
-    const ort = setupOrt();
-    const { pkg, tok } = await loadPackage('fp32');
+    setupOrt();
+    const { tok } = await loadPackage('fp32');
     ourPromptIds = tok.encode(PROMPT);
-    ours = await DecoderSession.create(ort, pkg.model, pkg.config, {
-      executionProviders: ['wasm'],
-      sessionOptions: { logSeverityLevel: 3 },
-    });
-    ourTokens = await ours.greedy(ourPromptIds, MAX_NEW);
+    ours = new LocalEngine({ numThreads: 1, adapterStore: null });
+    await ours.loadModel(MODEL_BASE, { backend: 'wasm', dtype: 'fp32' });
+    const r = await ours.generate({ prompt: PROMPT, maxNewTokens: MAX_NEW, temperature: 0 });
+    expect(r.timings.promptTokens).toBe(ourPromptIds.length);
+    ourTokens = r.tokenIds;
   });
   afterAll(async () => {
-    await ours?.release();
+    await ours?.dispose();
   });
 
   it('its tokenizer gives our prompt ids', async () => {

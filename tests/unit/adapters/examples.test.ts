@@ -8,7 +8,7 @@ import * as ort from 'onnxruntime-web';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parsePeftConfig, peftToFeeds } from '../../../src/adapters/peft.ts';
 import { parseSafetensors } from '../../../src/adapters/safetensors.ts';
-import { DecoderSession } from '../../../src/engine/session.ts';
+import { createDecoderSession, type DecoderGraph, greedy } from '../../../src/engine/session.ts';
 import { TextTokenizer } from '../../../src/engine/tokenizer.ts';
 import { injectLora, type LoraTarget } from '../../../src/model/inject-lora.ts';
 import { decodeModel, encodeModel } from '../../../src/model/onnx-io.ts';
@@ -26,7 +26,7 @@ const SPEAKER = /^([A-Z][A-Za-z ]+):$/gm;
 const WORD = /[A-Za-z']+/g;
 
 const read = (p: string) => readFileSync(p, 'utf8');
-let session: DecoderSession;
+let session: DecoderGraph;
 let targets: LoraTarget[];
 let tok: TextTokenizer;
 let bigrams: Map<string, number>;
@@ -35,11 +35,7 @@ const baseText: string[] = [];
 async function continueAll(extra: Record<string, ort.Tensor> | undefined): Promise<string> {
   let text = '';
   for (const p of PROMPTS) {
-    const ids = await session.greedy(
-      tok.encode(p),
-      NEW_TOKENS,
-      extra ? { extraFeeds: extra, eosTokenIds: [] } : { eosTokenIds: [] },
-    );
+    const ids = await greedy(ort, session, tok.encode(p), NEW_TOKENS, extra ? { extraFeeds: extra } : {});
     text += tok.decode(ids);
   }
   return text;
@@ -94,7 +90,7 @@ beforeAll(async () => {
   );
   const injected = injectLora(decodeModel(new Uint8Array(readFileSync(join(MODEL, 'onnx/model_q4.onnx')))));
   targets = injected.targets;
-  session = await DecoderSession.create(ort, encodeModel(injected.model), config);
+  session = await createDecoderSession(ort, encodeModel(injected.model), config, { backend: 'wasm' });
   const corpus = readFileSync(
     new URL('../../../../shared/data/tinyshakespeare.txt', import.meta.url),
     'utf8',
@@ -110,7 +106,7 @@ beforeAll(async () => {
   baseText.push(await continueAll(zeroFeeds()));
 });
 afterAll(async () => {
-  await session?.release();
+  await session?.session.release();
 });
 
 describe('example adapters change behaviour measurably (greedy, 2 prompts x 96 tokens, q4)', () => {

@@ -7,11 +7,11 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   type AdapterModelInfo,
-  buildPeftFiles,
   importPeftAdapter,
   parseAdapterConfig,
   parseAdapterSafetensors,
 } from '../../../src/adapters/import.ts';
+import { buildPeftFiles } from '../../../src/adapters/peft-writer.ts';
 import { writeSafetensors } from '../../../src/adapters/safetensors.ts';
 import {
   AdapterFormatError,

@@ -5,16 +5,14 @@
 import { describe, expect, it } from 'vitest';
 import {
   baseModelKey,
-  buildPeftFiles,
   checkBaseModel,
   feedsFromFiles,
   type ImportInput,
   importPeftAdapter,
-  inputFromFiles,
-  inputFromUrl,
-  peftModulePath,
 } from '../../../src/adapters/import.ts';
+import { inputFromFiles, inputFromUrl } from '../../../src/adapters/import-sources.ts';
 import { peftToFeeds } from '../../../src/adapters/peft.ts';
+import { buildPeftFiles, peftModulePath } from '../../../src/adapters/peft-writer.ts';
 import {
   parseSafetensors,
   readFloat32,

@@ -3,7 +3,7 @@
 // fixture adapters (ranks 4 and 8 with different module/layer coverage); weight 0 drops a part; rank 0.
 import { describe, expect, it } from 'vitest';
 import { importPeftAdapter } from '../../../src/adapters/import.ts';
-import { mixFeeds, zeroRankFeeds } from '../../../src/adapters/mix.ts';
+import { mixFeeds } from '../../../src/adapters/mix.ts';
 import type { CpuFeeds, LoraFeed } from '../../../src/adapters/types.ts';
 import { InvalidOptionError } from '../../../src/errors.ts';
 import type { LoraTarget } from '../../../src/model/inject-lora.ts';
@@ -134,22 +134,9 @@ describe('mixFeeds', () => {
     expect(dropped.rank).toBe(2);
   });
 
-  it('no parts, or all weights 0, give rank-0 feeds; rank-0 parts are skipped', () => {
-    for (const m of [mixFeeds([], TINY), mixFeeds([{ feeds: randomFeeds(TINY, 2), weight: 0 }], TINY)]) {
-      expect(m.rank).toBe(0);
-      expect(m.feeds.get('lora.0.q_proj.A')!.dims).toEqual([3, 0]);
-      expect(m.feeds.get('lora.0.q_proj.B')!.dims).toEqual([0, 2]);
-    }
-    const z = zeroRankFeeds(TINY);
-    expect(
-      mixFeeds(
-        [
-          { feeds: z, weight: 3 },
-          { feeds: randomFeeds(TINY, 1), weight: 1 },
-        ],
-        TINY,
-      ).rank,
-    ).toBe(1);
+  it('no parts, or all weights 0, is "no adapter", not a mix: InvalidOptionError', () => {
+    expect(() => mixFeeds([], TINY)).toThrow(InvalidOptionError);
+    expect(() => mixFeeds([{ feeds: randomFeeds(TINY, 2), weight: 0 }], TINY)).toThrow(/nothing to mix/);
   });
 
   it('rejects non-finite weights and feeds of the wrong shape', () => {

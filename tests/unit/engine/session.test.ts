@@ -1,12 +1,20 @@
-// DecoderSession on Node (onnxruntime-web → wasm): the KV-cache path (prefill, then one token per
-// step) must reproduce a single full-sequence forward at every position, and greedy decoding must
-// pick the same tokens either way. Uses the default model package (fp32).
+// The one decode step (KvStepper over createDecoderSession, what the engine and the bench run) on Node
+// (onnxruntime-web → wasm): the KV-cache path (prefill, then one token per step) must reproduce a single
+// full-sequence forward at every position, and greedy decoding must pick the same tokens either way.
+// Uses the default model package (fp32).
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-web';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { argmax, DecoderSession, disposeCache, kvLayoutFromNames } from '../../../src/engine/session.ts';
-import { ModelFormatError, ModelPackageError } from '../../../src/errors.ts';
+import { argmax } from '../../../src/engine/sampling.ts';
+import {
+  createDecoderSession,
+  type DecoderGraph,
+  greedy,
+  KvStepper,
+  kvLayoutFromNames,
+} from '../../../src/engine/session.ts';
+import { InvalidOptionError, ModelFormatError, ModelPackageError } from '../../../src/errors.ts';
 import { parseModelConfig } from '../../../src/model/package.ts';
 import { expectClose, SAME_GRAPH } from '../../helpers/expect-close.ts';
 
@@ -16,24 +24,23 @@ const config = parseModelConfig(JSON.parse(readFileSync(`${PKG}config.json`, 'ut
 const PROMPT = [813, 58, 10, 449, 365, 102, 116, 44];
 const NEW = 8;
 
-let s: DecoderSession;
+let g: DecoderGraph;
 beforeAll(async () => {
   ort.env.wasm.numThreads = 1;
-  s = await DecoderSession.create(ort, readFileSync(`${PKG}onnx/model.onnx`), config, {
-    executionProviders: ['wasm'],
-  });
+  g = await createDecoderSession(ort, readFileSync(`${PKG}onnx/model.onnx`), config, { backend: 'wasm' });
 });
 afterAll(async () => {
-  await s?.release();
+  await g?.session.release();
 });
 
-describe('DecoderSession (wasm)', () => {
+describe('KvStepper (wasm)', () => {
   it('reads the KV layout from the graph names', () => {
-    expect(s.layout.numLayers).toBe(6);
-    expect(s.layout.numKvHeads).toBe(4);
-    expect(s.layout.headDim).toBe(32);
-    expect(s.layout.pastNames.slice(0, 2)).toEqual(['past_key_values.0.key', 'past_key_values.0.value']);
-    expect(s.layout.presentNames.at(-1)).toBe('present.5.value');
+    expect(g.layout.numLayers).toBe(6);
+    expect(g.layout.numKvHeads).toBe(4);
+    expect(g.layout.headDim).toBe(32);
+    expect(g.layout.pastNames.slice(0, 2)).toEqual(['past_key_values.0.key', 'past_key_values.0.value']);
+    expect(g.layout.presentNames.at(-1)).toBe('present.5.value');
+    expect(g.hasPositionIds).toBe(true);
   });
 
   it('KV-cache decode equals a full-sequence forward at every position, and greedy agrees', async () => {
@@ -41,52 +48,62 @@ describe('DecoderSession (wasm)', () => {
     // Step-by-step: prefill the prompt, then feed each greedy token.
     const stepLogits: Float32Array[] = [];
     const tokens: number[] = [];
-    let r = await s.forward(PROMPT);
-    const prefillAll = await s.forward(PROMPT, undefined, undefined, { allLogits: true });
-    disposeCache(prefillAll.present);
-    for (let i = 0; i < NEW; i++) {
-      stepLogits.push(r.logits);
-      const next = argmax(r.logits);
-      tokens.push(next);
-      if (i === NEW - 1) break;
-      const prev = r.present;
-      r = await s.forward([next], prev);
-      disposeCache(prev);
-      expect(r.present.length).toBe(PROMPT.length + i + 1);
-      const k = r.present.tensors.get('past_key_values.0.key')!;
-      expect(k.dims).toEqual([1, 4, PROMPT.length + i + 1, 32]);
-    }
-    disposeCache(r.present);
+    const stepper = new KvStepper(ort, g);
+    const prefill = new KvStepper(ort, g);
+    const full = new KvStepper(ort, g);
+    try {
+      let logits = await stepper.step(PROMPT);
+      const prefillAll = await prefill.step(PROMPT, { allLogits: true });
+      for (let i = 0; i < NEW; i++) {
+        stepLogits.push(logits);
+        const next = argmax(logits);
+        tokens.push(next);
+        if (i === NEW - 1) break;
+        logits = await stepper.step([next]);
+        expect(stepper.pastLen).toBe(PROMPT.length + i + 1);
+        expect(stepper.lastKvLocations).toEqual(new Array(12).fill('cpu'));
+      }
 
-    // One full forward over prompt + generated tokens (minus the last, whose logits we never need).
-    const seq = [...PROMPT, ...tokens.slice(0, -1)];
-    const full = await s.forward(BigInt64Array.from(seq, BigInt), undefined, undefined, { allLogits: true });
-    disposeCache(full.present);
-    expect(full.logits.length).toBe(seq.length * V);
-    // Prompt positions: prefill with allLogits equals the full forward's prefix.
-    expectClose(prefillAll.logits, full.logits.subarray(0, PROMPT.length * V), SAME_GRAPH, 'prefill logits');
-    for (let i = 0; i < NEW; i++) {
-      const row = full.logits.subarray((PROMPT.length - 1 + i) * V, (PROMPT.length + i) * V);
-      expectClose(stepLogits[i]!, row, SAME_GRAPH, `decode step ${i} logits`);
-      expect(argmax(row)).toBe(tokens[i]);
+      // One full forward over prompt + generated tokens (minus the last, whose logits we never need).
+      const seq = [...PROMPT, ...tokens.slice(0, -1)];
+      const all = await full.step(BigInt64Array.from(seq, BigInt), { allLogits: true });
+      expect(all.length).toBe(seq.length * V);
+      // Prompt positions: prefill with allLogits equals the full forward's prefix.
+      expectClose(prefillAll, all.subarray(0, PROMPT.length * V), SAME_GRAPH, 'prefill logits');
+      for (let i = 0; i < NEW; i++) {
+        const row = all.subarray((PROMPT.length - 1 + i) * V, (PROMPT.length + i) * V);
+        expectClose(stepLogits[i]!, row, SAME_GRAPH, `decode step ${i} logits`);
+        expect(argmax(row)).toBe(tokens[i]);
+      }
+    } finally {
+      stepper.dispose();
+      prefill.dispose();
+      full.dispose();
     }
 
-    const greedy = await s.greedy(PROMPT, NEW, { eosTokenIds: [] });
-    expect(greedy).toEqual(tokens);
+    expect(await greedy(ort, g, PROMPT, NEW)).toEqual(tokens);
   });
 
-  it('greedy stops after eos and reports tokens as they come', async () => {
-    const first = (await s.greedy(PROMPT, 1))[0]!;
-    const seen: number[] = [];
-    const out = await s.greedy(PROMPT, 5, { eosTokenIds: [first], onToken: (id) => seen.push(id) });
-    expect(out).toEqual([first]);
-    expect(seen).toEqual([first]);
-    expect(await s.greedy(PROMPT, 0)).toEqual([]);
+  it('greedy stops after eos (included) and at maxNewTokens', async () => {
+    const first = (await greedy(ort, g, PROMPT, 1))[0]!;
+    expect(await greedy(ort, g, PROMPT, 5, { eosIds: [first] })).toEqual([first]);
+    expect(await greedy(ort, g, PROMPT, 0)).toEqual([]);
   });
 
-  it('rejects feeds the graph does not have (LoRA inputs on a base graph)', async () => {
+  it('rejects an empty step with InvalidOptionError, and feeds the graph does not have', async () => {
+    const stepper = new KvStepper(ort, g);
+    try {
+      await expect(stepper.step([])).rejects.toThrow(InvalidOptionError);
+    } finally {
+      stepper.dispose();
+    }
     const a = new ort.Tensor('float32', new Float32Array(0), [256, 0]);
-    await expect(s.forward(PROMPT, undefined, { 'lora.0.q_proj.A': a })).rejects.toThrow(ModelFormatError);
+    const withLora = new KvStepper(ort, g, { 'lora.0.q_proj.A': a });
+    try {
+      await expect(withLora.step(PROMPT)).rejects.toThrow(/lora\.0\.q_proj\.A/);
+    } finally {
+      withLora.dispose();
+    }
   });
 });
 

@@ -1,0 +1,206 @@
+/**
+ * One generate request on a loaded model, after the engine chose its graph and feeds: `prepareRequest`
+ * validates the request and turns the prompt (or chat messages) into ids; `decode` runs the KV-cached
+ * loop through a KvStepper (session.ts) — sample, detokenize incrementally, match stop strings, stream
+ * deltas, stop on eos / length / stop string / abort. Abort is cooperative, checked before every step,
+ * and reported as finishReason 'abort', never thrown. It deliberately knows nothing about queues,
+ * adapters or workers: engine.ts does.
+ */
+import { InvalidOptionError } from '../errors.ts';
+import { renderChat } from './chat.ts';
+import type { LoadedModel } from './load.ts';
+import { createSampler, type Sampler, type StopStringMatcher, stopStringMatcher } from './sampling.ts';
+import { type DecoderGraph, KvStepper, type OrtTensor } from './session.ts';
+import type { FinishReason, GenerateRequest, GenerateResult, TokenDelta } from './types.ts';
+
+export const DEFAULT_MAX_NEW_TOKENS = 128;
+
+/** A validated request: prompt ids and how to pick and stop. */
+export interface PreparedRequest {
+  promptIds: number[];
+  maxNew: number;
+  sampler: Sampler;
+  matcher: StopStringMatcher | null;
+}
+
+export function prepareRequest(m: LoadedModel, req: GenerateRequest): PreparedRequest {
+  if ((req.prompt === undefined) === (req.messages === undefined)) {
+    throw new InvalidOptionError('pass exactly one of `prompt` or `messages`', { option: 'prompt' });
+  }
+  const text =
+    req.messages !== undefined
+      ? renderChat(m.tokenizer.chatTemplate, req.messages, { specialTokens: m.specialTokens })
+      : req.prompt!;
+  if (typeof text !== 'string') throw new InvalidOptionError('prompt must be a string', { option: 'prompt' });
+  let ids = m.tokenizer.encode(text);
+  if (ids.length === 0) {
+    if (m.bosId === null) {
+      throw new InvalidOptionError('the prompt is empty and the model has no bos token to start from', {
+        option: 'prompt',
+      });
+    }
+    ids = [m.bosId];
+  }
+  if (ids.length >= m.maxPositions) {
+    throw new InvalidOptionError(
+      `the prompt has ${ids.length} tokens; this model's context is ${m.maxPositions} (max_position_embeddings)`,
+      { option: 'prompt', promptTokens: ids.length, maxPositions: m.maxPositions },
+    );
+  }
+  const wanted = req.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS;
+  if (!Number.isInteger(wanted) || wanted < 0) {
+    throw new InvalidOptionError(`maxNewTokens = ${wanted} is invalid: an integer ≥ 0`, {
+      option: 'maxNewTokens',
+      value: wanted,
+    });
+  }
+  return {
+    promptIds: ids,
+    maxNew: Math.min(wanted, m.maxPositions - ids.length),
+    sampler: createSampler({
+      temperature: req.temperature,
+      topK: req.topK,
+      topP: req.topP,
+      repetitionPenalty: req.repetitionPenalty,
+      seed: req.seed,
+    }),
+    matcher: req.stop?.length ? stopStringMatcher(req.stop) : null,
+  };
+}
+
+/** Where the loop reports what tests and diagnostics read (EngineDebugState). */
+export interface DecodeObserver {
+  /** The prompt pass's logits row (the first generated token's distribution). */
+  prefillLogits?(logits: Float32Array): void;
+  /** KV tensor locations after each step. */
+  kvLocations?(locations: readonly string[]): void;
+}
+
+let yieldChannel: MessageChannel | null = null;
+const yieldWaiters: (() => void)[] = [];
+
+/**
+ * Lets queued tasks (messages, input, rendering) run before the next step: a MessageChannel hop, i.e. a
+ * plain task behind those already queued. Not scheduler.yield(), whose continuation is prioritized
+ * ahead of pending messages and so would not let an abort message in.
+ */
+export function yieldToEventLoop(): Promise<void> {
+  if (!yieldChannel) {
+    // One channel for the whole thread: a new MessageChannel per decode step costs more than the turn.
+    yieldChannel = new MessageChannel();
+    yieldChannel.port1.onmessage = () => yieldWaiters.shift()?.();
+    // Node: an open port with a listener would keep the process alive.
+    (yieldChannel.port1 as { unref?: () => void }).unref?.();
+  }
+  const ch = yieldChannel;
+  return new Promise((resolve) => {
+    yieldWaiters.push(resolve);
+    ch.port2.postMessage(null);
+  });
+}
+
+/** Calls a user callback; a throw is logged, never propagated into the loop. */
+export function callQuietly<A>(fn: ((a: A) => unknown) | undefined, arg: A): void {
+  if (!fn) return;
+  try {
+    const r = fn(arg);
+    if (r && typeof (r as Promise<unknown>).catch === 'function') (r as Promise<unknown>).catch(() => {});
+  } catch (e) {
+    console.warn('weblora: callback threw', e);
+  }
+}
+
+export async function decode(
+  m: LoadedModel,
+  graph: DecoderGraph,
+  loraFeeds: Record<string, OrtTensor>,
+  req: PreparedRequest,
+  signal: AbortSignal,
+  onToken: ((delta: TokenDelta) => void) | undefined,
+  observer: DecodeObserver = {},
+): Promise<GenerateResult> {
+  const { promptIds, maxNew, sampler, matcher } = req;
+  const stepper = new KvStepper(m.ort, graph, loraFeeds);
+  let input: readonly number[] = promptIds;
+  const history = [...promptIds];
+  const generated: number[] = [];
+  let decoded = ''; // tokenizer text of `generated` already turned into deltas
+  let text = '';
+  let finish: FinishReason = 'length';
+  let prefillMs = 0;
+  let decodeMs = 0;
+  try {
+    for (let step = 0; step < maxNew; step++) {
+      // ORT's wasm run resolves through microtasks only: without a macrotask turn here, an abort
+      // message (worker) or a paint (page) would wait for the whole generation.
+      if (step > 0) await yieldToEventLoop();
+      if (signal.aborted) {
+        finish = 'abort';
+        break;
+      }
+      const t0 = performance.now();
+      const logits = await stepper.step(input);
+      observer.kvLocations?.(stepper.lastKvLocations);
+      const next = sampler.next(logits, history);
+      const dt = performance.now() - t0;
+      if (step === 0) {
+        prefillMs = dt;
+        observer.prefillLogits?.(logits);
+      } else decodeMs += dt;
+      generated.push(next);
+      history.push(next);
+
+      const isEos = m.eosIds.has(next);
+      const last = isEos || step === maxNew - 1;
+      // Incremental detokenization: decode everything, emit the new suffix; hold back a trailing U+FFFD
+      // (a multi-byte character whose remaining bytes come with the next token).
+      let piece = '';
+      const full = m.tokenizer.decode(generated);
+      if (last || !full.endsWith('\uFFFD')) {
+        piece = full.startsWith(decoded)
+          ? full.slice(decoded.length)
+          : full.slice(Math.min(decoded.length, full.length));
+        decoded = full;
+      }
+      let visible = piece;
+      if (matcher) {
+        const r = matcher.push(piece);
+        visible = r.text;
+        if (r.stopped) finish = 'stop';
+        else if (last) visible += matcher.flush();
+      }
+      text += visible;
+      callQuietly(onToken, { tokenId: next, text: visible });
+      if (finish === 'stop') break;
+      if (isEos) {
+        finish = 'eos';
+        break;
+      }
+      input = [next];
+    }
+  } finally {
+    stepper.dispose();
+  }
+  const decodeSteps = Math.max(0, generated.length - 1);
+  return {
+    text,
+    tokenIds: generated,
+    finishReason: finish,
+    timings: {
+      prefillMs,
+      decodeMs,
+      tokensPerSecond: decodeSteps > 0 && decodeMs > 0 ? (decodeSteps * 1000) / decodeMs : 0,
+      promptTokens: promptIds.length,
+    },
+  };
+}
+
+/** The result of a request aborted before it started. */
+export function abortedResult(): GenerateResult {
+  return {
+    text: '',
+    tokenIds: [],
+    finishReason: 'abort',
+    timings: { prefillMs: 0, decodeMs: 0, tokensPerSecond: 0, promptTokens: 0 },
+  };
+}

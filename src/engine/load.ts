@@ -1,0 +1,387 @@
+/**
+ * Loading a model for the engine: fetch the package (model-files.ts: cached, verified), parse its JSON
+ * files and tokenizer, pick the backend (webgpu when available, else wasm; an 'auto' webgpu session that
+ * fails falls back to wasm), inject the LoRA inputs (inject-lora.ts), create the decoder session(s)
+ * (session.ts) and watch the GPU device. It also owns "no adapter": the un-injected base session when it
+ * pays, otherwise the injected graph with `noAdapterFeeds`. It deliberately holds no request state:
+ * engine.ts runs requests on the `LoadedModel` this returns.
+ */
+
+import { detectCapabilities } from '../env.ts';
+import { DeviceLostError, InvalidOptionError, ModelPackageError, UnsupportedError } from '../errors.ts';
+import { injectLora, type LoraTarget, loraBranchOpFor } from '../model/inject-lora.ts';
+import { decodeModel, encodeModel, graphOf, outputsOf } from '../model/onnx-io.ts';
+import { type ModelDtype, modelFileName, parseGenerationConfig, parseModelConfig } from '../model/package.ts';
+import { specialTokensOf } from './chat.ts';
+import {
+  type FetchModelFilesOptions,
+  fetchModelFiles,
+  localFilesSource,
+  type ModelFileProgress,
+  type ModelFileSpec,
+} from './model-files.ts';
+import { createDecoderSession, type DecoderGraph, type Ort, type OrtTensor } from './session.ts';
+import { TextTokenizer } from './tokenizer.ts';
+import type { Backend, DeviceLostInfo, LoadOptions, LoadProgress, LoadReport, ModelSource } from './types.ts';
+
+/**
+ * Largest model file (bytes) for which "no adapter" gets its own un-injected session by default. That
+ * session skips the LoRA branch (2 extra MatMuls + Add per target): measured on the default model
+ * (q4, 5 MB; `npm run bench`, rows (a) vs (b)) it decodes 4–8 % faster than the injected graph with
+ * no-adapter feeds, but it holds the weights a second time. Below this size the copy is noise; above
+ * it (the 100 MB–1 GB models users bring) doubling the weights is not worth a few percent.
+ */
+export const BASE_SESSION_MAX_BYTES = 32 * 1024 * 1024;
+
+const JSON_FILES: ModelFileSpec[] = [
+  { path: 'config.json' },
+  { path: 'tokenizer.json' },
+  { path: 'tokenizer_config.json' },
+  { path: 'generation_config.json', optional: true },
+];
+
+/** What the engine runs requests on. */
+export interface LoadedModel {
+  ort: Ort;
+  backend: Backend;
+  /** The LoRA-injected graph (every request with an adapter; "no adapter" when there is no base graph). */
+  graph: DecoderGraph;
+  /** The un-injected graph for "no adapter" requests, or null (see BASE_SESSION_MAX_BYTES). */
+  baseGraph: DecoderGraph | null;
+  /** Feeds that make the injected graph the base model (noAdapterFeeds). */
+  noAdapterFeeds: Record<string, OrtTensor>;
+  targets: LoraTarget[];
+  tokenizer: TextTokenizer;
+  specialTokens: Record<string, string>;
+  eosIds: Set<number>;
+  bosId: number | null;
+  maxPositions: number;
+  /** The GPUDevice ORT runs on (webgpu), else null. */
+  device: GPUDevice | null;
+  report: LoadReport;
+  /** Frees the sessions and the no-adapter feeds. */
+  release(): Promise<void>;
+}
+
+export interface LoadSettings {
+  files?: Pick<FetchModelFilesOptions, 'cacheName' | 'useCache' | 'fetch'>;
+  /** Force (true) or forbid (false) the base session; default: by BASE_SESSION_MAX_BYTES. */
+  baseGraphForNoAdapter?: boolean;
+  /** Runs once the new package is valid and just before its sessions are created (frees the old model). */
+  beforeSessions(): Promise<void>;
+  /** The device was lost (not destroyed on purpose) while this model was loaded. */
+  onDeviceLost(error: DeviceLostError, info: DeviceLostInfo): void;
+}
+
+/**
+ * Feeds that turn the LoRA branch off, made once per loaded model. wasm: rank-0 empty tensors (no work
+ * at all). webgpu: onnxruntime-web 1.30's WebGPU EP cannot bind zero-size inputs (createBindGroup fails:
+ * "Required member is undefined"), so there the branch is rank 1 with all-zero A and B — x·0·0 adds
+ * exactly +0 — in GPU buffers (WebGPU zero-fills new buffers), so nothing is uploaded per step. This is
+ * the only place that works around it.
+ */
+export function noAdapterFeeds(
+  ort: Ort,
+  targets: readonly LoraTarget[],
+  device: GPUDevice | null,
+): { feeds: Record<string, OrtTensor>; dispose(): void } {
+  const feeds: Record<string, OrtTensor> = {};
+  if (!device) {
+    for (const t of targets) {
+      feeds[t.inputA] = new ort.Tensor('float32', new Float32Array(0), [t.in, 0]); // (in, R=0)
+      feeds[t.inputB] = new ort.Tensor('float32', new Float32Array(0), [0, t.out]); // (R=0, out)
+    }
+    return { feeds, dispose: () => {} };
+  }
+  const zeros = (n: number, dims: number[]): OrtTensor => {
+    const buffer = device.createBuffer({
+      size: Math.max(16, Math.ceil((n * 4) / 16) * 16),
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    });
+    return ort.Tensor.fromGpuBuffer(buffer, { dataType: 'float32', dims, dispose: () => buffer.destroy() });
+  };
+  for (const t of targets) {
+    feeds[t.inputA] = zeros(t.in, [t.in, 1]); // (in, R=1)
+    feeds[t.inputB] = zeros(t.out, [1, t.out]); // (R=1, out)
+  }
+  return {
+    feeds,
+    dispose: () => {
+      for (const f of Object.values(feeds)) f.dispose();
+    },
+  };
+}
+
+/**
+ * Calls `onLost` when `device` is lost for any reason but an intentional `destroy()` (reason
+ * 'destroyed'), which is how ORT and tests release a device on purpose.
+ */
+export function watchDeviceLost(
+  device: Pick<GPUDevice, 'lost'>,
+  onLost: (info: DeviceLostInfo) => void,
+): void {
+  device.lost.then(
+    (info) => {
+      if (info.reason === 'destroyed') return;
+      onLost({ reason: String(info.reason ?? 'unknown'), message: info.message });
+    },
+    () => {},
+  );
+}
+
+export async function loadModel(
+  ort: Ort,
+  source: ModelSource,
+  opts: LoadOptions,
+  settings: LoadSettings,
+  progress: (p: LoadProgress) => void,
+): Promise<LoadedModel> {
+  const t0 = performance.now();
+
+  // 1. Files (q4 when present unless a dtype is forced).
+  const { files, dtype } = await fetchFiles(source, opts.dtype, settings.files, progress);
+  const modelBytes = files.get(modelFileName(dtype))!;
+  const configJson = parseJson(files.get('config.json'), 'config.json');
+  const config = parseModelConfig(configJson);
+  const modelId = opts.modelId ?? modelIdOf(source);
+  const genJson = files.get('generation_config.json');
+  const gen = genJson ? parseGenerationConfig(parseJson(genJson, 'generation_config.json')) : null;
+  const tokenizerConfig = parseJson(files.get('tokenizer_config.json'), 'tokenizer_config.json') as Record<
+    string,
+    unknown
+  >;
+  const tokenizer = TextTokenizer.fromJSON(
+    parseJson(files.get('tokenizer.json'), 'tokenizer.json'),
+    tokenizerConfig,
+    config.eosTokenIds[0],
+  );
+
+  // 2. Backend: webgpu when available (or asked for), else wasm. It picks the LoRA branch operator.
+  const caps = await detectCapabilities();
+  const want = opts.backend ?? 'auto';
+  if (want === 'webgpu' && !caps.webgpu) {
+    throw new UnsupportedError('backend "webgpu" was requested but this browser offers no WebGPU adapter', {
+      feature: 'webgpu',
+    });
+  }
+  let backend: Backend = want === 'wasm' || !caps.webgpu ? 'wasm' : 'webgpu';
+
+  // 3. LoRA inputs into the graph.
+  const total = modelBytes.byteLength;
+  progress({ stage: 'prepare', loaded: total, total });
+  const decoded = decodeModel(modelBytes);
+  const presentNames = outputsOf(graphOf(decoded))
+    .map((o) => o.name)
+    .filter((n) => n.startsWith('present.'));
+  const inject = (b: Backend) => {
+    const { model, targets } = injectLora(decoded, { branchOp: loraBranchOpFor(b) });
+    return { bytes: encodeModel(model), targets };
+  };
+  let injected = inject(backend);
+
+  // 4. Sessions. The new package is valid: only now free the old model (a failed fetch keeps it usable).
+  progress({ stage: 'session', loaded: total, total });
+  await settings.beforeSessions();
+  const create = (bytes: Uint8Array, b: Backend) =>
+    createDecoderSession(ort, bytes, config, { backend: b, presentNames });
+  let graph: DecoderGraph;
+  try {
+    graph = await create(injected.bytes, backend);
+  } catch (e) {
+    if (want !== 'auto' || backend !== 'webgpu') throw e;
+    console.warn('weblora: WebGPU session failed, falling back to wasm', e);
+    backend = 'wasm';
+    injected = inject(backend);
+    graph = await create(injected.bytes, backend);
+  }
+  const { targets } = injected;
+
+  let baseGraph: DecoderGraph | null = null;
+  let noAdapter: ReturnType<typeof noAdapterFeeds> | null = null;
+  try {
+    if (settings.baseGraphForNoAdapter ?? modelBytes.byteLength <= BASE_SESSION_MAX_BYTES) {
+      // The original bytes, same EP/options (on webgpu ORT shares its one GPUDevice between sessions).
+      try {
+        baseGraph = await create(modelBytes, backend);
+      } catch (e) {
+        console.warn('weblora: the un-injected base session failed; "no adapter" uses the LoRA graph', e);
+      }
+    }
+    let device: GPUDevice | null = null;
+    let adapterInfo: LoadReport['adapterInfo'] = null;
+    if (backend === 'webgpu') {
+      device = (await ort.env.webgpu.device) as GPUDevice;
+      const info = device.adapterInfo ?? (ort.env.webgpu.adapter as GPUAdapter | undefined)?.info;
+      if (info) {
+        adapterInfo = {
+          vendor: info.vendor,
+          architecture: info.architecture,
+          device: info.device,
+          description: info.description,
+        };
+      }
+      watchDeviceLost(device, (info) => {
+        const error = new DeviceLostError(
+          `the GPU device was lost (${info.reason}: ${info.message}); reload the model (or the page) to continue`,
+          { reason: info.reason, message: info.message },
+        );
+        settings.onDeviceLost(error, info);
+      });
+    }
+    noAdapter = noAdapterFeeds(ort, targets, device);
+    const eos = new Set([...config.eosTokenIds, ...(gen?.eosTokenIds ?? []), tokenizer.eosTokenId]);
+    const report: LoadReport = {
+      backend,
+      adapterInfo,
+      dtype,
+      config: {
+        modelType: config.modelType,
+        vocabSize: config.vocabSize,
+        hiddenSize: config.hiddenSize,
+        numLayers: config.numLayers,
+        numHeads: config.numHeads,
+        numKvHeads: config.numKvHeads,
+        headDim: config.headDim,
+        maxPositionEmbeddings: config.maxPositionEmbeddings,
+        eosTokenIds: [...eos],
+        hasChatTemplate: tokenizer.chatTemplate !== null,
+      },
+      modelBytes: modelBytes.byteLength,
+      baseSession: baseGraph !== null,
+      sessionBytes: injected.bytes.byteLength + (baseGraph ? modelBytes.byteLength : 0),
+      targets,
+      targetCount: targets.length,
+      loraBranchOp: loraBranchOpFor(backend),
+      loadMs: performance.now() - t0,
+      modelId,
+      modelAliases: aliasesOf(configJson, opts.modelAliases, modelId),
+    };
+    const feeds = noAdapter;
+    const sessions = { graph, baseGraph };
+    return {
+      ort,
+      backend,
+      graph,
+      baseGraph,
+      noAdapterFeeds: feeds.feeds,
+      targets,
+      tokenizer,
+      specialTokens: specialTokensOf(tokenizerConfig),
+      eosIds: eos,
+      bosId: config.bosTokenId,
+      maxPositions: config.maxPositionEmbeddings,
+      device,
+      report,
+      async release() {
+        feeds.dispose();
+        try {
+          await sessions.baseGraph?.session.release();
+        } finally {
+          await sessions.graph.session.release();
+        }
+      },
+    };
+  } catch (e) {
+    noAdapter?.dispose();
+    await baseGraph?.session.release().catch(() => {});
+    await graph.session.release().catch(() => {});
+    throw e;
+  }
+}
+
+async function fetchFiles(
+  source: ModelSource,
+  forced: ModelDtype | undefined,
+  fileOptions: LoadSettings['files'],
+  progress: (p: LoadProgress) => void,
+): Promise<{ files: Map<string, Uint8Array>; dtype: ModelDtype }> {
+  const specsFor = (dtype: ModelDtype | undefined): ModelFileSpec[] =>
+    dtype
+      ? [...JSON_FILES, { path: modelFileName(dtype) }]
+      : [...JSON_FILES, { path: modelFileName('q4'), optional: true }];
+
+  if (typeof source !== 'string') {
+    if (!Array.isArray(source)) {
+      throw new InvalidOptionError('model source must be a base URL or an array of Files', {
+        option: 'source',
+      });
+    }
+    let files = await localFilesSource(source, specsFor(forced));
+    let dtype: ModelDtype = forced ?? 'q4';
+    if (!files.has(modelFileName(dtype))) {
+      dtype = 'fp32';
+      files = await localFilesSource(source, specsFor('fp32'));
+    }
+    let loaded = 0;
+    for (const [path, bytes] of files) {
+      loaded += bytes.byteLength;
+      progress({
+        stage: 'download',
+        file: path,
+        fileLoaded: bytes.byteLength,
+        fileTotal: bytes.byteLength,
+        loaded,
+        total: null,
+      });
+    }
+    return { files, dtype };
+  }
+
+  let offset = 0;
+  let offsetTotal: number | null = 0;
+  const onProgress = (p: ModelFileProgress): void =>
+    progress({
+      stage: 'download',
+      file: p.file,
+      fileLoaded: p.loaded,
+      fileTotal: p.total,
+      loaded: offset + p.overallLoaded,
+      total: p.overallTotal !== null && offsetTotal !== null ? offsetTotal + p.overallTotal : null,
+    });
+  const fileOpts: FetchModelFilesOptions = { ...fileOptions, onProgress };
+  const files = await fetchModelFiles(source, specsFor(forced), fileOpts);
+  if (forced) return { files, dtype: forced };
+  if (files.has(modelFileName('q4'))) return { files, dtype: 'q4' };
+  for (const b of files.values()) offset += b.byteLength;
+  offsetTotal = offset;
+  const more = await fetchModelFiles(source, [{ path: modelFileName('fp32') }], fileOpts);
+  for (const [k, v] of more) files.set(k, v);
+  return { files, dtype: 'fp32' };
+}
+
+function parseJson(bytes: Uint8Array | undefined, file: string): unknown {
+  if (!bytes) throw new ModelPackageError(`the model package lacks ${file}`, { file });
+  try {
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch (e) {
+    throw new ModelPackageError(`${file} is not valid JSON: ${String(e)}`, { file });
+  }
+}
+
+/** Last non-empty path segment of a URL or path ("…/weblora-shakespeare/" → "weblora-shakespeare"). */
+function lastSegment(path: string): string {
+  const clean = path.replace(/[?#].*$/, '');
+  const parts = clean.split(/[\\/]+/).filter((p) => p.length > 0);
+  return parts[parts.length - 1] ?? '';
+}
+
+/** The default model id: the source URL's last path segment, or the picked folder's name. */
+function modelIdOf(source: ModelSource): string {
+  if (typeof source === 'string') return lastSegment(source) || source;
+  for (const f of source) {
+    const rel = f.webkitRelativePath;
+    if (rel?.includes('/')) return rel.split('/')[0]!;
+  }
+  return 'local-model';
+}
+
+function aliasesOf(configJson: unknown, extra: readonly string[] | undefined, id: string): string[] {
+  const out = new Set<string>(extra ?? []);
+  const c = configJson as Record<string, unknown> | null;
+  for (const k of ['_name_or_path', 'name_or_path']) {
+    const v = c?.[k];
+    if (typeof v === 'string' && v.trim() !== '') out.add(v);
+  }
+  out.delete(id);
+  return [...out];
+}
