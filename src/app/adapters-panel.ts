@@ -110,28 +110,23 @@ export function mountAdaptersPanel(state: AppState): { importUrl(url: string): P
     bar.value = 0;
     stage.textContent = 'Starting…';
     const name = nameInput.value.trim() || fallbackName || undefined;
-    // From a worker, progress events travel on their own port and can arrive after the result: once the
-    // import has settled they must not overwrite its outcome.
-    let settled = false;
     try {
       const info = await state.engine.importAdapter(input, {
         ...(name ? { name } : {}),
         overwrite: overwrite.checked,
         allowBaseModelMismatch: mismatch.checked,
+        // The worker protocol delivers every progress event before the result (engine/protocol.ts).
         onProgress: (p) => {
-          if (settled) return;
           bar.value = STAGES.indexOf(p.stage) + 1;
           stage.textContent = `${STAGE_TEXT[p.stage]} ${p.name}`;
         },
       });
-      settled = true;
       bar.value = STAGES.length;
       stage.textContent = `Imported “${info.name}” (rank ${info.rank}, ${info.moduleCount} modules, ${formatBytes(info.bytes)})`;
       status.dataset.status = 'done';
       nameInput.value = '';
       await state.refreshAdapters();
     } catch (e) {
-      settled = true;
       status.hidden = true;
       status.dataset.status = 'error';
       setMessage(error, errorText(e));

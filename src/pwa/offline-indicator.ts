@@ -5,7 +5,7 @@
  * tests. It deliberately checks only the default model: other models are listed in the storage view.
  */
 
-import { getWebLoraConfig } from '../element/registry.ts';
+import { getWebLoraConfig } from '../config.ts';
 import { listCachedModels } from '../engine/model-files.ts';
 import { h, STORAGE_CHANGED } from './format.ts';
 import type { PwaRegistration } from './register.ts';

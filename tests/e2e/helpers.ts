@@ -88,7 +88,10 @@ export function libPage(body: string): string {
 export interface GenOutcome {
   /** NUL characters (the tiny model can emit them) are shown as \\0: Playwright cuts strings at NUL. */
   text: string;
-  /** The streamed deltas concatenated equal the result text (checked in the page). */
+  /**
+   * The streamed deltas concatenated equal the result text, checked in the page when the `done` event
+   * fired: no `token` event may come after `done` (the worker protocol orders them).
+   */
   streamedEqualsText: boolean;
   finishReason: string;
   tokenEvents: number;
@@ -115,14 +118,19 @@ export function generateIn(page: Page, selector: string, prompt: string): Promis
         const d = (e as CustomEvent<{ name: string; message: string }>).detail;
         error = { name: d.name, message: d.message };
       };
+      let textAtDone: string | null = null;
+      const onDone = (): void => {
+        textAtDone = tokenText;
+      };
       el.addEventListener('token', onToken);
       el.addEventListener('error', onError);
+      el.addEventListener('done', onDone);
       try {
         const r = await el.generate(prompt);
         const esc = (s: string): string => s.replaceAll('\0', '\\0');
         return {
           text: esc(r.text),
-          streamedEqualsText: tokenText === r.text,
+          streamedEqualsText: textAtDone === r.text && tokenText === r.text,
           finishReason: r.finishReason,
           tokenEvents,
           tokenText: esc(tokenText),
@@ -141,6 +149,7 @@ export function generateIn(page: Page, selector: string, prompt: string): Promis
       } finally {
         el.removeEventListener('token', onToken);
         el.removeEventListener('error', onError);
+        el.removeEventListener('done', onDone);
       }
     },
     { selector, prompt },
