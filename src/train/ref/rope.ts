@@ -2,7 +2,7 @@
  * Rotary position embedding (Su et al. 2021, arXiv:2104.09864) in the rotate-half form of HF Llama and
  * scripts/py/model.py: out = x·cos + rotate_half(x)·sin, rotate_half(x) = cat(−x[D/2:], x[:D/2]), with
  * cos/sin of cat(freqs, freqs), freqs = pos · inv_freq, inv_freq_i = θ^(−2i/D) rounded to float32 as the
- * PyTorch buffer is. Works in place on the (N, heads·D) projection layout; no interleaved (GPT-J) form.
+ * PyTorch buffer is (the product and cos/sin in f64). Works in place on the (N, heads·D) projection layout; no interleaved (GPT-J) form.
  */
 import type { Buf } from './types.ts';
 
@@ -21,7 +21,7 @@ export function ropeTables(
   for (let n = 0; n < N; n++) {
     const p = Math.fround(positions[n]!);
     for (let i = 0; i < half; i++) {
-      const a = Math.fround(p * inv[i]!);
+      const a = p * inv[i]!; // f64 product, as the float64 oracle (fp32 ONNX rounds it: <= 1 ulp)
       const c = Math.cos(a);
       const s = Math.sin(a);
       cos[n * D + i] = c;

@@ -56,3 +56,40 @@ export function relErr(a: ArrayLike<number>, e: ArrayLike<number>): number {
   }
   return Math.sqrt(num / den);
 }
+
+/** Deterministic uniform values in [-scale, scale) as float64 (xorshift32). */
+export function rand(n: number, seed: number, scale = 1): Float64Array {
+  const out = new Float64Array(n);
+  let s = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    out[i] = ((s >>> 0) / 2 ** 32 - 0.5) * 2 * scale;
+  }
+  return out;
+}
+
+/** Central finite differences of `loss` with respect to every element of `x` (restored afterwards). */
+export function finiteDiff(x: Float64Array | Float32Array, loss: () => number, h = 1e-5): Float64Array {
+  const g = new Float64Array(x.length);
+  for (let i = 0; i < x.length; i++) {
+    const x0 = x[i]!;
+    x[i] = x0 + h;
+    const hi = x[i]! - x0;
+    const lp = loss();
+    x[i] = x0 - h;
+    const lo = x0 - x[i]!;
+    const lm = loss();
+    x[i] = x0;
+    g[i] = (lp - lm) / (hi + lo);
+  }
+  return g;
+}
+
+/** Σ out·G: a scalar whose gradient with respect to `out` is G. */
+export function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += a[i]! * b[i]!;
+  return s;
+}
