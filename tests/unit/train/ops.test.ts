@@ -35,7 +35,10 @@ describe('embedding', () => {
     const wte = rand(V * C, 1);
     const G = rand(N * C, 2);
     const out = new Float64Array(N * C);
-    const loss = () => (embeddingForward(out, tokens, wte, N, C), dot(out, G));
+    const loss = () => {
+      embeddingForward(out, tokens, wte, N, C);
+      return dot(out, G);
+    };
     const dwte = new Float64Array(V * C).fill(0.5);
     embeddingBackward(dwte, G, tokens, N, C);
     expectClose(
@@ -55,7 +58,10 @@ describe('rmsnorm', () => {
     const G = rand(N * C, 5);
     const out = new Float64Array(N * C);
     const rstd = new Float64Array(N);
-    const loss = () => (rmsnormForward(out, rstd, inp, weight, N, C, eps), dot(out, G));
+    const loss = () => {
+      rmsnormForward(out, rstd, inp, weight, N, C, eps);
+      return dot(out, G);
+    };
     loss();
     const dinp = new Float64Array(N * C).fill(1);
     const dw = new Float64Array(C).fill(-1);
@@ -87,7 +93,10 @@ describe('rope', () => {
     const inp = rand(N * nh * D, 6);
     const G = rand(N * nh * D, 7);
     const out = new Float64Array(N * nh * D);
-    const loss = () => (ropeForward(out, inp, cos, sin, N, nh, D), dot(out, G));
+    const loss = () => {
+      ropeForward(out, inp, cos, sin, N, nh, D);
+      return dot(out, G);
+    };
     const dinp = new Float64Array(N * nh * D);
     ropeBackward(dinp, G, cos, sin, N, nh, D);
     expectClose(dinp, finiteDiff(inp, loss), FD, 'dinp');
@@ -109,7 +118,10 @@ describe('attention (causal, grouped-query)', () => {
       const keyMask = masked ? [1, 1, 1, 0, 0, 1, 1, 1, 1, 1] : null;
       const out = new Float64Array(N * H * D);
       const att = new Float64Array(B * H * T * T);
-      const loss = () => (attentionForward(out, att, q, k, v, keyMask, B, T, H, Hkv, D), dot(out, G));
+      const loss = () => {
+        attentionForward(out, att, q, k, v, keyMask, B, T, H, Hkv, D);
+        return dot(out, G);
+      };
       loss();
       // Causality: the first query of each row attends only to itself.
       expect(att[0]).toBeCloseTo(1, 14);
@@ -131,7 +143,10 @@ describe('swiglu', () => {
     const up = rand(n, 13);
     const G = rand(n, 14);
     const out = new Float64Array(n);
-    const loss = () => (swigluForward(out, gate, up, n), dot(out, G));
+    const loss = () => {
+      swigluForward(out, gate, up, n);
+      return dot(out, G);
+    };
     const dg = new Float64Array(n).fill(5);
     const du = new Float64Array(n).fill(5);
     swigluBackward(dg, du, G, gate, up, n);
@@ -147,7 +162,10 @@ describe('cross-entropy', () => {
     const targets = [0, 5, 2, 2];
     const weights = [0.5, 0, 0.25, 0.25];
     const losses = new Float64Array(N);
-    const loss = () => (crossEntropyForward(losses, logits, targets, N, V), dot(losses, weights));
+    const loss = () => {
+      crossEntropyForward(losses, logits, targets, N, V);
+      return dot(losses, weights);
+    };
     loss();
     let z = 0;
     for (let j = 0; j < V; j++) z += Math.exp(logits[V + j]!);
@@ -186,7 +204,10 @@ describe('linear with a LoRA branch', () => {
       const G = rand(M * O, 22);
       const out = new Float64Array(M * O);
       const xa = new Float64Array(M * R);
-      const loss = () => (linearLoraForward(out, xa, inp, w, lora, M), dot(out, G));
+      const loss = () => {
+        linearLoraForward(out, xa, inp, w, lora, M);
+        return dot(out, G);
+      };
       loss();
       lora.dA = new Float64Array(R * K).fill(2);
       lora.dB = new Float64Array(O * R).fill(2);
