@@ -76,7 +76,30 @@ export function matmulForward(
   const scratch = new Float32Array(K); // (K)
   for (let o = 0; o < O; o++) {
     const row = weightRow(scratch, w, o);
-    for (let m = 0; m < M; m++) {
+    let m = 0;
+    for (; m + 4 <= M; m += 4) {
+      // 4 input rows per pass over the weight row (each weight load used 4 times).
+      const x0 = m * K;
+      const x1 = x0 + K;
+      const x2 = x1 + K;
+      const x3 = x2 + K;
+      let s0 = 0;
+      let s1 = 0;
+      let s2 = 0;
+      let s3 = 0;
+      for (let k = 0; k < K; k++) {
+        const wk = row[k]!;
+        s0 += inp[x0 + k]! * wk;
+        s1 += inp[x1 + k]! * wk;
+        s2 += inp[x2 + k]! * wk;
+        s3 += inp[x3 + k]! * wk;
+      }
+      out[m * O + o] = s0;
+      out[(m + 1) * O + o] = s1;
+      out[(m + 2) * O + o] = s2;
+      out[(m + 3) * O + o] = s3;
+    }
+    for (; m < M; m++) {
       const x = m * K;
       let s = 0;
       for (let k = 0; k < K; k++) s += inp[x + k]! * row[k]!;
@@ -93,10 +116,28 @@ export function matmulBackward(
   M: number,
 ): void {
   const { K, O } = w;
-  const scratch = new Float32Array(K); // (K)
+  const scratch = [0, 1, 2, 3].map(() => new Float32Array(K)); // 4 x (K)
   const acc = new Float64Array(M * K); // (M, K) f64 accumulator over the O outputs
-  for (let o = 0; o < O; o++) {
-    const row = weightRow(scratch, w, o);
+  let o = 0;
+  for (; o + 4 <= O; o += 4) {
+    // 4 weight rows per pass over acc (one read-modify-write of acc per 4 outputs).
+    const r0 = weightRow(scratch[0]!, w, o);
+    const r1 = weightRow(scratch[1]!, w, o + 1);
+    const r2 = weightRow(scratch[2]!, w, o + 2);
+    const r3 = weightRow(scratch[3]!, w, o + 3);
+    for (let m = 0; m < M; m++) {
+      const d = m * O + o;
+      const g0 = dout[d]!;
+      const g1 = dout[d + 1]!;
+      const g2 = dout[d + 2]!;
+      const g3 = dout[d + 3]!;
+      if (g0 === 0 && g1 === 0 && g2 === 0 && g3 === 0) continue;
+      const x = m * K;
+      for (let k = 0; k < K; k++) acc[x + k]! += g0 * r0[k]! + g1 * r1[k]! + g2 * r2[k]! + g3 * r3[k]!;
+    }
+  }
+  for (; o < O; o++) {
+    const row = weightRow(scratch[0]!, w, o);
     for (let m = 0; m < M; m++) {
       const g = dout[m * O + o]!;
       if (g === 0) continue;
@@ -154,27 +195,26 @@ export function linearLoraBackward(
     const dA = lora.dA!;
     const dB = lora.dB!;
     const dxa = new Float64Array(M * R); // (M, R)
+    const accB = new Float64Array(O * R); // (O, R)
+    const accA = new Float64Array(R * K); // (R, K)
+    // Loops ordered so the innermost index is contiguous in every operand.
     for (let m = 0; m < M; m++) {
+      for (let o = 0; o < O; o++) {
+        const g = dout[m * O + o]!;
+        if (g === 0) continue;
+        for (let r = 0; r < R; r++) {
+          dxa[m * R + r]! += g * B[o * R + r]!;
+          accB[o * R + r]! += g * xa[m * R + r]!;
+        }
+      }
       for (let r = 0; r < R; r++) {
-        let s = 0;
-        for (let o = 0; o < O; o++) s += dout[m * O + o]! * B[o * R + r]!;
-        dxa[m * R + r] = scale * s;
+        const d = dxa[m * R + r]! * scale;
+        dxa[m * R + r] = d;
+        for (let k = 0; k < K; k++) accA[r * K + k]! += d * inp[m * K + k]!;
       }
     }
-    for (let o = 0; o < O; o++) {
-      for (let r = 0; r < R; r++) {
-        let s = 0;
-        for (let m = 0; m < M; m++) s += dout[m * O + o]! * xa[m * R + r]!;
-        dB[o * R + r]! += scale * s;
-      }
-    }
-    for (let r = 0; r < R; r++) {
-      for (let k = 0; k < K; k++) {
-        let s = 0;
-        for (let m = 0; m < M; m++) s += dxa[m * R + r]! * inp[m * K + k]!;
-        dA[r * K + k]! += s;
-      }
-    }
+    for (let i = 0; i < O * R; i++) dB[i]! += scale * accB[i]!;
+    for (let i = 0; i < R * K; i++) dA[i]! += accA[i]!;
     if (dinp) {
       for (let m = 0; m < M; m++) {
         for (let k = 0; k < K; k++) {
