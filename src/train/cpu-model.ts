@@ -4,8 +4,8 @@
  * where WebGPU is missing. Only LoRA A/B receive gradients; the base (embedding, norms, projections,
  * lm_head) is frozen, so the backward stops at the lowest layer that holds a LoRA branch. Lifecycle as in
  * llm.c: `forward` (loss), `zeroGrad`, `backward`, then an optimizer `step` (optim.ts); gradient buffers
- * are allocated on the first backward. Not here: activation recomputation, KV cache, dropout, left
- * padding with shifted positions beyond an explicit `positions` array, base-weight gradients.
+ * are allocated on the first backward. Not here: activation recomputation, KV cache, dropout,
+ * base-weight gradients; left-padded rows need explicit `positions` (and their pads loss-masked).
  */
 import { InvalidOptionError } from '../errors.ts';
 import type { ModuleName } from '../model/targets.ts';
@@ -292,7 +292,11 @@ export class CpuLoraModel {
     const acts = this.acts;
     if (!acts) throw new InvalidOptionError('backward() before forward()', {});
     if (!this.modules.length) return;
-    for (const m of this.modules) if (!m.branch.dA || !m.branch.dB) this.zeroGrad();
+    for (const { branch: br } of this.modules) {
+      // Allocate on first use without touching gradients already being accumulated.
+      if (!br.dA) br.dA = this.buf(br.A.length);
+      if (!br.dB) br.dB = this.buf(br.B.length);
+    }
     const { config: c } = this.weights;
     const { N, batch } = acts;
     const { B, T } = batch;

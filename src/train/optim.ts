@@ -6,7 +6,7 @@
  * gradient accumulation. Moment buffers are allocated on the first step. No AMSGrad, no fused/foreach
  * variants, no parameter groups (one lr for all LoRA tensors).
  */
-import type { CpuLoraModel } from './cpu-model.ts';
+import type { Batch, CpuLoraModel } from './cpu-model.ts';
 import type { Buf } from './ref/types.ts';
 
 export interface Param {
@@ -118,10 +118,7 @@ export function lrAt(
  * the gradient of the mean loss over all their target tokens (what one big batch would give).
  * Returns that mean loss. Two forwards per micro-batch are avoided by counting targets up front.
  */
-export function accumulateGradients(
-  model: CpuLoraModel,
-  micro: Parameters<CpuLoraModel['forward']>[0][],
-): number {
+export function accumulateGradients(model: CpuLoraModel, micro: Batch[]): number {
   const counts = micro.map((b) => {
     let n = 0;
     for (let r = 0; r < b.B; r++)
