@@ -95,6 +95,53 @@ describe('fp16 scales', () => {
   });
 });
 
+describe('lm_head layouts', () => {
+  const tokens = [5, 77, 300, 12, 999, 1023];
+  const logitsOf = (m: ModelProto) => {
+    const w = loadFrozenWeights(m, CFG);
+    const model = new CpuLoraModel(w, []);
+    model.forward({ B: 1, T: tokens.length, tokens });
+    return { tied: w.tied, logits: Float32Array.from(model.logits) };
+  };
+  const headNode = (m: ModelProto) => nodesOf(graphOf(m)).find((n) => n.output.includes('logits'))!;
+
+  test('untied: a [C, V] weight different from the embedding is read and transposed (2x weight = 2x logits)', () => {
+    const ref = logitsOf(fresh(MODEL_PATH));
+    expect(ref.tied).toBe(true); // the export's [C, V] copy equals the embedding, so it is shared
+    const m = fresh(MODEL_PATH);
+    const t = initializersOf(graphOf(m)).find((x) => x.name === headNode(m).input[1])!;
+    const v = new Float32Array(t.rawData.slice().buffer).map((x) => 2 * x);
+    t.rawData = new Uint8Array(v.buffer);
+    const un = logitsOf(m);
+    expect(un.tied).toBe(false);
+    expectClose(
+      un.logits,
+      ref.logits.map((x) => 2 * x),
+      { atol: 0, rtol: 0 },
+      'logits',
+    );
+  });
+
+  test('tied through Transpose(embed_tokens): shares the table, same logits', () => {
+    const ref = logitsOf(fresh(MODEL_PATH));
+    const m = fresh(MODEL_PATH);
+    const g = graphOf(m);
+    g.node.push(
+      onnx.NodeProto.create({
+        name: 'lm_head_T',
+        opType: 'Transpose',
+        input: ['model.embed_tokens.weight'],
+        output: ['embT'],
+        attribute: [{ name: 'perm', type: onnx.AttributeProto.AttributeType.INTS, ints: [1, 0] }],
+      }),
+    );
+    headNode(m).input[1] = 'embT';
+    const t = logitsOf(m);
+    expect(t.tied).toBe(true);
+    expectClose(t.logits, ref.logits, { atol: 0, rtol: 0 }, 'logits');
+  });
+});
+
 describe('unsupported layouts fail with a ModelFormatError naming them', () => {
   test('MatMulNBits with bits = 8', () => {
     const m = fresh(Q4_PATH);
