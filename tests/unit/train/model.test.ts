@@ -1,18 +1,21 @@
 /**
  * The whole CPU training model on the default model package against independent references:
  * PyTorch golden logits (base and both PEFT fixtures), the float64 PyTorch LoRA gradients and loss of
- * tests/fixtures/lora-grads.safetensors, onnxruntime-web's own MatMulNBits forward of model_q4.onnx, and
+ * tests/fixtures/lora-grads.safetensors, onnxruntime-web's own MatMulNBits forward of model_q4.onnx (and
+ * of an asymmetric zero-point quantization with a 4-bit lm_head), and
  * the q4 path against the fp32 path (4-bit error) and against fp32 weights dequantized up front (same math).
  * Each test prints its measurement so the tolerances below stay honest.
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
-import { dequantizeMatMulNBits } from '../../../src/model/quantize.ts';
+import { decodeModel } from '../../../src/model/onnx-io.ts';
+import { dequantizeMatMulNBits, quantize } from '../../../src/model/quantize.ts';
 import { CpuLoraModel, type FrozenWeights, type LoraModule } from '../../../src/train/cpu-model.ts';
 import { loraFromPeft } from '../../../src/train/lora.ts';
 import type { FrozenLinear } from '../../../src/train/ref/linear.ts';
+import { loadFrozenWeights } from '../../../src/train/weights.ts';
 import { expectClose, FP32_LOGITS, type Tolerance } from '../../helpers/expect-close.ts';
-import { f32, i32, loadGolden, loadPeftFixture, Q4_PATH } from '../../helpers/fixtures.ts';
+import { f32, i32, loadGolden, loadPeftFixture, MODEL_PATH, Q4_PATH } from '../../helpers/fixtures.ts';
 import { defaultModelFeeds, runModel } from '../model/graph-builders.ts';
 import { defaultWeights, loadFixture, peftAdapterModules, relErr } from './helpers.ts';
 
@@ -142,6 +145,21 @@ describe('model_q4.onnx: 4-bit base dequantized on the fly', () => {
     const model = new CpuLoraModel(defaultWeights('q4'), []);
     model.forward({ B: 1, T: tokens.length, tokens });
     expectClose(model.logits, ort.logits!, FP32_LOGITS, 'q4 logits vs onnxruntime-web');
+  });
+
+  test('asymmetric q4 with zero points and a 4-bit lm_head (quantize() of model.onnx) equals onnxruntime-web', async () => {
+    const fp = decodeModel(new Uint8Array(readFileSync(MODEL_PATH)));
+    const { model: q } = quantize(fp, { zeroPoints: true, includeLmHead: true });
+    const w = loadFrozenWeights(q, defaultWeights('fp32').config);
+    expect(w.lmHead.kind).toBe('q4');
+    expect(w.tied).toBe(false);
+    const p0 = w.layers[0]!.proj.q_proj;
+    expect(p0.kind === 'q4' && p0.zeroPoints !== null).toBe(true);
+    const tokens = loadGolden().seqs[1]!.tokens;
+    const ort = await runModel(q, defaultModelFeeds(tokens));
+    const model = new CpuLoraModel(w, []);
+    model.forward({ B: 1, T: tokens.length, tokens });
+    expectClose(model.logits, ort.logits!, FP32_LOGITS, 'zero-point q4 logits vs onnxruntime-web');
   });
 
   test('on-the-fly dequantization == dequantize-then-fp32 (loss and every gradient)', () => {
