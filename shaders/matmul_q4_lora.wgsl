@@ -1,0 +1,79 @@
+// Linear layer over a frozen 4-bit base with a LoRA branch, forward; the WGSL twin of
+// src/train/ref/linear.ts linearLoraForward (its test oracle):
+//   out = inp · Wᵀ + scale · xa · Bᵀ,  xa = inp · Aᵀ (saved for the backward).
+// W stays in com.microsoft.MatMulNBits layout (src/model/quantize.ts) and is dequantized inside the dot
+// product (QLoRA-style; no fp32 copy). Buffers as src/train/gpu-layout.ts packs them (WebGPU allows only 8
+// storage buffers per stage): qweight = [packed (O, nb, bs/2) bytes, low nibble = even k | scales (O, nb)
+// as f32 bits | zero points (O, ceil(nb/2)) bytes, low nibble = even block], lora = [A (R, K) | B (O, R)].
+// Shape key: M = rows (B*T), K = in, O = out, R = rank (0 = no LoRA).
+// Entry points (dispatch ceil(n / 64) workgroups): `lora_xa` first (n = M*R), then `main` (n = M*O).
+// Deliberately simple (one output per invocation, no tiling/subgroups): the reference kernel the tiled
+// one will be checked against. Not here: bits != 4, g_idx, bias, fp16 storage.
+struct Params {
+  M: u32,
+  K: u32,
+  O: u32,
+  R: u32,
+  bs: u32,       // block size (power of two >= 16)
+  nb: u32,       // ceil(K / bs)
+  scalesOff: u32, // word offset of the f32 scales in qweight
+  zpOff: u32,    // word offset of the packed zero points in qweight; 0 = none (zero point 8)
+  scale: f32,    // LoRA scale (alpha / r or alpha / sqrt(r))
+}
+
+@group(0) @binding(0) var<storage, read_write> out: array<f32>; // (M, O)
+@group(0) @binding(1) var<storage, read_write> xa: array<f32>;  // (M, R) saved
+@group(0) @binding(2) var<storage, read> inp: array<f32>;       // (M, K)
+@group(0) @binding(3) var<storage, read> qweight: array<u32>;   // packed | scales | zero points
+@group(0) @binding(4) var<storage, read> lora: array<f32>;      // A (R, K) | B (O, R)
+@group(0) @binding(5) var<uniform> p: Params;
+
+fn byteAt(bi: u32) -> u32 {
+  return (qweight[bi / 4u] >> ((bi & 3u) * 8u)) & 0xffu;
+}
+
+// W[o, k] dequantized: (q - zero point) * scale of (o, block).
+fn weightAt(o: u32, k: u32) -> f32 {
+  let b = k / p.bs;
+  let q = (byteAt((o * p.nb + b) * (p.bs / 2u) + (k % p.bs) / 2u) >> ((k & 1u) * 4u)) & 0xfu;
+  var z = 8u;
+  if (p.zpOff != 0u) {
+    z = (byteAt(p.zpOff * 4u + o * ((p.nb + 1u) / 2u) + b / 2u) >> ((b & 1u) * 4u)) & 0xfu;
+  }
+  return (f32(q) - f32(z)) * bitcast<f32>(qweight[p.scalesOff + o * p.nb + b]);
+}
+
+@compute @workgroup_size(64)
+fn lora_xa(@builtin(global_invocation_id) gid: vec3u) {
+  let i = gid.x;
+  if (i >= p.M * p.R) {
+    return;
+  }
+  let m = i / p.R;
+  let r = i % p.R;
+  var s = 0.0;
+  for (var k = 0u; k < p.K; k++) {
+    s += inp[m * p.K + k] * lora[r * p.K + k];
+  }
+  xa[i] = s;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let i = gid.x;
+  if (i >= p.M * p.O) {
+    return;
+  }
+  let m = i / p.O;
+  let o = i % p.O;
+  var s = 0.0;
+  for (var k = 0u; k < p.K; k++) {
+    s += inp[m * p.K + k] * weightAt(o, k);
+  }
+  let bOff = p.R * p.K;
+  var l = 0.0;
+  for (var r = 0u; r < p.R; r++) {
+    l += xa[m * p.R + r] * lora[bOff + o * p.R + r];
+  }
+  out[i] = s + p.scale * l;
+}

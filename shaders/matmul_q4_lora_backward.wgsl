@@ -1,0 +1,111 @@
+// Linear layer over a frozen 4-bit base with a LoRA branch, backward; the WGSL twin of
+// src/train/ref/linear.ts linearLoraBackward (its test oracle). Same qweight / lora layouts and Params as
+// matmul_q4_lora.wgsl; dlora = [dA (R, K) | dB (O, R)]. Gradient contract: dA and dB ACCUMULATE (+=)
+// (gradient accumulation over micro-batches); dinp ACCUMULATES (+=) (q/k/v and gate/up share one input);
+// dxa is scratch, assigned.
+//   dxa = scale · dout · B            (M, R)   entry `lora_dxa`,  n = M*R   (run first)
+//   dB += scale · doutᵀ · xa          (O, R)   entry `lora_db`,   n = O*R
+//   dA += dxaᵀ · inp                  (R, K)   entry `lora_da`,   n = R*K
+//   dinp += dout · W + dxa · A        (M, K)   entry `dinp_main`, n = M*K (W dequantized per element)
+// Dispatch ceil(n / 64) workgroups each. One output per invocation, no tiling: the reference kernel.
+// Not here: base-weight gradients (frozen), bits != 4, g_idx.
+struct Params {
+  M: u32,
+  K: u32,
+  O: u32,
+  R: u32,
+  bs: u32,       // block size (power of two >= 16)
+  nb: u32,       // ceil(K / bs)
+  scalesOff: u32, // word offset of the f32 scales in qweight
+  zpOff: u32,    // word offset of the packed zero points in qweight; 0 = none (zero point 8)
+  scale: f32,    // LoRA scale (alpha / r or alpha / sqrt(r))
+}
+
+@group(0) @binding(0) var<storage, read_write> dinp: array<f32>;  // (M, K) +=
+@group(0) @binding(1) var<storage, read_write> dxa: array<f32>;   // (M, R) scratch
+@group(0) @binding(2) var<storage, read_write> dlora: array<f32>; // dA (R, K) | dB (O, R), +=
+@group(0) @binding(3) var<storage, read> dout: array<f32>;        // (M, O)
+@group(0) @binding(4) var<storage, read> inp: array<f32>;         // (M, K)
+@group(0) @binding(5) var<storage, read> xa: array<f32>;          // (M, R) saved by the forward
+@group(0) @binding(6) var<storage, read> qweight: array<u32>;     // packed | scales | zero points
+@group(0) @binding(7) var<storage, read> lora: array<f32>;        // A (R, K) | B (O, R)
+@group(0) @binding(8) var<uniform> p: Params;
+
+fn byteAt(bi: u32) -> u32 {
+  return (qweight[bi / 4u] >> ((bi & 3u) * 8u)) & 0xffu;
+}
+
+// W[o, k] dequantized: (q - zero point) * scale of (o, block).
+fn weightAt(o: u32, k: u32) -> f32 {
+  let b = k / p.bs;
+  let q = (byteAt((o * p.nb + b) * (p.bs / 2u) + (k % p.bs) / 2u) >> ((k & 1u) * 4u)) & 0xfu;
+  var z = 8u;
+  if (p.zpOff != 0u) {
+    z = (byteAt(p.zpOff * 4u + o * ((p.nb + 1u) / 2u) + b / 2u) >> ((b & 1u) * 4u)) & 0xfu;
+  }
+  return (f32(q) - f32(z)) * bitcast<f32>(qweight[p.scalesOff + o * p.nb + b]);
+}
+
+@compute @workgroup_size(64)
+fn lora_dxa(@builtin(global_invocation_id) gid: vec3u) {
+  let i = gid.x;
+  if (i >= p.M * p.R) {
+    return;
+  }
+  let m = i / p.R;
+  let r = i % p.R;
+  let bOff = p.R * p.K;
+  var s = 0.0;
+  for (var o = 0u; o < p.O; o++) {
+    s += dout[m * p.O + o] * lora[bOff + o * p.R + r];
+  }
+  dxa[i] = p.scale * s;
+}
+
+@compute @workgroup_size(64)
+fn lora_db(@builtin(global_invocation_id) gid: vec3u) {
+  let i = gid.x;
+  if (i >= p.O * p.R) {
+    return;
+  }
+  let o = i / p.R;
+  let r = i % p.R;
+  var s = 0.0;
+  for (var m = 0u; m < p.M; m++) {
+    s += dout[m * p.O + o] * xa[m * p.R + r];
+  }
+  dlora[p.R * p.K + i] += p.scale * s;
+}
+
+@compute @workgroup_size(64)
+fn lora_da(@builtin(global_invocation_id) gid: vec3u) {
+  let i = gid.x;
+  if (i >= p.R * p.K) {
+    return;
+  }
+  let r = i / p.K;
+  let k = i % p.K;
+  var s = 0.0;
+  for (var m = 0u; m < p.M; m++) {
+    s += dxa[m * p.R + r] * inp[m * p.K + k];
+  }
+  dlora[i] += s;
+}
+
+@compute @workgroup_size(64)
+fn dinp_main(@builtin(global_invocation_id) gid: vec3u) {
+  let i = gid.x;
+  if (i >= p.M * p.K) {
+    return;
+  }
+  let m = i / p.K;
+  let k = i % p.K;
+  var s = 0.0;
+  for (var o = 0u; o < p.O; o++) {
+    s += dout[m * p.O + o] * weightAt(o, k);
+  }
+  for (var r = 0u; r < p.R; r++) {
+    s += dxa[m * p.R + r] * lora[r * p.K + k];
+  }
+  dinp[i] += s;
+}
