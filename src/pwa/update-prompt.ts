@@ -3,7 +3,7 @@
  * into the new version now or later. Focus is not stolen; the banner is announced (role="alert").
  * `data-waiting-reports` on the banner counts workbox-window's reports of a waiting version.
  */
-import { h } from './format.ts';
+import { h } from '../ui/dom.ts';
 import type { Mounted } from './offline-indicator.ts';
 import type { PwaRegistration } from './register.ts';
 
