@@ -4,11 +4,13 @@
  * instead of a bare "Error"). The element builder and the byte formatter are shared with the PWA
  * controls and the web component: src/ui/. It deliberately has no templating or state.
  */
+import { WebLoraError } from '../errors.ts';
 import { h } from '../ui/dom.ts';
 
+/** The demo's element `#id`; a WebLoraError (data `{ id }`) when index.html lacks it (a broken build). */
 export function byId<T extends HTMLElement = HTMLElement>(id: string): T {
   const el = document.getElementById(id);
-  if (!el) throw new Error(`demo markup is missing #${id}`);
+  if (!el) throw new WebLoraError(`demo markup is missing #${id}`, { id });
   return el as T;
 }
 
