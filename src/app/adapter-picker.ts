@@ -5,7 +5,7 @@
  * `AdapterSelection`; mixing math and validation live in the engine (src/adapters/mix.ts).
  */
 import type { AdapterInfo, AdapterSelection } from '../engine/types.ts';
-import { h } from './dom.ts';
+import { h } from '../ui/dom.ts';
 
 type Mode = 'none' | 'one' | 'mix';
 

@@ -6,7 +6,9 @@
  * file only gathers input and shows results.
  */
 import type { AdapterImportInput, AdapterImportProgress, AdapterInfo } from '../engine/types.ts';
-import { byId, download, errorText, formatBytes, h, setMessage } from './dom.ts';
+import { h } from '../ui/dom.ts';
+import { formatBytes } from '../ui/format.ts';
+import { byId, download, errorText, setMessage } from './dom.ts';
 import type { AppState } from './state.ts';
 
 const STAGES: AdapterImportProgress['stage'][] = ['read', 'validate', 'store', 'done'];

@@ -6,7 +6,8 @@
  * 'abort'). It deliberately keeps no history of earlier runs.
  */
 import type { AdapterInfo } from '../engine/types.ts';
-import { byId, errorText, h, setMessage } from './dom.ts';
+import { h } from '../ui/dom.ts';
+import { byId, errorText, setMessage } from './dom.ts';
 import { describeResult, streamView } from './generate.ts';
 import { readSampling } from './sampling.ts';
 import { type AppState, newRequestId } from './state.ts';

@@ -5,8 +5,9 @@
  * and the compare columns use. Errors are shown as "TypedName: message" under the output.
  */
 import type { GenerateResult } from '../engine/types.ts';
+import { h } from '../ui/dom.ts';
 import type { AdapterPicker } from './adapter-picker.ts';
-import { byId, errorText, h, setMessage } from './dom.ts';
+import { byId, errorText, setMessage } from './dom.ts';
 import { readSampling } from './sampling.ts';
 import { type AppState, newRequestId } from './state.ts';
 

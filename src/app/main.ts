@@ -20,6 +20,7 @@ import { preinstallExamples } from './preinstall.ts';
 import { AppState } from './state.ts';
 import { mountModelStatus, mountProgress } from './status.ts';
 import './style.css';
+import './panels.css';
 
 const BACKENDS: readonly BackendPreference[] = ['auto', 'webgpu', 'wasm'];
 

@@ -5,6 +5,7 @@
  * a missing or broken index, or one adapter that fails, is logged and skipped. Sets
  * `document.body.dataset.preinstall` = 'running' | 'done' for automation.
  */
+import { FetchError, WebLoraError } from '../errors.ts';
 import type { AppState } from './state.ts';
 
 export interface ExampleAdapter {
@@ -24,12 +25,35 @@ function indexUrl(): URL {
   return new URL('adapters/index.json', siteBase());
 }
 
+/**
+ * The example index. FetchError (data `{ file, url, status? }`, like the model files') when it cannot
+ * be fetched; WebLoraError (data `{ file, url }`) when it is not JSON with an "adapters" array.
+ */
 export async function readExampleIndex(): Promise<ExampleAdapter[]> {
   const url = indexUrl();
-  const res = await fetch(url);
-  if (!res.ok) throw new Error(`${url.pathname}: HTTP ${res.status}`);
-  const json = (await res.json()) as { adapters?: unknown };
-  if (!Array.isArray(json.adapters)) throw new Error(`${url.pathname}: no "adapters" array`);
+  const file = 'adapters/index.json';
+  let res: Response;
+  try {
+    res = await fetch(url);
+  } catch (e) {
+    throw new FetchError(`could not fetch ${url.href}: ${String(e)}`, { file, url: url.href });
+  }
+  if (!res.ok) {
+    throw new FetchError(`could not fetch ${url.href}: HTTP ${res.status}`, {
+      file,
+      url: url.href,
+      status: res.status,
+    });
+  }
+  let json: { adapters?: unknown };
+  try {
+    json = (await res.json()) as { adapters?: unknown };
+  } catch (e) {
+    throw new WebLoraError(`${url.pathname} is not JSON: ${String(e)}`, { file, url: url.href });
+  }
+  if (!Array.isArray(json?.adapters)) {
+    throw new WebLoraError(`${url.pathname}: no "adapters" array`, { file, url: url.href });
+  }
   return json.adapters.filter(
     (a): a is ExampleAdapter =>
       typeof a === 'object' && a !== null && typeof a.name === 'string' && typeof a.path === 'string',

@@ -6,7 +6,7 @@
  * `onAdapters` / `onModel`; this file deliberately renders nothing.
  */
 import type { AdapterInfo, AdapterStats, Engine, LoadReport } from '../engine/types.ts';
-import { notifyStorageChanged, STORAGE_CHANGED } from '../pwa/format.ts';
+import { notifyStorageChanged, onStorageChanged } from '../ui/events.ts';
 
 export type ModelPhase = 'loading' | 'ready' | 'error';
 
@@ -21,7 +21,7 @@ export class AppState {
 
   constructor(readonly engine: Engine) {
     // The storage panel (src/pwa) can delete adapters too.
-    window.addEventListener(STORAGE_CHANGED, () => void this.refreshAdapters({ notify: false }));
+    onStorageChanged(() => void this.refreshAdapters({ notify: false }));
   }
 
   onAdapters(cb: (list: AdapterInfo[]) => void): void {

@@ -7,7 +7,9 @@
  */
 import type { AdapterStats, GpuAdapterSummary, LoadProgress } from '../engine/types.ts';
 import type { Capabilities } from '../env.ts';
-import { byId, formatBytes, h } from './dom.ts';
+import { h } from '../ui/dom.ts';
+import { formatBytes } from '../ui/format.ts';
+import { byId } from './dom.ts';
 import type { AppState } from './state.ts';
 
 function pct(loaded: number, total: number | null | undefined): string {

@@ -18,6 +18,7 @@ import type {
   ModelDtype,
   TokenDelta,
 } from '../engine/types.ts';
+import { formatBytes } from '../ui/format.ts';
 import { type ModelKey, resolveModelUrl, type SharedModel, sharedModel } from './registry.ts';
 import { STYLES } from './styles.ts';
 
@@ -40,10 +41,6 @@ export interface WebLoraChatEventMap {
 const OBSERVED = ['model', 'backend', 'dtype', 'adapter', 'system', 'max-tokens', 'temperature'] as const;
 const DEFAULT_MAX_TOKENS = 64;
 let instances = 0;
-
-function mb(n: number): string {
-  return `${(n / 1e6).toFixed(1)} MB`;
-}
 
 function errorDetail(e: unknown): WebLoraErrorDetail {
   if (e instanceof Error) {
@@ -345,7 +342,9 @@ export class WebLoraChat extends Base {
       this.#progress.hidden = false;
       this.#progress.max = p.total ?? Math.max(p.loaded, 1);
       this.#progress.value = p.loaded;
-      this.#setStatus(`Downloading model: ${p.total ? `${mb(p.loaded)} / ${mb(p.total)}` : mb(p.loaded)}`);
+      this.#setStatus(
+        `Downloading model: ${p.total ? `${formatBytes(p.loaded)} / ${formatBytes(p.total)}` : formatBytes(p.loaded)}`,
+      );
     } else if (p.stage === 'prepare' || p.stage === 'session') {
       this.#setStatus('Preparing model…');
     }

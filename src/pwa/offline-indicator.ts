@@ -7,7 +7,8 @@
 
 import { getWebLoraConfig } from '../config.ts';
 import { listCachedModels } from '../engine/model-files.ts';
-import { h, STORAGE_CHANGED } from './format.ts';
+import { h } from '../ui/dom.ts';
+import { onStorageChanged } from '../ui/events.ts';
 import type { PwaRegistration } from './register.ts';
 
 export interface Mounted {
@@ -54,14 +55,14 @@ export function mountOfflineIndicator(container: HTMLElement, pwa: PwaRegistrati
   const onChange = (): void => void check();
   window.addEventListener('online', render);
   window.addEventListener('offline', render);
-  window.addEventListener(STORAGE_CHANGED, onChange);
+  const stopListening = onStorageChanged(onChange);
   void check();
   return {
     dispose() {
       unsubscribe();
       window.removeEventListener('online', render);
       window.removeEventListener('offline', render);
-      window.removeEventListener(STORAGE_CHANGED, onChange);
+      stopListening();
       root.remove();
     },
   };

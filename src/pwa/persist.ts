@@ -4,7 +4,7 @@
  * that calls `navigator.storage.persist()` (Chromium grants or denies without a prompt, by engagement;
  * Firefox asks the user).
  */
-import { h } from './format.ts';
+import { h } from '../ui/dom.ts';
 import type { Mounted } from './offline-indicator.ts';
 
 export async function requestPersistentStorage(): Promise<boolean> {

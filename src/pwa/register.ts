@@ -14,6 +14,12 @@ export interface PwaState {
   offlineReady: boolean;
   /** A new version is installed and waiting. */
   needRefresh: boolean;
+  /**
+   * How many times workbox-window has reported a waiting version to this page, counting the reports
+   * "Later" ignores. It reports an update found while the page is open twice ('installed', then
+   * 'waiting' 200 ms later); tests wait for the second report instead of sleeping past it.
+   */
+  waitingReports: number;
   /** `update()` was called: the waiting version was asked to take over; the page reloads when it does. */
   updating: boolean;
   registration: ServiceWorkerRegistration | null;
@@ -43,6 +49,7 @@ export function registerPwa(): PwaRegistration {
     supported,
     offlineReady: false,
     needRefresh: false,
+    waitingReports: 0,
     updating: false,
     registration: null,
     error: null,
@@ -61,7 +68,8 @@ export function registerPwa(): PwaRegistration {
       immediate: true,
       onOfflineReady: () => set({ offlineReady: true }),
       onNeedRefresh: () => {
-        if (!dismissed) set({ needRefresh: true });
+        const waitingReports = state.waitingReports + 1;
+        set(dismissed ? { waitingReports } : { waitingReports, needRefresh: true });
       },
       onRegisteredSW: (_url, registration) => {
         set({ registration: registration ?? null });

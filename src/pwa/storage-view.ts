@@ -9,8 +9,13 @@
 import { storeEngine } from '../element/registry.ts';
 import { deleteCachedModel, listCachedModels } from '../engine/model-files.ts';
 import type { Engine } from '../engine/types.ts';
-import { formatBytes, h, notifyStorageChanged, STORAGE_CHANGED } from './format.ts';
+import { h } from '../ui/dom.ts';
+import { notifyStorageChanged, onStorageChanged } from '../ui/events.ts';
+import { formatBytes } from '../ui/format.ts';
 import type { Mounted } from './offline-indicator.ts';
+
+/** Sizes here sit inside sentences ("This site uses unknown size of …"), so not the default '—'. */
+const UNKNOWN_SIZE = 'unknown size';
 
 export interface StoredItem {
   /** Stable id passed back to `remove`. */
@@ -52,7 +57,7 @@ export function modelSource(): StorageSource {
         id: m.baseUrl,
         label: shortUrl(m.baseUrl),
         bytes: m.size,
-        detail: m.files.map((f) => `${f.path} (${formatBytes(f.size)})`).join(', '),
+        detail: m.files.map((f) => `${f.path} (${formatBytes(f.size, UNKNOWN_SIZE)})`).join(', '),
       }));
     },
     async remove(id) {
@@ -149,7 +154,11 @@ export function mountStorageView(
           h(
             'li',
             { 'data-id': item.id },
-            h('span', { class: 'weblora-pwa-item' }, `${item.label} — ${formatBytes(item.bytes)}`),
+            h(
+              'span',
+              { class: 'weblora-pwa-item' },
+              `${item.label} — ${formatBytes(item.bytes, UNKNOWN_SIZE)}`,
+            ),
             ' ',
             del,
             ...(item.detail ? [h('small', { class: 'weblora-pwa-detail' }, item.detail)] : []),
@@ -160,7 +169,7 @@ export function mountStorageView(
         h(
           'div',
           { class: 'weblora-pwa-source', 'data-source': source.title },
-          h('h3', {}, `${source.title} (${list.length}, ${formatBytes(total)})`),
+          h('h3', {}, `${source.title} (${list.length}, ${formatBytes(total, UNKNOWN_SIZE)})`),
           error
             ? h('p', { class: 'weblora-pwa-error' }, error)
             : list.length
@@ -174,7 +183,7 @@ export function mountStorageView(
     body.replaceChildren(...sections);
     const est = await navigator.storage?.estimate?.().catch(() => null);
     usage.textContent = est
-      ? `This site uses ${formatBytes(est.usage ?? null)} of ${formatBytes(est.quota ?? null)} available (including the offline app).`
+      ? `This site uses ${formatBytes(est.usage ?? null, UNKNOWN_SIZE)} of ${formatBytes(est.quota ?? null, UNKNOWN_SIZE)} available (including the offline app).`
       : '';
   }
 
@@ -197,14 +206,13 @@ export function mountStorageView(
     setConfirming(false);
     notifyStorageChanged();
   });
-  const onChange = (): void => void refresh();
-  window.addEventListener(STORAGE_CHANGED, onChange);
+  const stopListening = onStorageChanged(() => void refresh());
   void refresh();
   return {
     refresh,
     dispose() {
       disposed = true;
-      window.removeEventListener(STORAGE_CHANGED, onChange);
+      stopListening();
       root.remove();
     },
   };

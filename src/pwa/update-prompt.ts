@@ -1,8 +1,9 @@
 /**
  * Update prompt: when a new service worker is installed and waiting, a small banner offers to reload
  * into the new version now or later. Focus is not stolen; the banner is announced (role="alert").
+ * `data-waiting-reports` on the banner counts workbox-window's reports of a waiting version.
  */
-import { h } from './format.ts';
+import { h } from '../ui/dom.ts';
 import type { Mounted } from './offline-indicator.ts';
 import type { PwaRegistration } from './register.ts';
 
@@ -34,6 +35,8 @@ export function mountUpdatePrompt(container: HTMLElement, pwa: PwaRegistration):
   container.append(root);
   const unsubscribe = pwa.subscribe((s) => {
     root.hidden = !s.needRefresh;
+    // For tests: the e2e update test waits for workbox-window's second report (see register.ts).
+    root.dataset.waitingReports = String(s.waitingReports);
     reload.disabled = s.updating;
     if (!s.updating) {
       message.textContent = OFFER;

@@ -11,6 +11,7 @@ function fakeRegistration(): PwaRegistration & { set(patch: Partial<PwaState>): 
     supported: true,
     offlineReady: true,
     needRefresh: false,
+    waitingReports: 0,
     updating: false,
     registration: null,
     error: null,
@@ -59,8 +60,10 @@ it('is hidden until a new version waits, and Later hides it again', () => {
   const reg = fakeRegistration();
   const mounted = mountUpdatePrompt(container, reg);
   expect(banner().hidden).toBe(true);
-  reg.set({ needRefresh: true });
+  expect(banner().dataset.waitingReports).toBe('0');
+  reg.set({ needRefresh: true, waitingReports: 1 });
   expect(banner().hidden).toBe(false);
+  expect(banner().dataset.waitingReports).toBe('1');
   expect(banner().getAttribute('role')).toBe('alert');
   expect(message()).toBe('A new version of weblora is available. ');
   container.querySelector<HTMLButtonElement>('.weblora-pwa-later')!.click();

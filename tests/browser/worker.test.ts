@@ -80,8 +80,11 @@ describe('worker engine (wasm)', () => {
   });
 
   it('abort works across the boundary (requestId and AbortSignal)', async () => {
-    const fresh = await engine.generate({ prompt: PROMPT, maxNewTokens: 16 });
-    if (fresh.finishReason !== 'length') return; // an early eos leaves nothing to abort
+    // Greedy (temperature 0) on the committed default model: a deterministic run that does not meet eos
+    // within 16 tokens, so every abort below has tokens left to cut.
+    const fresh = await engine.generate({ prompt: PROMPT, maxNewTokens: 16, temperature: 0 });
+    expect(fresh.finishReason, 'precondition: the greedy run reaches maxNewTokens').toBe('length');
+    expect(fresh.tokenIds).toHaveLength(16);
     let n = 0;
     const byId = await engine.generate({ prompt: PROMPT, maxNewTokens: 16, requestId: 'w-abort' }, () => {
       if (++n === 2) void engine.abort('w-abort');

@@ -196,9 +196,11 @@ describe('demo app', () => {
     );
     expect(cols.map((c) => c.key)).toEqual(keys);
     expect(cols.map((c) => c.title)).toEqual(['Base model', ...names]);
+    // Greedy (temperature 0, set by the first generate test) with the committed model and example adapters:
+    // every column writes its 10 tokens of visible text without meeting eos.
     for (const c of cols) {
-      expect(['length', 'eos', 'stop'], JSON.stringify(c)).toContain(c.status);
-      if (c.status === 'length') expect(c.text.length).toBeGreaterThan(0);
+      expect(c.status, JSON.stringify(c)).toBe('length');
+      expect(c.text.length, JSON.stringify(c)).toBeGreaterThan(0);
     }
     // Sequential through the engine's queue: a column starts streaming only after the previous one ended.
     const log = await page.evaluate(() => (window as unknown as { __log: string[] }).__log);

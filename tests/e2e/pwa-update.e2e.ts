@@ -59,19 +59,41 @@ self.addEventListener('message', (e) => { if (e.data === 'version?') e.ports[0]?
 `,
   });
   try {
+    // workbox-window reports the new waiting worker twice: 'installed', then 'waiting' 200 ms later
+    // (src/pwa/register.ts counts the reports in the banner's data-waiting-reports). "Later" must hold
+    // through the second report, so it is clicked from inside the page in the task that shows the
+    // banner, certainly before that report, with the count at that moment recorded.
+    await page.evaluate(() => {
+      const banner = document.querySelector<HTMLElement>('.weblora-pwa-update')!;
+      (window as unknown as { __laterClicked: Promise<string | undefined> }).__laterClicked = new Promise(
+        (done) => {
+          const observer = new MutationObserver(() => {
+            if (banner.hidden) return;
+            observer.disconnect();
+            const reports = banner.dataset.waitingReports;
+            banner.querySelector<HTMLButtonElement>('.weblora-pwa-later')!.click();
+            done(reports);
+          });
+          observer.observe(banner, { attributes: true, attributeFilter: ['hidden'] });
+        },
+      );
+    });
+    expect(await page.getAttribute('.weblora-pwa-update', 'data-waiting-reports')).toBe('0');
     await page.evaluate(async () => {
       const reg = await navigator.serviceWorker.getRegistration();
       await reg?.update();
     });
-    await page.waitForSelector('.weblora-pwa-update:not([hidden])', { timeout: 60_000 });
+    const reportsAtClick = await page.evaluate(
+      () => (window as unknown as { __laterClicked: Promise<string | undefined> }).__laterClicked,
+    );
+    expect(reportsAtClick, 'Later was clicked after the first report').toBe('1');
     expect(await page.textContent('.weblora-pwa-update')).toMatch(/new version of weblora is available/);
-
-    await page.click('.weblora-pwa-later');
     expect(await bannerVisible(page)).toBe(false);
-    // workbox-window may report the same waiting worker again ('waiting' follows 'installed' by 200 ms):
-    // "Later" must hold.
-    await page.waitForTimeout(600);
-    expect(await bannerVisible(page)).toBe(false);
+    await page.waitForSelector('.weblora-pwa-update[data-waiting-reports="2"]', {
+      state: 'attached',
+      timeout: 10_000,
+    });
+    expect(await bannerVisible(page)).toBe(false); // "Later" held through the second report
     expect(await controllerVersion(page)).toBeNull(); // still the old worker
 
     // The new worker is still waiting: the next visit offers it again.

@@ -3,12 +3,14 @@
  * element-wise, like numpy.allclose. On failure it reports the worst element, its index, and how many
  * elements broke the bound, so a failing golden test says where and by how much.
  *
- * Tolerances used across the suite (justified where each constant is defined):
+ * Tolerances used across the suite are the constants below, each justified where it is defined; q4
+ * logits, which element-wise bounds do not fit, are checked by two aggregate bounds (expectQ4Logits).
  */
 import { expect } from 'vitest';
 
 export interface Tolerance {
-  atol: number;
+  /** One absolute bound, or one per element (e.g. half a quantizer's per-block step). */
+  atol: number | ArrayLike<number>;
   rtol: number;
 }
 
@@ -50,6 +52,65 @@ export const FP32_TINY_DOT: Tolerance = { atol: 1e-6, rtol: 1e-5 };
 export const Q4_LOGITS_RMS = 0.1;
 export const Q4_TOP1_AGREEMENT = 0.8;
 
+export interface LogitAgreement {
+  /** RMS(actual - expected) / RMS(expected - its row mean) over all rows. */
+  relRms: number;
+  /** Fraction of rows whose argmax (lowest index on ties) is the same. */
+  top1: number;
+  rows: number;
+}
+
+/** The two aggregate q4 measures (see Q4_LOGITS_RMS) over rows of `vocab` logits. */
+export function logitAgreement(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  vocab: number,
+): LogitAgreement {
+  const rows = Math.floor(expected.length / vocab);
+  let se = 0;
+  let sv = 0;
+  let agree = 0;
+  for (let r = 0; r < rows; r++) {
+    const o = r * vocab;
+    let mean = 0;
+    let ia = 0;
+    let ie = 0;
+    for (let v = 0; v < vocab; v++) {
+      mean += expected[o + v]!;
+      if (actual[o + v]! > actual[o + ia]!) ia = v;
+      if (expected[o + v]! > expected[o + ie]!) ie = v;
+    }
+    mean /= vocab;
+    for (let v = 0; v < vocab; v++) {
+      se += (actual[o + v]! - expected[o + v]!) ** 2;
+      sv += (expected[o + v]! - mean) ** 2;
+    }
+    if (ia === ie) agree++;
+  }
+  return { relRms: Math.sqrt(se / sv), top1: agree / rows, rows };
+}
+
+/**
+ * q4 logits against fp32 logits (rows of `vocab`), within Q4_LOGITS_RMS and Q4_TOP1_AGREEMENT.
+ * Returns the measurement so the caller can print it.
+ */
+export function expectQ4Logits(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  vocab: number,
+  what = 'q4 logits',
+): LogitAgreement {
+  expect(actual.length, `${what}: length`).toBe(expected.length);
+  expect(expected.length % vocab, `${what}: whole rows of ${vocab}`).toBe(0);
+  expect(expected.length, `${what}: rows`).toBeGreaterThan(0);
+  const m = logitAgreement(actual, expected, vocab);
+  expect(m.relRms, `${what}: RMS(q4 - fp32) / RMS(fp32 - row mean)`).toBeLessThanOrEqual(Q4_LOGITS_RMS);
+  expect(m.top1, `${what}: top-1 agreement rate over ${m.rows} rows`).toBeGreaterThanOrEqual(
+    Q4_TOP1_AGREEMENT,
+  );
+  return m;
+}
+
 export function maxAbsDiff(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
   let m = 0;
   for (let i = 0; i < expected.length; i++) m = Math.max(m, Math.abs(actual[i]! - expected[i]!));
@@ -63,13 +124,15 @@ export function expectClose(
   what = 'values',
 ): void {
   expect(actual.length, `${what}: length`).toBe(expected.length);
+  const atolAt = typeof atol === 'number' ? () => atol : (i: number) => atol[i]!;
+  if (typeof atol !== 'number') expect(atol.length, `${what}: per-element atol length`).toBe(expected.length);
   let bad = 0;
   let worst = -1;
   let worstExcess = 0;
   for (let i = 0; i < expected.length; i++) {
     const a = actual[i]!;
     const e = expected[i]!;
-    const bound = atol + rtol * Math.abs(e);
+    const bound = atolAt(i) + rtol * Math.abs(e);
     const d = Math.abs(a - e);
     if (!(d <= bound)) {
       bad++;
@@ -84,7 +147,7 @@ export function expectClose(
     const a = actual[worst]!;
     const e = expected[worst]!;
     expect.fail(
-      `${what}: ${bad}/${expected.length} elements outside atol=${atol} rtol=${rtol}; worst at [${worst}]: ` +
+      `${what}: ${bad}/${expected.length} elements outside atol=${atolAt(worst)} rtol=${rtol}; worst at [${worst}]: ` +
         `actual ${a}, expected ${e}, |diff| ${Math.abs(a - e)}`,
     );
   }
