@@ -18,7 +18,7 @@ import type {
   ModelDtype,
 } from '../engine/types.ts';
 import { AdapterNameConflictError, UnsupportedError } from '../errors.ts';
-import { notifyStorageChanged } from '../pwa/format.ts';
+import { notifyStorageChanged } from '../ui/events.ts';
 
 /**
  * The worker engine; adapter methods are checked at run time too, so an engine without an adapter
