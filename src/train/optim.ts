@@ -6,6 +6,7 @@
  * gradient accumulation. Moment buffers are allocated on the first step. No AMSGrad, no fused/foreach
  * variants, no parameter groups (one lr for all LoRA tensors).
  */
+import { WebLoraError } from '../errors.ts';
 import type { Batch, CpuLoraModel } from './cpu-model.ts';
 import type { Buf } from './ref/types.ts';
 
@@ -78,7 +79,9 @@ export class AdamW {
 export function loraParams(model: CpuLoraModel): Param[] {
   return model.modules.flatMap((m) => {
     const { A, B, dA, dB } = m.branch;
-    if (!dA || !dB) throw new Error(`no gradients for ${m.path}: run backward() first`);
+    if (!dA || !dB) {
+      throw new WebLoraError(`no gradients for ${m.path}: run backward() first`, { module: m.path });
+    }
     return [
       { value: A, grad: dA },
       { value: B, grad: dB },

@@ -146,3 +146,13 @@ describe('src/ architecture', () => {
     ).toEqual(allowed.sort());
   });
 });
+
+describe('typed errors', () => {
+  it('no src/ module throws a bare Error, RangeError or TypeError (public APIs throw errors.ts classes)', () => {
+    const bare = /\bthrow\s+new\s+(Error|RangeError|TypeError)\s*\(/;
+    const offenders = tsFiles.filter((f) =>
+      bare.test(stripComments(readFileSync(join(REPO_ROOT, f), 'utf8'))),
+    );
+    expect(offenders).toEqual([]);
+  });
+});
