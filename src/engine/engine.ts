@@ -27,6 +27,7 @@ import { type LoadedModel, loadModel } from './load.ts';
 import type { FetchModelFilesOptions } from './model-files.ts';
 import { SerialQueue } from './queue.ts';
 import type { DecoderGraph, Ort, OrtTensor } from './session.ts';
+import { TrainingManager } from './train.ts';
 import type {
   AdapterFeedProvider,
   AdapterFeeds,
@@ -45,6 +46,10 @@ import type {
   LoadReport,
   ModelSource,
   TokenDelta,
+  TrainCheckpointInfo,
+  TrainOptions,
+  TrainProgress,
+  TrainResult,
 } from './types.ts';
 
 /** Default byte budget of the adapter feed cache (GPU buffers on webgpu, tensor data on wasm). */
@@ -144,6 +149,12 @@ export class LocalEngine implements Engine {
     lastGraph: null,
   };
   private store: AdapterStore | null | undefined;
+  private readonly training = new TrainingManager({
+    queue: this.queue,
+    model: (why) => this.requireModel(why).model,
+    store: () => this.requireStore(),
+    forgetAdapter: (name) => this.forgetAdapter(name),
+  });
 
   constructor(opts: LocalEngineOptions = {}) {
     this.opts = opts;
@@ -337,6 +348,7 @@ export class LocalEngine implements Engine {
   // ---------------------------------------------------------------- dispose
 
   async dispose(): Promise<void> {
+    this.training.pauseAll(); // a running run checkpoints and stops; queued ones end as 'paused' too
     this.queue.cancelWaiting('engine disposed');
     for (const ac of this.requests.values()) ac.abort();
     await this.queue.enqueue(() => this.release());
@@ -411,5 +423,31 @@ export class LocalEngine implements Engine {
 
   private forgetAdapter(name: string): void {
     this.loaded?.provider.forget?.(name);
+  }
+
+  // ---------------------------------------------------------------- training (engine/train.ts)
+
+  train(opts: TrainOptions, onProgress?: (p: TrainProgress) => void): Promise<TrainResult> {
+    return this.training.train(opts, onProgress);
+  }
+
+  pauseTraining(trainId: string): Promise<boolean> {
+    return this.training.pause(trainId);
+  }
+
+  cancelTraining(trainId: string): Promise<boolean> {
+    return this.training.cancel(trainId);
+  }
+
+  resumeTraining(trainId: string, onProgress?: (p: TrainProgress) => void): Promise<TrainResult> {
+    return this.training.resume(trainId, onProgress);
+  }
+
+  listCheckpoints(): Promise<TrainCheckpointInfo[]> {
+    return this.training.list();
+  }
+
+  deleteCheckpoint(trainId: string): Promise<void> {
+    return this.training.deleteCheckpoint(trainId);
   }
 }

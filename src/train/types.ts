@@ -130,8 +130,12 @@ export interface TrainState {
   step: number;
   /** One entry per trained module, in the backend's module order. */
   modules: { path: string; layer: number; module: ModuleName; R: number; A: Float32Array; B: Float32Array }[];
-  /** AdamW moments per parameter (A then B of each module), or null before the first step. */
-  adam: { m: Float32Array[]; v: Float32Array[] } | null;
+  /**
+   * AdamW moments per parameter (A then B of each module), or null before the first step. The CPU path
+   * keeps them in float64 (optim.ts, as torch's fp32 AdamW is checked against it): a checkpoint must hold
+   * them exactly for resume to equal an uninterrupted run, so float64 arrays are allowed here.
+   */
+  adam: { m: (Float32Array | Float64Array)[]; v: (Float32Array | Float64Array)[] } | null;
 }
 
 /**
