@@ -233,8 +233,16 @@ export class TrainingManager {
     const store = this.host.store();
     const ckpts = this.checkpoints();
     let device: 'webgpu' | 'cpu' = options.device === 'webgpu' ? 'webgpu' : 'cpu';
-    const emit = (p: Omit<TrainProgress, 'trainId' | 'device'>): void =>
-      callQuietly(onProgress, { ...p, trainId, device });
+    let tokensPerSecond = 0; // the loop's last figure, carried into the 'save' and 'done' events
+    const emit = (p: Omit<TrainProgress, 'trainId' | 'device'>): void => {
+      if (p.tokensPerSecond > 0) tokensPerSecond = p.tokensPerSecond;
+      callQuietly(onProgress, {
+        ...p,
+        tokensPerSecond: p.tokensPerSecond || tokensPerSecond,
+        trainId,
+        device,
+      });
+    };
     emit({
       stage: 'prepare',
       step: spec.from?.cursor.step ?? 0,

@@ -63,16 +63,24 @@ export function utf8Length(s: string): number {
   return n;
 }
 
-/** 'auto': JSONL when every non-empty line looks like a JSON object (`{…}`), else plain text. */
+/**
+ * 'auto': JSONL when the first non-empty line is a JSON object, else plain text. Deciding on the first
+ * line (not "every line parses") means a JSONL file with one broken line gets that line's error instead
+ * of silently training as prose.
+ */
 export function detectFormat(data: string): 'text' | 'jsonl' {
-  let any = false;
   for (const raw of data.split('\n')) {
     const line = raw.trim();
     if (!line) continue;
-    if (!(line.startsWith('{') && line.endsWith('}'))) return 'text';
-    any = true;
+    if (!line.startsWith('{')) return 'text';
+    try {
+      const v: unknown = JSON.parse(line);
+      return typeof v === 'object' && v !== null && !Array.isArray(v) ? 'jsonl' : 'text';
+    } catch {
+      return 'text';
+    }
   }
-  return any ? 'jsonl' : 'text';
+  return 'text';
 }
 
 /** Checks `data` and its limits, then tokenizes it into examples of at most `seqLen` tokens. */

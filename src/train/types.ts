@@ -7,7 +7,10 @@
 import type { ModuleName } from '../model/targets.ts';
 import type { Batch } from './cpu-model.ts';
 
-/** How `data` is read. 'auto': JSONL when every non-empty line is a JSON object, else plain text. */
+/**
+ * How `data` is read. 'auto': JSONL when the first non-empty line is a JSON object (then every line must
+ * be one; errors name the line), else plain text.
+ */
 export type TrainDataFormat = 'auto' | 'text' | 'jsonl';
 
 /** Where the math runs. 'auto': WebGPU when the engine's model runs on webgpu, else the CPU path. */

@@ -100,10 +100,15 @@ describe('formats', () => {
     expect(Array.from(ex.ids.subarray(0, text.encode(prompt).length))).toEqual(text.encode(prompt));
   });
 
-  it('auto picks text when any non-empty line is not a JSON object', () => {
-    expect(detectFormat('{"a":1}\n\n{"b":2}')).toBe('jsonl');
-    expect(detectFormat('{"a":1}\nhello')).toBe('text');
-    expect(detectFormat('KING:\n{braces} in prose')).toBe('text');
+  it('auto: JSONL when the first non-empty line is a JSON object, so a broken later line is an error', () => {
+    expect(detectFormat('\n{"a":1}\n\n{"b":2}')).toBe('jsonl');
+    expect(detectFormat('KING:\n{"a":1}')).toBe('text');
+    expect(detectFormat('{braces} in prose')).toBe('text');
+    expect(detectFormat('[1, 2]')).toBe('text');
+    const e = dataError(() =>
+      parseTrainData('{"prompt":"a","completion":"b"}\n{"prompt": "x", ', 'auto', tok, 32),
+    );
+    expect(e.data).toMatchObject({ reason: 'malformed-json', line: 2 });
   });
 });
 
