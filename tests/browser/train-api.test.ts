@@ -9,9 +9,18 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PEFT_KEY_RE, parsePeftConfig } from '../../src/adapters/peft.ts';
 import { parseSafetensors } from '../../src/adapters/safetensors.ts';
+import { AdapterStore } from '../../src/adapters/store.ts';
 import { createWorkerEngine, type WorkerEngine } from '../../src/engine/client.ts';
+import { LocalEngine } from '../../src/engine/engine.ts';
 import type { TrainOptions, TrainProgress } from '../../src/engine/types.ts';
-import { AdapterNotFoundError, TrainDataError, WebLoraError } from '../../src/errors.ts';
+import {
+  AdapterNameConflictError,
+  AdapterNotFoundError,
+  InvalidOptionError,
+  TrainDataError,
+  UnsupportedError,
+  WebLoraError,
+} from '../../src/errors.ts';
 import { decodeModel } from '../../src/model/onnx-io.ts';
 import { CpuLoraModel, type FrozenWeights } from '../../src/train/cpu-model.ts';
 import { seededPermutation } from '../../src/train/data.ts';
@@ -98,6 +107,49 @@ describe('train(): bad data', () => {
     expect(missing.data).toMatchObject({ reason: 'missing-fields', line: 1 });
     expect((await engine.listAdapters()).map((a) => a.name)).not.toContain(name);
     expect((await engine.listCheckpoints()).map((c) => c.trainId)).not.toContain(`bad-${RUN}`);
+  });
+});
+
+describe('train(): options', () => {
+  it('bad options, a taken name and device webgpu fail with typed errors before training', async () => {
+    const data = jsonl(task().train.slice(0, 4));
+    const rank = await engine.train({ name: `o-${RUN}`, data, rank: 0 }).catch((e) => e);
+    expect(rank).toBeInstanceOf(InvalidOptionError);
+    expect(rank.data.option).toBe('rank');
+    const gpu = await engine.train({ name: `o-${RUN}`, data, steps: 1, device: 'webgpu' }).catch((e) => e);
+    expect(gpu).toBeInstanceOf(UnsupportedError);
+    expect((await engine.listAdapters()).map((a) => a.name)).not.toContain(`o-${RUN}`);
+  });
+});
+
+describe('train() on the in-thread LocalEngine', () => {
+  it('trains, stores in its own adapter store, refuses a taken name, and generates with the result', async () => {
+    const store = new AdapterStore({ dbName: `weblora-test-train-${RUN}` });
+    const local = new LocalEngine({ numThreads: 1, adapterStore: store });
+    try {
+      await local.loadModel(MODEL_BASE, { backend: 'wasm', dtype: 'q4' });
+      const opts: TrainOptions = {
+        name: 'tiny',
+        data: jsonl(task().train.slice(0, 8)),
+        rank: 2,
+        layers: [5],
+        targets: ['v_proj'],
+        steps: 2,
+        batchSize: 2,
+        seqLen: 16,
+      };
+      const events: TrainProgress['stage'][] = [];
+      const r = await local.train(opts, (p) => events.push(p.stage));
+      expect(r).toMatchObject({ status: 'done', steps: 2, adapter: { name: 'tiny' }, device: 'cpu' });
+      expect(events[0]).toBe('prepare');
+      expect(events.slice(-2)).toEqual(['save', 'done']);
+      expect((await store.getMeta('tiny'))?.source).toBe('train');
+      await expect(local.train(opts)).rejects.toBeInstanceOf(AdapterNameConflictError);
+      const g = await local.generate({ prompt: 'see romeo\n', adapter: 'tiny', maxNewTokens: 3 });
+      expect(g.tokenIds.length).toBeGreaterThan(0);
+    } finally {
+      await local.dispose();
+    }
   });
 });
 
