@@ -22,6 +22,7 @@ import {
   NoModelError,
   UnsupportedError,
 } from '../errors.ts';
+import type { CheckpointStore } from '../train/checkpoints.ts';
 import { abortedResult, callQuietly, decode, prepareRequest } from './decode.ts';
 import { type LoadedModel, loadModel } from './load.ts';
 import type { FetchModelFilesOptions } from './model-files.ts';
@@ -74,6 +75,8 @@ export interface LocalEngineOptions {
   adapterStore?: AdapterStore | null;
   /** Byte budget of the default provider's feed cache; default DEFAULT_ADAPTER_CACHE_BYTES (64 MiB). */
   adapterCacheBytes?: number;
+  /** Training checkpoints; default `new CheckpointStore()` (IndexedDB `weblora-train`/`checkpoints`). */
+  checkpointStore?: CheckpointStore;
   /** Passed to fetchModelFiles (Cache Storage bucket, injectable fetch, useCache). */
   files?: Pick<FetchModelFilesOptions, 'cacheName' | 'useCache' | 'fetch'>;
   /**
@@ -149,15 +152,17 @@ export class LocalEngine implements Engine {
     lastGraph: null,
   };
   private store: AdapterStore | null | undefined;
-  private readonly training = new TrainingManager({
-    queue: this.queue,
-    model: (why) => this.requireModel(why).model,
-    store: () => this.requireStore(),
-    forgetAdapter: (name) => this.forgetAdapter(name),
-  });
+  private readonly training: TrainingManager;
 
   constructor(opts: LocalEngineOptions = {}) {
     this.opts = opts;
+    this.training = new TrainingManager({
+      queue: this.queue,
+      model: (why) => this.requireModel(why).model,
+      store: () => this.requireStore(),
+      forgetAdapter: (name) => this.forgetAdapter(name),
+      ...(opts.checkpointStore ? { checkpoints: opts.checkpointStore } : {}),
+    });
     this.store = opts.adapterStore;
     this.ort = opts.ort ?? (ortWebgpu as unknown as Ort);
     const config = getWebLoraConfig();

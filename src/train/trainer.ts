@@ -233,14 +233,22 @@ export async function trainLoop(
     emit('checkpoint');
   };
 
-  if (cur.step === 0 && cur.initialEvalLoss === null) await runEval();
-  while (cur.step < total) {
+  /** Pause / cancel, read after yielding to the event loop; null: go on. */
+  const stopped = async (): Promise<LoopResult | null> => {
     await hooks.yieldNow();
     if (control.cancel) return { status: 'cancelled', cursor: cur };
-    if (control.pause) {
-      await checkpoint();
-      return { status: 'paused', cursor: cur };
-    }
+    if (!control.pause) return null;
+    await checkpoint();
+    return { status: 'paused', cursor: cur };
+  };
+  if (cur.step === 0 && cur.initialEvalLoss === null) {
+    const early = await stopped(); // a run paused or cancelled while it was queued does no work
+    if (early) return early;
+    await runEval();
+  }
+  while (cur.step < total) {
+    const stop = await stopped();
+    if (stop) return stop;
     const micro = Array.from({ length: o.gradAccumSteps }, (_, i) => schedule.batch(cur.micro + i));
     const counts = micro.map(targetCount);
     const all = counts.reduce((a, b) => a + b, 0);

@@ -22,6 +22,7 @@ import {
   WebLoraError,
 } from '../../src/errors.ts';
 import { decodeModel } from '../../src/model/onnx-io.ts';
+import { CheckpointStore } from '../../src/train/checkpoints.ts';
 import { CpuLoraModel, type FrozenWeights } from '../../src/train/cpu-model.ts';
 import { seededPermutation } from '../../src/train/data.ts';
 import { loraFromPeft } from '../../src/train/lora.ts';
@@ -125,7 +126,8 @@ describe('train(): options', () => {
 describe('train() on the in-thread LocalEngine', () => {
   it('trains, stores in its own adapter store, refuses a taken name, and generates with the result', async () => {
     const store = new AdapterStore({ dbName: `weblora-test-train-${RUN}` });
-    const local = new LocalEngine({ numThreads: 1, adapterStore: store });
+    const checkpointStore = new CheckpointStore({ dbName: `weblora-test-train-ckpt-${RUN}` });
+    const local = new LocalEngine({ numThreads: 1, adapterStore: store, checkpointStore });
     try {
       await local.loadModel(MODEL_BASE, { backend: 'wasm', dtype: 'q4' });
       const opts: TrainOptions = {
@@ -145,6 +147,15 @@ describe('train() on the in-thread LocalEngine', () => {
       expect(events.slice(-2)).toEqual(['save', 'done']);
       expect((await store.getMeta('tiny'))?.source).toBe('train');
       await expect(local.train(opts)).rejects.toBeInstanceOf(AdapterNameConflictError);
+      // Paused before it started (queued behind a generate): a step-0 checkpoint in the injected store.
+      const gen = local.generate({ prompt: 'see romeo\n', maxNewTokens: 2 });
+      const queued = local.train({ ...opts, name: 'tiny-2', trainId: 'queued' });
+      expect(await local.pauseTraining('queued')).toBe(true);
+      await gen;
+      expect(await queued).toMatchObject({ status: 'paused', steps: 0, initialEvalLoss: null });
+      expect((await checkpointStore.list()).map((c) => [c.trainId, c.step])).toEqual([['queued', 0]]);
+      expect(await local.cancelTraining('queued')).toBe(true); // a paused run: its checkpoint goes
+      expect(await checkpointStore.list()).toEqual([]);
       const g = await local.generate({ prompt: 'see romeo\n', adapter: 'tiny', maxNewTokens: 3 });
       expect(g.tokenIds.length).toBeGreaterThan(0);
     } finally {
