@@ -5,8 +5,8 @@
  * LRU cache, GPU buffers on ORT's own device), run by decode.ts, streamed, and aborted by requestId or
  * signal within one decode step. "No adapter" (the provider answers null) runs the un-injected base
  * session when load.ts made one, else the injected graph with load.ts's `noAdapterFeeds`. Loading is
- * load.ts, the decode loop decode.ts, adapter bytes adapters/import*.ts. It deliberately does no
- * batching, prefix caching or speculative decoding.
+ * load.ts, the decode loop decode.ts, adapter bytes adapters/import*.ts, training runs (queued like
+ * requests) train.ts. It deliberately does no batching, prefix caching or speculative decoding.
  */
 import * as ortWebgpu from 'onnxruntime-web/webgpu';
 import { importPeftAdapter, type PeftFiles } from '../adapters/import.ts';

@@ -290,7 +290,7 @@ export interface Engine {
    */
   resumeTraining(trainId: string, onProgress?: (p: TrainProgress) => void): Promise<TrainResult>;
   listCheckpoints(): Promise<TrainCheckpointInfo[]>;
-  /** Removes a checkpoint (no error when there is none). */
+  /** Removes a checkpoint (no error when there is none; InvalidOptionError while that run is running). */
   deleteCheckpoint(trainId: string): Promise<void>;
 }
 
