@@ -73,6 +73,12 @@ export class AdapterNameConflictError extends WebLoraError {}
 /** No adapter of that name in the store. */
 export class AdapterNotFoundError extends WebLoraError {}
 
+// Training (src/train/). Each carries `data.reason` (a stable code) and, for JSONL, the 1-based `data.line`.
+/** Training data that is empty, too large, malformed, missing fields or leaves nothing to learn. */
+export class TrainDataError extends WebLoraError {}
+/** A stored training checkpoint that is missing, corrupt or does not fit the loaded model. */
+export class TrainCheckpointError extends WebLoraError {}
+
 const REGISTRY = {
   WebLoraError,
   ModelFormatError,
@@ -101,6 +107,8 @@ const REGISTRY = {
   AdapterBaseModelError,
   AdapterNameConflictError,
   AdapterNotFoundError,
+  TrainDataError,
+  TrainCheckpointError,
 } as const;
 
 export type ErrorName = keyof typeof REGISTRY;

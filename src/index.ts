@@ -43,6 +43,13 @@ export type {
   LoadReport,
   ModelSource,
   TokenDelta,
+  TrainCheckpointInfo,
+  TrainDataFormat,
+  TrainDevice,
+  TrainMetadata,
+  TrainOptions,
+  TrainProgress,
+  TrainResult,
 } from './engine/types.ts';
 export { type Capabilities, detectCapabilities } from './env.ts';
 export {
@@ -75,6 +82,8 @@ export {
   SafetensorsTruncatedError,
   type SerializedError,
   serializeError,
+  TrainCheckpointError,
+  TrainDataError,
   UnknownTargetError,
   UnsupportedError,
   WebLoraError,
@@ -92,3 +101,4 @@ export {
 } from './model/inject-lora.ts';
 export { decodeModel, encodeModel } from './model/onnx-io.ts';
 export { type QuantizeOptions, type QuantizeReport, quantize } from './model/quantize.ts';
+export { MAX_DATA_BYTES, MAX_EXAMPLES } from './train/data.ts';

@@ -11,6 +11,7 @@
 import { createStore, promisifyRequest, type UseStore } from 'idb-keyval';
 import { AdapterNameConflictError, AdapterNotFoundError, InvalidOptionError } from '../errors.ts';
 import type { LoraTarget } from '../model/inject-lora.ts';
+import type { TrainMetadata } from '../train/types.ts';
 import {
   type AdapterModelInfo,
   type AdapterSummary,
@@ -35,13 +36,17 @@ export interface StoredAdapterMeta extends AdapterSummary {
   /** Id of the model it was validated against at import. */
   modelId: string;
   layout: ImportedAdapter['layout'];
-  source: 'import' | 'in-app';
+  source: 'import' | 'in-app' | 'train';
+  /** How it was trained (source 'train'). */
+  train?: TrainMetadata;
 }
 
 export interface SaveOptions {
   /** Replace an adapter of the same name (default: AdapterNameConflictError). */
   overwrite?: boolean;
   source?: StoredAdapterMeta['source'];
+  /** Training metadata stored with the adapter (source 'train'). */
+  train?: TrainMetadata;
 }
 
 const metaKey = (name: string): IDBValidKey => ['meta', name];
@@ -124,6 +129,7 @@ export class AdapterStore {
       modelId,
       layout: imported.layout,
       source: opts.source ?? 'import',
+      ...(opts.train ? { train: opts.train } : {}),
     };
     // Copies own exactly the file bytes (a Uint8Array view into a bigger buffer would store all of it).
     const files: PeftFiles = {

@@ -5,8 +5,8 @@
  * LRU cache, GPU buffers on ORT's own device), run by decode.ts, streamed, and aborted by requestId or
  * signal within one decode step. "No adapter" (the provider answers null) runs the un-injected base
  * session when load.ts made one, else the injected graph with load.ts's `noAdapterFeeds`. Loading is
- * load.ts, the decode loop decode.ts, adapter bytes adapters/import*.ts. It deliberately does no
- * batching, prefix caching or speculative decoding.
+ * load.ts, the decode loop decode.ts, adapter bytes adapters/import*.ts, training runs (queued like
+ * requests) train.ts. It deliberately does no batching, prefix caching or speculative decoding.
  */
 import * as ortWebgpu from 'onnxruntime-web/webgpu';
 import { importPeftAdapter, type PeftFiles } from '../adapters/import.ts';
@@ -22,11 +22,13 @@ import {
   NoModelError,
   UnsupportedError,
 } from '../errors.ts';
+import type { CheckpointStore } from '../train/checkpoints.ts';
 import { abortedResult, callQuietly, decode, prepareRequest } from './decode.ts';
 import { type LoadedModel, loadModel } from './load.ts';
 import type { FetchModelFilesOptions } from './model-files.ts';
 import { SerialQueue } from './queue.ts';
 import type { DecoderGraph, Ort, OrtTensor } from './session.ts';
+import { TrainingManager } from './train.ts';
 import type {
   AdapterFeedProvider,
   AdapterFeeds,
@@ -45,6 +47,10 @@ import type {
   LoadReport,
   ModelSource,
   TokenDelta,
+  TrainCheckpointInfo,
+  TrainOptions,
+  TrainProgress,
+  TrainResult,
 } from './types.ts';
 
 /** Default byte budget of the adapter feed cache (GPU buffers on webgpu, tensor data on wasm). */
@@ -69,6 +75,8 @@ export interface LocalEngineOptions {
   adapterStore?: AdapterStore | null;
   /** Byte budget of the default provider's feed cache; default DEFAULT_ADAPTER_CACHE_BYTES (64 MiB). */
   adapterCacheBytes?: number;
+  /** Training checkpoints; default `new CheckpointStore()` (IndexedDB `weblora-train`/`checkpoints`). */
+  checkpointStore?: CheckpointStore;
   /** Passed to fetchModelFiles (Cache Storage bucket, injectable fetch, useCache). */
   files?: Pick<FetchModelFilesOptions, 'cacheName' | 'useCache' | 'fetch'>;
   /**
@@ -144,9 +152,17 @@ export class LocalEngine implements Engine {
     lastGraph: null,
   };
   private store: AdapterStore | null | undefined;
+  private readonly training: TrainingManager;
 
   constructor(opts: LocalEngineOptions = {}) {
     this.opts = opts;
+    this.training = new TrainingManager({
+      queue: this.queue,
+      model: (why) => this.requireModel(why).model,
+      store: () => this.requireStore(),
+      forgetAdapter: (name) => this.forgetAdapter(name),
+      ...(opts.checkpointStore ? { checkpoints: opts.checkpointStore } : {}),
+    });
     this.store = opts.adapterStore;
     this.ort = opts.ort ?? (ortWebgpu as unknown as Ort);
     const config = getWebLoraConfig();
@@ -337,6 +353,7 @@ export class LocalEngine implements Engine {
   // ---------------------------------------------------------------- dispose
 
   async dispose(): Promise<void> {
+    this.training.pauseAll(); // a running run checkpoints and stops; queued ones end as 'paused' too
     this.queue.cancelWaiting('engine disposed');
     for (const ac of this.requests.values()) ac.abort();
     await this.queue.enqueue(() => this.release());
@@ -411,5 +428,31 @@ export class LocalEngine implements Engine {
 
   private forgetAdapter(name: string): void {
     this.loaded?.provider.forget?.(name);
+  }
+
+  // ---------------------------------------------------------------- training (engine/train.ts)
+
+  train(opts: TrainOptions, onProgress?: (p: TrainProgress) => void): Promise<TrainResult> {
+    return this.training.train(opts, onProgress);
+  }
+
+  pauseTraining(trainId: string): Promise<boolean> {
+    return this.training.pause(trainId);
+  }
+
+  cancelTraining(trainId: string): Promise<boolean> {
+    return this.training.cancel(trainId);
+  }
+
+  resumeTraining(trainId: string, onProgress?: (p: TrainProgress) => void): Promise<TrainResult> {
+    return this.training.resume(trainId, onProgress);
+  }
+
+  listCheckpoints(): Promise<TrainCheckpointInfo[]> {
+    return this.training.list();
+  }
+
+  deleteCheckpoint(trainId: string): Promise<void> {
+    return this.training.deleteCheckpoint(trainId);
   }
 }

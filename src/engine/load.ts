@@ -12,6 +12,8 @@ import { DeviceLostError, InvalidOptionError, ModelPackageError, UnsupportedErro
 import { injectLora, type LoraTarget, loraBranchOpFor } from '../model/inject-lora.ts';
 import { decodeModel, encodeModel, graphOf, outputsOf } from '../model/onnx-io.ts';
 import { type ModelDtype, modelFileName, parseGenerationConfig, parseModelConfig } from '../model/package.ts';
+import type { FrozenWeights } from '../train/cpu-model.ts';
+import { decoderConfig, loadFrozenWeights } from '../train/weights.ts';
 import { specialTokensOf } from './chat.ts';
 import {
   type FetchModelFilesOptions,
@@ -59,6 +61,11 @@ export interface LoadedModel {
   /** The GPUDevice ORT runs on (webgpu), else null. */
   device: GPUDevice | null;
   report: LoadReport;
+  /**
+   * The frozen base weights for training, read from the same ONNX bytes the session was built from —
+   * decoded on the first call and kept (q4 blocks stay views of those bytes: no full-precision copy).
+   */
+  trainWeights(): FrozenWeights;
   /** Frees the sessions and the no-adapter feeds. */
   release(): Promise<void>;
 }
@@ -258,6 +265,7 @@ export async function loadModel(
     };
     const feeds = noAdapter;
     const sessions = { graph, baseGraph };
+    let frozen: FrozenWeights | null = null;
     return {
       ort,
       backend,
@@ -272,7 +280,12 @@ export async function loadModel(
       maxPositions: config.maxPositionEmbeddings,
       device,
       report,
+      trainWeights() {
+        frozen ??= loadFrozenWeights(decodeModel(modelBytes), decoderConfig(config));
+        return frozen;
+      },
       async release() {
+        frozen = null;
         feeds.dispose();
         try {
           await sessions.baseGraph?.session.release();

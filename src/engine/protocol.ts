@@ -23,6 +23,10 @@ import type {
   ModelSource,
   PeftFiles,
   TokenDelta,
+  TrainCheckpointInfo,
+  TrainOptions,
+  TrainProgress,
+  TrainResult,
 } from './types.ts';
 
 /** The Error `SerializedError` shape from errors.ts, restated so this file stays type-only. */
@@ -84,6 +88,16 @@ export interface WorkerApi {
   deleteAdapter(name: string): Promise<WorkerReply<void>>;
   exportAdapter(name: string): Promise<WorkerReply<PeftFiles>>;
   adapterStats(): Promise<WorkerReply<AdapterStats>>;
+  /** `calls` counts progress events, so the page resolves only after the last ('done') one. */
+  train(
+    opts: TrainOptions & { trainId: string },
+    onProgress?: (p: TrainProgress) => void,
+  ): Promise<WorkerReply<TrainResult>>;
+  pauseTraining(trainId: string): Promise<WorkerReply<boolean>>;
+  cancelTraining(trainId: string): Promise<WorkerReply<boolean>>;
+  resumeTraining(trainId: string, onProgress?: (p: TrainProgress) => void): Promise<WorkerReply<TrainResult>>;
+  listCheckpoints(): Promise<WorkerReply<TrainCheckpointInfo[]>>;
+  deleteCheckpoint(trainId: string): Promise<WorkerReply<void>>;
 }
 
 // ---------------------------------------------------------------- ordering

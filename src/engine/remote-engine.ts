@@ -30,6 +30,9 @@ import type {
   LoadReport,
   ModelSource,
   TokenDelta,
+  TrainOptions,
+  TrainProgress,
+  TrainResult,
 } from './types.ts';
 
 export interface WorkerEngine extends Engine {
@@ -38,6 +41,10 @@ export interface WorkerEngine extends Engine {
 }
 
 let idCounter = 0;
+function newTrainId(): string {
+  const rnd = globalThis.crypto?.randomUUID?.() ?? Math.random().toString(36).slice(2);
+  return `train-${++idCounter}-${rnd}`;
+}
 function newRequestId(): string {
   const rnd = globalThis.crypto?.randomUUID?.() ?? Math.random().toString(36).slice(2);
   return `req-${++idCounter}-${rnd}`;
@@ -125,6 +132,20 @@ export function wrapWorkerEngine(worker: Worker): WorkerEngine {
     deleteAdapter: (name: string) => call(remote.deleteAdapter(name)),
     exportAdapter: (name: string) => call(remote.exportAdapter(name)),
     adapterStats: () => call(remote.adapterStats()),
+    train(opts: TrainOptions, onProgress?: (p: TrainProgress) => void): Promise<TrainResult> {
+      // The id is made here, so pause/cancel can name the run before its first progress event.
+      const trainId = opts.trainId ?? newTrainId();
+      const progress = streamOf(onProgress);
+      return call(remote.train({ ...opts, trainId }, progress.proxy), progress.counter);
+    },
+    pauseTraining: (trainId: string) => call(remote.pauseTraining(trainId)),
+    cancelTraining: (trainId: string) => call(remote.cancelTraining(trainId)),
+    resumeTraining(trainId: string, onProgress?: (p: TrainProgress) => void): Promise<TrainResult> {
+      const progress = streamOf(onProgress);
+      return call(remote.resumeTraining(trainId, progress.proxy), progress.counter);
+    },
+    listCheckpoints: () => call(remote.listCheckpoints()),
+    deleteCheckpoint: (trainId: string) => call(remote.deleteCheckpoint(trainId)),
     terminate() {
       remote[Comlink.releaseProxy]();
       worker.terminate();

@@ -18,6 +18,15 @@ import type {
 } from '../adapters/types.ts';
 import type { LoraBranchOp, LoraTarget } from '../model/inject-lora.ts';
 import type { ModelDtype } from '../model/package.ts';
+import type {
+  TrainCheckpointInfo,
+  TrainDataFormat,
+  TrainDevice,
+  TrainMetadata,
+  TrainOptions,
+  TrainProgress,
+  TrainResult,
+} from '../train/types.ts';
 
 export type {
   AdapterFeedProvider,
@@ -28,6 +37,13 @@ export type {
   LoraTarget,
   ModelDtype,
   PeftFiles,
+  TrainCheckpointInfo,
+  TrainDataFormat,
+  TrainDevice,
+  TrainMetadata,
+  TrainOptions,
+  TrainProgress,
+  TrainResult,
 };
 
 export type Backend = 'webgpu' | 'wasm';
@@ -249,6 +265,33 @@ export interface Engine {
   /** The PEFT files exactly as imported. */
   exportAdapter(name: string): Promise<PeftFiles>;
   adapterStats(): Promise<AdapterStats>;
+
+  // -------------------------------------------------------------- training (src/train/, engine/train.ts)
+
+  /**
+   * Fine-tunes a LoRA adapter of the loaded model on `opts.data` (queued like generate: it holds the
+   * model), streaming progress; the last event has stage 'done'. Status 'done': the adapter is stored
+   * under `opts.name` (PEFT files + `train` metadata), usable by generate at once. 'paused': a
+   * checkpoint is stored (resumeTraining). 'cancelled': nothing is stored. Throws TrainDataError (data),
+   * InvalidOptionError (options, a trainId in use), AdapterNameConflictError (before training starts),
+   * UnsupportedError (device 'webgpu' not available yet, no IndexedDB), NoModelError.
+   */
+  train(opts: TrainOptions, onProgress?: (p: TrainProgress) => void): Promise<TrainResult>;
+  /** Asks a running or queued run to stop after its current step and checkpoint; false when unknown. */
+  pauseTraining(trainId: string): Promise<boolean>;
+  /**
+   * Stops a running or queued run and removes its checkpoint (nothing stored); for a paused run, removes
+   * its checkpoint. False when there is neither.
+   */
+  cancelTraining(trainId: string): Promise<boolean>;
+  /**
+   * Continues a run from its IndexedDB checkpoint (also in a new worker or tab, same model id);
+   * TrainCheckpointError when there is none or it is corrupt.
+   */
+  resumeTraining(trainId: string, onProgress?: (p: TrainProgress) => void): Promise<TrainResult>;
+  listCheckpoints(): Promise<TrainCheckpointInfo[]>;
+  /** Removes a checkpoint (no error when there is none; InvalidOptionError while that run is running). */
+  deleteCheckpoint(trainId: string): Promise<void>;
 }
 
 /** What the engine hands an adapter provider factory once a model is loaded. */

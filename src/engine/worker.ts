@@ -77,6 +77,20 @@ export function workerApi(engine: LocalEngine): WorkerApi {
     deleteAdapter: (name) => reply(() => engine.deleteAdapter(name)),
     exportAdapter: (name) => reply(() => engine.exportAdapter(name)),
     adapterStats: () => reply(() => engine.adapterStats()),
+    train: (opts, onProgress) => {
+      const progress = countCalls(onProgress);
+      return reply(() => engine.train(opts, progress.fn), progress).finally(() => release(onProgress));
+    },
+    pauseTraining: (trainId) => reply(() => engine.pauseTraining(trainId)),
+    cancelTraining: (trainId) => reply(() => engine.cancelTraining(trainId)),
+    resumeTraining: (trainId, onProgress) => {
+      const progress = countCalls(onProgress);
+      return reply(() => engine.resumeTraining(trainId, progress.fn), progress).finally(() =>
+        release(onProgress),
+      );
+    },
+    listCheckpoints: () => reply(() => engine.listCheckpoints()),
+    deleteCheckpoint: (trainId) => reply(() => engine.deleteCheckpoint(trainId)),
   };
 }
 

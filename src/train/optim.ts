@@ -73,6 +73,13 @@ export class AdamW {
   state(): { t: number; m: Float64Array[]; v: Float64Array[] } | null {
     return this.m && this.v ? { t: this.t, m: this.m, v: this.v } : null;
   }
+
+  /** Resume from `state()` values (copied; float32 or float64 moments); null: no step taken yet. */
+  restore(s: { t: number; m: ArrayLike<number>[]; v: ArrayLike<number>[] } | null): void {
+    this.t = s?.t ?? 0;
+    this.m = s ? s.m.map((x) => Float64Array.from(x)) : null;
+    this.v = s ? s.v.map((x) => Float64Array.from(x)) : null;
+  }
 }
 
 /** The LoRA A/B tensors of a model with their gradients (after a backward). */

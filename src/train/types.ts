@@ -7,7 +7,10 @@
 import type { ModuleName } from '../model/targets.ts';
 import type { Batch } from './cpu-model.ts';
 
-/** How `data` is read. 'auto': JSONL when every non-empty line is a JSON object, else plain text. */
+/**
+ * How `data` is read. 'auto': JSONL when the first non-empty line is a JSON object (then every line must
+ * be one; errors name the line), else plain text.
+ */
 export type TrainDataFormat = 'auto' | 'text' | 'jsonl';
 
 /** Where the math runs. 'auto': WebGPU when the engine's model runs on webgpu, else the CPU path. */
@@ -130,8 +133,12 @@ export interface TrainState {
   step: number;
   /** One entry per trained module, in the backend's module order. */
   modules: { path: string; layer: number; module: ModuleName; R: number; A: Float32Array; B: Float32Array }[];
-  /** AdamW moments per parameter (A then B of each module), or null before the first step. */
-  adam: { m: Float32Array[]; v: Float32Array[] } | null;
+  /**
+   * AdamW moments per parameter (A then B of each module), or null before the first step. The CPU path
+   * keeps them in float64 (optim.ts, as torch's fp32 AdamW is checked against it): a checkpoint must hold
+   * them exactly for resume to equal an uninterrupted run, so float64 arrays are allowed here.
+   */
+  adam: { m: (Float32Array | Float64Array)[]; v: (Float32Array | Float64Array)[] } | null;
 }
 
 /**
