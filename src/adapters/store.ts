@@ -11,7 +11,6 @@
 import { createStore, promisifyRequest, type UseStore } from 'idb-keyval';
 import { AdapterNameConflictError, AdapterNotFoundError, InvalidOptionError } from '../errors.ts';
 import type { LoraTarget } from '../model/inject-lora.ts';
-import type { TrainMetadata } from '../train/types.ts';
 import {
   type AdapterModelInfo,
   type AdapterSummary,
@@ -37,16 +36,20 @@ export interface StoredAdapterMeta extends AdapterSummary {
   modelId: string;
   layout: ImportedAdapter['layout'];
   source: 'import' | 'in-app' | 'train';
-  /** How it was trained (source 'train'). */
-  train?: TrainMetadata;
+  /**
+   * How it was trained (source 'train'): the trainer's TrainMetadata (src/train/types.ts), stored as
+   * given. Typed as a plain object here so the store (below src/train/) does not depend on the trainer;
+   * read it as TrainMetadata.
+   */
+  train?: object;
 }
 
 export interface SaveOptions {
   /** Replace an adapter of the same name (default: AdapterNameConflictError). */
   overwrite?: boolean;
   source?: StoredAdapterMeta['source'];
-  /** Training metadata stored with the adapter (source 'train'). */
-  train?: TrainMetadata;
+  /** Training metadata stored with the adapter (source 'train'; see StoredAdapterMeta.train). */
+  train?: object;
 }
 
 const metaKey = (name: string): IDBValidKey => ['meta', name];

@@ -7,7 +7,7 @@
  * adapters or workers: engine.ts does.
  */
 import { InvalidOptionError } from '../errors.ts';
-import { renderChat } from './chat.ts';
+import { renderChat } from '../model/chat.ts';
 import type { LoadedModel } from './load.ts';
 import { createSampler, type Sampler, type StopStringMatcher, stopStringMatcher } from './sampling.ts';
 import { type DecoderGraph, KvStepper, type OrtTensor } from './session.ts';

@@ -9,12 +9,12 @@
 
 import { detectCapabilities } from '../env.ts';
 import { DeviceLostError, InvalidOptionError, ModelPackageError, UnsupportedError } from '../errors.ts';
+import { specialTokensOf } from '../model/chat.ts';
 import { injectLora, type LoraTarget, loraBranchOpFor } from '../model/inject-lora.ts';
 import { decodeModel, encodeModel, graphOf, outputsOf } from '../model/onnx-io.ts';
 import { type ModelDtype, modelFileName, parseGenerationConfig, parseModelConfig } from '../model/package.ts';
 import type { FrozenWeights } from '../train/cpu-model.ts';
 import { decoderConfig, loadFrozenWeights } from '../train/weights.ts';
-import { specialTokensOf } from './chat.ts';
 import {
   type FetchModelFilesOptions,
   fetchModelFiles,

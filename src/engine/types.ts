@@ -16,6 +16,7 @@ import type {
   AdapterSelection,
   AdapterStats,
 } from '../adapters/types.ts';
+import type { ChatMessage } from '../model/chat.ts';
 import type { LoraBranchOp, LoraTarget } from '../model/inject-lora.ts';
 import type { ModelDtype } from '../model/package.ts';
 import type {
@@ -34,6 +35,7 @@ export type {
   AdapterImportInput,
   AdapterSelection,
   AdapterStats,
+  ChatMessage,
   LoraTarget,
   ModelDtype,
   PeftFiles,
@@ -139,11 +141,6 @@ export interface LoadReport {
   /** What imported adapters are validated against (LoadOptions.modelId / modelAliases). */
   modelId: string;
   modelAliases: string[];
-}
-
-export interface ChatMessage {
-  role: string;
-  content: string;
 }
 
 export interface GenerateRequest {

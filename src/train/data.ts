@@ -9,9 +9,10 @@
  * cursor (micro-batches consumed) fully determines what comes next: resume recomputes it from the seed.
  * Not here: the loop (trainer.ts), packing several short examples into one row.
  */
-import { renderChat } from '../engine/chat.ts';
-import type { ChatMessage } from '../engine/types.ts';
+
 import { ModelPackageError, TrainDataError } from '../errors.ts';
+import type { ChatMessage } from '../model/chat.ts';
+import { renderChat } from '../model/chat.ts';
 import type { Batch } from './cpu-model.ts';
 import { seededUniform } from './lora.ts';
 import type { TrainDataFormat } from './types.ts';

@@ -12,7 +12,7 @@ import { parseSafetensors } from '../../src/adapters/safetensors.ts';
 import { AdapterStore } from '../../src/adapters/store.ts';
 import { createWorkerEngine, type WorkerEngine } from '../../src/engine/client.ts';
 import { LocalEngine } from '../../src/engine/engine.ts';
-import type { TrainOptions, TrainProgress } from '../../src/engine/types.ts';
+import type { TrainMetadata, TrainOptions, TrainProgress } from '../../src/engine/types.ts';
 import {
   AdapterNameConflictError,
   AdapterNotFoundError,
@@ -236,7 +236,7 @@ describe('train(): real learning (upper-case speaker names)', () => {
       options: { rank: 4, alpha: 8, layers: [3, 4, 5], lr: 1e-2, batchSize: 8, seqLen: 16, steps: 60 },
     });
     const sha = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(opts.data));
-    expect(meta.train!.dataSha256).toBe(
+    expect((meta.train as TrainMetadata).dataSha256).toBe(
       Array.from(new Uint8Array(sha), (b) => b.toString(16).padStart(2, '0')).join(''),
     );
     const files = await engine.exportAdapter(name);

@@ -4,9 +4,9 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { renderChat, specialTokensOf } from '../../../src/engine/chat.ts';
 import { TextTokenizer } from '../../../src/engine/tokenizer.ts';
 import { TrainDataError } from '../../../src/errors.ts';
+import { renderChat, specialTokensOf } from '../../../src/model/chat.ts';
 import {
   BatchSchedule,
   type DataTokenizer,

@@ -4,8 +4,8 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { renderChat, specialTokensOf } from '../../../src/engine/chat.ts';
 import { InvalidOptionError, ModelPackageError } from '../../../src/errors.ts';
+import { renderChat, specialTokensOf } from '../../../src/model/chat.ts';
 
 const cfg = JSON.parse(
   readFileSync(

@@ -8,7 +8,6 @@
  */
 import { Template } from '@huggingface/jinja';
 import { InvalidOptionError, ModelPackageError } from '../errors.ts';
-import type { ChatMessage } from './types.ts';
 
 const SPECIAL_TOKEN_KEYS = ['bos_token', 'eos_token', 'pad_token', 'unk_token'] as const;
 
@@ -103,4 +102,9 @@ export function renderChat(
       field: 'chat_template',
     });
   }
+}
+
+export interface ChatMessage {
+  role: string;
+  content: string;
 }
