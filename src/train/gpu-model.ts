@@ -375,6 +375,15 @@ export class GpuTrainBackend implements TrainBackend {
     return { gradNorm };
   }
 
+  /** The accumulated gradients (dA, dB of each module, in module order), for tests and diagnostics. */
+  async readGrads(): Promise<Float32Array[]> {
+    const all = await this.kernels.read(this.ensureGrads(), this.n);
+    return this.slots.flatMap((s) => [
+      all.slice(s.off, s.off + s.R * s.K),
+      all.slice(s.off + s.R * s.K, s.off + s.len),
+    ]);
+  }
+
   async snapshot(): Promise<TrainState> {
     const k = this.kernels;
     const lora = await k.read(this.lora, this.n);
