@@ -6,7 +6,7 @@
 // subrange of the backend's one LoRA buffer, src/train/gpu-layout.ts). R = 0: no LoRA branch (lm_head,
 // untargeted projections; bind any buffer to xa / lora). Same bindings and entry points as the q4 file.
 // Entry points: `lora_xa` first (one invocation per (m, r), dispatch ceil(M*R / 64)), then `main`: one
-// invocation per 4 rows × 1 output (each weight read serves 4 rows), dispatch ceil(ceil(M/4)*O / 64).
+// invocation per 4 rows × 4 outputs, dispatch ceil(ceil(M/4)*ceil(O/4) / 64).
 // Not here: biases, fp16 storage, workgroup-memory tiling.
 struct Params {
   M: u32,
@@ -41,35 +41,46 @@ fn lora_xa(@builtin(global_invocation_id) gid: vec3u) {
   xa[i] = s;
 }
 
+// One invocation per 4 rows × 4 outputs (a register tile: 8 loads per 16 multiply-adds).
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let i = gid.x;
+  let ob = (p.O + 3u) / 4u;
   let mb = (p.M + 3u) / 4u;
-  if (i >= mb * p.O) {
+  if (i >= mb * ob) {
     return;
   }
-  let o = i % p.O;
-  let m0 = (i / p.O) * 4u;
-  // Rows past M read row M-1 (in bounds) and are not stored.
+  let o0 = (i % ob) * 4u;
+  let m0 = (i / ob) * 4u;
+  // Rows past M / outputs past O read the last one (in bounds) and are not stored.
   let r0 = min(m0, p.M - 1u) * p.K;
   let r1 = min(m0 + 1u, p.M - 1u) * p.K;
   let r2 = min(m0 + 2u, p.M - 1u) * p.K;
   let r3 = min(m0 + 3u, p.M - 1u) * p.K;
-  var acc = vec4f(0.0);
-  let wo = o * p.K;
+  let c0 = min(o0, p.O - 1u) * p.K;
+  let c1 = min(o0 + 1u, p.O - 1u) * p.K;
+  let c2 = min(o0 + 2u, p.O - 1u) * p.K;
+  let c3 = min(o0 + 3u, p.O - 1u) * p.K;
+  var acc: array<vec4f, 4>; // acc[row][output]
   for (var k = 0u; k < p.K; k++) {
-    let wk = w[wo + k];
-    acc += vec4f(inp[r0 + k], inp[r1 + k], inp[r2 + k], inp[r3 + k]) * wk;
+    let wk = vec4f(w[c0 + k], w[c1 + k], w[c2 + k], w[c3 + k]);
+    acc[0] += inp[r0 + k] * wk;
+    acc[1] += inp[r1 + k] * wk;
+    acc[2] += inp[r2 + k] * wk;
+    acc[3] += inp[r3 + k] * wk;
   }
   let bOff = p.R * p.K;
-  for (var j = 0u; j < 4u; j++) {
-    let m = m0 + j;
-    if (m < p.M) {
-      var l = 0.0;
-      for (var r = 0u; r < p.R; r++) {
-        l += xa[m * p.R + r] * lora[bOff + o * p.R + r];
+  for (var jm = 0u; jm < 4u; jm++) {
+    let m = m0 + jm;
+    for (var jo = 0u; jo < 4u; jo++) {
+      let o = o0 + jo;
+      if (m < p.M && o < p.O) {
+        var l = 0.0;
+        for (var r = 0u; r < p.R; r++) {
+          l += xa[m * p.R + r] * lora[bOff + o * p.R + r];
+        }
+        out[m * p.O + o] = acc[jm][jo] + p.scale * l;
       }
-      out[m * p.O + o] = acc[j] + p.scale * l;
     }
   }
 }

@@ -6,7 +6,7 @@
 //   dxa = scale · dout · B            (M, R)   entry `lora_dxa`,  n = M*R   (run first)
 //   dB += scale · doutᵀ · xa          (O, R)   entry `lora_db`,   n = O*R
 //   dA += dxaᵀ · inp                  (R, K)   entry `lora_da`,   n = R*K
-//   dinp += dout · W + dxa · A        (M, K)   entry `dinp_main`, n = ceil(M/4)*K (4 rows per invocation)
+//   dinp += dout · W + dxa · A        (M, K)   entry `dinp_main`, n = ceil(M/4)*ceil(K/4) (4 rows × 4 k)
 // Dispatch ceil(n / 64) workgroups each. Not here: base-weight gradients (frozen).
 struct Params {
   M: u32,
@@ -75,32 +75,44 @@ fn lora_da(@builtin(global_invocation_id) gid: vec3u) {
   dlora[i] += s;
 }
 
+// One invocation per 4 rows × 4 consecutive k (a register tile: 8 loads per 16 multiply-adds).
 @compute @workgroup_size(64)
 fn dinp_main(@builtin(global_invocation_id) gid: vec3u) {
   let i = gid.x;
+  let kb = (p.K + 3u) / 4u;
   let mb = (p.M + 3u) / 4u;
-  if (i >= mb * p.K) {
+  if (i >= mb * kb) {
     return;
   }
-  let k = i % p.K;
-  let m0 = (i / p.K) * 4u;
-  let r0 = min(m0, p.M - 1u);
-  let r1 = min(m0 + 1u, p.M - 1u);
-  let r2 = min(m0 + 2u, p.M - 1u);
-  let r3 = min(m0 + 3u, p.M - 1u);
-  var acc = vec4f(0.0);
+  let k0 = (i % kb) * 4u;
+  let m0 = (i / kb) * 4u;
+  let r0 = min(m0, p.M - 1u) * p.O;
+  let r1 = min(m0 + 1u, p.M - 1u) * p.O;
+  let r2 = min(m0 + 2u, p.M - 1u) * p.O;
+  let r3 = min(m0 + 3u, p.M - 1u) * p.O;
+  let k1 = min(k0 + 1u, p.K - 1u);
+  let k2 = min(k0 + 2u, p.K - 1u);
+  let k3 = min(k0 + 3u, p.K - 1u);
+  var acc: array<vec4f, 4>; // acc[row][k]
   for (var o = 0u; o < p.O; o++) {
-    let wk = w[o * p.K + k];
-    acc += vec4f(dout[r0 * p.O + o], dout[r1 * p.O + o], dout[r2 * p.O + o], dout[r3 * p.O + o]) * wk;
+    let wo = o * p.K;
+    let wk = vec4f(w[wo + k0], w[wo + k1], w[wo + k2], w[wo + k3]);
+    acc[0] += dout[r0 + o] * wk;
+    acc[1] += dout[r1 + o] * wk;
+    acc[2] += dout[r2 + o] * wk;
+    acc[3] += dout[r3 + o] * wk;
   }
-  for (var j = 0u; j < 4u; j++) {
-    let m = m0 + j;
-    if (m < p.M) {
-      var s = acc[j];
-      for (var r = 0u; r < p.R; r++) {
-        s += dxa[m * p.R + r] * lora[r * p.K + k];
+  for (var jm = 0u; jm < 4u; jm++) {
+    let m = m0 + jm;
+    for (var jk = 0u; jk < 4u; jk++) {
+      let k = k0 + jk;
+      if (m < p.M && k < p.K) {
+        var s = acc[jm][jk];
+        for (var r = 0u; r < p.R; r++) {
+          s += dxa[m * p.R + r] * lora[r * p.K + k];
+        }
+        dinp[m * p.K + k] += s;
       }
-      dinp[m * p.K + k] += s;
     }
   }
 }

@@ -6,9 +6,9 @@
 // storage buffers per stage): qweight = [packed (O, nb, bs/2) bytes, low nibble = even k | scales (O, nb)
 // as f32 bits | zero points (O, ceil(nb/2)) bytes, low nibble = even block], lora = [A (R, K) | B (O, R)].
 // Shape key: M = rows (B*T), K = in, O = out, R = rank (0 = no LoRA).
-// Entry points (dispatch ceil(n / 64) workgroups): `lora_xa` first (n = M*R), then `main` (n = M*O).
-// Deliberately simple (one output per invocation, no tiling/subgroups): the reference kernel the tiled
-// one will be checked against. Not here: bits != 4, g_idx, bias, fp16 storage.
+// Entry points (dispatch ceil(n / 64) workgroups): `lora_xa` first (n = M*R), then `main`
+// (n = ceil(M/4)*O: 4 rows per invocation; dispatching more, e.g. M*O, is harmless).
+// Not here: bits != 4, g_idx, bias, fp16 storage, workgroup-memory tiling, subgroups.
 struct Params {
   M: u32,
   K: u32,
@@ -58,22 +58,53 @@ fn lora_xa(@builtin(global_invocation_id) gid: vec3u) {
   xa[i] = s;
 }
 
+// One invocation per 4 rows × 1 output: W is dequantized one packed word (8 nibbles) at a time, the
+// block's zero point and scale read once per block, and each weight serves 4 rows.
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let i = gid.x;
-  if (i >= p.M * p.O) {
+  let mb = (p.M + 3u) / 4u;
+  if (i >= mb * p.O) {
     return;
   }
-  let m = i / p.O;
   let o = i % p.O;
-  var s = 0.0;
-  for (var k = 0u; k < p.K; k++) {
-    s += inp[m * p.K + k] * weightAt(o, k);
+  let m0 = (i / p.O) * 4u;
+  // Rows past M read row M-1 (in bounds) and are not stored.
+  let r0 = min(m0, p.M - 1u) * p.K;
+  let r1 = min(m0 + 1u, p.M - 1u) * p.K;
+  let r2 = min(m0 + 2u, p.M - 1u) * p.K;
+  let r3 = min(m0 + 3u, p.M - 1u) * p.K;
+  let wpb = p.bs / 8u; // packed words per block
+  var acc = vec4f(0.0);
+  for (var b = 0u; b < p.nb; b++) {
+    var z = 8.0;
+    if (p.zpOff != 0u) {
+      z = f32((byteAt(p.zpOff * 4u + o * ((p.nb + 1u) / 2u) + b / 2u) >> ((b & 1u) * 4u)) & 0xfu);
+    }
+    let sc = bitcast<f32>(qweight[p.scalesOff + o * p.nb + b]);
+    var blk = vec4f(0.0);
+    for (var w = 0u; w < wpb; w++) {
+      let word = qweight[(o * p.nb + b) * wpb + w];
+      let kb = b * p.bs + w * 8u;
+      for (var j = 0u; j < 8u; j++) {
+        let k = kb + j;
+        if (k < p.K) {
+          let q = f32((word >> (j * 4u)) & 0xfu) - z;
+          blk += vec4f(inp[r0 + k], inp[r1 + k], inp[r2 + k], inp[r3 + k]) * q;
+        }
+      }
+    }
+    acc += blk * sc;
   }
   let bOff = p.R * p.K;
-  var l = 0.0;
-  for (var r = 0u; r < p.R; r++) {
-    l += xa[m * p.R + r] * lora[bOff + o * p.R + r];
+  for (var j = 0u; j < 4u; j++) {
+    let m = m0 + j;
+    if (m < p.M) {
+      var l = 0.0;
+      for (var r = 0u; r < p.R; r++) {
+        l += xa[m * p.R + r] * lora[bOff + o * p.R + r];
+      }
+      out[m * p.O + o] = acc[j] + p.scale * l;
+    }
   }
-  out[i] = s + p.scale * l;
 }

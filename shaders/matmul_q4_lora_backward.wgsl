@@ -6,8 +6,9 @@
 //   dxa = scale · dout · B            (M, R)   entry `lora_dxa`,  n = M*R   (run first)
 //   dB += scale · doutᵀ · xa          (O, R)   entry `lora_db`,   n = O*R
 //   dA += dxaᵀ · inp                  (R, K)   entry `lora_da`,   n = R*K
-//   dinp += dout · W + dxa · A        (M, K)   entry `dinp_main`, n = M*K (W dequantized per element)
-// Dispatch ceil(n / 64) workgroups each. One output per invocation, no tiling: the reference kernel.
+//   dinp += dout · W + dxa · A        (M, K)   entry `dinp_main`, n = ceil(M/4)*ceil(K/8) (4 rows × one
+//                                                packed word of 8 k per invocation; more, e.g. M*K, is harmless)
+// Dispatch ceil(n / 64) workgroups each.
 // Not here: base-weight gradients (frozen), bits != 4, g_idx.
 struct Params {
   M: u32,
@@ -92,20 +93,51 @@ fn lora_da(@builtin(global_invocation_id) gid: vec3u) {
   dlora[i] += s;
 }
 
+// One invocation per 4 rows × 8 consecutive k (one packed word, never straddling a block): per output o
+// it reads one word, one scale and one zero point and does 32 multiply-adds.
 @compute @workgroup_size(64)
 fn dinp_main(@builtin(global_invocation_id) gid: vec3u) {
   let i = gid.x;
-  if (i >= p.M * p.K) {
+  let kws = (p.K + 7u) / 8u;
+  let mb = (p.M + 3u) / 4u;
+  if (i >= mb * kws) {
     return;
   }
-  let m = i / p.K;
-  let k = i % p.K;
-  var s = 0.0;
+  let kw = i % kws;
+  let m0 = (i / kws) * 4u;
+  let r0 = min(m0, p.M - 1u) * p.O;
+  let r1 = min(m0 + 1u, p.M - 1u) * p.O;
+  let r2 = min(m0 + 2u, p.M - 1u) * p.O;
+  let r3 = min(m0 + 3u, p.M - 1u) * p.O;
+  let b = (kw * 8u) / p.bs;
+  let wpr = p.nb * (p.bs / 8u); // packed words per output row
+  var acc: array<vec4f, 8>;
   for (var o = 0u; o < p.O; o++) {
-    s += dout[m * p.O + o] * weightAt(o, k);
+    let word = qweight[o * wpr + kw];
+    var z = 8.0;
+    if (p.zpOff != 0u) {
+      z = f32((byteAt(p.zpOff * 4u + o * ((p.nb + 1u) / 2u) + b / 2u) >> ((b & 1u) * 4u)) & 0xfu);
+    }
+    let d = vec4f(dout[r0 + o], dout[r1 + o], dout[r2 + o], dout[r3 + o]) *
+      bitcast<f32>(qweight[p.scalesOff + o * p.nb + b]);
+    for (var j = 0u; j < 8u; j++) {
+      acc[j] += d * (f32((word >> (j * 4u)) & 0xfu) - z);
+    }
   }
-  for (var r = 0u; r < p.R; r++) {
-    s += dxa[m * p.R + r] * lora[r * p.K + k];
+  for (var j = 0u; j < 8u; j++) {
+    let k = kw * 8u + j;
+    if (k >= p.K) {
+      break;
+    }
+    for (var jm = 0u; jm < 4u; jm++) {
+      let m = m0 + jm;
+      if (m < p.M) {
+        var s = acc[j][jm];
+        for (var r = 0u; r < p.R; r++) {
+          s += dxa[m * p.R + r] * lora[r * p.K + k];
+        }
+        dinp[m * p.K + k] += s;
+      }
+    }
   }
-  dinp[i] += s;
 }

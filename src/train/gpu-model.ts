@@ -289,8 +289,8 @@ export class GpuTrainBackend implements TrainBackend {
     return this.grads;
   }
 
-  /** Forward (+ backward with row weights scaled by `weight`); returns the masked mean loss. */
-  private async run(batch: Batch, weight: number | null): Promise<number> {
+  /** Uploads a batch's inputs into its shape's plan. */
+  private load(batch: Batch, weight: number | null) {
     const x = prepareBatch(batch, this.weights);
     const p = this.plan(x.B, x.T);
     const q = this.kernels.device.queue;
@@ -304,6 +304,13 @@ export class GpuTrainBackend implements TrainBackend {
       0,
       Float32Array.from(x.weights, (w) => w * (weight ?? 0)),
     );
+    return { x, p };
+  }
+
+  /** Forward (+ backward with row weights scaled by `weight`); returns the masked mean loss. */
+  private async run(batch: Batch, weight: number | null): Promise<number> {
+    const { x, p } = this.load(batch, weight);
+    const q = this.kernels.device.queue;
     const enc = this.kernels.device.createCommandEncoder();
     this.kernels.encode(enc, p.forward);
     const train = weight !== null && this.slots.length > 0;
@@ -373,6 +380,31 @@ export class GpuTrainBackend implements TrainBackend {
     const gradNorm = new Float32Array(o.statsRead.getMappedRange(0, 8))[0]!;
     o.statsRead.unmap();
     return { gradNorm };
+  }
+
+  /**
+   * Diagnostic (README numbers, not for training): one forward + backward of `batch` with every command
+   * submitted alone and awaited, so each kernel's wall time can be summed per label (shader:entry).
+   * Adds the batch's gradient like `accumulate`. The total exceeds a real step (one submit per command).
+   */
+  async profile(batch: Batch): Promise<Map<string, { ms: number; count: number }>> {
+    const { p } = this.load(batch, 1);
+    const cmds = [...p.forward, ...p.ceTrain, ...(this.slots.length ? p.backward(this.ensureGrads()) : [])];
+    const out = new Map<string, { ms: number; count: number }>();
+    const q = this.kernels.device.queue;
+    await q.onSubmittedWorkDone();
+    for (const c of cmds) {
+      const t0 = performance.now();
+      const enc = this.kernels.device.createCommandEncoder();
+      this.kernels.encode(enc, [c]);
+      q.submit([enc.finish()]);
+      await q.onSubmittedWorkDone();
+      const e = out.get(c.label) ?? { ms: 0, count: 0 };
+      e.ms += performance.now() - t0;
+      e.count++;
+      out.set(c.label, e);
+    }
+    return out;
   }
 
   /** The accumulated gradients (dA, dB of each module, in module order), for tests and diagnostics. */

@@ -249,9 +249,9 @@ export class ShapePlan {
     const lora = i >= 0 ? this.loraRange(i) : dummyRo;
     const g = k.bindGroup(name, [out, xa, inp, lin.buf, lora, this.params(lin, i)]);
     if (i >= 0) cmds.push(k.cmd(name, 'lora_xa', g, wg64(this.N * this.ctx.slots[i]!.R)));
-    cmds.push(
-      k.cmd(name, 'main', g, wg64(lin.kind === 'f32' ? Math.ceil(this.N / 4) * lin.O : this.N * lin.O)),
-    );
+    // f32: 4 rows × 4 outputs per invocation; q4: 4 rows × 1 output (matmul_*lora.wgsl headers).
+    const cols = lin.kind === 'f32' ? Math.ceil(lin.O / 4) : lin.O;
+    cmds.push(k.cmd(name, 'main', g, wg64(Math.ceil(this.N / 4) * cols)));
   }
 
   /** dinp += dout·W (+ LoRA: dA, dB +=); dinp null: LoRA gradients only. */
@@ -284,15 +284,11 @@ export class ShapePlan {
       cmds.push(k.cmd(name, 'lora_db', g, wg64(slot.O * slot.R)));
       cmds.push(k.cmd(name, 'lora_da', g, wg64(slot.R * slot.K)));
     }
-    if (dinp)
-      cmds.push(
-        k.cmd(
-          name,
-          'dinp_main',
-          g,
-          wg64(lin.kind === 'f32' ? Math.ceil(this.N / 4) * lin.K : this.N * lin.K),
-        ),
-      );
+    if (dinp) {
+      // f32: 4 rows × 4 k per invocation; q4: 4 rows × one packed word (8 k).
+      const cols = Math.ceil(lin.K / (lin.kind === 'f32' ? 4 : 8));
+      cmds.push(k.cmd(name, 'dinp_main', g, wg64(Math.ceil(this.N / 4) * cols)));
+    }
   }
 
   private rmsnorm(cmds: Cmd[], out: GPUBuffer, rstd: GPUBuffer, inp: GPUBuffer, w: GPUBuffer): void {

@@ -235,8 +235,8 @@ describe('crossentropy (losses, dlogits in place) vs ref/crossentropy.ts', () =>
 
 describe('matmul_lora(.wgsl, _backward.wgsl): fp32 base + LoRA vs ref/linear.ts', () => {
   for (const R of [3, 0]) {
-    it(`forward (out, xa) and backward (dinp, dA, dB +=), M 5 (not a multiple of 4), K 40, O 6, R ${R}`, async () => {
-      const [M, K, O, scale] = [5, 40, 6, 1.5];
+    it(`forward (out, xa) and backward (dinp, dA, dB +=), M 5, K 42, O 6 (not multiples of 4), R ${R}`, async () => {
+      const [M, K, O, scale] = [5, 42, 6, 1.5];
       const w: FrozenLinear = { kind: 'f32', K, O, w: rand(O * K, 23, 0.3) };
       const inp = rand(M * K, 24);
       const lora: LoraBranch | null = R
@@ -251,7 +251,7 @@ describe('matmul_lora(.wgsl, _backward.wgsl): fp32 base + LoRA vs ref/linear.ts'
       const gInp = up(inp);
       const gW = up(w.w);
       const gLora = lora ? up(packLoraForGpu(lora)) : k.buffer(4, 'none');
-      const fwd: [string, number][] = [['main', wg64(Math.ceil(M / 4) * O)]];
+      const fwd: [string, number][] = [['main', wg64(Math.ceil(M / 4) * Math.ceil(O / 4))]];
       if (R) fwd.unshift(['lora_xa', wg64(M * R)]);
       await run('matmul_lora', fwd, [gOut, gXa, gInp, gW, gLora, p]);
       expectClose(await k.read(gOut, M * O), out, GPU_VS_REF, 'out');
@@ -267,7 +267,7 @@ describe('matmul_lora(.wgsl, _backward.wgsl): fp32 base + LoRA vs ref/linear.ts'
         gDlora = up(packLoraForGpu({ ...lora, A: lora.dA, B: lora.dB }));
       }
       linearLoraBackward(dinp, dout, lora ? xa : null, inp, w, lora, M);
-      const bwd: [string, number][] = [['dinp_main', wg64(Math.ceil(M / 4) * K)]];
+      const bwd: [string, number][] = [['dinp_main', wg64(Math.ceil(M / 4) * Math.ceil(K / 4))]];
       if (R) bwd.unshift(['lora_dxa', wg64(M * R)], ['lora_db', wg64(O * R)], ['lora_da', wg64(R * K)]);
       await run('matmul_lora_backward', bwd, [
         gDinp,
