@@ -8,6 +8,7 @@
  * Not here: caching (gpu-cache.ts), the session.
  */
 import type * as ort from 'onnxruntime-web';
+import { readBuffer } from '../adapters/gpu-cache.ts';
 import type { OrtLike } from '../adapters/types.ts';
 import { InvalidOptionError } from '../errors.ts';
 import type { LoraTarget } from '../model/inject-lora.ts';
@@ -73,10 +74,12 @@ export function writeLoraFeeds(
     feeds[t.inputA] = ortLike.Tensor.fromGpuBuffer(a, {
       dataType: 'float32',
       dims: [t.in, Rf],
+      download: () => readBuffer(device, a, t.in * Rf),
     }) as ort.Tensor;
     feeds[t.inputB] = ortLike.Tensor.fromGpuBuffer(b, {
       dataType: 'float32',
       dims: [Rf, t.out],
+      download: () => readBuffer(device, b, Rf * t.out),
     }) as ort.Tensor;
   }
   pass.end();
