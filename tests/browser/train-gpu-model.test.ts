@@ -5,6 +5,7 @@
 // clipping, weight decay, masks, snapshot/restore) and against finite differences of its own loss.
 // Each test prints its measurement.
 import { beforeAll, describe, expect, it } from 'vitest';
+import { InvalidOptionError, UnsupportedError } from '../../src/errors.ts';
 import { CpuTrainBackend } from '../../src/train/cpu-backend.ts';
 import type { Batch } from '../../src/train/cpu-model.ts';
 import { requestTrainDevice } from '../../src/train/gpu-kernels.ts';
@@ -287,5 +288,25 @@ describe('tiny decoder (2 layers, GQA, q4 gate, untied head, masks): GPU vs CPU 
     expect(got.filter((x) => Math.abs(x) > 1e-3).length).toBeGreaterThanOrEqual(5); // live entries
     expectClose(got, fd, FD, 'GPU gradient vs finite differences');
     gpu.dispose();
+  });
+});
+
+describe('limits and inputs', () => {
+  it('requestTrainDevice asks for the adapter’s own binding size; a shape beyond the device limit is an UnsupportedError naming it', async () => {
+    const adapter = (await navigator.gpu.requestAdapter())!;
+    expect(device.limits.maxStorageBufferBindingSize).toBe(adapter.limits.maxStorageBufferBindingSize);
+    const small = await adapter.requestDevice(); // spec defaults: 128 MiB bindings
+    const w = tinyWeights();
+    const gpu = await GpuTrainBackend.create(small, w, tinyModules(w));
+    const [B, T] = [40, 512]; // attention probabilities B·H·T·T·4 = 168 MB > 128 MiB
+    const err = await gpu
+      .evalLoss({ B, T, tokens: new Array(B * T).fill(1) })
+      .then(() => null)
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UnsupportedError);
+    expect((err as UnsupportedError).data).toMatchObject({ limit: 'maxStorageBufferBindingSize' });
+    await expect(gpu.evalLoss({ B: 1, T: 3, tokens: [1, 2, 32] })).rejects.toBeInstanceOf(InvalidOptionError);
+    gpu.dispose();
+    small.destroy();
   });
 });
