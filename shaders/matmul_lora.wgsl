@@ -61,7 +61,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   let c1 = min(o0 + 1u, p.O - 1u) * p.K;
   let c2 = min(o0 + 2u, p.O - 1u) * p.K;
   let c3 = min(o0 + 3u, p.O - 1u) * p.K;
-  var acc: array<vec4f, 4>; // acc[row][output]
+  var acc = array<vec4f, 4>(vec4f(0.0), vec4f(0.0), vec4f(0.0), vec4f(0.0)); // acc[row][output]
   for (var k = 0u; k < p.K; k++) {
     let wk = vec4f(w[c0 + k], w[c1 + k], w[c2 + k], w[c3 + k]);
     acc[0] += inp[r0 + k] * wk;

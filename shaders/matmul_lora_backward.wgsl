@@ -93,7 +93,7 @@ fn dinp_main(@builtin(global_invocation_id) gid: vec3u) {
   let k1 = min(k0 + 1u, p.K - 1u);
   let k2 = min(k0 + 2u, p.K - 1u);
   let k3 = min(k0 + 3u, p.K - 1u);
-  var acc: array<vec4f, 4>; // acc[row][k]
+  var acc = array<vec4f, 4>(vec4f(0.0), vec4f(0.0), vec4f(0.0), vec4f(0.0)); // acc[row][k]
   for (var o = 0u; o < p.O; o++) {
     let wo = o * p.K;
     let wk = vec4f(w[wo + k0], w[wo + k1], w[wo + k2], w[wo + k3]);

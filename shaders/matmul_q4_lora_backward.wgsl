@@ -111,7 +111,7 @@ fn dinp_main(@builtin(global_invocation_id) gid: vec3u) {
   let r3 = min(m0 + 3u, p.M - 1u) * p.O;
   let b = (kw * 8u) / p.bs;
   let wpr = p.nb * (p.bs / 8u); // packed words per output row
-  var acc: array<vec4f, 8>;
+  var acc = array<vec4f, 8>(); // zero-initialized; acc[k][row]
   for (var o = 0u; o < p.O; o++) {
     let word = qweight[o * wpr + kw];
     var z = 8.0;

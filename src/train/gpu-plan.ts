@@ -249,9 +249,8 @@ export class ShapePlan {
     const lora = i >= 0 ? this.loraRange(i) : dummyRo;
     const g = k.bindGroup(name, [out, xa, inp, lin.buf, lora, this.params(lin, i)]);
     if (i >= 0) cmds.push(k.cmd(name, 'lora_xa', g, wg64(this.N * this.ctx.slots[i]!.R)));
-    // f32: 4 rows × 4 outputs per invocation; q4: 4 rows × 1 output (matmul_*lora.wgsl headers).
-    const cols = lin.kind === 'f32' ? Math.ceil(lin.O / 4) : lin.O;
-    cmds.push(k.cmd(name, 'main', g, wg64(Math.ceil(this.N / 4) * cols)));
+    // 4 rows × 4 outputs per invocation (matmul_*lora.wgsl headers).
+    cmds.push(k.cmd(name, 'main', g, wg64(Math.ceil(this.N / 4) * Math.ceil(lin.O / 4))));
   }
 
   /** dinp += dout·W (+ LoRA: dA, dB +=); dinp null: LoRA gradients only. */
