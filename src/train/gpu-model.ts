@@ -49,6 +49,8 @@ const ENTRIES: Record<ShaderName, string[]> = {
 };
 
 const GRADNORM_CHUNK = 4096;
+/** Shapes whose activations stay allocated (train + eval + a ragged last batch); older ones are freed. */
+const MAX_PLANS = 3;
 const ADAM_TYPES = 'uuuufffffffffuuu';
 
 /** A batch as the kernels read it: ids, RoPE tables, key mask, next-token targets and row weights. */
@@ -277,10 +279,17 @@ export class GpuTrainBackend implements TrainBackend {
     if (this.disposed) throw new InvalidOptionError('the training backend was disposed', {});
     const key = `${B}x${T}`;
     let p = this.plans.get(key);
-    if (!p) {
+    if (p) {
+      this.plans.delete(key); // Map order = recency
+    } else {
       p = new ShapePlan(this.ctx, B, T);
-      this.plans.set(key, p);
+      for (const [k, old] of this.plans) {
+        if (this.plans.size < MAX_PLANS) break;
+        old.destroy();
+        this.plans.delete(k);
+      }
     }
+    this.plans.set(key, p);
     return p;
   }
 

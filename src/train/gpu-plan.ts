@@ -93,6 +93,8 @@ export class ShapePlan {
   private readonly rstdF: GPUBuffer; // (N)
   private readonly lnF: GPUBuffer; // (N, C)
   private bwd: Cmd[] | null = null;
+  /** Every buffer this plan made (freed by `destroy`). */
+  private readonly owned: GPUBuffer[] = [];
   private readonly bySlot = new Map<string, number>();
 
   constructor(
@@ -111,18 +113,18 @@ export class ShapePlan {
       `attention probabilities for B=${B}, T=${T}`,
     );
     requireLimit(k.device, 'maxStorageBufferBindingSize', N * V * 4, `logits for B=${B}, T=${T}`);
-    this.tokens = k.buffer(N, 'tokens');
-    this.cos = k.buffer(N * D, 'rope cos');
-    this.sin = k.buffer(N * D, 'rope sin');
-    this.keyMask = k.buffer(N, 'key mask');
-    this.targets = k.buffer(N, 'targets');
-    this.rowWeights = k.buffer(N, 'row weights');
-    this.losses = k.buffer(N, 'losses');
-    this.lossRead = k.staging(N, 'losses read');
-    this.logits = k.buffer(N * V, 'logits');
-    this.xs = Array.from({ length: L + 1 }, (_, l) => k.buffer(N * C, `x ${l}`));
-    this.rstdF = k.buffer(N, 'rstd final');
-    this.lnF = k.buffer(N * C, 'ln final');
+    this.tokens = this.buf(N, 'tokens');
+    this.cos = this.buf(N * D, 'rope cos');
+    this.sin = this.buf(N * D, 'rope sin');
+    this.keyMask = this.buf(N, 'key mask');
+    this.targets = this.buf(N, 'targets');
+    this.rowWeights = this.buf(N, 'row weights');
+    this.losses = this.buf(N, 'losses');
+    this.lossRead = this.stage(N, 'losses read');
+    this.logits = this.buf(N * V, 'logits');
+    this.xs = Array.from({ length: L + 1 }, (_, l) => this.buf(N * C, `x ${l}`));
+    this.rstdF = this.buf(N, 'rstd final');
+    this.lnF = this.buf(N * C, 'ln final');
     let off = 0;
     this.xaOff = ctx.slots.map((s, i) => {
       this.bySlot.set(`${s.layer}.${s.module}`, i);
@@ -130,33 +132,33 @@ export class ShapePlan {
       off += alignUp(N * s.R, k.alignFloats);
       return o;
     });
-    this.xa = k.buffer(Math.max(off, 4), 'xa');
+    this.xa = this.buf(Math.max(off, 4), 'xa');
 
     const f = this.forward;
     f.push(
       k.cmd(
         'embedding',
         'main',
-        k.bindGroup('embedding', [this.xs[0]!, this.tokens, ctx.embed, k.uniform([N, C], 'uu')]),
+        k.bindGroup('embedding', [this.xs[0]!, this.tokens, ctx.embed, this.uni([N, C], 'uu')]),
         wg64(N * C),
       ),
     );
     for (let l = 0; l < L; l++) {
       const W = ctx.layers[l]!;
       const a: LayerActs = {
-        rstd1: k.buffer(N, `rstd1 ${l}`),
-        ln1: k.buffer(N * C, `ln1 ${l}`),
-        q: k.buffer(N * H * D, `q ${l}`),
-        k: k.buffer(N * Hkv * D, `k ${l}`),
-        v: k.buffer(N * Hkv * D, `v ${l}`),
-        att: k.buffer(B * H * T * T, `att ${l}`),
-        y: k.buffer(N * H * D, `y ${l}`),
-        x2: k.buffer(N * C, `x2 ${l}`),
-        rstd2: k.buffer(N, `rstd2 ${l}`),
-        ln2: k.buffer(N * C, `ln2 ${l}`),
-        gate: k.buffer(N * I, `gate ${l}`),
-        up: k.buffer(N * I, `up ${l}`),
-        h: k.buffer(N * I, `h ${l}`),
+        rstd1: this.buf(N, `rstd1 ${l}`),
+        ln1: this.buf(N * C, `ln1 ${l}`),
+        q: this.buf(N * H * D, `q ${l}`),
+        k: this.buf(N * Hkv * D, `k ${l}`),
+        v: this.buf(N * Hkv * D, `v ${l}`),
+        att: this.buf(B * H * T * T, `att ${l}`),
+        y: this.buf(N * H * D, `y ${l}`),
+        x2: this.buf(N * C, `x2 ${l}`),
+        rstd2: this.buf(N, `rstd2 ${l}`),
+        ln2: this.buf(N * C, `ln2 ${l}`),
+        gate: this.buf(N * I, `gate ${l}`),
+        up: this.buf(N * I, `up ${l}`),
+        h: this.buf(N * I, `h ${l}`),
       };
       this.acts.push(a);
       const x = this.xs[l]!;
@@ -166,7 +168,7 @@ export class ShapePlan {
       this.linFwd(f, a.v, a.ln1, l, 'v_proj');
       this.rope(f, 'rope', a.q, H);
       this.rope(f, 'rope', a.k, Hkv);
-      const ap = k.uniform([B, T, H, Hkv, D, 1 / Math.sqrt(D)], 'uuuuuf');
+      const ap = this.uni([B, T, H, Hkv, D, 1 / Math.sqrt(D)], 'uuuuuf');
       f.push(
         k.cmd(
           'attention',
@@ -184,7 +186,7 @@ export class ShapePlan {
         k.cmd(
           'swiglu',
           'main',
-          k.bindGroup('swiglu', [a.h, a.gate, a.up, k.uniform([N * I], 'u')]),
+          k.bindGroup('swiglu', [a.h, a.gate, a.up, this.uni([N * I], 'u')]),
           wg64(N * I),
         ),
       );
@@ -203,13 +205,38 @@ export class ShapePlan {
           this.losses,
           this.targets,
           this.rowWeights,
-          k.uniform([N, V, grad], 'uuu'),
+          this.uni([N, V, grad], 'uuu'),
         ]),
         N,
       ),
     ];
     this.ceEval = ce(0);
     this.ceTrain = ce(1);
+  }
+
+  private buf(n: number, label: string): GPUBuffer {
+    const b = this.ctx.k.buffer(n, label);
+    this.owned.push(b);
+    return b;
+  }
+
+  private uni(values: number[], types: string): GPUBuffer {
+    const b = this.ctx.k.uniform(values, types);
+    this.owned.push(b);
+    return b;
+  }
+
+  private stage(n: number, label: string): GPUBuffer {
+    const b = this.ctx.k.staging(n, label);
+    this.owned.push(b);
+    return b;
+  }
+
+  /** Frees the plan's activations, scratch and uniforms (the frozen weights and LoRA buffers stay). */
+  destroy(): void {
+    for (const b of this.owned) this.ctx.k.free(b);
+    this.owned.length = 0;
+    this.bwd = null;
   }
 
   private slot(l: number, mod: ModuleName): number {
@@ -230,8 +257,8 @@ export class ShapePlan {
     const R = s?.R ?? 0;
     const scale = s?.scale ?? 0;
     return lin.kind === 'f32'
-      ? this.ctx.k.uniform([this.N, lin.K, lin.O, R, scale], 'uuuuf')
-      : this.ctx.k.uniform(
+      ? this.uni([this.N, lin.K, lin.O, R, scale], 'uuuuf')
+      : this.uni(
           [this.N, lin.K, lin.O, R, lin.bs, lin.nb, lin.scalesOffset, lin.zpOffset, scale],
           'uuuuuuuuf',
         );
@@ -292,7 +319,7 @@ export class ShapePlan {
 
   private rmsnorm(cmds: Cmd[], out: GPUBuffer, rstd: GPUBuffer, inp: GPUBuffer, w: GPUBuffer): void {
     const { k, cfg } = this.ctx;
-    const p = k.uniform([this.N, cfg.C, cfg.eps], 'uuf');
+    const p = this.uni([this.N, cfg.C, cfg.eps], 'uuf');
     cmds.push(k.cmd('rmsnorm', 'main', k.bindGroup('rmsnorm', [out, rstd, inp, w, p]), this.N));
   }
 
@@ -305,7 +332,7 @@ export class ShapePlan {
     rstd: GPUBuffer,
   ): void {
     const { k, cfg } = this.ctx;
-    const p = k.uniform([this.N, cfg.C, cfg.eps], 'uuf');
+    const p = this.uni([this.N, cfg.C, cfg.eps], 'uuf');
     cmds.push(
       k.cmd(
         'rmsnorm_backward',
@@ -318,7 +345,7 @@ export class ShapePlan {
 
   private rope(cmds: Cmd[], name: 'rope' | 'rope_backward', x: Binding, nh: number): void {
     const { k, cfg } = this.ctx;
-    const p = k.uniform([this.N, nh, cfg.D], 'uuu');
+    const p = this.uni([this.N, nh, cfg.D], 'uuu');
     cmds.push(
       k.cmd(name, 'main', k.bindGroup(name, [x, this.cos, this.sin, p]), wg64((this.N * nh * cfg.D) / 2)),
     );
@@ -327,7 +354,7 @@ export class ShapePlan {
   private residual(cmds: Cmd[], out: GPUBuffer, inp: GPUBuffer): void {
     const { k, cfg } = this.ctx;
     const n = this.N * cfg.C;
-    cmds.push(k.cmd('residual', 'main', k.bindGroup('residual', [out, inp, k.uniform([n], 'u')]), wg64(n)));
+    cmds.push(k.cmd('residual', 'main', k.bindGroup('residual', [out, inp, this.uni([n], 'u')]), wg64(n)));
   }
 
   private clear(cmds: Cmd[], buffer: GPUBuffer): void {
@@ -347,16 +374,16 @@ export class ShapePlan {
     const KD = Hkv * D;
     const dvOff = alignUp(N * KD, k.alignFloats);
     const Rmax = Math.max(1, ...this.ctx.slots.map((s) => s.R));
-    const s: BwdScratch = { grads, dxa: k.buffer(N * Rmax, 'dxa') };
-    const dres = k.buffer(N * C, 'dres'); // gradient of the residual stream
-    const dln = k.buffer(N * C, 'dln');
-    const dy = k.buffer(N * H * D, 'dy');
-    const dq = k.buffer(N * H * D, 'dq');
-    const dkv = k.buffer(dvOff + N * KD, 'dkv'); // dk | dv at dvOff
-    const dsc = k.buffer(B * H * T * T, 'dscores');
-    const dh = k.buffer(N * I, 'dh');
-    const dgate = k.buffer(N * I, 'dgate');
-    const dup = k.buffer(N * I, 'dup');
+    const s: BwdScratch = { grads, dxa: this.buf(N * Rmax, 'dxa') };
+    const dres = this.buf(N * C, 'dres'); // gradient of the residual stream
+    const dln = this.buf(N * C, 'dln');
+    const dy = this.buf(N * H * D, 'dy');
+    const dq = this.buf(N * H * D, 'dq');
+    const dkv = this.buf(dvOff + N * KD, 'dkv'); // dk | dv at dvOff
+    const dsc = this.buf(B * H * T * T, 'dscores');
+    const dh = this.buf(N * I, 'dh');
+    const dgate = this.buf(N * I, 'dgate');
+    const dup = this.buf(N * I, 'dup');
     const dk: Binding = { buffer: dkv, offset: 0, size: N * KD * 4 };
     const dv: Binding = { buffer: dkv, offset: dvOff * 4, size: N * KD * 4 };
     const c: Cmd[] = [];
@@ -371,7 +398,7 @@ export class ShapePlan {
         this.linBwd(c, dinp, dout, inp, W.proj[mod], this.slot(l, mod), s);
       this.clear(c, dh);
       back(dh, dres, a.h, 'down_proj');
-      const sp = k.uniform([N * I], 'u');
+      const sp = this.uni([N * I], 'u');
       c.push(
         k.cmd(
           'swiglu_backward',
@@ -386,7 +413,7 @@ export class ShapePlan {
       this.rmsnormBwd(c, dres, dln, a.x2, W.postNorm, a.rstd2);
       this.clear(c, dy);
       back(dy, dres, a.y, 'o_proj');
-      const ap = k.uniform([B, T, H, Hkv, D, 1 / Math.sqrt(D), dvOff], 'uuuuufu');
+      const ap = this.uni([B, T, H, Hkv, D, 1 / Math.sqrt(D), dvOff], 'uuuuufu');
       const g = k.bindGroup('attention_backward', [dq, dkv, dsc, dy, a.att, a.q, a.k, a.v, ap]);
       c.push(k.cmd('attention_backward', 'dscores', g, wg64(B * H * T)));
       c.push(k.cmd('attention_backward', 'dkv_main', g, wg64(N * KD)));

@@ -254,4 +254,15 @@ describe('limits and inputs', () => {
     gpu.dispose();
     small.destroy();
   });
+
+  it('shapes beyond the 3 kept plans are freed and rebuilt on demand: same losses', async () => {
+    const w = tinyWeights();
+    const gpu = await GpuTrainBackend.create(device, w, tinyModules(w));
+    const batch = tinyBatch();
+    const first = await gpu.evalLoss(batch);
+    for (const T of [3, 4, 5, 7]) await gpu.evalLoss({ B: 1, T, tokens: batch.tokens.slice(0, T) });
+    expect(await gpu.evalLoss(batch)).toBe(first);
+    expect(await gpu.accumulate(batch, 1)).toBe(first);
+    gpu.dispose();
+  });
 });
