@@ -311,9 +311,12 @@ export class ShapePlan {
       cmds.push(k.cmd(name, 'lora_da', g, wg64(slot.R * slot.K)));
     }
     if (dinp) {
-      // f32: 4 rows × 4 k per invocation; q4: 4 rows × one packed word (8 k).
-      const cols = Math.ceil(lin.K / (lin.kind === 'f32' ? 4 : 8));
-      cmds.push(k.cmd(name, 'dinp_main', g, wg64(Math.ceil(this.N / 4) * cols)));
+      // f32: 4 rows × 4 k per invocation; q4: 8 rows × one packed word (8 k).
+      const x =
+        lin.kind === 'f32'
+          ? Math.ceil(this.N / 4) * Math.ceil(lin.K / 4)
+          : Math.ceil(this.N / 8) * Math.ceil(lin.K / 8);
+      cmds.push(k.cmd(name, 'dinp_main', g, wg64(x)));
     }
   }
 
