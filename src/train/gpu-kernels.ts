@@ -88,6 +88,8 @@ export async function requestTrainDevice(adapter?: GPUAdapter | null): Promise<G
     );
   }
   return a.requestDevice({
+    // Optional: gpu-profile.ts times kernels with it when present.
+    requiredFeatures: a.features.has('timestamp-query') ? ['timestamp-query'] : [],
     requiredLimits: {
       maxStorageBufferBindingSize: a.limits.maxStorageBufferBindingSize,
       maxBufferSize: a.limits.maxBufferSize,

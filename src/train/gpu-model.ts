@@ -13,7 +13,7 @@
 import { InvalidOptionError, UnsupportedError } from '../errors.ts';
 import { MODULE_ORDER, type ModuleName } from '../model/targets.ts';
 import type { Batch, FrozenWeights, LoraModule } from './cpu-model.ts';
-import { GpuKernels, requireLimit, type ShaderName, wg64 } from './gpu-kernels.ts';
+import { type Cmd, GpuKernels, requireLimit, type ShaderName, wg64 } from './gpu-kernels.ts';
 import { packQ4ForGpu } from './gpu-layout.ts';
 import { type GpuLinear, type GpuSlot, type PlanCtx, ShapePlan } from './gpu-plan.ts';
 import type { AdamWOptions } from './optim.ts';
@@ -392,28 +392,12 @@ export class GpuTrainBackend implements TrainBackend {
   }
 
   /**
-   * Diagnostic (README numbers, not for training): one forward + backward of `batch` with every command
-   * submitted alone and awaited, so each kernel's wall time can be summed per label (shader:entry).
-   * Adds the batch's gradient like `accumulate`. The total exceeds a real step (one submit per command).
+   * @internal Uploads `batch` and returns one training pass's commands (forward, loss with dlogits,
+   * backward) without running them: gpu-profile.ts times them one by one.
    */
-  async profile(batch: Batch): Promise<Map<string, { ms: number; count: number }>> {
+  commandsFor(batch: Batch): Cmd[] {
     const { p } = this.load(batch, 1);
-    const cmds = [...p.forward, ...p.ceTrain, ...(this.slots.length ? p.backward(this.ensureGrads()) : [])];
-    const out = new Map<string, { ms: number; count: number }>();
-    const q = this.kernels.device.queue;
-    await q.onSubmittedWorkDone();
-    for (const c of cmds) {
-      const t0 = performance.now();
-      const enc = this.kernels.device.createCommandEncoder();
-      this.kernels.encode(enc, [c]);
-      q.submit([enc.finish()]);
-      await q.onSubmittedWorkDone();
-      const e = out.get(c.label) ?? { ms: 0, count: 0 };
-      e.ms += performance.now() - t0;
-      e.count++;
-      out.set(c.label, e);
-    }
-    return out;
+    return [...p.forward, ...p.ceTrain, ...(this.slots.length ? p.backward(this.ensureGrads()) : [])];
   }
 
   /** The accumulated gradients (dA, dB of each module, in module order), for tests and diagnostics. */
