@@ -280,6 +280,13 @@ export class GpuKernels {
     return b;
   }
 
+  /** Bytes of every buffer made here and not yet freed (storage, uniform and staging). */
+  get bytesAllocated(): number {
+    let n = 0;
+    for (const b of this.owned) n += b.size;
+    return n;
+  }
+
   /** Frees one buffer made here. */
   free(b: GPUBuffer): void {
     if (this.owned.delete(b)) b.destroy();

@@ -10,7 +10,7 @@
  * the per-row losses (accumulate / evalLoss) or the gradient norm (step).
  * Not here: the trainer loop, schedules, data (trainer.ts); activation recomputation; fp16.
  */
-import { InvalidOptionError, UnsupportedError } from '../errors.ts';
+import { DeviceLostError, InvalidOptionError, UnsupportedError } from '../errors.ts';
 import { MODULE_ORDER, type ModuleName } from '../model/targets.ts';
 import type { Batch, FrozenWeights, LoraModule } from './cpu-model.ts';
 import { type Cmd, GpuKernels, requireLimit, type ShaderName, wg64 } from './gpu-kernels.ts';
@@ -146,6 +146,7 @@ export class GpuTrainBackend implements TrainBackend {
     adamParams: GPUBuffer;
   } | null = null;
   private disposed = false;
+  private lost: GPUDeviceLostInfo | null = null;
 
   /** Uploads the frozen weights and the modules' current A/B and compiles every kernel. */
   static async create(
@@ -184,6 +185,9 @@ export class GpuTrainBackend implements TrainBackend {
     opts: GpuTrainOptions,
   ) {
     validateModules(weights, modules);
+    gpu.lost.then((info) => {
+      if (info.reason !== 'destroyed') this.lost = info;
+    });
     const k = new GpuKernels(gpu);
     this.kernels = k;
     this.adam = { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, ...opts.adam };
@@ -275,8 +279,27 @@ export class GpuTrainBackend implements TrainBackend {
     this.kernels.device.queue.writeBuffer(this.lora, 0, all);
   }
 
-  private plan(B: number, T: number): ShapePlan {
+  /**
+   * GPU bytes this backend holds: frozen weights (4-bit stays 4-bit), LoRA weights, gradients and
+   * moments once allocated, and the activations of the kept shape plans.
+   */
+  get gpuBytes(): number {
+    return this.kernels.bytesAllocated;
+  }
+
+  private check(): void {
+    if (this.lost)
+      throw new DeviceLostError(
+        `the GPU device was lost (${this.lost.reason}: ${this.lost.message}); training cannot continue on it`,
+        {
+          reason: this.lost.reason,
+        },
+      );
     if (this.disposed) throw new InvalidOptionError('the training backend was disposed', {});
+  }
+
+  private plan(B: number, T: number): ShapePlan {
+    this.check();
     const key = `${B}x${T}`;
     let p = this.plans.get(key);
     if (p) {
@@ -344,6 +367,7 @@ export class GpuTrainBackend implements TrainBackend {
   }
 
   async step(lr: number, maxGradNorm: number): Promise<{ gradNorm: number }> {
+    this.check();
     const k = this.kernels;
     const grads = this.ensureGrads();
     this.moments ??= { m: k.buffer(this.n, 'adam m'), v: k.buffer(this.n, 'adam v') };

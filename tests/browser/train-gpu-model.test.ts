@@ -263,6 +263,9 @@ describe('limits and inputs', () => {
     for (const T of [3, 4, 5, 7]) await gpu.evalLoss({ B: 1, T, tokens: batch.tokens.slice(0, T) });
     expect(await gpu.evalLoss(batch)).toBe(first);
     expect(await gpu.accumulate(batch, 1)).toBe(first);
+    expect(gpu.gpuBytes).toBeGreaterThan(0);
     gpu.dispose();
+    expect(gpu.gpuBytes).toBe(0);
+    await expect(gpu.evalLoss(batch)).rejects.toBeInstanceOf(InvalidOptionError);
   });
 });

@@ -22,14 +22,17 @@ describe('WebGPU training step timing (default model, B 2, T 32, rank 4)', () =>
       const tokens = Array.from({ length: 64 }, (_, i) => (i * 37 + 11) % weights.config.V);
       const batch = { B: 2, T: 32, tokens };
       const times: number[] = [];
+      const accTimes: number[] = [];
       for (let s = 0; s < 4; s++) {
         const t0 = performance.now();
         const loss = await gpu.accumulate(batch, 1);
+        accTimes.push(performance.now() - t0);
         await gpu.step(2e-3, 1);
         times.push(performance.now() - t0);
         expect(Number.isFinite(loss)).toBe(true);
       }
-      const steady = times.slice(1).sort((a, b) => a - b)[1]!;
+      const median = (xs: number[]) => xs.slice(1).sort((a, b) => a - b)[1]!;
+      const steady = median(times);
       const t1 = performance.now();
       await gpu.evalLoss(batch);
       const fwd = performance.now() - t1;
@@ -37,7 +40,7 @@ describe('WebGPU training step timing (default model, B 2, T 32, rank 4)', () =>
       const rows = [...prof].sort((a, b) => b[1].ms - a[1].ms);
       const total = rows.reduce((a, r) => a + r[1].ms, 0);
       console.log(
-        `${which}: step ${steady.toFixed(0)} ms (first ${times[0]!.toFixed(0)} ms), forward only ${fwd.toFixed(0)} ms; ` +
+        `${which}: GPU bytes ${(gpu.gpuBytes / 2 ** 20).toFixed(1)} MiB (weights, LoRA, grads, moments, activations); step ${steady.toFixed(0)} ms (first ${times[0]!.toFixed(0)} ms; accumulate ${median(accTimes).toFixed(0)} ms), forward only ${fwd.toFixed(0)} ms; ` +
           `profile (${method}) ${total.toFixed(0)} ms:\n` +
           rows
             .map(
