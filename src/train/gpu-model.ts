@@ -13,12 +13,12 @@
 import { DeviceLostError, InvalidOptionError, UnsupportedError } from '../errors.ts';
 import { MODULE_ORDER, type ModuleName } from '../model/targets.ts';
 import type { Batch, FrozenWeights, LoraModule } from './cpu-model.ts';
+import { prepareBatch, validateModules } from './gpu-batch.ts';
 import { type Cmd, GpuKernels, requireLimit, type ShaderName, wg64 } from './gpu-kernels.ts';
 import { packQ4ForGpu } from './gpu-layout.ts';
 import { type GpuLinear, type GpuSlot, type PlanCtx, ShapePlan } from './gpu-plan.ts';
 import type { AdamWOptions } from './optim.ts';
 import type { FrozenLinear } from './ref/linear.ts';
-import { ropeTables } from './ref/rope.ts';
 import type { TrainBackend, TrainState } from './types.ts';
 
 export interface GpuTrainOptions {
@@ -53,76 +53,6 @@ const GRADNORM_CHUNK = 4096;
 const MAX_PLANS = 3;
 const ADAM_TYPES = 'uuuufffffffffuuu';
 
-/** A batch as the kernels read it: ids, RoPE tables, key mask, next-token targets and row weights. */
-export function prepareBatch(batch: Batch, w: FrozenWeights) {
-  const { V, D, ropeTheta } = w.config;
-  const { B, T, tokens } = batch;
-  const N = B * T;
-  if (!(Number.isInteger(B) && Number.isInteger(T) && B >= 1 && T >= 1))
-    throw new InvalidOptionError(`batch shape B=${B}, T=${T} must be positive integers`, { B, T });
-  if (tokens.length !== N)
-    throw new InvalidOptionError(`tokens: expected B*T = ${N} ids, got ${tokens.length}`, { B, T });
-  const ids = new Uint32Array(N); // (N)
-  for (let i = 0; i < N; i++) {
-    const t = tokens[i]!;
-    if (!(Number.isInteger(t) && t >= 0 && t < V))
-      throw new InvalidOptionError(`token id ${t} at ${i} is outside [0, ${V})`, { index: i, token: t });
-    ids[i] = t;
-  }
-  for (const [name, m] of [
-    ['labelMask', batch.labelMask],
-    ['attentionMask', batch.attentionMask],
-    ['positions', batch.positions],
-  ] as const) {
-    if (m && m.length !== N)
-      throw new InvalidOptionError(`${name}: expected B*T = ${N} values, got ${m.length}`, { B, T });
-  }
-  const positions = batch.positions ?? Int32Array.from({ length: N }, (_, i) => i % T);
-  const cos = new Float32Array(N * D); // (N, D)
-  const sin = new Float32Array(N * D); // (N, D)
-  ropeTables(cos, sin, positions, N, D, ropeTheta);
-  const keyMask = Float32Array.from({ length: N }, (_, i) =>
-    batch.attentionMask ? (batch.attentionMask[i] ? 1 : 0) : 1,
-  );
-  const targets = new Uint32Array(N); // (N) next token; unused where weights are 0
-  const weights = new Float64Array(N); // (N) mask / count
-  let count = 0;
-  for (let b = 0; b < B; b++) {
-    for (let t = 0; t + 1 < T; t++) {
-      const i = b * T + t;
-      targets[i] = ids[i + 1]!;
-      if (batch.labelMask ? batch.labelMask[i + 1] : 1) {
-        weights[i] = 1;
-        count++;
-      }
-    }
-  }
-  if (count) for (let i = 0; i < N; i++) weights[i]! /= count;
-  return { B, T, N, ids, cos, sin, keyMask, targets, weights, count };
-}
-
-function validateModules(w: FrozenWeights, modules: LoraModule[]): void {
-  const seen = new Set<string>();
-  for (const m of modules) {
-    const lin = w.layers[m.layer]?.proj[m.module];
-    if (!lin)
-      throw new InvalidOptionError(
-        `LoRA module ${m.path}: the model has no ${m.module} in layer ${m.layer}`,
-        { layer: m.layer, module: m.module },
-      );
-    const { R, A, B } = m.branch;
-    if (!(Number.isInteger(R) && R >= 1) || A.length !== R * lin.K || B.length !== lin.O * R)
-      throw new InvalidOptionError(
-        `LoRA module ${m.path}: A must be [${R}, ${lin.K}] and B [${lin.O}, ${R}]`,
-        { path: m.path },
-      );
-    const key = `${m.layer}.${m.module}`;
-    if (seen.has(key))
-      throw new InvalidOptionError(`two LoRA modules for layer ${m.layer} ${m.module}`, { path: m.path });
-    seen.add(key);
-  }
-}
-
 export class GpuTrainBackend implements TrainBackend {
   readonly device = 'webgpu' as const;
   /** @internal pipelines and buffers (gpu-feeds.ts writes inference feeds through them). */
@@ -147,6 +77,7 @@ export class GpuTrainBackend implements TrainBackend {
   } | null = null;
   private disposed = false;
   private lost: GPUDeviceLostInfo | null = null;
+  private tail: Promise<unknown> = Promise.resolve();
 
   /** Uploads the frozen weights and the modules' current A/B and compiles every kernel. */
   static async create(
@@ -358,15 +289,26 @@ export class GpuTrainBackend implements TrainBackend {
     return loss;
   }
 
+  /** Runs GPU calls one after another (a staging buffer cannot be mapped twice at once). */
+  private serial<T>(f: () => Promise<T>): Promise<T> {
+    const r = this.tail.then(f, f);
+    this.tail = r.catch(() => {});
+    return r;
+  }
+
   accumulate(batch: Batch, weight: number): Promise<number> {
-    return this.run(batch, weight);
+    return this.serial(() => this.run(batch, weight));
   }
 
   evalLoss(batch: Batch): Promise<number> {
-    return this.run(batch, null);
+    return this.serial(() => this.run(batch, null));
   }
 
-  async step(lr: number, maxGradNorm: number): Promise<{ gradNorm: number }> {
+  step(lr: number, maxGradNorm: number): Promise<{ gradNorm: number }> {
+    return this.serial(() => this.stepNow(lr, maxGradNorm));
+  }
+
+  private async stepNow(lr: number, maxGradNorm: number): Promise<{ gradNorm: number }> {
     this.check();
     const k = this.kernels;
     const grads = this.ensureGrads();
@@ -425,7 +367,11 @@ export class GpuTrainBackend implements TrainBackend {
   }
 
   /** The accumulated gradients (dA, dB of each module, in module order), for tests and diagnostics. */
-  async readGrads(): Promise<Float32Array[]> {
+  readGrads(): Promise<Float32Array[]> {
+    return this.serial(() => this.readGradsNow());
+  }
+
+  private async readGradsNow(): Promise<Float32Array[]> {
     const all = await this.kernels.read(this.ensureGrads(), this.n);
     return this.slots.flatMap((s) => [
       all.slice(s.off, s.off + s.R * s.K),
@@ -433,7 +379,15 @@ export class GpuTrainBackend implements TrainBackend {
     ]);
   }
 
-  async snapshot(): Promise<TrainState> {
+  snapshot(): Promise<TrainState> {
+    return this.serial(() => this.snapshotNow());
+  }
+
+  restore(state: TrainState): Promise<void> {
+    return this.serial(() => this.restoreNow(state));
+  }
+
+  private async snapshotNow(): Promise<TrainState> {
     const k = this.kernels;
     const lora = await k.read(this.lora, this.n);
     const mv = this.moments
@@ -459,7 +413,7 @@ export class GpuTrainBackend implements TrainBackend {
     };
   }
 
-  async restore(state: TrainState): Promise<void> {
+  private async restoreNow(state: TrainState): Promise<void> {
     if (state.modules.length !== this.slots.length)
       throw new InvalidOptionError(
         `state has ${state.modules.length} modules, this backend trains ${this.slots.length}`,

@@ -255,7 +255,7 @@ describe('limits and inputs', () => {
     small.destroy();
   });
 
-  it('shapes beyond the 3 kept plans are freed and rebuilt on demand: same losses', async () => {
+  it('shapes beyond the 3 kept plans are freed and rebuilt on demand: same losses; overlapping calls serialize; dispose frees all', async () => {
     const w = tinyWeights();
     const gpu = await GpuTrainBackend.create(device, w, tinyModules(w));
     const batch = tinyBatch();
@@ -263,6 +263,9 @@ describe('limits and inputs', () => {
     for (const T of [3, 4, 5, 7]) await gpu.evalLoss({ B: 1, T, tokens: batch.tokens.slice(0, T) });
     expect(await gpu.evalLoss(batch)).toBe(first);
     expect(await gpu.accumulate(batch, 1)).toBe(first);
+    // Calls made without awaiting the previous one run one after another (no double-mapped staging).
+    const [a, b, c] = await Promise.all([gpu.evalLoss(batch), gpu.accumulate(batch, 1), gpu.evalLoss(batch)]);
+    expect([a, b, c]).toEqual([first, first, first]);
     expect(gpu.gpuBytes).toBeGreaterThan(0);
     gpu.dispose();
     expect(gpu.gpuBytes).toBe(0);
