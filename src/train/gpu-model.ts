@@ -121,7 +121,13 @@ export class GpuTrainBackend implements TrainBackend {
     });
     const k = new GpuKernels(gpu);
     this.kernels = k;
-    this.adam = { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, ...opts.adam };
+    const a = opts.adam ?? {};
+    this.adam = {
+      beta1: a.beta1 ?? 0.9,
+      beta2: a.beta2 ?? 0.999,
+      eps: a.eps ?? 1e-8,
+      weightDecay: a.weightDecay ?? 0.01,
+    };
     for (const [name, entries] of Object.entries(ENTRIES))
       for (const e of entries) k.pipeline(name as ShaderName, e);
     const { config: c } = weights;
