@@ -17,6 +17,7 @@ import {
   fixture,
   i32,
   peftAdapter,
+  rand,
   relErr,
   tinyBatch,
   tinyModules,
@@ -196,6 +197,31 @@ describe('tiny decoder (2 layers, GQA, q4 gate, untied head, masks): GPU vs CPU 
     });
     gpu.dispose();
     gpu2.dispose();
+  });
+
+  it('LoRA only above layer 0 (rank 16 and 1, the backward stops at layer 1): gradients == CPU', async () => {
+    const w = tinyWeights();
+    const mods = () =>
+      tinyModules(w)
+        .filter((m) => m.layer === 1)
+        .map((m, i) => {
+          const R = i % 2 ? 1 : 16;
+          const { K, O } = w.layers[1]!.proj[m.module];
+          return {
+            ...m,
+            branch: { ...m.branch, R, A: rand(R * K, 60 + i, 0.5), B: rand(O * R, 80 + i, 0.5) },
+          };
+        });
+    const cpu = new CpuTrainBackend(w, mods());
+    const gpu = await GpuTrainBackend.create(device, w, mods());
+    const batch = tinyBatch();
+    expectClose([await gpu.accumulate(batch, 0.5)], [await cpu.accumulate(batch, 0.5)], TINY_LOSS, 'loss');
+    const gg = await gpu.readGrads();
+    cpu.modules.forEach((m, i) => {
+      expectClose(gg[2 * i]!, m.branch.dA!, TINY_WEIGHTS, `${m.path} dA`);
+      expectClose(gg[2 * i + 1]!, m.branch.dB!, TINY_WEIGHTS, `${m.path} dB`);
+    });
+    gpu.dispose();
   });
 
   it('finite differences of the GPU loss match the GPU gradient (7 entries of A and B, 6 modules)', async () => {
