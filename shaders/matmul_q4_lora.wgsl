@@ -6,9 +6,9 @@
 // storage buffers per stage): qweight = [packed (O, nb, bs/2) bytes, low nibble = even k | scales (O, nb)
 // as f32 bits | zero points (O, ceil(nb/2)) bytes, low nibble = even block], lora = [A (R, K) | B (O, R)].
 // Shape key: M = rows (B*T), K = in, O = out, R = rank (0 = no LoRA).
-// Entry points (dispatch ceil(n / 64) workgroups): `lora_xa` first (n = M*R), then `main` (n = M*O).
-// Deliberately simple (one output per invocation, no tiling/subgroups): the reference kernel the tiled
-// one will be checked against. Not here: bits != 4, g_idx, bias, fp16 storage.
+// Entry points (dispatch ceil(n / 64) workgroups): `lora_xa` first (n = M*R), then `main`
+// (n = ceil(M/4)*ceil(O/4): 4 rows × 4 outputs per invocation; dispatching more, e.g. M*O, is harmless).
+// Not here: bits != 4, g_idx, bias, fp16 storage, workgroup-memory tiling, subgroups.
 struct Params {
   M: u32,
   K: u32,
@@ -58,22 +58,85 @@ fn lora_xa(@builtin(global_invocation_id) gid: vec3u) {
   xa[i] = s;
 }
 
+// One invocation per 4 rows × 4 outputs: W is dequantized one packed word (8 nibbles) per output at a
+// time, each block's zero points and scales read once, and each input value serves 4 outputs.
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let i = gid.x;
-  if (i >= p.M * p.O) {
+  let ob = (p.O + 3u) / 4u;
+  let mb = (p.M + 3u) / 4u;
+  if (i >= mb * ob) {
     return;
   }
-  let m = i / p.O;
-  let o = i % p.O;
-  var s = 0.0;
-  for (var k = 0u; k < p.K; k++) {
-    s += inp[m * p.K + k] * weightAt(o, k);
+  let o0 = (i % ob) * 4u;
+  let m0 = (i / ob) * 4u;
+  // Rows past M / outputs past O read the last one (in bounds) and are not stored.
+  let r0 = min(m0, p.M - 1u) * p.K;
+  let r1 = min(m0 + 1u, p.M - 1u) * p.K;
+  let r2 = min(m0 + 2u, p.M - 1u) * p.K;
+  let r3 = min(m0 + 3u, p.M - 1u) * p.K;
+  let oc = vec4u(min(o0, p.O - 1u), min(o0 + 1u, p.O - 1u), min(o0 + 2u, p.O - 1u), min(o0 + 3u, p.O - 1u));
+  let wpb = p.bs / 8u; // packed words per block
+  let zpRow = (p.nb + 1u) / 2u;
+  var acc = array<vec4f, 4>(vec4f(0.0), vec4f(0.0), vec4f(0.0), vec4f(0.0)); // acc[output][row]
+  for (var b = 0u; b < p.nb; b++) {
+    var z = vec4f(8.0);
+    if (p.zpOff != 0u) {
+      let zb = p.zpOff * 4u + b / 2u;
+      let sh = (b & 1u) * 4u;
+      z = vec4f(
+        f32((byteAt(zb + oc.x * zpRow) >> sh) & 0xfu),
+        f32((byteAt(zb + oc.y * zpRow) >> sh) & 0xfu),
+        f32((byteAt(zb + oc.z * zpRow) >> sh) & 0xfu),
+        f32((byteAt(zb + oc.w * zpRow) >> sh) & 0xfu),
+      );
+    }
+    let sc = vec4f(
+      bitcast<f32>(qweight[p.scalesOff + oc.x * p.nb + b]),
+      bitcast<f32>(qweight[p.scalesOff + oc.y * p.nb + b]),
+      bitcast<f32>(qweight[p.scalesOff + oc.z * p.nb + b]),
+      bitcast<f32>(qweight[p.scalesOff + oc.w * p.nb + b]),
+    );
+    var blk = array<vec4f, 4>(vec4f(0.0), vec4f(0.0), vec4f(0.0), vec4f(0.0)); // explicit: reset per block
+    for (var w = 0u; w < wpb; w++) {
+      let wb = b * wpb + w;
+      let rowWords = p.nb * wpb;
+      let words = vec4u(
+        qweight[oc.x * rowWords + wb],
+        qweight[oc.y * rowWords + wb],
+        qweight[oc.z * rowWords + wb],
+        qweight[oc.w * rowWords + wb],
+      );
+      let kb = b * p.bs + w * 8u;
+      for (var j = 0u; j < 8u; j++) {
+        let k = kb + j;
+        if (k < p.K) {
+          let x = vec4f(inp[r0 + k], inp[r1 + k], inp[r2 + k], inp[r3 + k]);
+          let q = vec4f((words >> vec4u(j * 4u)) & vec4u(0xfu)) - z;
+          blk[0] += x * q.x;
+          blk[1] += x * q.y;
+          blk[2] += x * q.z;
+          blk[3] += x * q.w;
+        }
+      }
+    }
+    acc[0] += blk[0] * sc.x;
+    acc[1] += blk[1] * sc.y;
+    acc[2] += blk[2] * sc.z;
+    acc[3] += blk[3] * sc.w;
   }
   let bOff = p.R * p.K;
-  var l = 0.0;
-  for (var r = 0u; r < p.R; r++) {
-    l += xa[m * p.R + r] * lora[bOff + o * p.R + r];
+  for (var jo = 0u; jo < 4u; jo++) {
+    let o = o0 + jo;
+    for (var jm = 0u; jm < 4u; jm++) {
+      let m = m0 + jm;
+      if (m < p.M && o < p.O) {
+        var l = 0.0;
+        for (var r = 0u; r < p.R; r++) {
+          l += xa[m * p.R + r] * lora[bOff + o * p.R + r];
+        }
+        out[m * p.O + o] = acc[jo][jm] + p.scale * l;
+      }
+    }
   }
-  out[i] = s + p.scale * l;
 }

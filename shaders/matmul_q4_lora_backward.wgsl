@@ -6,8 +6,9 @@
 //   dxa = scale · dout · B            (M, R)   entry `lora_dxa`,  n = M*R   (run first)
 //   dB += scale · doutᵀ · xa          (O, R)   entry `lora_db`,   n = O*R
 //   dA += dxaᵀ · inp                  (R, K)   entry `lora_da`,   n = R*K
-//   dinp += dout · W + dxa · A        (M, K)   entry `dinp_main`, n = M*K (W dequantized per element)
-// Dispatch ceil(n / 64) workgroups each. One output per invocation, no tiling: the reference kernel.
+//   dinp += dout · W + dxa · A        (M, K)   entry `dinp_main`, n = ceil(M/8)*ceil(K/8) (8 rows × one
+//                                                packed word of 8 k per invocation; more, e.g. M*K, is harmless)
+// Dispatch ceil(n / 64) workgroups each.
 // Not here: base-weight gradients (frozen), bits != 4, g_idx.
 struct Params {
   M: u32,
@@ -92,20 +93,55 @@ fn lora_da(@builtin(global_invocation_id) gid: vec3u) {
   dlora[i] += s;
 }
 
+// One invocation per 8 rows × 8 consecutive k (one packed word, never straddling a block): per output o
+// it reads one word, one scale and one zero point and does 64 multiply-adds (each nibble serves 8 rows).
 @compute @workgroup_size(64)
 fn dinp_main(@builtin(global_invocation_id) gid: vec3u) {
   let i = gid.x;
-  if (i >= p.M * p.K) {
+  let kws = (p.K + 7u) / 8u;
+  let mb = (p.M + 7u) / 8u;
+  if (i >= mb * kws) {
     return;
   }
-  let m = i / p.K;
-  let k = i % p.K;
-  var s = 0.0;
+  let kw = i % kws;
+  let m0 = (i / kws) * 8u;
+  // Rows past M read row M-1 (in bounds) and are not stored.
+  var ro: array<u32, 8>;
+  for (var j = 0u; j < 8u; j++) {
+    ro[j] = min(m0 + j, p.M - 1u) * p.O;
+  }
+  let b = (kw * 8u) / p.bs;
+  let wpr = p.nb * (p.bs / 8u); // packed words per output row
+  var acc = array<vec4f, 16>(); // zero-initialized; acc[2k + rowQuad][row % 4]
   for (var o = 0u; o < p.O; o++) {
-    s += dout[m * p.O + o] * weightAt(o, k);
+    let word = qweight[o * wpr + kw];
+    var z = 8.0;
+    if (p.zpOff != 0u) {
+      z = f32((byteAt(p.zpOff * 4u + o * ((p.nb + 1u) / 2u) + b / 2u) >> ((b & 1u) * 4u)) & 0xfu);
+    }
+    let sc = bitcast<f32>(qweight[p.scalesOff + o * p.nb + b]);
+    let d0 = vec4f(dout[ro[0] + o], dout[ro[1] + o], dout[ro[2] + o], dout[ro[3] + o]) * sc;
+    let d1 = vec4f(dout[ro[4] + o], dout[ro[5] + o], dout[ro[6] + o], dout[ro[7] + o]) * sc;
+    for (var j = 0u; j < 8u; j++) {
+      let q = f32((word >> (j * 4u)) & 0xfu) - z;
+      acc[2u * j] += d0 * q;
+      acc[2u * j + 1u] += d1 * q;
+    }
   }
-  for (var r = 0u; r < p.R; r++) {
-    s += dxa[m * p.R + r] * lora[r * p.K + k];
+  for (var j = 0u; j < 8u; j++) {
+    let k = kw * 8u + j;
+    if (k >= p.K) {
+      break;
+    }
+    for (var jm = 0u; jm < 8u; jm++) {
+      let m = m0 + jm;
+      if (m < p.M) {
+        var s = acc[2u * j + jm / 4u][jm % 4u];
+        for (var r = 0u; r < p.R; r++) {
+          s += dxa[m * p.R + r] * lora[r * p.K + k];
+        }
+        dinp[m * p.K + k] += s;
+      }
+    }
   }
-  dinp[i] += s;
 }

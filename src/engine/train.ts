@@ -22,6 +22,8 @@ import { type CheckpointRecord, CheckpointStore } from '../train/checkpoints.ts'
 import { CpuTrainBackend } from '../train/cpu-backend.ts';
 import type { FrozenWeights, LoraModule } from '../train/cpu-model.ts';
 import { BatchSchedule, evalBatches, parseTrainData, splitExamples } from '../train/data.ts';
+import { requestTrainDevice } from '../train/gpu-kernels.ts';
+import { GpuTrainBackend } from '../train/gpu-model.ts';
 import { initLora } from '../train/lora.ts';
 import {
   planSteps,
@@ -58,27 +60,24 @@ export interface TrainHost {
 }
 
 /**
- * THE place where a run's device becomes a backend. 'auto' and 'cpu' train on the CPU reference path.
- * WebGPU plugs in here: construct `GpuTrainBackend` (src/train/gpu-model.ts) on `m.device` (ORT's
- * GPUDevice) for 'webgpu', and for 'auto' when `m.backend === 'webgpu'`.
+ * THE place where a run's device becomes a backend. 'webgpu': the WGSL kernels (GpuTrainBackend) on the
+ * GPUDevice onnxruntime-web runs the model on, so a trained adapter can feed inference from GPU buffers;
+ * when the model runs on wasm, on a device of its own. 'auto': WebGPU when the model runs there, else the
+ * CPU reference path (which on a software adapter such as SwiftShader is as fast: src/train/README.md).
  */
-export function createTrainBackend(
+export async function createTrainBackend(
   device: ResolvedTrainOptions['device'],
   m: Pick<LoadedModel, 'backend' | 'device'>,
   weights: FrozenWeights,
   modules: LoraModule[],
   o: ResolvedTrainOptions,
-): TrainBackend {
-  if (device === 'webgpu') {
-    throw new UnsupportedError(
-      'the WebGPU training backend is not available yet; train with device "cpu" or "auto"',
-      {
-        feature: 'webgpu-training',
-        loadedBackend: m.backend,
-      },
-    );
+): Promise<TrainBackend> {
+  const adam = { weightDecay: o.weightDecay };
+  if (device === 'webgpu' || (device === 'auto' && m.backend === 'webgpu' && m.device)) {
+    const gpu = m.device ?? (await requestTrainDevice());
+    return GpuTrainBackend.create(gpu, weights, modules, { adam });
   }
-  return new CpuTrainBackend(weights, modules, { weightDecay: o.weightDecay });
+  return new CpuTrainBackend(weights, modules, { adam });
 }
 
 let trainCounter = 0;
@@ -287,7 +286,7 @@ export class TrainingManager {
       layers: options.layers,
       seed: options.seed,
     });
-    const backend = createTrainBackend(options.device, m, weights, modules, options);
+    const backend = await createTrainBackend(options.device, m, weights, modules, options);
     device = backend.device;
     try {
       if (spec.from) await backend.restore(spec.from.state);

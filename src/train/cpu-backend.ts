@@ -1,17 +1,22 @@
 /**
- * `TrainBackend` (types.ts) on the CPU: the plain-TypeScript reference model (cpu-model.ts) with
- * optim.ts's AdamW and global-norm clipping — the path that trains where WebGPU is missing, and the one
- * the WebGPU backend (gpu-model.ts, GpuTrainBackend) must match step for step. Gradients accumulate
- * token-weighted across micro-batches and are zeroed by `step`. Snapshots copy A, B and the float64
- * AdamW moments exactly, so restore + continue equals never stopping. Not here: the loop (trainer.ts).
+ * The CPU training backend: `TrainBackend` (types.ts) over the plain-TypeScript reference —
+ * CpuLoraModel (forward/backward), AdamW and clipGradNorm (optim.ts). What the trainer drives where
+ * WebGPU is missing, and the oracle the WebGPU backend (gpu-model.ts) is compared with step for step.
+ * Gradients accumulate token-weighted across `accumulate` calls (backward(weight)), exactly as
+ * optim.ts accumulateGradients, and are zeroed by `step`. Snapshots copy A, B and the float64 AdamW
+ * moments exactly, so restore + continue equals never stopping. Not here: the trainer loop, schedules,
+ * data.
  */
 import { TrainCheckpointError } from '../errors.ts';
 import { type Batch, CpuLoraModel, type FrozenWeights, type LoraModule } from './cpu-model.ts';
-import { AdamW, clipGradNorm, loraParams } from './optim.ts';
+import { AdamW, type AdamWOptions, clipGradNorm, loraParams } from './optim.ts';
 import type { TrainBackend, TrainState } from './types.ts';
 
-export interface CpuBackendOptions {
-  weightDecay: number;
+export interface CpuTrainOptions {
+  /** AdamW hyper-parameters (lr comes with each step); defaults as optim.ts AdamW (wd 0.01). */
+  adam?: Omit<AdamWOptions, 'lr'>;
+  /** float64 activations (finite-difference tests). */
+  f64?: boolean;
 }
 
 export class CpuTrainBackend implements TrainBackend {
@@ -19,9 +24,14 @@ export class CpuTrainBackend implements TrainBackend {
   readonly model: CpuLoraModel;
   private readonly opt: AdamW;
 
-  constructor(weights: FrozenWeights, modules: LoraModule[], o: CpuBackendOptions) {
-    this.model = new CpuLoraModel(weights, modules);
-    this.opt = new AdamW({ lr: 0, weightDecay: o.weightDecay });
+  /** `modules` are trained in place (their A/B arrays are the live weights). */
+  constructor(
+    weights: FrozenWeights,
+    readonly modules: LoraModule[],
+    opts: CpuTrainOptions = {},
+  ) {
+    this.model = new CpuLoraModel(weights, modules, { f64: opts.f64 ?? false });
+    this.opt = new AdamW({ lr: 0, ...opts.adam });
   }
 
   async accumulate(batch: Batch, weight: number): Promise<number> {
@@ -35,8 +45,7 @@ export class CpuTrainBackend implements TrainBackend {
   }
 
   async step(lr: number, maxGradNorm: number): Promise<{ gradNorm: number }> {
-    const hasGrads = this.model.modules.every((m) => m.branch.dA && m.branch.dB);
-    if (!hasGrads) this.model.zeroGrad();
+    if (this.modules.some((m) => !m.branch.dA || !m.branch.dB)) this.model.zeroGrad();
     const params = loraParams(this.model);
     const gradNorm = clipGradNorm(params, maxGradNorm > 0 ? maxGradNorm : Number.POSITIVE_INFINITY);
     this.opt.step(params, lr);
@@ -45,10 +54,10 @@ export class CpuTrainBackend implements TrainBackend {
   }
 
   async snapshot(): Promise<TrainState> {
-    const s = this.opt.state();
+    const st = this.opt.state();
     return {
       step: this.opt.t,
-      modules: this.model.modules.map((m) => ({
+      modules: this.modules.map((m) => ({
         path: m.path,
         layer: m.layer,
         module: m.module,
@@ -56,12 +65,12 @@ export class CpuTrainBackend implements TrainBackend {
         A: Float32Array.from(m.branch.A),
         B: Float32Array.from(m.branch.B),
       })),
-      adam: s ? { m: s.m.map((x) => x.slice()), v: s.v.map((x) => x.slice()) } : null,
+      adam: st ? { m: st.m.map((x) => x.slice()), v: st.v.map((x) => x.slice()) } : null,
     };
   }
 
   async restore(state: TrainState): Promise<void> {
-    const mods = this.model.modules;
+    const mods = this.modules;
     const bad = (why: string): never => {
       throw new TrainCheckpointError(`checkpoint does not fit this run: ${why}`, { reason: 'shape' });
     };
@@ -74,9 +83,10 @@ export class CpuTrainBackend implements TrainBackend {
       if (s.A.length !== m.branch.A.length || s.B.length !== m.branch.B.length) bad(`${s.path}: A/B sizes`);
     });
     if (state.adam) {
-      const n = 2 * mods.length;
       const { m, v } = state.adam;
-      if (m.length !== n || v.length !== n) bad(`${m.length} AdamW moments, expected ${n}`);
+      if (m.length !== 2 * mods.length || v.length !== 2 * mods.length) {
+        bad(`${m.length} AdamW moments, expected ${2 * mods.length}`);
+      }
       mods.forEach((mod, i) => {
         for (const [j, len] of [
           [2 * i, mod.branch.A.length],
@@ -90,8 +100,7 @@ export class CpuTrainBackend implements TrainBackend {
       mods[i]!.branch.A.set(s.A);
       mods[i]!.branch.B.set(s.B);
     });
-    this.opt.restore(state.adam ? { t: state.step, m: state.adam.m, v: state.adam.v } : null);
-    this.opt.t = state.step;
+    this.opt.load(state.step, state.adam);
     this.model.zeroGrad();
   }
 

@@ -69,16 +69,16 @@ export class AdamW {
     });
   }
 
+  /** Restores `state()` output (a checkpoint); null moments: as before the first step, at step t. */
+  load(t: number, moments: { m: ArrayLike<number>[]; v: ArrayLike<number>[] } | null): void {
+    this.t = t;
+    this.m = moments ? moments.m.map((x) => Float64Array.from(x)) : null;
+    this.v = moments ? moments.v.map((x) => Float64Array.from(x)) : null;
+  }
+
   /** Moments for checkpoints (null before the first step). */
   state(): { t: number; m: Float64Array[]; v: Float64Array[] } | null {
     return this.m && this.v ? { t: this.t, m: this.m, v: this.v } : null;
-  }
-
-  /** Resume from `state()` values (copied; float32 or float64 moments); null: no step taken yet. */
-  restore(s: { t: number; m: ArrayLike<number>[]; v: ArrayLike<number>[] } | null): void {
-    this.t = s?.t ?? 0;
-    this.m = s ? s.m.map((x) => Float64Array.from(x)) : null;
-    this.v = s ? s.v.map((x) => Float64Array.from(x)) : null;
   }
 }
 

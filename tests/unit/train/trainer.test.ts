@@ -57,7 +57,7 @@ function backendFor(o: ResolvedTrainOptions): CpuTrainBackend {
     layers: o.layers,
     seed: o.seed,
   });
-  return new CpuTrainBackend(w, modules, { weightDecay: o.weightDecay });
+  return new CpuTrainBackend(w, modules, { adam: { weightDecay: o.weightDecay } });
 }
 
 function hooks(

@@ -1,0 +1,27 @@
+// Token embedding lookup (nn.Embedding / ONNX Gather), forward only; the WGSL twin of
+// src/train/ref/embedding.ts embeddingForward (its test oracle): out[i, :] = wte[tokens[i], :].
+// The base embedding is frozen in LoRA training, so there is no embedding_backward.wgsl: nothing below
+// the embedding needs a gradient. Token ids are range-checked on the CPU once per batch.
+// Shape key: N = rows (B*T), C = channels. One invocation per output element; dispatch ceil(N*C / 64).
+struct Params {
+  N: u32,
+  C: u32,
+  _pad0: u32,
+  _pad1: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> out: array<f32>; // (N, C)
+@group(0) @binding(1) var<storage, read> tokens: array<u32>;    // (N)
+@group(0) @binding(2) var<storage, read> wte: array<f32>;       // (V, C)
+@group(0) @binding(3) var<uniform> p: Params;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let i = gid.x;
+  if (i >= p.N * p.C) {
+    return;
+  }
+  let n = i / p.C;
+  let c = i % p.C;
+  out[i] = wte[tokens[n] * p.C + c];
+}
