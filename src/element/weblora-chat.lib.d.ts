@@ -29,6 +29,8 @@ export interface LoraTarget {
 
 export interface LoadReport {
   backend: Backend;
+  /** Why `backend`, in one sentence (auto skips software WebGPU adapters such as SwiftShader). */
+  backendReason: string;
   adapterInfo: { vendor: string; architecture: string; device: string; description: string } | null;
   dtype: ModelDtype;
   config: {

@@ -316,7 +316,11 @@ export class WebLoraChat extends Base {
         if (this.#shared !== shared) return;
         this.#report = report;
         this.#progress.hidden = true;
-        if (this.#running.size === 0) this.#setStatus(`Ready (${report.backend}, ${report.dtype}).`);
+        // With why this backend (e.g. auto skipped a software WebGPU adapter); kept on hover afterwards.
+        if (this.#running.size === 0)
+          this.#setStatus(`Ready (${report.backend}, ${report.dtype}) — ${report.backendReason}.`);
+        this.#status.title = report.backendReason;
+        this.#status.dataset.backendReason = report.backendReason;
         this.#emit('ready', report);
       },
       (e) => {
