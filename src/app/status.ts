@@ -120,7 +120,15 @@ export function mountModelStatus(state: AppState, caps: Promise<Readonly<Capabil
     syncPill();
     const r = state.report;
     if (!r) {
-      for (const id of ['backend', 'backend-reason', 'dtype', 'model-bytes', 'adapter-bytes', 'targets', 'load-time']) {
+      for (const id of [
+        'backend',
+        'backend-reason',
+        'dtype',
+        'model-bytes',
+        'adapter-bytes',
+        'targets',
+        'load-time',
+      ]) {
         set(id, state.phase === 'loading' ? '…' : '—');
       }
       return;
