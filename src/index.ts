@@ -67,6 +67,8 @@ export {
   ModelPackageError,
   NoModelError,
   NoTargetsError,
+  NothingAtUrlError,
+  NotSafetensorsError,
   reviveError,
   SafetensorsError,
   SafetensorsHeaderBoundsError,
