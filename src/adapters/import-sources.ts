@@ -132,7 +132,8 @@ export async function inputFromUrl(url: string, f: typeof fetch = fetch): Promis
 
 /** Name for an import without `opts.name`: the adapter's folder (or single file) name. */
 export function defaultAdapterName(input: AdapterImportInput): string {
-  const strip = (n: string): string => n.replace(/\.safetensors$/i, '');
+  // `shout.adapter_model.safetensors` (an export's prefixed name) → "shout".
+  const strip = (n: string): string => n.replace(/\.safetensors$/i, '').replace(/\.adapter_model$/i, '');
   const generic = (n: string): boolean => n === '' || n === 'adapter_model' || n === 'adapter_config.json';
   if ('files' in input && Array.isArray(input.files)) {
     const st = input.files.find((f) => f.name.toLowerCase().endsWith('.safetensors'));

@@ -1,5 +1,6 @@
 /**
- * Compare view: the prompt from the Generate panel, with the same sampling settings, run once per
+ * Compare view: the prompt from the Generate panel (in chat mode: as a single message, without the
+ * conversation), with the same sampling settings, run once per
  * selected column (the base model and/or stored adapters). All requests are submitted at once and the
  * engine's queue runs them one after another, so each column shows "queued" until its turn and then
  * streams. Stop aborts every request of the run (queued ones come back empty with finishReason
@@ -9,13 +10,14 @@ import type { AdapterInfo } from '../engine/types.ts';
 import { h } from '../ui/dom.ts';
 import { byId, errorText, setMessage } from './dom.ts';
 import { describeResult, streamView } from './generate.ts';
+import type { ModeControl } from './mode.ts';
 import { readSampling } from './sampling.ts';
 import { type AppState, newRequestId } from './state.ts';
 
 /** Column key of the base model (adapter names cannot be empty, so this never clashes). */
 const BASE = '';
 
-export function mountCompare(state: AppState): void {
+export function mountCompare(state: AppState, mode: ModeControl): void {
   const choices = byId<HTMLFieldSetElement>('compare-choices');
   const run = byId<HTMLButtonElement>('compare-run');
   const stop = byId<HTMLButtonElement>('compare-stop');
@@ -47,7 +49,8 @@ export function mountCompare(state: AppState): void {
         else checked.delete(key);
         sync();
       });
-      list.append(h('label', { class: 'check' }, box, ` ${key === BASE ? 'Base model' : key}`));
+      const about = key === BASE ? 'The base model, no LoRA' : state.describe(key);
+      list.append(h('label', { class: 'check', title: about }, box, ` ${key === BASE ? 'Base model' : key}`));
     }
     sync();
   }
@@ -63,7 +66,8 @@ export function mountCompare(state: AppState): void {
     setMessage(error, '');
     const keys = [BASE, ...knownNames].filter((k) => checked.has(k));
     const sampling = readSampling();
-    const text = prompt.value;
+    // Chat mode: each column answers the message alone (system prompt, no earlier turns).
+    const body = mode.request(prompt.value, { history: false });
     columns.replaceChildren();
     const jobs = keys.map((key) => {
       const requestId = newRequestId('cmp');
@@ -90,7 +94,7 @@ export function mountCompare(state: AppState): void {
         jobs.map(async (j) => {
           try {
             const r = await state.engine.generate(
-              { prompt: text, adapter: j.key === BASE ? null : j.key, requestId: j.requestId, ...sampling },
+              { ...body, adapter: j.key === BASE ? null : j.key, requestId: j.requestId, ...sampling },
               (d) => {
                 if (j.col.dataset.status === 'queued') {
                   j.col.dataset.status = 'streaming';

@@ -1,13 +1,16 @@
 /**
- * The prompt panel: Generate streams the continuation into #output token by token, Stop aborts the
- * request through `engine.abort(requestId)` (the engine answers within one decode step with
- * finishReason 'abort' and the text so far). Also exports `streamView`, the output box both this panel
- * and the compare columns use. Errors are shown as "TypedName: message" under the output.
+ * The prompt panel: Generate streams into #output token by token — completion: the prompt (dimmed)
+ * and its continuation; chat (mode.ts): the conversation, one line per message, the input cleared
+ * after sending. Stop aborts the request through `engine.abort(requestId)` (the engine answers within
+ * one decode step with finishReason 'abort' and the text so far). Also exports `streamView`, the output
+ * box both this panel and the compare columns use. Errors are shown as "TypedName: message" under the
+ * output.
  */
-import type { GenerateResult } from '../engine/types.ts';
+import type { ChatMessage, GenerateResult } from '../engine/types.ts';
 import { h } from '../ui/dom.ts';
 import type { AdapterPicker } from './adapter-picker.ts';
 import { byId, errorText, setMessage } from './dom.ts';
+import type { ModeControl } from './mode.ts';
 import { readSampling } from './sampling.ts';
 import { type AppState, newRequestId } from './state.ts';
 
@@ -42,6 +45,25 @@ export function streamView(pre: HTMLElement, prompt: string | null): StreamView 
   };
 }
 
+/** Resets `pre` to the chat so far, then `user`'s new message and the streamed reply, one line each. */
+export function chatView(pre: HTMLElement, turns: readonly ChatMessage[], user: string): StreamView {
+  const msg = (role: string, text: string): HTMLElement =>
+    h('span', { class: `msg ${role}`, 'data-role': role }, visible(text));
+  const cont = h('span', { class: 'msg assistant continuation', 'data-role': 'assistant' });
+  pre.replaceChildren(...turns.map((t) => msg(t.role, t.content)), msg('user', user), cont);
+  let text = '';
+  return {
+    append(delta) {
+      if (!delta) return;
+      text += delta;
+      cont.textContent = visible(text);
+    },
+    get text() {
+      return text;
+    },
+  };
+}
+
 export function describeResult(r: GenerateResult): string {
   const t = r.timings;
   const n = r.tokenIds.length;
@@ -49,7 +71,7 @@ export function describeResult(r: GenerateResult): string {
   return `${n} token${n === 1 ? '' : 's'} (${r.finishReason}) · prompt ${t.promptTokens} tokens in ${t.prefillMs.toFixed(0)} ms${speed}`;
 }
 
-export function mountGenerate(state: AppState, picker: AdapterPicker): void {
+export function mountGenerate(state: AppState, picker: AdapterPicker, mode: ModeControl): void {
   const form = byId<HTMLFormElement>('gen-form');
   const prompt = byId<HTMLTextAreaElement>('prompt');
   const generate = byId<HTMLButtonElement>('generate');
@@ -64,6 +86,12 @@ export function mountGenerate(state: AppState, picker: AdapterPicker): void {
     stop.disabled = running === null;
   };
   state.onModel(sync);
+  mode.onReset(() => {
+    if (running) return;
+    output.replaceChildren();
+    stats.textContent = '';
+    delete output.dataset.status;
+  });
 
   prompt.addEventListener('keydown', (ev) => {
     if (ev.key === 'Enter' && (ev.ctrlKey || ev.metaKey)) {
@@ -84,15 +112,20 @@ export function mountGenerate(state: AppState, picker: AdapterPicker): void {
     running = requestId;
     sync();
     const done = state.beginGeneration();
-    const view = streamView(output, prompt.value);
+    const text = prompt.value;
+    const body = mode.request(text);
+    const chat = body.messages !== undefined;
+    const view = chat ? chatView(output, mode.history(), text) : streamView(output, text);
+    if (chat) prompt.value = ''; // the message is in the conversation now
     const label = picker.describe();
     stats.textContent = `Generating with ${label}…`;
     output.dataset.status = 'streaming';
     try {
       const r = await state.engine.generate(
-        { prompt: prompt.value, adapter: picker.selection(), requestId, ...readSampling() },
+        { ...body, adapter: picker.selection(), requestId, ...readSampling() },
         (d) => view.append(d.text),
       );
+      if (chat) mode.commit(text, r.text);
       stats.textContent = `${describeResult(r)} · ${label}`;
       output.dataset.status = r.finishReason;
     } catch (e) {

@@ -12,6 +12,8 @@ export type ModelPhase = 'loading' | 'ready' | 'error';
 
 export class AppState {
   adapters: AdapterInfo[] = [];
+  /** One-line descriptions by adapter name (the example index, adapters/index.json). */
+  descriptions = new Map<string, string>();
   report: LoadReport | null = null;
   phase: ModelPhase = 'loading';
   private running = 0;
@@ -60,6 +62,17 @@ export class AppState {
     if (opts.notify !== false) notifyStorageChanged();
     void this.refreshStats();
     return this.adapters;
+  }
+
+  /** Sets the descriptions shown next to adapter names and re-renders the lists. */
+  setDescriptions(d: ReadonlyMap<string, string>): void {
+    this.descriptions = new Map(d);
+    for (const cb of this.adapterListeners) cb(this.adapters);
+  }
+
+  /** The description of a stored adapter, when one is known. */
+  describe(name: string): string | undefined {
+    return this.descriptions.get(name);
   }
 
   setModel(phase: ModelPhase, report: LoadReport | null = this.report): void {
