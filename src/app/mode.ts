@@ -16,8 +16,8 @@ export type DemoMode = 'chat' | 'completion';
 const COMPLETION_PROMPT = 'ROMEO:\nBut soft,';
 const CHAT_PROMPT = 'Good morrow! What news from Verona?';
 const HINT: Record<DemoMode, string> = {
-  completion: 'Ctrl+Enter generates. Completion: the output continues the prompt as raw text.',
-  chat: 'Ctrl+Enter sends. Chat: the model answers through its chat template and remembers the conversation until New chat.',
+  completion: 'Ctrl+Enter generates, Escape stops. Completion: the output continues the prompt as raw text.',
+  chat: 'Ctrl+Enter sends, Escape stops. Chat: the model answers through its chat template and remembers the conversation until New chat.',
 };
 
 export interface ModeControl {

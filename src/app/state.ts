@@ -83,6 +83,11 @@ export class AppState {
     for (const cb of this.modelListeners) cb();
   }
 
+  /** True while any generation (this panel's or a compare run) holds the engine. */
+  get busy(): boolean {
+    return this.running > 0;
+  }
+
   get ready(): boolean {
     return this.phase === 'ready';
   }

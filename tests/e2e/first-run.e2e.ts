@@ -120,6 +120,39 @@ describe('first run of the demo', () => {
     expect(await promptTokens(page)).toBeLessThan(asChat);
   });
 
+  it('output: Copy, live token count and tok/s, Escape stops, "queued" behind a compare, recent runs', async () => {
+    await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: server.origin });
+    expect(await page.isEnabled('#copy')).toBe(true); // the completion test left an output
+    const shown =
+      ((await page.textContent('#output .prompt')) ?? '') + (await page.textContent('#output .continuation'));
+    await page.click('#copy');
+    expect(await page.evaluate(() => navigator.clipboard.readText())).toBe(shown);
+
+    // A long run: the stats line counts while streaming; Escape stops it.
+    await page.fill('#max-tokens', '400');
+    await page.click('#generate');
+    await page.waitForFunction(() =>
+      / \d+ tokens · [\d.]+ tok\/s$/.test(document.getElementById('stats')!.textContent!),
+    );
+    await page.keyboard.press('Escape');
+    await waitForDemoReady(page, 30_000);
+    expect(await page.getAttribute('#output', 'data-status')).toBe('abort');
+
+    // Generate while a compare run holds the engine: "queued" until its turn.
+    await page.fill('#max-tokens', '6');
+    await page.click('#compare-run');
+    await page.click('#generate');
+    expect(await page.textContent('#stats')).toMatch(/^Queued: waiting for the running compare/);
+    expect(await page.getAttribute('#output', 'data-status')).toBe('queued');
+    await waitForDemoReady(page, 60_000);
+    expect(await page.getAttribute('#output', 'data-status')).toBe('length');
+
+    const runs = await page.$$eval('#run-history-list li', (els) => els.map((e) => e.textContent ?? ''));
+    expect(runs.length).toBeGreaterThanOrEqual(3);
+    expect(runs[0]).toMatch(/^base model · completion · /);
+    expect(runs.some((r) => /\(abort\)/.test(r))).toBe(true);
+  });
+
   it('a mistyped adapter URL says nothing is there; a non-safetensors file says so', async () => {
     // A host that answers every missing path with the app's page (Vite dev/preview, SPA hosts).
     for (const f of ['adapter_model.safetensors', 'adapter_config.json']) {
