@@ -65,7 +65,13 @@ export function mountCompare(state: AppState, mode: ModeControl): void {
     if (active.length > 0 || !state.ready) return;
     setMessage(error, '');
     const keys = [BASE, ...knownNames].filter((k) => checked.has(k));
-    const sampling = readSampling();
+    let sampling: ReturnType<typeof readSampling>;
+    try {
+      sampling = readSampling(); // an invalid field is marked in the form and named here
+    } catch (e) {
+      setMessage(error, errorText(e));
+      return;
+    }
     // Chat mode: each column answers the message alone (system prompt, no earlier turns).
     const body = mode.request(prompt.value, { history: false });
     columns.replaceChildren();

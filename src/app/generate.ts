@@ -14,7 +14,7 @@ import type { AdapterPicker } from './adapter-picker.ts';
 import { byId, errorText, setMessage } from './dom.ts';
 import type { ModeControl } from './mode.ts';
 import { mountRunHistory } from './run-history.ts';
-import { readSampling } from './sampling.ts';
+import { type mountSampling, readSampling, type SamplingFields } from './sampling.ts';
 import { type AppState, newRequestId } from './state.ts';
 
 /** The tiny model can emit NUL and other control characters; show them instead of dropping them. */
@@ -86,7 +86,12 @@ export function describeResult(r: GenerateResult): string {
   return `${n} token${n === 1 ? '' : 's'} (${r.finishReason}) · prompt ${t.promptTokens} tokens in ${t.prefillMs.toFixed(0)} ms${speed}`;
 }
 
-export function mountGenerate(state: AppState, picker: AdapterPicker, mode: ModeControl): void {
+export function mountGenerate(
+  state: AppState,
+  picker: AdapterPicker,
+  mode: ModeControl,
+  samplingForm: ReturnType<typeof mountSampling>,
+): void {
   const form = byId<HTMLFormElement>('gen-form');
   const prompt = byId<HTMLTextAreaElement>('prompt');
   const generate = byId<HTMLButtonElement>('generate');
@@ -145,6 +150,13 @@ export function mountGenerate(state: AppState, picker: AdapterPicker, mode: Mode
     ev.preventDefault();
     if (running || !state.ready) return;
     setMessage(error, '');
+    let sampling: SamplingFields;
+    try {
+      sampling = readSampling(); // an invalid field is marked in the form and named here
+    } catch (e) {
+      setMessage(error, errorText(e));
+      return;
+    }
     const requestId = newRequestId('gen');
     running = requestId;
     sync();
@@ -174,7 +186,7 @@ export function mountGenerate(state: AppState, picker: AdapterPicker, mode: Mode
     };
     try {
       const r = await state.engine.generate(
-        { ...body, adapter: picker.selection(), requestId, ...readSampling() },
+        { ...body, adapter: picker.selection(), requestId, ...sampling },
         (d) => {
           if (tokens++ === 0) {
             firstAt = performance.now();
@@ -185,6 +197,7 @@ export function mountGenerate(state: AppState, picker: AdapterPicker, mode: Mode
         },
       );
       if (chat) mode.commit(text, r.text);
+      samplingForm.setContext(state.report?.config.maxPositionEmbeddings ?? null, r.timings.promptTokens);
       stats.textContent = `${describeResult(r)} · ${label}`;
       output.dataset.status = r.finishReason;
       copyText = chat ? r.text : text + r.text;

@@ -18,6 +18,7 @@ import { byId, errorText, setMessage } from './dom.ts';
 import { mountGenerate } from './generate.ts';
 import { mountMode } from './mode.ts';
 import { preinstallExamples, readExampleIndex } from './preinstall.ts';
+import { mountSampling } from './sampling.ts';
 import { AppState } from './state.ts';
 import { mountModelStatus, mountProgress } from './status.ts';
 import './style.css';
@@ -45,7 +46,9 @@ const picker = mountAdapterPicker(
   (name) => state.describe(name),
 );
 const mode = mountMode(state);
-mountGenerate(state, picker, mode);
+const sampling = mountSampling();
+state.onModel(() => sampling.setContext(state.report?.config.maxPositionEmbeddings ?? null));
+mountGenerate(state, picker, mode, sampling);
 mountCompare(state, mode);
 mountAdaptersPanel(state);
 

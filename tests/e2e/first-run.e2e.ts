@@ -216,4 +216,31 @@ describe('first run of the demo', () => {
       ).toEqual([]);
     },
   );
+
+  it('settings: quick ones next to Generate, checked with their labels, capped by the context, kept across reloads', async () => {
+    expect(await page.isVisible('#gen-form #max-tokens')).toBe(true);
+    expect(await page.isVisible('#gen-form #temperature')).toBe(true);
+    expect(await page.isVisible('#top-p')).toBe(false); // under "Advanced sampling", closed
+    await page.fill('#temperature', '0');
+    await page.click('#advanced-sampling summary');
+    await page.fill('#top-p', '1.5');
+    await page.click('#generate');
+    await page.waitForSelector('#gen-error:not([hidden])');
+    expect(await page.textContent('#gen-error')).toMatch(
+      /^InvalidOptionError: Top-p must be more than 0 and at most 1 \(1 = off\) \(got "1.5"\)$/,
+    );
+    expect(await page.$eval('#top-p', (e) => (e as HTMLInputElement).validity.valid)).toBe(false);
+    expect(await page.evaluate(() => document.body.dataset.state)).toBe('ready'); // nothing was sent
+    await page.fill('#top-p', '1');
+    await page.fill('#max-tokens', '900');
+    expect(await page.textContent('#max-tokens-note')).toMatch(
+      /^Capped at 512: the model's context holds 512 tokens/,
+    );
+    await page.fill('#temperature', '0.5');
+    await page.reload();
+    await waitForDemoReady(page);
+    expect(await page.inputValue('#temperature')).toBe('0.5');
+    expect(await page.inputValue('#max-tokens')).toBe('900');
+    expect(await page.inputValue('#top-p')).toBe('1');
+  });
 });
