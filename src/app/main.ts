@@ -49,7 +49,7 @@ const mode = mountMode(state);
 const sampling = mountSampling();
 state.onModel(() => sampling.setContext(state.report?.config.maxPositionEmbeddings ?? null));
 mountGenerate(state, picker, mode, sampling);
-mountCompare(state, mode);
+mountCompare(state, mode, picker);
 mountAdaptersPanel(state);
 
 const loadError = byId('load-error');

@@ -217,6 +217,53 @@ describe('first run of the demo', () => {
     },
   );
 
+  it('compare: a mix column from the picker, one row of four, overall progress, "Cancelled" for queued columns', async () => {
+    await page.fill('#max-tokens', '6');
+    await page.check('#adapter-mode-mix');
+    await page.evaluate(() => {
+      const slider = document.querySelector<HTMLInputElement>(
+        'input[type=range][data-adapter="weblora-shout"]',
+      )!;
+      slider.value = '0.5';
+      slider.dispatchEvent(new Event('input', { bubbles: true }));
+    });
+    const want = ['', 'weblora-romeo', 'weblora-shout', 'picker'];
+    for (const box of await page.$$('#compare-choices input[type=checkbox]')) {
+      if (want.includes((await box.getAttribute('data-adapter')) ?? '')) await box.check();
+      else await box.uncheck();
+    }
+    await page.click('#compare-run');
+    expect(await page.textContent('#compare-progress')).toMatch(/^Running \d of 4…$/);
+    await waitForDemoReady(page, 60_000);
+    expect(await page.textContent('#compare-progress')).toBe('4 of 4 done');
+    const cols = await page.$$eval('#compare-columns .column', (els) =>
+      els.map((e) => ({
+        key: e.getAttribute('data-adapter'),
+        title: e.querySelector('h3')?.textContent,
+        top: Math.round(e.getBoundingClientRect().top),
+        status: e.getAttribute('data-status'),
+      })),
+    );
+    expect(cols.map((c) => c.key)).toEqual(want);
+    expect(cols[3]!.title).toBe('weblora-shout ×0.5');
+    expect(new Set(cols.map((c) => c.top)).size, JSON.stringify(cols)).toBe(1); // one row (1400 px wide)
+    expect(cols.every((c) => c.status === 'length')).toBe(true);
+
+    // Stop while the first column streams: the queued ones say "Cancelled", not "0 tokens (abort)".
+    await page.fill('#max-tokens', '300');
+    await page.click('#compare-run');
+    await page.waitForSelector('#compare-columns .column[data-status="streaming"]');
+    await page.click('#compare-stop');
+    await waitForDemoReady(page, 30_000);
+    const statuses = await page.$$eval('#compare-columns .column-status', (els) =>
+      els.map((e) => e.textContent),
+    );
+    expect(statuses.slice(1)).toEqual(['Cancelled', 'Cancelled', 'Cancelled']);
+    expect(statuses[0]).toMatch(/^Stopped after \d+ tokens?$/);
+    expect(await page.textContent('#compare-progress')).toBe('Stopped: 0 of 4 done');
+    await page.check('#adapter-mode-none');
+  });
+
   it('settings: quick ones next to Generate, checked with their labels, capped by the context, kept across reloads', async () => {
     expect(await page.isVisible('#gen-form #max-tokens')).toBe(true);
     expect(await page.isVisible('#gen-form #temperature')).toBe(true);
