@@ -95,6 +95,22 @@ backendSelect.addEventListener('change', () => {
   void load(b);
 });
 
+// Storage panel: bring back example adapters the user deleted.
+const restore = byId<HTMLButtonElement>('restore-examples');
+const restoreStatus = byId('restore-status');
+state.onModel(() => {
+  restore.disabled = !state.ready;
+});
+restore.addEventListener('click', async () => {
+  restore.disabled = true;
+  restoreStatus.textContent = 'Restoring…';
+  const { installed, failed } = await preinstallExamples(state, { force: true });
+  restoreStatus.textContent =
+    (installed.length ? `Restored ${installed.join(', ')}.` : 'All example adapters are already stored.') +
+    (failed.length ? ` Could not restore ${failed.join(', ')} (see the console).` : '');
+  restore.disabled = !state.ready;
+});
+
 void state.refreshAdapters({ notify: false });
 // The example adapters' descriptions (adapters/index.json), shown next to their names.
 void readExampleIndex().then(

@@ -152,7 +152,8 @@ export function mountModelStatus(state: AppState, caps: Promise<Readonly<Capabil
 
   state.onStats((s: AdapterStats | null) => {
     if (!s) return;
+    // Plain words: each entry is one adapter (or mix) whose weights are ready in memory for requests.
     byId('adapter-bytes').textContent =
-      `${formatBytes(s.bytesHeld)} in ${s.entries} cached feed set${s.entries === 1 ? '' : 's'} · ${s.hits} hits, ${s.misses} misses`;
+      `${formatBytes(s.bytesHeld)} for ${s.entries} adapter${s.entries === 1 ? '' : 's'} or mix${s.entries === 1 ? '' : 'es'} ready in memory · reused ${s.hits}×, loaded ${s.misses}×`;
   });
 }

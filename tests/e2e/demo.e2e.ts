@@ -156,7 +156,9 @@ describe('demo app', () => {
     await waitForDemoReady(page);
     expect(await page.textContent('#gen-error')).toBe('');
     expect(await page.textContent('#stats')).toContain(`${names[0]} ×0.5 + ${names[1]} ×1`);
-    expect(await page.textContent('#adapter-bytes')).toMatch(/cached feed set/);
+    expect(await page.textContent('#adapter-bytes')).toMatch(
+      / for \d+ adapters? or mix(es)? ready in memory · reused \d+×, loaded \d+×$/,
+    );
     await page.check('#adapter-mode-none');
   });
 

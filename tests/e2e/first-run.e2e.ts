@@ -290,4 +290,43 @@ describe('first run of the demo', () => {
     expect(await page.inputValue('#max-tokens')).toBe('900');
     expect(await page.inputValue('#top-p')).toBe('1');
   });
+
+  it.skipIf(!EXAMPLE_ADAPTERS)(
+    'storage: two-click delete, restore example adapters, plain words, icons in the page',
+    async () => {
+      // (after the previous test's reload)
+      expect(await page.getAttribute('meta[name="theme-color"]', 'content')).toBe('#5b3cc4');
+      for (const sel of ['link[rel="icon"]', 'link[rel="apple-touch-icon"]']) {
+        const href = await page.$eval(sel, (e) => (e as HTMLLinkElement).href);
+        const res = await page.request.get(href);
+        expect(res.status(), href).toBe(200);
+        expect(res.headers()['content-type']).toBe('image/png');
+      }
+      expect(await page.textContent('#adapter-bytes')).not.toMatch(/feed set/);
+
+      // The storage view's Delete arms first, like the adapters panel.
+      await page.waitForSelector('.weblora-pwa-storage li button');
+      const first = page.locator('.weblora-pwa-storage li button').first();
+      const before = await page.locator('.weblora-pwa-storage li').count();
+      await first.click();
+      expect(await first.textContent()).toBe('Confirm delete');
+      expect(await page.locator('.weblora-pwa-storage li').count()).toBe(before);
+
+      // Delete an example adapter, then restore it.
+      const item = '#adapter-list li[data-adapter="weblora-reverse"]';
+      await page.click(`${item} button.danger`);
+      await page.click(`${item} button.danger`);
+      await page.waitForSelector(item, { state: 'detached' });
+      await page.click('#restore-examples');
+      await page.waitForFunction(() =>
+        /^Restored /.test(document.getElementById('restore-status')!.textContent!),
+      );
+      expect(await page.textContent('#restore-status')).toBe('Restored weblora-reverse.');
+      await page.waitForSelector(item);
+      expect(
+        errors.filter((e) => !/Failed to load resource/.test(e)),
+        errors.join('\n'),
+      ).toEqual([]);
+    },
+  );
 });
