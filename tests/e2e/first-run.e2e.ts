@@ -6,6 +6,8 @@
  * answered with the host's HTML page, a 404 and a non-safetensors file each get a typed error saying
  * so; the example adapters show their descriptions (list and picker) and export as one `<name>.zip`.
  */
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import type { Browser, BrowserContext, Page } from 'playwright';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -15,6 +17,7 @@ import {
   startE2eServer,
   waitForDemoReady,
 } from './helpers.ts';
+import { ROOT } from './paths.ts';
 
 let browser: Browser;
 let server: Awaited<ReturnType<typeof startE2eServer>>;
@@ -210,6 +213,18 @@ describe('first run of the demo', () => {
       }
       await expect.poll(() => downloads.length, { timeout: 10_000 }).toBe(2);
       expect(downloads.map((d) => d.name).sort()).toEqual(['weblora-romeo.zip', 'weblora-shout.zip']);
+      // The zip holds the PEFT folder: <name>/adapter_config.json + <name>/adapter_model.safetensors, the
+      // weights stored byte-identical (entries are uncompressed).
+      const zip = readFileSync(downloads.find((d) => d.name === 'weblora-shout.zip')!.path!);
+      const weights = readFileSync(resolve(ROOT, 'public/adapters/weblora-shout/adapter_model.safetensors'));
+      expect(zip.includes('weblora-shout/adapter_config.json')).toBe(true);
+      expect(zip.includes('weblora-shout/adapter_model.safetensors')).toBe(true);
+      expect(zip.includes(weights)).toBe(true);
+
+      // A folder picked with "Choose folder…" is named after the folder.
+      await page.setInputFiles('#import-folder', resolve(ROOT, 'tests/fixtures/peft-adapter'));
+      await page.waitForSelector('#adapter-list li[data-adapter="peft-adapter"]');
+      expect(await page.textContent('#import-stage')).toMatch(/^Imported “peft-adapter”/);
       expect(
         errors.filter((e) => !/favicon|Failed to load resource/.test(e)),
         errors.join('\n'),
