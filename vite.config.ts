@@ -125,8 +125,8 @@ export const pwaOptions: Partial<VitePWAOptions> = {
     // second SW copy would only double 20+ MB; requests under models/ go to the network when not there.
     globIgnores: ['models/**', '**/node_modules/**'],
     maximumFileSizeToCacheInBytes: MAX_PRECACHE_FILE,
-    // ?backend=wasm (examples/embed.html) must still hit the precached page offline.
-    ignoreURLParametersMatching: [/^utm_/, /^fbclid$/, /^backend$/],
+    // ?backend=wasm / ?mode=chat (demo, examples/embed.html) must still hit the precached page offline.
+    ignoreURLParametersMatching: [/^utm_/, /^fbclid$/, /^backend$/, /^mode$/],
     navigateFallback: 'index.html',
     navigateFallbackDenylist: [/\/(models|adapters|ort|examples)\//],
     cleanupOutdatedCaches: true,

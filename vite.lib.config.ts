@@ -6,11 +6,13 @@
  *   assets/engine-worker-*.js  the engine's module worker, loaded by the module (relative to it)
  *   ort/                   onnxruntime-web's wasm runtime (27 MB), default `wasmPaths`
  *   models/weblora-shakespeare/  the default model, so the folder works as-is when served
+ *   adapters/              the example PEFT adapters (public/adapters/: folders + index.json)
+ *   index.html             a working example page (examples/lib/index.html) importing ./weblora-chat.js
  * Host the folder anywhere (same origin as the page, or with CORS); `configureWebLora({ wasmPaths,
  * defaultModel })` points elsewhere. The worker stays a separate file: a blob-URL worker would lose the
  * http(s) location the engine resolves URLs against.
  */
-import { cpSync, existsSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { defineConfig, type Plugin } from 'vite';
 import { ORT_APP_MOUNT, ORT_RESOLVE_CONDITIONS, serveOrtFiles } from './vite.config.ts';
@@ -32,6 +34,16 @@ function libExtras(): Plugin {
     closeBundle() {
       const model = resolve(root, 'public/models/weblora-shakespeare');
       if (existsSync(model)) cpSync(model, resolve(outDir, 'models/weblora-shakespeare'), { recursive: true });
+      // The example adapters and a page that uses them: `npx serve dist-lib` → a working demo of the element.
+      const adapters = resolve(root, 'public/adapters');
+      if (existsSync(adapters)) {
+        for (const entry of readdirSync(adapters, { withFileTypes: true })) {
+          if (entry.isDirectory() || entry.name === 'index.json') {
+            cpSync(resolve(adapters, entry.name), resolve(outDir, 'adapters', entry.name), { recursive: true });
+          }
+        }
+      }
+      cpSync(resolve(root, 'examples/lib/index.html'), resolve(outDir, 'index.html'));
     },
   };
 }

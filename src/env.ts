@@ -10,7 +10,14 @@ export interface Capabilities {
   readonly subgroups: boolean;
   readonly timestampQuery: boolean;
   readonly maxStorageBufferBindingSize: number;
-  readonly adapterInfo: { vendor: string; architecture: string; device: string; description: string } | null;
+  readonly adapterInfo: {
+    vendor: string;
+    architecture: string;
+    device: string;
+    description: string;
+    /** GPUAdapterInfo.isFallbackAdapter (false where the browser does not report it). */
+    isFallbackAdapter: boolean;
+  } | null;
   readonly opfs: boolean;
   readonly crossOriginIsolated: boolean;
   readonly worker: boolean;
@@ -45,6 +52,7 @@ async function detect(): Promise<Readonly<Capabilities>> {
           architecture: info.architecture,
           device: info.device,
           description: info.description,
+          isFallbackAdapter: (info as { isFallbackAdapter?: boolean }).isFallbackAdapter === true,
         }
       : null,
     opfs: typeof g.navigator?.storage?.getDirectory === 'function',

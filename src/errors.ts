@@ -35,6 +35,11 @@ export class SafetensorsError extends WebLoraError {}
 export class ModelPackageError extends WebLoraError {}
 /** Network or storage failure while fetching model files. */
 export class FetchError extends WebLoraError {}
+/**
+ * Nothing to import at a URL: HTTP 404/410, or an HTML page where a file belongs (many hosts, and Vite's
+ * dev/preview servers, answer a missing path with the app's index.html). Data `{ url, status, htmlFallback? }`.
+ */
+export class NothingAtUrlError extends FetchError {}
 /** The GPU device was lost while in use (not destroyed on purpose). */
 export class DeviceLostError extends WebLoraError {}
 /** A request was cancelled by the caller. */
@@ -50,6 +55,11 @@ export class NoModelError extends WebLoraError {}
 // caller may already catch (SafetensorsError, AdapterFormatError, AdapterMismatchError).
 /** A safetensors file shorter than its header says (cut-off download, partial copy). */
 export class SafetensorsTruncatedError extends SafetensorsError {}
+/**
+ * Bytes that are not a safetensors file at all (no plausible length prefix and no JSON header where one
+ * belongs): an HTML page, a .bin, a text file.
+ */
+export class NotSafetensorsError extends SafetensorsError {}
 /** A safetensors header length beyond the file or above the 100 MB cap. */
 export class SafetensorsHeaderBoundsError extends SafetensorsError {}
 /** A safetensors header that is not UTF-8 JSON of the documented shape. */
@@ -90,12 +100,14 @@ const REGISTRY = {
   SafetensorsError,
   ModelPackageError,
   FetchError,
+  NothingAtUrlError,
   DeviceLostError,
   AbortError,
   UnsupportedError,
   InvalidOptionError,
   NoModelError,
   SafetensorsTruncatedError,
+  NotSafetensorsError,
   SafetensorsHeaderBoundsError,
   SafetensorsHeaderJsonError,
   SafetensorsOffsetError,

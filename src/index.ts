@@ -74,6 +74,8 @@ export {
   ModelPackageError,
   NoModelError,
   NoTargetsError,
+  NothingAtUrlError,
+  NotSafetensorsError,
   reviveError,
   SafetensorsError,
   SafetensorsHeaderBoundsError,

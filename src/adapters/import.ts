@@ -17,6 +17,7 @@ import {
   AdapterRankError,
   AdapterShapeError,
   AdapterValueError,
+  NotSafetensorsError,
   SafetensorsError,
   SafetensorsHeaderBoundsError,
   SafetensorsHeaderJsonError,
@@ -146,9 +147,41 @@ export function parseAdapterSafetensors(bytes: Uint8Array): Safetensors {
   }
 }
 
+/**
+ * True when `bytes` start like a safetensors file: a little-endian u64 header length that fits the file,
+ * or a JSON object (`{`) right after the 8 length bytes. A file with only one of the two is a damaged
+ * safetensors file (its specific error applies); one with neither is something else.
+ */
+export function looksLikeSafetensors(bytes: Uint8Array): boolean {
+  if (bytes.length < 8) return true; // too short to tell: reported as truncated
+  const n = new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
+  if (n <= BigInt(bytes.length - 8)) return true;
+  let i = 8;
+  while (
+    i < bytes.length &&
+    (bytes[i] === 0x20 || bytes[i] === 0x0a || bytes[i] === 0x0d || bytes[i] === 0x09)
+  )
+    i++;
+  return bytes[i] === 0x7b; // '{'
+}
+
+/** The first bytes as text, for a message (non-printable characters as '.'). */
+function previewText(bytes: Uint8Array): string {
+  return Array.from(bytes.subarray(0, 16), (b) =>
+    b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : '.',
+  ).join('');
+}
+
 function classifySafetensorsError(e: SafetensorsError, bytes: Uint8Array): SafetensorsError {
   const reason = String(e.data.reason ?? '');
   const data = { ...e.data, fileBytes: bytes.length };
+  if (!looksLikeSafetensors(bytes) && reason !== 'truncated') {
+    return new NotSafetensorsError(
+      `not a safetensors file: its first bytes ${JSON.stringify(previewText(bytes))} are neither a header length ` +
+        'nor a JSON header (a PEFT adapter is adapter_model.safetensors, optionally with adapter_config.json)',
+      { ...data, reason: 'not-safetensors', detail: e.message },
+    );
+  }
   switch (reason) {
     case 'truncated':
       return new SafetensorsTruncatedError(e.message, data);

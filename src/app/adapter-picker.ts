@@ -1,7 +1,8 @@
 /**
  * The per-prompt adapter picker: none (base model), one stored adapter, or a weighted mix with one
  * slider per stored adapter (weight 0 leaves it out). Re-rendered whenever the stored list changes,
- * keeping the user's choices for adapters that still exist. `selection()` returns the engine's
+ * keeping the user's choices for adapters that still exist; known descriptions (adapters/index.json)
+ * are shown next to the names. `selection()` returns the engine's
  * `AdapterSelection`; mixing math and validation live in the engine (src/adapters/mix.ts).
  */
 import type { AdapterInfo, AdapterSelection } from '../engine/types.ts';
@@ -21,6 +22,7 @@ const MIX_MAX = 2;
 export function mountAdapterPicker(
   fieldset: HTMLFieldSetElement,
   onAdapters: (cb: (l: AdapterInfo[]) => void) => void,
+  describeAdapter: (name: string) => string | undefined = () => undefined,
 ): AdapterPicker {
   let mode: Mode = 'none';
   let one = '';
@@ -70,13 +72,26 @@ export function mountAdapterPicker(
     }
     if (mode === 'one') {
       if (!names.includes(one)) one = names[0] ?? '';
-      const select = h('select', { id: 'adapter-one', 'aria-label': 'Stored adapter' });
-      for (const n of names) select.append(h('option', { value: n }, n));
+      const select = h('select', {
+        id: 'adapter-one',
+        'aria-label': 'Stored adapter',
+        'aria-describedby': 'adapter-one-desc',
+      });
+      for (const n of names) {
+        const d = describeAdapter(n);
+        select.append(h('option', { value: n }, d ? `${n} — ${d}` : n));
+      }
       select.value = one;
+      const desc = h('p', { id: 'adapter-one-desc', class: 'hint' });
+      const showDesc = (): void => {
+        desc.textContent = describeAdapter(one) ?? '';
+      };
       select.addEventListener('change', () => {
         one = select.value;
+        showDesc();
       });
-      body.append(select);
+      showDesc();
+      body.append(select, desc);
       return;
     }
     const list = h('div', { class: 'mix' });
@@ -97,7 +112,8 @@ export function mountAdapterPicker(
         weights.set(n, Number(slider.value));
         out.textContent = Number(slider.value).toFixed(2);
       });
-      list.append(h('label', { for: id, class: 'mix-name' }, n), slider, out);
+      const d = describeAdapter(n);
+      list.append(h('label', { for: id, class: 'mix-name', ...(d ? { title: d } : {}) }, n), slider, out);
     }
     body.append(
       list,

@@ -1,10 +1,12 @@
 /**
  * Adapters panel: import a PEFT LoRA adapter from picked files, a picked folder, a drop (files or a
  * folder) or a URL, with stage progress and the engine's typed error shown as "Name: message"; and the
- * stored list with rename, delete (second click confirms) and export (downloads the two PEFT files
- * byte-identical to what was imported). Validation and storage are the engine's (src/adapters); this
+ * stored list (with the example adapters' descriptions) with rename, delete (second click confirms)
+ * and export (one `<name>.zip` holding the PEFT folder `<name>/`, files byte-identical to what was
+ * imported). Loose picked files are named from their config (looseFilesName), never all "adapter". Validation and storage are the engine's (src/adapters); this
  * file only gathers input and shows results.
  */
+import { zipStore } from '../adapters/zip.ts';
 import type { AdapterImportInput, AdapterImportProgress, AdapterInfo } from '../engine/types.ts';
 import { h } from '../ui/dom.ts';
 import { formatBytes } from '../ui/format.ts';
@@ -55,17 +57,40 @@ async function droppedFiles(dt: DataTransfer): Promise<{ files: File[]; folder: 
   return { files: [...dt.files], folder: null };
 }
 
+/** The last path segment of a model id or URL ("org/weblora-shakespeare" → "weblora-shakespeare"). */
+function lastSegment(s: string): string {
+  return (
+    s
+      .split(/[\\/]+/)
+      .filter(Boolean)
+      .pop() ?? ''
+  );
+}
+
 /**
- * A name for loose PEFT files (`adapter_model.safetensors` picked without its folder), from which the
- * engine cannot derive one: "adapter", "adapter-2", … (free in the store). Null when the engine can
- * (a folder path, or a single file with its own name).
+ * A name for loose PEFT files picked without their folder (`adapter_model.safetensors` +
+ * `adapter_config.json`: the browser hides the folder's name), from which the engine cannot derive
+ * one: from the config, "<base model>-r<rank>" (e.g. "weblora-shakespeare-r4"; "-2", … when taken),
+ * else "lora-adapter". Null when the engine can name it: a folder path, or a `.safetensors` with its
+ * own name (`shout.safetensors` → "shout", an export's `shout.adapter_model.safetensors` → "shout").
  */
-function looseFilesName(files: File[], taken: readonly string[]): string | null {
+async function looseFilesName(files: File[], taken: readonly string[]): Promise<string | null> {
   if (files.some((f) => f.webkitRelativePath.includes('/'))) return null;
   const st = files.filter((f) => f.name.toLowerCase().endsWith('.safetensors'));
   if (st.length === 1 && st[0]!.name !== 'adapter_model.safetensors') return null;
-  let name = 'adapter';
-  for (let i = 2; taken.includes(name); i++) name = `adapter-${i}`;
+  let stem = 'lora-adapter';
+  const json = files.find((f) => f.name.toLowerCase().endsWith('.json'));
+  try {
+    const c = json ? (JSON.parse(await json.text()) as Record<string, unknown>) : null;
+    const base = typeof c?.base_model_name_or_path === 'string' ? lastSegment(c.base_model_name_or_path) : '';
+    const rank = typeof c?.r === 'number' ? `-r${c.r}` : '';
+    const safe = `${base}${rank}`.replace(/[^\w.-]+/g, '-');
+    if (base) stem = safe;
+  } catch {
+    // an unreadable config: the import reports it; the name does not matter then
+  }
+  let name = stem;
+  for (let i = 2; taken.includes(name); i++) name = `${stem}-${i}`;
   return name;
 }
 
@@ -142,7 +167,7 @@ export function mountAdaptersPanel(state: AppState): { importUrl(url: string): P
     const files = [...(filesInput.files ?? [])];
     filesInput.value = '';
     const taken = state.adapters.map((a) => a.name);
-    if (files.length) void runImport({ files }, looseFilesName(files, taken));
+    if (files.length) void looseFilesName(files, taken).then((name) => runImport({ files }, name));
   });
   folderInput.addEventListener('change', () => {
     // Only the folder's top-level files (a PEFT output folder may hold checkpoint sub-folders).
@@ -172,7 +197,7 @@ export function mountAdaptersPanel(state: AppState): { importUrl(url: string): P
     try {
       const { files, folder } = await droppedFiles(ev.dataTransfer);
       const taken = state.adapters.map((a) => a.name);
-      if (files.length) await runImport({ files }, folder ?? looseFilesName(files, taken));
+      if (files.length) await runImport({ files }, folder ?? (await looseFilesName(files, taken)));
     } catch (e) {
       setMessage(error, errorText(e));
     }
@@ -199,6 +224,7 @@ export function mountAdaptersPanel(state: AppState): { importUrl(url: string): P
   function item(a: AdapterInfo): HTMLLIElement {
     const li = h('li', { 'data-adapter': a.name });
     const title = h('span', { class: 'adapter-name' }, a.name);
+    const about = state.describe(a.name);
     const base = a.baseModel ? `${a.baseModel}${a.baseModelMatched ? '' : ' (not matched)'}` : 'unknown base';
     const meta = h(
       'small',
@@ -211,13 +237,17 @@ export function mountAdaptersPanel(state: AppState): { importUrl(url: string): P
       {
         type: 'button',
         'aria-label': `Export ${a.name}`,
-        title: 'Downloads adapter_config.json and adapter_model.safetensors',
+        title: `Downloads ${a.name}.zip: the PEFT folder ${a.name}/ (adapter_config.json + adapter_model.safetensors)`,
       },
       'Export',
     );
     const del = h('button', { type: 'button', class: 'danger', 'aria-label': `Delete ${a.name}` }, 'Delete');
     const actions = h('div', { class: 'actions' }, rename, exp, del);
-    li.append(h('div', { class: 'adapter-head' }, title, actions), meta);
+    li.append(
+      h('div', { class: 'adapter-head' }, title, actions),
+      ...(about ? [h('p', { class: 'adapter-desc' }, about)] : []),
+      meta,
+    );
 
     rename.addEventListener('click', () => {
       const input = h('input', { type: 'text', value: a.name, 'aria-label': `New name for ${a.name}` });
@@ -236,9 +266,15 @@ export function mountAdaptersPanel(state: AppState): { importUrl(url: string): P
     });
     exp.addEventListener('click', () =>
       act('Export', async () => {
+        // One download named after the adapter (two exports never collide in Downloads): a ZIP of the
+        // PEFT folder, loadable by PeftModel.from_pretrained once unzipped and re-importable here.
         const files = await state.engine.exportAdapter(a.name);
-        download(files['adapter_config.json'], 'adapter_config.json', 'application/json');
-        download(files['adapter_model.safetensors'], 'adapter_model.safetensors');
+        const folder = a.name.replace(/[\\/:*?"<>|]+/g, '_');
+        const zip = zipStore([
+          { name: `${folder}/adapter_config.json`, bytes: files['adapter_config.json'] },
+          { name: `${folder}/adapter_model.safetensors`, bytes: files['adapter_model.safetensors'] },
+        ]);
+        download(zip, `${folder}.zip`, 'application/zip');
       }),
     );
     let armed = false;

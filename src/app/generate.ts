@@ -1,14 +1,20 @@
 /**
- * The prompt panel: Generate streams the continuation into #output token by token, Stop aborts the
- * request through `engine.abort(requestId)` (the engine answers within one decode step with
- * finishReason 'abort' and the text so far). Also exports `streamView`, the output box both this panel
+ * The prompt panel: Generate streams into #output token by token — completion: the prompt (dimmed)
+ * and its continuation; chat (mode.ts): the conversation, one line per message, the input cleared
+ * after sending. While streaming: the box follows the text (unless the user scrolled up), the stats
+ * line counts tokens and tok/s, and a run waiting behind another (a compare run) says "queued". Stop
+ * or Escape aborts the request through `engine.abort(requestId)` (the engine answers within one decode
+ * step with finishReason 'abort' and the text so far). Copy puts the output on the clipboard; finished
+ * runs go to "Recent runs" (run-history.ts). Also exports `streamView`, the output box both this panel
  * and the compare columns use. Errors are shown as "TypedName: message" under the output.
  */
-import type { GenerateResult } from '../engine/types.ts';
+import type { ChatMessage, GenerateResult } from '../engine/types.ts';
 import { h } from '../ui/dom.ts';
 import type { AdapterPicker } from './adapter-picker.ts';
 import { byId, errorText, setMessage } from './dom.ts';
-import { readSampling } from './sampling.ts';
+import type { ModeControl } from './mode.ts';
+import { mountRunHistory } from './run-history.ts';
+import { type mountSampling, readSampling, type SamplingFields } from './sampling.ts';
 import { type AppState, newRequestId } from './state.ts';
 
 /** The tiny model can emit NUL and other control characters; show them instead of dropping them. */
@@ -25,6 +31,13 @@ export interface StreamView {
   readonly text: string;
 }
 
+/** Keeps a scroll box at its end while text streams in, unless the user scrolled up to read. */
+function follow(pre: HTMLElement, update: () => void): void {
+  const atEnd = pre.scrollHeight - pre.scrollTop - pre.clientHeight < 24;
+  update();
+  if (atEnd) pre.scrollTop = pre.scrollHeight;
+}
+
 /** Resets `pre` to show `prompt` (dimmed) followed by the streamed continuation. */
 export function streamView(pre: HTMLElement, prompt: string | null): StreamView {
   const cont = h('span', { class: 'continuation' });
@@ -34,7 +47,31 @@ export function streamView(pre: HTMLElement, prompt: string | null): StreamView 
     append(delta) {
       if (!delta) return;
       text += delta;
-      cont.textContent = visible(text);
+      follow(pre, () => {
+        cont.textContent = visible(text);
+      });
+    },
+    get text() {
+      return text;
+    },
+  };
+}
+
+/** Resets `pre` to the chat so far, then `user`'s new message and the streamed reply, one line each. */
+export function chatView(pre: HTMLElement, turns: readonly ChatMessage[], user: string): StreamView {
+  const msg = (role: string, text: string): HTMLElement =>
+    h('span', { class: `msg ${role}`, 'data-role': role }, visible(text));
+  const cont = h('span', { class: 'msg assistant continuation', 'data-role': 'assistant' });
+  pre.replaceChildren(...turns.map((t) => msg(t.role, t.content)), msg('user', user), cont);
+  pre.scrollTop = pre.scrollHeight;
+  let text = '';
+  return {
+    append(delta) {
+      if (!delta) return;
+      text += delta;
+      follow(pre, () => {
+        cont.textContent = visible(text);
+      });
     },
     get text() {
       return text;
@@ -49,7 +86,12 @@ export function describeResult(r: GenerateResult): string {
   return `${n} token${n === 1 ? '' : 's'} (${r.finishReason}) · prompt ${t.promptTokens} tokens in ${t.prefillMs.toFixed(0)} ms${speed}`;
 }
 
-export function mountGenerate(state: AppState, picker: AdapterPicker): void {
+export function mountGenerate(
+  state: AppState,
+  picker: AdapterPicker,
+  mode: ModeControl,
+  samplingForm: ReturnType<typeof mountSampling>,
+): void {
   const form = byId<HTMLFormElement>('gen-form');
   const prompt = byId<HTMLTextAreaElement>('prompt');
   const generate = byId<HTMLButtonElement>('generate');
@@ -57,13 +99,23 @@ export function mountGenerate(state: AppState, picker: AdapterPicker): void {
   const output = byId('output');
   const stats = byId('stats');
   const error = byId('gen-error');
+  const copy = byId<HTMLButtonElement>('copy');
+  const history = mountRunHistory();
   let running: string | null = null;
+  /** What Copy copies: the completion (prompt + continuation) or the last chat reply. */
+  let copyText = '';
 
   const sync = (): void => {
     generate.disabled = !state.ready || running !== null;
     stop.disabled = running === null;
   };
   state.onModel(sync);
+  mode.onReset(() => {
+    if (running) return;
+    output.replaceChildren();
+    stats.textContent = '';
+    delete output.dataset.status;
+  });
 
   prompt.addEventListener('keydown', (ev) => {
     if (ev.key === 'Enter' && (ev.ctrlKey || ev.metaKey)) {
@@ -75,26 +127,88 @@ export function mountGenerate(state: AppState, picker: AdapterPicker): void {
   stop.addEventListener('click', () => {
     if (running) void state.engine.abort(running);
   });
+  // Escape anywhere on the page stops this panel's run (the compare panel has its own Stop).
+  document.addEventListener('keydown', (ev) => {
+    if (ev.key === 'Escape' && running) {
+      ev.preventDefault();
+      void state.engine.abort(running);
+    }
+  });
+  copy.addEventListener('click', async () => {
+    try {
+      await navigator.clipboard.writeText(copyText);
+      copy.textContent = 'Copied';
+    } catch {
+      copy.textContent = 'Copy failed';
+    }
+    setTimeout(() => {
+      copy.textContent = 'Copy';
+    }, 1500);
+  });
 
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     if (running || !state.ready) return;
     setMessage(error, '');
+    let sampling: SamplingFields;
+    try {
+      sampling = readSampling(); // an invalid field is marked in the form and named here
+    } catch (e) {
+      setMessage(error, errorText(e));
+      return;
+    }
     const requestId = newRequestId('gen');
     running = requestId;
     sync();
+    const queued = state.busy; // another run (compare) holds the engine: this one waits in its queue
     const done = state.beginGeneration();
-    const view = streamView(output, prompt.value);
+    const text = prompt.value;
+    const body = mode.request(text);
+    const chat = body.messages !== undefined;
+    const view = chat ? chatView(output, mode.history(), text) : streamView(output, text);
+    if (chat) prompt.value = ''; // the message is in the conversation now
     const label = picker.describe();
-    stats.textContent = `Generating with ${label}…`;
-    output.dataset.status = 'streaming';
+    stats.textContent = queued
+      ? `Queued: waiting for the running compare to finish (${label})…`
+      : `Generating with ${label}…`;
+    output.dataset.status = queued ? 'queued' : 'streaming';
+    copy.disabled = true;
+    let tokens = 0;
+    let firstAt = 0;
+    let shownAt = 0;
+    const live = (): void => {
+      const now = performance.now();
+      if (now - shownAt < 100) return; // at most ten updates a second
+      shownAt = now;
+      const secs = (now - firstAt) / 1000;
+      const rate = tokens > 1 && secs > 0 ? ` · ${((tokens - 1) / secs).toFixed(1)} tok/s` : '';
+      stats.textContent = `Generating with ${label}… ${tokens} token${tokens === 1 ? '' : 's'}${rate}`;
+    };
     try {
       const r = await state.engine.generate(
-        { prompt: prompt.value, adapter: picker.selection(), requestId, ...readSampling() },
-        (d) => view.append(d.text),
+        { ...body, adapter: picker.selection(), requestId, ...sampling },
+        (d) => {
+          if (tokens++ === 0) {
+            firstAt = performance.now();
+            output.dataset.status = 'streaming';
+          }
+          view.append(d.text);
+          live();
+        },
       );
+      if (chat) mode.commit(text, r.text);
+      samplingForm.setContext(state.report?.config.maxPositionEmbeddings ?? null, r.timings.promptTokens);
       stats.textContent = `${describeResult(r)} · ${label}`;
       output.dataset.status = r.finishReason;
+      copyText = chat ? r.text : text + r.text;
+      copy.disabled = false;
+      history.add({
+        label,
+        mode: chat ? 'chat' : 'completion',
+        prompt: text,
+        output: r.text,
+        result: describeResult(r),
+      });
     } catch (e) {
       stats.textContent = '';
       output.dataset.status = 'error';

@@ -2,10 +2,10 @@
  * The demo page: one worker engine (src/engine/client.ts; inference never blocks this thread) shared
  * by the panels — prompt with per-prompt adapter picker, compare view, model status, sampling,
  * adapters, storage/offline (src/pwa). Loads the default model from this origin with the backend from
- * `?backend=auto|webgpu|wasm` (default auto = the engine's choice), reloads it when the backend
+ * `?backend=auto|webgpu|wasm` (default auto = the engine's choice; `?mode=chat|completion`, mode.ts), reloads it when the backend
  * selector changes, then installs the example adapters on first run. Automation hooks:
  * `body[data-state]` ('loading' | 'ready' | 'generating' | 'error'), `body[data-backend]`,
- * `body[data-preinstall]`.
+ * `body[data-preinstall]`, `body[data-mode]`.
  */
 import { createWorkerEngine } from '../engine/client.ts';
 import type { BackendPreference } from '../engine/types.ts';
@@ -16,7 +16,9 @@ import { mountAdaptersPanel } from './adapters-panel.ts';
 import { mountCompare } from './compare.ts';
 import { byId, errorText, setMessage } from './dom.ts';
 import { mountGenerate } from './generate.ts';
-import { preinstallExamples } from './preinstall.ts';
+import { mountMode } from './mode.ts';
+import { preinstallExamples, readExampleIndex } from './preinstall.ts';
+import { mountSampling } from './sampling.ts';
 import { AppState } from './state.ts';
 import { mountModelStatus, mountProgress } from './status.ts';
 import './style.css';
@@ -38,9 +40,16 @@ const pwa = mountPwaControls(byId('pwa-mount'), { engine });
 
 mountModelStatus(state, caps);
 const progress = mountProgress();
-const picker = mountAdapterPicker(byId<HTMLFieldSetElement>('adapter-picker'), (cb) => state.onAdapters(cb));
-mountGenerate(state, picker);
-mountCompare(state);
+const picker = mountAdapterPicker(
+  byId<HTMLFieldSetElement>('adapter-picker'),
+  (cb) => state.onAdapters(cb),
+  (name) => state.describe(name),
+);
+const mode = mountMode(state);
+const sampling = mountSampling();
+state.onModel(() => sampling.setContext(state.report?.config.maxPositionEmbeddings ?? null));
+mountGenerate(state, picker, mode, sampling);
+mountCompare(state, mode, picker);
 mountAdaptersPanel(state);
 
 const loadError = byId('load-error');
@@ -86,7 +95,29 @@ backendSelect.addEventListener('change', () => {
   void load(b);
 });
 
+// Storage panel: bring back example adapters the user deleted.
+const restore = byId<HTMLButtonElement>('restore-examples');
+const restoreStatus = byId('restore-status');
+state.onModel(() => {
+  restore.disabled = !state.ready;
+});
+restore.addEventListener('click', async () => {
+  restore.disabled = true;
+  restoreStatus.textContent = 'Restoring…';
+  const { installed, failed } = await preinstallExamples(state, { force: true });
+  restoreStatus.textContent =
+    (installed.length ? `Restored ${installed.join(', ')}.` : 'All example adapters are already stored.') +
+    (failed.length ? ` Could not restore ${failed.join(', ')} (see the console).` : '');
+  restore.disabled = !state.ready;
+});
+
 void state.refreshAdapters({ notify: false });
+// The example adapters' descriptions (adapters/index.json), shown next to their names.
+void readExampleIndex().then(
+  (list) =>
+    state.setDescriptions(new Map(list.flatMap((a) => (a.description ? [[a.name, a.description]] : [])))),
+  () => {},
+);
 void (async () => {
   await load(backendSelect.value as BackendPreference);
   if (state.ready) await preinstallExamples(state);

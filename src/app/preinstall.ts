@@ -1,7 +1,8 @@
 /**
  * First-run install of the example adapters listed in `BASE_URL + adapters/index.json`
  * ({ adapters: [{ name, path, description }] }, paths relative to the site base): each one not yet stored is imported from its folder
- * URL. Runs once per browser profile (a localStorage flag), so adapters the user deleted stay deleted;
+ * URL. Runs once per browser profile (a localStorage flag), so adapters the user deleted stay deleted
+ * until the user asks for them back ("Restore example adapters", `force`);
  * a missing or broken index, or one adapter that fails, is logged and skipped. Sets
  * `document.body.dataset.preinstall` = 'running' | 'done' for automation.
  */
@@ -68,11 +69,19 @@ function flagSet(): boolean {
   }
 }
 
-/** Imports the example adapters that are missing (first run only). Never throws. */
-export async function preinstallExamples(state: AppState): Promise<void> {
-  if (flagSet()) {
+/**
+ * Imports the example adapters that are missing (first run only, unless `force`: the "Restore example
+ * adapters" button). Never throws; resolves to the names installed now and those that failed.
+ */
+export async function preinstallExamples(
+  state: AppState,
+  opts: { force?: boolean } = {},
+): Promise<{ installed: string[]; failed: string[] }> {
+  const installed: string[] = [];
+  const failed: string[] = [];
+  if (flagSet() && !opts.force) {
     document.body.dataset.preinstall = 'done';
-    return;
+    return { installed, failed };
   }
   document.body.dataset.preinstall = 'running';
   try {
@@ -81,7 +90,7 @@ export async function preinstallExamples(state: AppState): Promise<void> {
       examples = await readExampleIndex();
     } catch (e) {
       console.info('weblora demo: no example adapters to install', e);
-      return;
+      return { installed, failed };
     }
     const have = new Set((await state.engine.listAdapters()).map((a) => a.name));
     let ok = true;
@@ -89,8 +98,10 @@ export async function preinstallExamples(state: AppState): Promise<void> {
       if (have.has(ex.name)) continue;
       try {
         await state.engine.importAdapter({ url: new URL(ex.path, siteBase()).href }, { name: ex.name });
+        installed.push(ex.name);
       } catch (e) {
         ok = false;
+        failed.push(ex.name);
         console.warn(`weblora demo: could not install example adapter ${ex.name}`, e);
       }
     }
@@ -102,6 +113,7 @@ export async function preinstallExamples(state: AppState): Promise<void> {
       }
     }
     await state.refreshAdapters();
+    return { installed, failed };
   } finally {
     document.body.dataset.preinstall = 'done';
   }

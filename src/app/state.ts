@@ -12,6 +12,8 @@ export type ModelPhase = 'loading' | 'ready' | 'error';
 
 export class AppState {
   adapters: AdapterInfo[] = [];
+  /** One-line descriptions by adapter name (the example index, adapters/index.json). */
+  descriptions = new Map<string, string>();
   report: LoadReport | null = null;
   phase: ModelPhase = 'loading';
   private running = 0;
@@ -62,12 +64,28 @@ export class AppState {
     return this.adapters;
   }
 
+  /** Sets the descriptions shown next to adapter names and re-renders the lists. */
+  setDescriptions(d: ReadonlyMap<string, string>): void {
+    this.descriptions = new Map(d);
+    for (const cb of this.adapterListeners) cb(this.adapters);
+  }
+
+  /** The description of a stored adapter, when one is known. */
+  describe(name: string): string | undefined {
+    return this.descriptions.get(name);
+  }
+
   setModel(phase: ModelPhase, report: LoadReport | null = this.report): void {
     this.phase = phase;
     this.report = phase === 'ready' ? report : null;
     if (report) document.body.dataset.backend = report.backend;
     this.syncBody();
     for (const cb of this.modelListeners) cb();
+  }
+
+  /** True while any generation (this panel's or a compare run) holds the engine. */
+  get busy(): boolean {
+    return this.running > 0;
   }
 
   get ready(): boolean {

@@ -1,7 +1,7 @@
 /**
  * Model status panel: download progress (overall bar plus one bar per file, from the engine's
  * `LoadProgress` events; cached files fill at once), the load stages after the download (LoRA graph
- * pass, ORT session), and the loaded model's facts — backend, GPU adapter vendor/architecture, dtype,
+ * pass, ORT session), and the loaded model's facts — backend and why (LoadReport.backendReason), GPU adapter vendor/architecture, dtype,
  * model bytes and the bytes adapters hold in the feed cache (`adapterStats`). Also the top status pill.
  * Loading itself is main.ts's job; this file only shows what it is told.
  */
@@ -120,12 +120,21 @@ export function mountModelStatus(state: AppState, caps: Promise<Readonly<Capabil
     syncPill();
     const r = state.report;
     if (!r) {
-      for (const id of ['backend', 'dtype', 'model-bytes', 'adapter-bytes', 'targets', 'load-time']) {
+      for (const id of [
+        'backend',
+        'backend-reason',
+        'dtype',
+        'model-bytes',
+        'adapter-bytes',
+        'targets',
+        'load-time',
+      ]) {
         set(id, state.phase === 'loading' ? '…' : '—');
       }
       return;
     }
     set('backend', r.backend);
+    set('backend-reason', r.backendReason);
     if (r.adapterInfo) set('adapter', describeGpu(r.adapterInfo));
     else
       void caps.then((c) =>
@@ -143,7 +152,8 @@ export function mountModelStatus(state: AppState, caps: Promise<Readonly<Capabil
 
   state.onStats((s: AdapterStats | null) => {
     if (!s) return;
+    // Plain words: each entry is one adapter (or mix) whose weights are ready in memory for requests.
     byId('adapter-bytes').textContent =
-      `${formatBytes(s.bytesHeld)} in ${s.entries} cached feed set${s.entries === 1 ? '' : 's'} · ${s.hits} hits, ${s.misses} misses`;
+      `${formatBytes(s.bytesHeld)} for ${s.entries} adapter${s.entries === 1 ? '' : 's'} or mix${s.entries === 1 ? '' : 'es'} ready in memory · reused ${s.hits}×, loaded ${s.misses}×`;
   });
 }

@@ -27,6 +27,9 @@ export type LibTypesMatch = [
 type PublicMembers =
   | 'model'
   | 'adapter'
+  | 'mode'
+  | 'history'
+  | 'clear'
   | 'system'
   | 'maxTokens'
   | 'temperature'

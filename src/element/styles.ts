@@ -41,6 +41,9 @@ export const STYLES = `
 .output:empty::before { content: attr(data-placeholder); color: var(--weblora-muted); }
 .turn + .turn { margin-top: 0.75rem; }
 .prompt { color: var(--weblora-muted); }
+/* Chat: the message and the reply each on their own line. */
+.turn.chat .prompt, .turn.chat .response { display: block; }
+.turn.chat .response { margin-top: 0.25rem; }
 .status { font-size: 0.8rem; color: var(--weblora-muted); min-height: 1.2em; margin: 0.25rem 0; }
 .error { color: #b3261e; font-size: 0.85rem; margin: 0.25rem 0; }
 .error:empty { display: none; }

@@ -29,6 +29,8 @@ export interface LoraTarget {
 
 export interface LoadReport {
   backend: Backend;
+  /** Why `backend`, in one sentence (auto skips software WebGPU adapters such as SwiftShader). */
+  backendReason: string;
   adapterInfo: { vendor: string; architecture: string; device: string; description: string } | null;
   dtype: ModelDtype;
   config: {
@@ -109,6 +111,12 @@ export declare class WebLoraChat extends HTMLElement {
   /** Stored adapter name or PEFT folder URL (contains '/'); null = base model. */
   get adapter(): string | null;
   set adapter(v: string | null);
+  /** 'chat' (history, chat template; default when the model has one) or 'completion' (raw continuation). */
+  get mode(): 'chat' | 'completion';
+  set mode(v: 'chat' | 'completion');
+  /** The chat so far, oldest first (user and assistant turns). */
+  get history(): { role: string; content: string }[];
+  /** System prompt (chat mode). */
   get system(): string | null;
   set system(v: string | null);
   get maxTokens(): number;
@@ -119,6 +127,8 @@ export declare class WebLoraChat extends HTMLElement {
   get busy(): boolean;
   generate(prompt: string): Promise<GenerateResult>;
   stop(): void;
+  /** Starts a new conversation (forgets the history, empties the output). */
+  clear(): void;
   connectedCallback(): void;
   disconnectedCallback(): void;
   attributeChangedCallback(name: string, old: string | null, value: string | null): void;

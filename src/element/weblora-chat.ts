@@ -2,15 +2,19 @@
  * `<weblora-chat>`: a self-contained chat box around the worker engine, for plain HTML pages.
  * Attributes: `model` (HF-layout folder URL; default the bundled Shakespeare model), `adapter` (a stored
  * adapter name, or a PEFT folder URL — anything containing '/' — imported once; read at each prompt),
- * `system`, `max-tokens`, `temperature`, and `backend` ('auto' | 'webgpu' | 'wasm'), `dtype`.
- * Methods `generate(prompt)` (resolves to the GenerateResult) and `stop()`. Events (bubbling, composed):
+ * `mode` ('chat' | 'completion'; default chat when the model has a chat template, else completion),
+ * `system` (chat only), `max-tokens`, `temperature`, and `backend` ('auto' | 'webgpu' | 'wasm'), `dtype`.
+ * Chat keeps the conversation (`history`) and sends it through the model's chat template, shows each
+ * reply on its own line and clears the input; completion continues the raw prompt text, shown inline.
+ * Methods `generate(prompt)` (resolves to the GenerateResult), `stop()` and `clear()` (new conversation). Events (bubbling, composed):
  * `progress` (LoadProgress), `token` (TokenDelta), `done` (GenerateResult), `error` ({ name, message,
  * data } — name is the typed error class, e.g. 'FetchError'). Elements naming the same model share one
  * worker and one load (registry.ts). Keyboard: Enter sends, Shift+Enter is a newline, Escape stops.
  * Parts: container, output, turn, prompt, response, status, progress, error, form, label, input,
- * send, stop. It deliberately keeps no history across prompts (each prompt is a fresh request).
+ * send, stop, clear. Changing `mode`, `model`, `backend` or `dtype` starts a new conversation.
  */
 import type {
+  ChatMessage,
   GenerateRequest,
   GenerateResult,
   LoadProgress,
@@ -38,7 +42,18 @@ export interface WebLoraChatEventMap {
   ready: CustomEvent<LoadReport>;
 }
 
-const OBSERVED = ['model', 'backend', 'dtype', 'adapter', 'system', 'max-tokens', 'temperature'] as const;
+const OBSERVED = [
+  'model',
+  'backend',
+  'dtype',
+  'adapter',
+  'mode',
+  'system',
+  'max-tokens',
+  'temperature',
+] as const;
+
+export type ChatMode = 'chat' | 'completion';
 const DEFAULT_MAX_TOKENS = 64;
 let instances = 0;
 
@@ -74,6 +89,8 @@ export class WebLoraChat extends Base {
   #seq = 0;
   readonly #id = ++instances;
   #report: LoadReport | null = null;
+  /** Chat turns so far (user/assistant pairs; the system prompt is added per request). */
+  #history: ChatMessage[] = [];
 
   constructor() {
     super();
@@ -93,6 +110,7 @@ export class WebLoraChat extends Base {
           <div class="row">
             <button part="send" type="submit" class="send">Send</button>
             <button part="stop" type="button" class="stop secondary" disabled>Stop</button>
+            <button part="clear" type="button" class="clear secondary">Clear</button>
             <span class="hint" id="${uid}-hint">Enter to send, Shift+Enter for a new line, Escape to stop.</span>
           </div>
         </form>
@@ -116,6 +134,7 @@ export class WebLoraChat extends Base {
       }
     });
     this.#stop.addEventListener('click', () => this.stop());
+    q<HTMLButtonElement>('.clear').addEventListener('click', () => this.clear());
     // Escape stops from anywhere inside the element (input, buttons, output).
     this.addEventListener('keydown', (e) => {
       const ev = e as KeyboardEvent;
@@ -139,6 +158,7 @@ export class WebLoraChat extends Base {
 
   attributeChangedCallback(name: string, old: string | null, value: string | null): void {
     if (old === value) return;
+    if (name === 'mode' || name === 'model' || name === 'backend' || name === 'dtype') this.#history = [];
     if ((name === 'model' || name === 'backend' || name === 'dtype') && this.#shared) {
       this.#detach();
       if (this.isConnected) this.#ensureModel().ready.catch(() => {});
@@ -159,6 +179,25 @@ export class WebLoraChat extends Base {
   set adapter(v: string | null) {
     if (v === null) this.removeAttribute('adapter');
     else this.setAttribute('adapter', v);
+  }
+  /**
+   * 'chat' or 'completion': the `mode` attribute when valid, else chat when the loaded model has a chat
+   * template, completion when it has none (chat until the model is known).
+   */
+  get mode(): ChatMode {
+    return this.#modeFor(this.#report);
+  }
+  #modeFor(report: LoadReport | null): ChatMode {
+    const m = this.getAttribute('mode');
+    if (m === 'chat' || m === 'completion') return m;
+    return report && !report.config.hasChatTemplate ? 'completion' : 'chat';
+  }
+  set mode(v: ChatMode) {
+    this.setAttribute('mode', v);
+  }
+  /** The chat so far (user and assistant turns, oldest first); empty in completion mode. */
+  get history(): ChatMessage[] {
+    return this.#history.map((m) => ({ ...m }));
   }
   get system(): string | null {
     return this.getAttribute('system');
@@ -197,6 +236,17 @@ export class WebLoraChat extends Base {
 
   /** Generates a reply to `prompt`, streaming into the output; rejects (after an `error` event) on failure. */
   async generate(prompt: string): Promise<GenerateResult> {
+    return this.#generate(prompt, false);
+  }
+
+  /** Starts a new conversation: forgets the chat history and empties the output. */
+  clear(): void {
+    this.#history = [];
+    this.#output.replaceChildren();
+    this.#error.textContent = '';
+  }
+
+  async #generate(prompt: string, fromInput: boolean): Promise<GenerateResult> {
     const requestId = `${this.#id}-${++this.#seq}-${Date.now().toString(36)}`;
     this.#running.add(requestId);
     this.#syncButtons();
@@ -211,21 +261,25 @@ export class WebLoraChat extends Base {
       const req: GenerateRequest = { requestId, adapter, maxNewTokens: this.maxTokens };
       const temperature = this.temperature;
       if (temperature !== undefined) req.temperature = temperature;
-      const system = this.system;
-      if (report.config.hasChatTemplate) {
-        req.messages = [
-          ...(system ? [{ role: 'system', content: system }] : []),
-          { role: 'user', content: prompt },
-        ];
+      const mode = this.#modeFor(report);
+      turn.turn.classList.add(mode);
+      const user: ChatMessage = { role: 'user', content: prompt };
+      if (mode === 'chat') {
+        const system = this.system;
+        req.messages = [...(system ? [{ role: 'system', content: system }] : []), ...this.#history, user];
+        // The prompt is in the conversation now: the input is free for the next message.
+        if (fromInput && this.#input.value === prompt) this.#input.value = '';
       } else {
-        req.prompt = system ? `${system}\n\n${prompt}` : prompt;
+        req.prompt = prompt;
       }
       this.#setStatus('Generating…');
       const result = await shared.engine.generate(req, (delta) => {
-        turn.textContent += delta.text;
+        turn.response.textContent += delta.text;
         this.#output.scrollTop = this.#output.scrollHeight;
         this.#emit('token', delta);
       });
+      if (mode === 'chat' && result.text !== '')
+        this.#history.push(user, { role: 'assistant', content: result.text });
       const t = result.timings;
       this.#setStatus(
         `${result.tokenIds.length} tokens${t.tokensPerSecond > 0 ? `, ${t.tokensPerSecond.toFixed(1)} tok/s` : ''} ` +
@@ -279,7 +333,7 @@ export class WebLoraChat extends Base {
       this.#error.textContent = 'Type a prompt first.';
       return;
     }
-    this.generate(prompt).catch(() => {}); // reported through the error event and the alert region
+    this.#generate(prompt, true).catch(() => {}); // reported through the error event and the alert region
   }
 
   #aborted(): GenerateResult {
@@ -316,7 +370,11 @@ export class WebLoraChat extends Base {
         if (this.#shared !== shared) return;
         this.#report = report;
         this.#progress.hidden = true;
-        if (this.#running.size === 0) this.#setStatus(`Ready (${report.backend}, ${report.dtype}).`);
+        // With why this backend (e.g. auto skipped a software WebGPU adapter); kept on hover afterwards.
+        if (this.#running.size === 0)
+          this.#setStatus(`Ready (${report.backend}, ${report.dtype}) — ${report.backendReason}.`);
+        this.#status.title = report.backendReason;
+        this.#status.dataset.backendReason = report.backendReason;
         this.#emit('ready', report);
       },
       (e) => {
@@ -351,7 +409,7 @@ export class WebLoraChat extends Base {
     this.#emit('progress', p);
   }
 
-  #newTurn(prompt: string): HTMLElement {
+  #newTurn(prompt: string): { turn: HTMLElement; response: HTMLElement } {
     const turn = document.createElement('div');
     turn.className = 'turn';
     turn.setAttribute('part', 'turn');
@@ -364,7 +422,7 @@ export class WebLoraChat extends Base {
     r.setAttribute('part', 'response');
     turn.append(p, r);
     this.#output.append(turn);
-    return r;
+    return { turn, response: r };
   }
 
   #fail(e: unknown): void {

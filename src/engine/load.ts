@@ -1,7 +1,7 @@
 /**
  * Loading a model for the engine: fetch the package (model-files.ts: cached, verified), parse its JSON
- * files and tokenizer, pick the backend (webgpu when available, else wasm; an 'auto' webgpu session that
- * fails falls back to wasm), inject the LoRA inputs (inject-lora.ts), create the decoder session(s)
+ * files and tokenizer, pick the backend (backend-choice.ts: auto takes a hardware WebGPU adapter, else
+ * wasm; an 'auto' webgpu session that fails falls back to wasm), inject the LoRA inputs (inject-lora.ts), create the decoder session(s)
  * (session.ts) and watch the GPU device. It also owns "no adapter": the un-injected base session when it
  * pays, otherwise the injected graph with `noAdapterFeeds`. It deliberately holds no request state:
  * engine.ts runs requests on the `LoadedModel` this returns.
@@ -15,6 +15,7 @@ import { decodeModel, encodeModel, graphOf, outputsOf } from '../model/onnx-io.t
 import { type ModelDtype, modelFileName, parseGenerationConfig, parseModelConfig } from '../model/package.ts';
 import type { FrozenWeights } from '../train/cpu-model.ts';
 import { decoderConfig, loadFrozenWeights } from '../train/weights.ts';
+import { chooseBackend, fallbackReason } from './backend-choice.ts';
 import {
   type FetchModelFilesOptions,
   fetchModelFiles,
@@ -163,7 +164,7 @@ export async function loadModel(
     config.eosTokenIds[0],
   );
 
-  // 2. Backend: webgpu when available (or asked for), else wasm. It picks the LoRA branch operator.
+  // 2. Backend (backend-choice.ts): auto = hardware WebGPU, else wasm. It picks the LoRA branch operator.
   const caps = await detectCapabilities();
   const want = opts.backend ?? 'auto';
   if (want === 'webgpu' && !caps.webgpu) {
@@ -171,7 +172,9 @@ export async function loadModel(
       feature: 'webgpu',
     });
   }
-  let backend: Backend = want === 'wasm' || !caps.webgpu ? 'wasm' : 'webgpu';
+  const choice = chooseBackend(want, caps);
+  let backend: Backend = choice.backend;
+  let backendReason = choice.reason;
 
   // 3. LoRA inputs into the graph.
   const total = modelBytes.byteLength;
@@ -198,6 +201,7 @@ export async function loadModel(
     if (want !== 'auto' || backend !== 'webgpu') throw e;
     console.warn('weblora: WebGPU session failed, falling back to wasm', e);
     backend = 'wasm';
+    backendReason = fallbackReason(e);
     injected = inject(backend);
     graph = await create(injected.bytes, backend);
   }
@@ -239,6 +243,7 @@ export async function loadModel(
     const eos = new Set([...config.eosTokenIds, ...(gen?.eosTokenIds ?? []), tokenizer.eosTokenId]);
     const report: LoadReport = {
       backend,
+      backendReason,
       adapterInfo,
       dtype,
       config: {

@@ -79,7 +79,10 @@ export interface DeviceLostInfo {
 export interface LoadOptions {
   /** 'q4' (onnx/model_q4.onnx) or 'fp32' (onnx/model.onnx). Default: q4 when the package has it, else fp32. */
   dtype?: ModelDtype;
-  /** Default 'auto': WebGPU when an adapter exists and the session builds on it, else wasm. */
+  /**
+   * Default 'auto': WebGPU on a hardware adapter when the session builds on it, else wasm (a software
+   * adapter such as SwiftShader counts as none: backend-choice.ts). LoadReport.backendReason says why.
+   */
   backend?: BackendPreference;
   onProgress?: (p: LoadProgress) => void;
   /** Called once when the GPU device is lost (not when destroyed on purpose); later calls throw DeviceLostError. */
@@ -116,6 +119,11 @@ export interface ModelSummary {
 
 export interface LoadReport {
   backend: Backend;
+  /**
+   * Why `backend`, in one sentence for the user (backend-choice.ts), e.g. "auto chose wasm: the only
+   * WebGPU adapter is SwiftShader …".
+   */
+  backendReason: string;
   /** The WebGPU adapter ORT runs on; null on wasm. */
   adapterInfo: GpuAdapterSummary | null;
   dtype: ModelDtype;

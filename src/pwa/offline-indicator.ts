@@ -2,7 +2,8 @@
  * "Available offline" indicator: offline-capable when the service worker has precached the app shell
  * AND the default model's files are in the engine's Cache Storage (model-files.ts). Also shows when
  * the browser is offline right now. The root carries `data-offline-ready="true|false"` for styling and
- * tests. It deliberately checks only the default model: other models are listed in the storage view.
+ * tests. Under the dev server (no service worker) it says that offline use needs the built site. It
+ * deliberately checks only the default model: other models are listed in the storage view.
  */
 
 import { getWebLoraConfig } from '../config.ts';
@@ -42,6 +43,10 @@ export function mountOfflineIndicator(container: HTMLElement, pwa: PwaRegistrati
     else if (ready) msg = 'Available offline.';
     else if (s.offlineReady) msg = 'App available offline; the model is downloaded on first use.';
     else if (s.error) msg = `Offline support failed: ${s.error}`;
+    else if (import.meta.env?.DEV)
+      // vite-plugin-pwa registers no service worker under the dev server: it would never get ready.
+      msg =
+        'Offline use needs the built site (npm run build, then npx vite preview): the dev server (npm start) has no service worker.';
     else msg = 'Preparing offline use…';
     if (!navigator.onLine)
       msg = `You are offline. ${ready ? 'Everything needed is stored on this device.' : msg}`;

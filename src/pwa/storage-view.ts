@@ -140,7 +140,20 @@ export function mountStorageView(
       const ul = h('ul', {});
       for (const item of list) {
         const del = h('button', { type: 'button', 'aria-label': `Delete ${item.label}` }, 'Delete');
+        // Two clicks, like the adapters panel: the first arms ("Confirm delete"), the second deletes.
+        let armed = false;
         del.addEventListener('click', async () => {
+          if (!armed) {
+            armed = true;
+            del.textContent = 'Confirm delete';
+            del.classList.add('armed');
+            setTimeout(() => {
+              armed = false;
+              del.textContent = 'Delete';
+              del.classList.remove('armed');
+            }, 4000);
+            return;
+          }
           del.disabled = true;
           try {
             await source.remove(item.id);

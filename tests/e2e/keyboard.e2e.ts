@@ -11,7 +11,9 @@ const env = useE2eServerAndBrowser();
 it('works with the keyboard alone', async () => {
   const { browser, server } = env;
   server.files.set('/__e2e__/keyboard.html', {
-    body: libPage('<h1>Keyboard</h1><weblora-chat id="c" backend="wasm" max-tokens="6"></weblora-chat>'),
+    body: libPage(
+      '<h1>Keyboard</h1><weblora-chat id="c" backend="wasm" mode="completion" max-tokens="6"></weblora-chat>',
+    ),
   });
   const context = await browser.newContext();
   const page = await context.newPage();
