@@ -77,6 +77,7 @@ export {
   serializeError,
   UnknownTargetError,
   UnsupportedError,
+  UnsupportedModelError,
   WebLoraError,
 } from './errors.ts';
 export {

@@ -435,6 +435,7 @@ def main():
         "lora": merged(model, split_deltas(adapter, nh_out, nkv_out, c.intermediate_size)),
         "q4_lora": merged(model_q4, split_deltas(adapter, nh_out, nkv_out, c.intermediate_size)),
         "phi3": merged(model, split_deltas(phi, nh_out, nkv_out, c.intermediate_size)),
+        "q4_phi3": merged(model_q4, split_deltas(phi, nh_out, nkv_out, c.intermediate_size)),
     }
     for seed in range(200):
         g = torch.Generator().manual_seed(1000 + seed)
