@@ -1,7 +1,7 @@
 // The layout replicas (tests/fixtures/replicas; the wasm side is tests/unit/model/replicas.test.ts) on
 // onnxruntime-web's WebGPU EP (SwiftShader here) through the product path: injectLora with the WebGPU branch
 // operator → createDecoderSession (KV stays in GPU buffers) → KvStepper. Per replica: logits vs the PyTorch
-// oracle within WEBGPU_VS_WASM, KV path = full forward, greedy tokens, a PEFT adapter vs its merged oracle;
+// oracle within WEBGPU_REPLICA (see its justification), KV path = full forward, greedy tokens, a PEFT adapter vs its merged oracle;
 // and the same q/k/v adapter on the packed (builder) and split (Optimum) graphs. fp16/q4f16 graphs need the
 // adapter's `shader-f16`; where it is missing (SwiftShader) the test runs them anyway, expects the failure
 // and skips with the error onnxruntime-web measured, never silently.
@@ -9,7 +9,7 @@ import * as ortWebgpu from 'onnxruntime-web/webgpu';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { greedy } from '../../src/engine/session.ts';
 import { loraBranchOpFor } from '../../src/model/inject-lora.ts';
-import { expectClose, maxAbsDiff, WEBGPU_VS_WASM } from '../helpers/expect-close.ts';
+import { expectClose, maxAbsDiff, WEBGPU_REPLICA } from '../helpers/expect-close.ts';
 import {
   type LoadedReplica,
   loadReplica,
@@ -54,6 +54,7 @@ describe.each(REPLICAS)('$name replica (webgpu)', (rep) => {
       if (rep.f16) await promptLogits(ort, m.graph, set.prompt, m.noAdapter); // fails at run time, not creation
     } catch (e) {
       failure = String((e as Error).message ?? e).slice(0, 300);
+      measured.push(`  ${rep.name.padEnd(14)} not run: ${failure}`);
     }
   });
   afterAll(async () => {
@@ -64,7 +65,6 @@ describe.each(REPLICAS)('$name replica (webgpu)', (rep) => {
   function skipWithoutF16(ctx: { skip(note?: string): never }): void {
     if (rep.f16 && !hasF16) {
       expect(failure, `${rep.name} should fail without shader-f16`).toMatch(/f16/);
-      measured.push(`  ${rep.name.padEnd(14)} not run: ${failure}`);
       ctx.skip(`needs shader-f16, which this adapter lacks; onnxruntime-web said: ${failure}`);
     }
     expect(failure, `${rep.name} session`).toBeNull();
@@ -75,9 +75,9 @@ describe.each(REPLICAS)('$name replica (webgpu)', (rep) => {
     const g = m!.graph;
     const full = await promptLogits(ort, g, set.prompt, m!.noAdapter);
     const want = oracleLogits(set, rep.oracle);
-    expectClose(full, want, WEBGPU_VS_WASM, `${rep.name} webgpu logits vs oracle`);
+    expectClose(full, want, WEBGPU_REPLICA, `${rep.name} webgpu logits vs oracle`);
     const kv = await promptLogits(ort, g, set.prompt, m!.noAdapter, [5, 3]);
-    expectClose(kv, full, WEBGPU_VS_WASM, `${rep.name} webgpu KV path vs full forward`);
+    expectClose(kv, full, WEBGPU_REPLICA, `${rep.name} webgpu KV path vs full forward`);
     expect(await greedy(ort, g, set.prompt, 8, { extraFeeds: m!.noAdapter })).toEqual(
       oracleGreedy(set, rep.oracle),
     );
@@ -91,7 +91,7 @@ describe.each(REPLICAS)('$name replica (webgpu)', (rep) => {
     const feeds = m!.feedsOf(set.adapter);
     const got = await promptLogits(ort, m!.graph, set.prompt, feeds);
     const want = oracleLogits(set, rep.loraOracle);
-    expectClose(got, want, WEBGPU_VS_WASM, `${rep.name} webgpu + adapter vs merged oracle`);
+    expectClose(got, want, WEBGPU_REPLICA, `${rep.name} webgpu + adapter vs merged oracle`);
     measured.push(`  ${rep.name.padEnd(14)} +adapter ${maxAbsDiff(got, want).toExponential(1)}`);
   });
 });
@@ -103,7 +103,7 @@ describe('packed vs split projections (webgpu)', () => {
     try {
       const a = await promptLogits(ort, split.graph, set.prompt, split.feedsOf(set.adapter));
       const b = await promptLogits(ort, packed.graph, set.prompt, packed.feedsOf(set.adapter));
-      expectClose(b, a, WEBGPU_VS_WASM, 'webgpu packed vs split, same adapter');
+      expectClose(b, a, WEBGPU_REPLICA, 'webgpu packed vs split, same adapter');
       measured.push(`  packed vs split +adapter ${maxAbsDiff(a, b).toExponential(1)}`);
     } finally {
       await split.release();
