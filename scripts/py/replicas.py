@@ -1,7 +1,7 @@
 """Tiny replicas of the ONNX decoder layouts browser users run, each with a PyTorch oracle (offline tool).
 
 No model can be downloaded here, so every layout of ../shared/docs/model-layouts.md is rebuilt at toy size
-(2 layers, hidden 64, 4 heads / 2 KV heads, head_dim 16, intermediate 96, vocab 128) from ONE random PyTorch Llama
+(2 layers, hidden 64, 4 heads / 2 KV heads, head_dim 16, intermediate 64, vocab 128) from ONE random PyTorch Llama
 (scripts/py/model.py), so every layout shares the same weights and the same oracle:
   optimum/model.onnx         torch.onnx.export, HF I/O names, opaque onnx::MatMul_* weights, num_logits_to_keep
   optimum/model_fp16.onnx    the same converted to float16 (weights, activations, KV, logits; int64 I/O kept)
@@ -12,6 +12,8 @@ No model can be downloaded here, so every layout of ../shared/docs/model-layouts
                              attention_mask), packed qkv_proj, SkipSimplifiedLayerNormalization, weights in
                              model.onnx_data (external data)
   builder-fp16/              the same with fp16 weights, activations, KV and logits
+  builder-q4/, builder-q4f16/  builder fp32 through our quantizer (nodes …/qkv_proj/MatMul_Q4, no accuracy_level), and
+                             that converted to fp16 (the int4 + fp16-I/O build of *-onnx-web repos)
   oracle.safetensors         prompt ids, fp32 logits of the full forward, greedy tokens; the same with the q4
                              weights dequantized (oracle of both q4 files); the same with each adapter merged
   adapter/                   PEFT adapter on q/k/v/o/gate/up/down, r=4, rank_pattern + alpha_pattern
@@ -40,7 +42,7 @@ from fixtures import write_safetensors  # noqa: E402
 from model import TARGETS, Config, LlamaForCausalLM  # noqa: E402
 
 FORMAT_VERSION = "1"
-CFG = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+CFG = dict(vocab_size=128, hidden_size=64, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
            num_key_value_heads=2, max_position_embeddings=128)
 PROMPT_LEN = 8
 GREEDY_STEPS = 8
@@ -307,12 +309,29 @@ def build_builder(model, io_dtype, path):
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
                           producer_name="onnxruntime-genai (weblora replica)")
     m.ir_version = 8
+    save_external(m, path)
+
+
+def save_external(m, path):
+    """Every tensor in `<file>_data` (the builder's model.onnx.data, renamed to the hub's .onnx_data)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    data = os.path.basename(path) + "_data"  # model.onnx.data renamed to the hub's .onnx_data convention
+    data = os.path.basename(path) + "_data"
     if os.path.exists(os.path.join(os.path.dirname(path), data)):
         os.remove(os.path.join(os.path.dirname(path), data))
     onnx.save_model(m, path, save_as_external_data=True, all_tensors_to_one_file=True, location=data,
                     size_threshold=64)  # int64 shape constants stay inline (ORT reads them at load)
+
+
+def builder_q4(out):
+    """builder/ through our quantizer (the builder quantizes after building too), then to fp16 (q4f16)."""
+    tmp, tmp_q4 = os.path.join(out, "_builder.onnx"), os.path.join(out, "_builder_q4.onnx")
+    onnx.save(onnx.load(os.path.join(out, "builder", "model.onnx")), tmp)  # external data inlined
+    q = quantize_q4(tmp, tmp_q4)
+    os.remove(tmp)
+    os.remove(tmp_q4)
+    q16 = to_fp16(q, {})  # before save_external, which moves q's tensors out
+    save_external(q, os.path.join(out, "builder-q4", "model.onnx"))
+    save_external(q16, os.path.join(out, "builder-q4f16", "model.onnx"))
 
 
 # ---------------------------------------------------------------- adapters and their merged oracles
@@ -410,6 +429,7 @@ def main():
     # (d) builder
     build_builder(model, TensorProto.FLOAT, os.path.join(out, "builder", "model.onnx"))
     build_builder(model, TensorProto.FLOAT16, os.path.join(out, "builder-fp16", "model.onnx"))
+    builder_q4(out)  # packed Q/K/V columns quantize exactly as the separate ones: the q4 oracle holds
 
     # adapters
     gen = torch.Generator().manual_seed(1)

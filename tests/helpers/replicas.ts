@@ -49,6 +49,8 @@ export const REPLICAS: readonly Replica[] = [
   r('optimum', 'q4f16', 'optimum/model_q4f16.onnx'),
   r('builder', 'fp32', 'builder/model.onnx', 'model.onnx_data'),
   r('builder', 'fp16', 'builder-fp16/model.onnx', 'model.onnx_data'),
+  r('builder', 'q4', 'builder-q4/model.onnx', 'model.onnx_data'),
+  r('builder', 'q4f16', 'builder-q4f16/model.onnx', 'model.onnx_data'),
 ];
 
 function r(layout: Replica['layout'], dtype: Replica['dtype'], file: string, externalData?: string): Replica {
