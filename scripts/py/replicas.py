@@ -12,6 +12,8 @@ No model can be downloaded here, so every layout of ../shared/docs/model-layouts
                              attention_mask), packed qkv_proj, SkipSimplifiedLayerNormalization, weights in
                              model.onnx_data (external data)
   builder-fp16/              the same with fp16 weights, activations, KV and logits
+  builder-rope/model.onnx    builder fp32 with RotaryEmbedding nodes and a position_ids input (rotary outside GQA);
+                             its tensors point into builder/model.onnx_data (same weights, no second copy)
   builder-q4/, builder-q4f16/  builder fp32 through our quantizer (nodes …/qkv_proj/MatMul_Q4, no accuracy_level), and
                              that converted to fp16 (the int4 + fp16-I/O build of *-onnx-web repos)
   oracle.safetensors         prompt ids, fp32 logits of the full forward, greedy tokens; the same with the q4
@@ -216,8 +218,10 @@ def dequantized(q4_model, model):
 
 # ---------------------------------------------------------------- (d) builder-style graph
 
-def build_builder(model, io_dtype, path):
-    """onnxruntime-genai builder layout (base.py): names, ops and I/O as the builder writes them."""
+def build_builder(model, io_dtype, path, rotary_nodes=False):
+    """onnxruntime-genai builder layout (base.py): names, ops and I/O as the builder writes them. Rotary is
+    fused into GroupQueryAttention (no position_ids input), or with `rotary_nodes` applied by
+    com.microsoft.RotaryEmbedding nodes fed by a `position_ids` input (Q/K/V split off the packed output)."""
     c = model.c
     sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
     npd = np.float16 if io_dtype == TensorProto.FLOAT16 else np.float32
@@ -271,11 +275,23 @@ def build_builder(model, io_dtype, path):
             residual = f"{s}/input_layernorm/output_3"
         wqkv = np.concatenate([sd[f"{p}self_attn.{m}.weight"] for m in ("q_proj", "k_proj", "v_proj")], axis=0)
         qkv = matmul(f"{s}/attn/qkv_proj", h, wqkv)  # rows Q, then K, then V
+        gqa_in = [qkv, "", ""]
+        if rotary_nodes:
+            split = init(f"{s}/attn/qkv_split", np.array([nh * hd, nkv * hd, nkv * hd], np.int64), np.int64)
+            q, k, v = [f"{s}/attn/Split/output_{j}" for j in range(3)]
+            node("Split", [qkv, split], [q, k, v], f"{s}/attn/Split", axis=-1)
+            q = node("RotaryEmbedding", [q, "position_ids", cos, sin], [f"{s}/attn/q_rotary/output_0"],
+                     f"{s}/attn/q_rotary/RotaryEmbedding", domain="com.microsoft", interleaved=0, num_heads=nh)
+            k = node("RotaryEmbedding", [k, "position_ids", cos, sin], [f"{s}/attn/k_rotary/output_0"],
+                     f"{s}/attn/k_rotary/RotaryEmbedding", domain="com.microsoft", interleaved=0, num_heads=nkv)
+            gqa_in = [q, k, v]
         att = node("GroupQueryAttention",
-                   [qkv, "", "", f"past_key_values.{i}.key", f"past_key_values.{i}.value", seqlens, total, cos, sin],
+                   [*gqa_in, f"past_key_values.{i}.key", f"past_key_values.{i}.value", seqlens, total,
+                    *(("", "") if rotary_nodes else (cos, sin))],
                    [f"{s}/attn/GroupQueryAttention/output_0", f"present.{i}.key", f"present.{i}.value"],
                    f"{s}/attn/GroupQueryAttention", domain="com.microsoft", num_heads=nh, kv_num_heads=nkv,
-                   do_rotary=1, rotary_interleaved=0, local_window_size=-1, scale=1.0 / math.sqrt(hd))
+                   do_rotary=0 if rotary_nodes else 1, rotary_interleaved=0, local_window_size=-1,
+                   scale=1.0 / math.sqrt(hd))
         o = matmul(f"{s}/attn/o_proj", att, sd[f"{p}self_attn.o_proj.weight"])
         w = init(f"{p}post_attention_layernorm.weight", sd[f"{p}post_attention_layernorm.weight"])
         h = node("SkipSimplifiedLayerNormalization", [o, residual, w],
@@ -299,6 +315,9 @@ def build_builder(model, io_dtype, path):
     inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
               helper.make_tensor_value_info("attention_mask", TensorProto.INT64,
                                             ["batch_size", "total_sequence_length"])]
+    if rotary_nodes:
+        inputs.append(helper.make_tensor_value_info("position_ids", TensorProto.INT64,
+                                                    ["batch_size", "sequence_length"]))
     outputs = [helper.make_tensor_value_info("logits", io_dtype, ["batch_size", "sequence_length", V])]
     for i in range(c.num_hidden_layers):
         for kv in ("key", "value"):
@@ -309,7 +328,25 @@ def build_builder(model, io_dtype, path):
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
                           producer_name="onnxruntime-genai (weblora replica)")
     m.ir_version = 8
-    save_external(m, path)
+    if rotary_nodes:
+        share_external(m, os.path.join(os.path.dirname(os.path.dirname(path)), "builder", "model.onnx"), path)
+    else:
+        save_external(m, path)
+
+
+def share_external(m, ref_path, path):
+    """Point every tensor that `ref_path` holds in external data at the same bytes (same names, same
+    weights), keep the rest inline: a graph variant without a second copy of the weights."""
+    ref = onnx.load(ref_path, load_external_data=False)
+    ext = {t.name: t for t in ref.graph.initializer if t.data_location == TensorProto.EXTERNAL}
+    for t in m.graph.initializer:
+        r = ext.get(t.name)
+        if r is not None and list(r.dims) == list(t.dims) and r.data_type == t.data_type:
+            t.ClearField("raw_data")
+            t.data_location = TensorProto.EXTERNAL
+            t.external_data.extend(r.external_data)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    onnx.save(m, path)
 
 
 def save_external(m, path):
@@ -429,6 +466,7 @@ def main():
     # (d) builder
     build_builder(model, TensorProto.FLOAT, os.path.join(out, "builder", "model.onnx"))
     build_builder(model, TensorProto.FLOAT16, os.path.join(out, "builder-fp16", "model.onnx"))
+    build_builder(model, TensorProto.FLOAT, os.path.join(out, "builder-rope", "model.onnx"), rotary_nodes=True)
     builder_q4(out)  # packed Q/K/V columns quantize exactly as the separate ones: the q4 oracle holds
 
     # adapters

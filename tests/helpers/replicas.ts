@@ -30,8 +30,12 @@ export interface Replica {
   dtype: 'fp32' | 'fp16' | 'q4' | 'q4f16';
   /** Path under tests/fixtures/replicas/. */
   file: string;
-  /** External-data file next to it, by the name the graph references. */
+  /** External-data file, by the name the graph references. */
   externalData?: string;
+  /** Where that file is under tests/fixtures/replicas/ (default: next to `file`). */
+  externalDataFile?: string;
+  /** Rotary by RotaryEmbedding nodes with a position_ids input (builder-rope), not inside GQA. */
+  rotaryNodes?: boolean;
   /** Oracle variant in oracle.safetensors: base logits, and with `adapter` merged. */
   oracle: 'base' | 'q4';
   loraOracle: 'lora' | 'q4_lora';
@@ -51,6 +55,12 @@ export const REPLICAS: readonly Replica[] = [
   r('builder', 'fp16', 'builder-fp16/model.onnx', 'model.onnx_data'),
   r('builder', 'q4', 'builder-q4/model.onnx', 'model.onnx_data'),
   r('builder', 'q4f16', 'builder-q4f16/model.onnx', 'model.onnx_data'),
+  {
+    ...r('builder', 'fp32', 'builder-rope/model.onnx', 'model.onnx_data'),
+    name: 'builder-rope fp32',
+    externalDataFile: 'builder/model.onnx_data', // same weights: the variant's tensors point into it
+    rotaryNodes: true,
+  },
 ];
 
 function r(layout: Replica['layout'], dtype: Replica['dtype'], file: string, externalData?: string): Replica {
@@ -123,7 +133,7 @@ export async function loadReplica(
   const bytes = await read(rep.file);
   const dir = rep.file.slice(0, rep.file.lastIndexOf('/') + 1);
   const externalData = rep.externalData
-    ? [{ path: rep.externalData, data: await read(dir + rep.externalData) }]
+    ? [{ path: rep.externalData, data: await read(rep.externalDataFile ?? dir + rep.externalData) }]
     : undefined;
   const { model, targets } = injectLora(decodeModel(bytes), { branchOp });
   const graph = await createDecoderSession(ort, encodeModel(model), config, {

@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import * as ort from 'onnxruntime-web';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { peftToFeeds } from '../../../src/adapters/peft.ts';
+import { parsePeftConfig, peftToFeeds } from '../../../src/adapters/peft.ts';
 import { greedy } from '../../../src/engine/session.ts';
 import { AdapterMismatchError, UnsupportedModelError } from '../../../src/errors.ts';
 import { injectLora } from '../../../src/model/inject-lora.ts';
@@ -59,7 +59,7 @@ describe.each(REPLICAS)('$name replica (wasm)', (rep) => {
         { module: 'k_proj', offset: 64, size: 32 },
         { module: 'v_proj', offset: 96, size: 32 },
       ]);
-      expect(m.graph.hasPositionIds).toBe(false);
+      expect(m.graph.hasPositionIds).toBe(rep.rotaryNodes === true);
       expect(m.graph.numLogitsToKeep).toBeNull();
     } else {
       expect(mods).toEqual(['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']);
@@ -77,7 +77,7 @@ describe.each(REPLICAS)('$name replica (wasm)', (rep) => {
     const tokens = await greedy(ort, m.graph, set.prompt, 8, { extraFeeds: m.noAdapter });
     expect(tokens).toEqual(oracleGreedy(set, rep.oracle));
     measured.push(
-      `  ${rep.name.padEnd(14)} base ${maxAbsDiff(full, want).toExponential(1)}  KV-vs-full ${maxAbsDiff(kv, full).toExponential(1)}`,
+      `  ${rep.name.padEnd(17)} base ${maxAbsDiff(full, want).toExponential(1)}  KV-vs-full ${maxAbsDiff(kv, full).toExponential(1)}`,
     );
   });
 
@@ -89,14 +89,14 @@ describe.each(REPLICAS)('$name replica (wasm)', (rep) => {
     expect(await greedy(ort, m.graph, set.prompt, 8, { extraFeeds: feeds })).toEqual(
       oracleGreedy(set, rep.loraOracle),
     );
-    measured.push(`  ${rep.name.padEnd(14)} +adapter ${maxAbsDiff(got, want).toExponential(1)}`);
+    measured.push(`  ${rep.name.padEnd(17)} +adapter ${maxAbsDiff(got, want).toExponential(1)}`);
   });
 
   it('a Phi-3 adapter (packed qkv_proj, gate_up_proj PEFT modules) matches its merged oracle', async () => {
     const got = await promptLogits(ort, m.graph, set.prompt, m.feedsOf(set.phi3));
     const want = oracleLogits(set, rep.phi3Oracle);
     expectClose(got, want, rep.tol, `${rep.name} + Phi-3 adapter vs merged oracle`);
-    measured.push(`  ${rep.name.padEnd(14)} +phi3 ${maxAbsDiff(got, want).toExponential(1)}`);
+    measured.push(`  ${rep.name.padEnd(17)} +phi3 ${maxAbsDiff(got, want).toExponential(1)}`);
   });
 });
 
@@ -193,5 +193,45 @@ describe('layouts that cannot take LoRA, and LoRA sub-scopes', () => {
       out: p.out,
     }));
     expect(() => peftToFeeds(set.adapter.config, set.adapter.tensors, targets)).toThrow(AdapterMismatchError);
+  });
+});
+
+describe('a packed gate_up_proj projection in the graph (Phi-3 exports)', () => {
+  it('is one target with gate/up parts; gate_proj and up_proj PEFT modules map onto it block-diagonally', () => {
+    const model = tinyModel({
+      nodes: [
+        { op: 'MatMul', name: '/model/layers.0/mlp/gate_up_proj/MatMul', inputs: ['x', 'w'], outputs: ['y'] },
+      ],
+      inputs: [{ name: 'x', dims: [1, 4] }],
+      outputs: [{ name: 'y', dims: [1, 6] }],
+      inits: [{ name: 'w', dims: [4, 6], data: new Float32Array(24) }],
+    });
+    const { targets } = injectLora(model, { targets: ['up_proj'] });
+    expect(targets.map((t) => [t.module, t.in, t.out])).toEqual([['gate_up_proj', 4, 6]]);
+    expect(targets[0]!.parts).toEqual([
+      { module: 'gate_proj', offset: 0, size: 3 },
+      { module: 'up_proj', offset: 3, size: 3 },
+    ]);
+    const cfg = parsePeftConfig({
+      peft_type: 'LORA',
+      r: 1,
+      lora_alpha: 1,
+      target_modules: ['gate_proj', 'up_proj'],
+    });
+    const t = (v: number[], shape: number[]) => ({
+      dtype: 'F32' as const,
+      shape,
+      data: new Uint8Array(new Float32Array(v).buffer),
+    });
+    const tensors = new Map([
+      ['base_model.model.model.layers.0.mlp.gate_proj.lora_A.weight', t([1, 0, 0, 0], [1, 4])],
+      ['base_model.model.model.layers.0.mlp.gate_proj.lora_B.weight', t([1, 2, 3], [3, 1])],
+      ['base_model.model.model.layers.0.mlp.up_proj.lora_A.weight', t([0, 1, 0, 0], [1, 4])],
+      ['base_model.model.model.layers.0.mlp.up_proj.lora_B.weight', t([4, 5, 6], [3, 1])],
+    ]);
+    const f = peftToFeeds(cfg, tensors, targets);
+    expect(f.rank).toBe(2);
+    expect([...f.feeds.get('lora.0.gate_up_proj.A')!.data]).toEqual([1, 0, 0, 1, 0, 0, 0, 0]); // (4, 2)
+    expect([...f.feeds.get('lora.0.gate_up_proj.B')!.data]).toEqual([1, 2, 3, 0, 0, 0, 0, 0, 0, 4, 5, 6]); // (2, 6)
   });
 });
