@@ -91,5 +91,6 @@ export {
   loraBranchOpFor,
   loraInputName,
 } from './model/inject-lora.ts';
+export { type DecoderLayout, detectLayout, type WeightFormat } from './model/layout.ts';
 export { decodeModel, encodeModel } from './model/onnx-io.ts';
 export { type QuantizeOptions, type QuantizeReport, quantize } from './model/quantize.ts';

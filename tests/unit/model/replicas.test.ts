@@ -12,6 +12,7 @@ import { parsePeftConfig, peftToFeeds } from '../../../src/adapters/peft.ts';
 import { greedy } from '../../../src/engine/session.ts';
 import { AdapterMismatchError, UnsupportedModelError } from '../../../src/errors.ts';
 import { injectLora } from '../../../src/model/inject-lora.ts';
+import { detectLayout } from '../../../src/model/layout.ts';
 import { decodeModel, graphOf } from '../../../src/model/onnx-io.ts';
 import { findProjections } from '../../../src/model/targets.ts';
 import { expectClose, maxAbsDiff, SAME_GRAPH } from '../../helpers/expect-close.ts';
@@ -49,7 +50,18 @@ describe.each(REPLICAS)('$name replica (wasm)', (rep) => {
     await m?.release();
   });
 
-  it('is recognised from the graph: targets, dtype, packed parts', () => {
+  it('is recognised from the graph: layout, targets, dtype, packed parts', async () => {
+    const builder = rep.layout === 'builder';
+    expect(detectLayout(decodeModel(await read(rep.file)))).toEqual({
+      family: rep.layout,
+      weights: rep.dtype,
+      packedQkv: builder,
+      rotary: builder ? (rep.rotaryNodes ? 'rotary-nodes' : 'gqa') : 'graph',
+      positionIds: !builder || rep.rotaryNodes === true,
+      numLogitsToKeep: !builder,
+      externalData: rep.externalData !== undefined,
+      kvDtype: rep.f16 ? 'float16' : 'float32',
+    });
     expect(m.targets.every((t) => t.dtype === (rep.f16 ? 'float16' : 'float32'))).toBe(true);
     const mods = m.targets.filter((t) => t.layer === 0).map((t) => t.module);
     if (rep.layout === 'builder') {
@@ -148,6 +160,7 @@ describe('layouts that cannot take LoRA, and LoRA sub-scopes', () => {
       err = e;
     }
     expect(err).toBeInstanceOf(UnsupportedModelError);
+    expect(detectLayout(model).weights).toBe(layout);
     expect((err as UnsupportedModelError).data.layout).toMatch(new RegExp(`^${layout}`));
     expect((err as Error).message).toMatch(/q_proj, layer 0/);
   });
