@@ -14,6 +14,8 @@ No model can be downloaded here, so every layout of ../shared/docs/model-layouts
   builder-fp16/              the same with fp16 weights, activations, KV and logits
   builder-rope/model.onnx    builder fp32 with RotaryEmbedding nodes and a position_ids input (rotary outside GQA);
                              its tensors point into builder/model.onnx_data (same weights, no second copy)
+  builder-qwen/model.onnx    builder fp32 with Qwen2-style q/k/v biases (`/attn/qkv_proj/Add`, inline); other tensors
+                             point into builder/model.onnx_data; oracles `qwen*`
   builder-q4/, builder-q4f16/  builder fp32 through our quantizer (nodes …/qkv_proj/MatMul_Q4, no accuracy_level), and
                              that converted to fp16 (the int4 + fp16-I/O build of *-onnx-web repos)
   oracle.safetensors         prompt ids, fp32 logits of the full forward, greedy tokens; the same with the q4
@@ -41,7 +43,7 @@ from onnx import TensorProto, helper, numpy_helper
 sys.path.insert(0, os.path.dirname(__file__))
 from export import OnnxWrapper  # noqa: E402
 from fixtures import write_safetensors  # noqa: E402
-from model import TARGETS, Config, LlamaForCausalLM  # noqa: E402
+from model import TARGETS, Config, LlamaForCausalLM, LoraLinear  # noqa: E402
 
 FORMAT_VERSION = "1"
 CFG = dict(vocab_size=128, hidden_size=64, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -218,10 +220,11 @@ def dequantized(q4_model, model):
 
 # ---------------------------------------------------------------- (d) builder-style graph
 
-def build_builder(model, io_dtype, path, rotary_nodes=False):
+def build_builder(model, io_dtype, path, rotary_nodes=False, qkv_bias=None):
     """onnxruntime-genai builder layout (base.py): names, ops and I/O as the builder writes them. Rotary is
     fused into GroupQueryAttention (no position_ids input), or with `rotary_nodes` applied by
-    com.microsoft.RotaryEmbedding nodes fed by a `position_ids` input (Q/K/V split off the packed output)."""
+    com.microsoft.RotaryEmbedding nodes fed by a `position_ids` input (Q/K/V split off the packed output).
+    `qkv_bias` ({layer: [out] array}, Qwen2-style) adds `/attn/qkv_proj/Add` after the packed MatMul."""
     c = model.c
     sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
     npd = np.float16 if io_dtype == TensorProto.FLOAT16 else np.float32
@@ -275,6 +278,9 @@ def build_builder(model, io_dtype, path, rotary_nodes=False):
             residual = f"{s}/input_layernorm/output_3"
         wqkv = np.concatenate([sd[f"{p}self_attn.{m}.weight"] for m in ("q_proj", "k_proj", "v_proj")], axis=0)
         qkv = matmul(f"{s}/attn/qkv_proj", h, wqkv)  # rows Q, then K, then V
+        if qkv_bias is not None:
+            b = init(f"{p[:-1].replace('self_attn', 'attn')}.attn.qkv_proj.Add.bias", qkv_bias[i])
+            qkv = node("Add", [qkv, b], [f"{s}/attn/qkv_proj/Add/output_0"], f"{s}/attn/qkv_proj/Add")
         gqa_in = [qkv, "", ""]
         if rotary_nodes:
             split = init(f"{s}/attn/qkv_split", np.array([nh * hd, nkv * hd, nkv * hd], np.int64), np.int64)
@@ -328,7 +334,7 @@ def build_builder(model, io_dtype, path, rotary_nodes=False):
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
                           producer_name="onnxruntime-genai (weblora replica)")
     m.ir_version = 8
-    if rotary_nodes:
+    if rotary_nodes or qkv_bias is not None:
         share_external(m, os.path.join(os.path.dirname(os.path.dirname(path)), "builder", "model.onnx"), path)
     else:
         save_external(m, path)
@@ -424,6 +430,14 @@ def merged(model, deltas):
     return out
 
 
+def with_bias(model, biases):
+    """`model` (already merged, if at all) with Qwen2-style q/k/v biases: {(layer, module): [out]}."""
+    for i, t, lin in model.modules_by_target():
+        if (i, t) in biases:
+            lin.forward = (lambda lin, b: lambda x: LoraLinear.forward(lin, x) + b)(lin, biases[(i, t)])
+    return model
+
+
 def split_deltas(adapter, nh_out, nkv_out, inter):
     """Per (layer, module) weight deltas s·B·A; Phi-3's packed qkv_proj / gate_up_proj split by rows."""
     d = {}
@@ -467,6 +481,14 @@ def main():
     build_builder(model, TensorProto.FLOAT, os.path.join(out, "builder", "model.onnx"))
     build_builder(model, TensorProto.FLOAT16, os.path.join(out, "builder-fp16", "model.onnx"))
     build_builder(model, TensorProto.FLOAT, os.path.join(out, "builder-rope", "model.onnx"), rotary_nodes=True)
+    bgen = torch.Generator().manual_seed(2)
+    biases = {}
+    for i, t, lin in model.modules_by_target():
+        if t in ("q_proj", "k_proj", "v_proj"):
+            biases[(i, t)] = torch.randn(lin.out_features, generator=bgen) * 0.5
+    qkv_bias = {i: torch.cat([biases[(i, m)] for m in ("q_proj", "k_proj", "v_proj")]).numpy()
+                for i in range(c.num_hidden_layers)}
+    build_builder(model, TensorProto.FLOAT, os.path.join(out, "builder-qwen", "model.onnx"), qkv_bias=qkv_bias)
     builder_q4(out)  # packed Q/K/V columns quantize exactly as the separate ones: the q4 oracle holds
 
     # adapters
@@ -494,6 +516,9 @@ def main():
         "q4_lora": merged(model_q4, split_deltas(adapter, nh_out, nkv_out, c.intermediate_size)),
         "phi3": merged(model, split_deltas(phi, nh_out, nkv_out, c.intermediate_size)),
         "q4_phi3": merged(model_q4, split_deltas(phi, nh_out, nkv_out, c.intermediate_size)),
+        "qwen": with_bias(merged(model, {}), biases),
+        "qwen_lora": with_bias(merged(model, split_deltas(adapter, nh_out, nkv_out, c.intermediate_size)), biases),
+        "qwen_phi3": with_bias(merged(model, split_deltas(phi, nh_out, nkv_out, c.intermediate_size)), biases),
     }
     for seed in range(200):
         g = torch.Generator().manual_seed(1000 + seed)

@@ -59,7 +59,7 @@ describe.each(REPLICAS)('$name replica (webgpu)', (rep) => {
       if (rep.f16) await promptLogits(ort, m.graph, set.prompt, m.noAdapter); // fails at run time, not creation
     } catch (e) {
       failure = String((e as Error).message ?? e).slice(0, 300);
-      measured.push(`  ${rep.name.padEnd(17)} not run: ${failure}`);
+      measured.push(`  ${rep.name.padEnd(18)} not run: ${failure}`);
     }
   });
   /** fp16 without shader-f16: the failure is the expected, measured outcome; anything else is a bug. */
@@ -84,7 +84,7 @@ describe.each(REPLICAS)('$name replica (webgpu)', (rep) => {
       oracleGreedy(set, rep.oracle).slice(0, GREEDY),
     );
     measured.push(
-      `  ${rep.name.padEnd(17)} base ${maxAbsDiff(full, want).toExponential(1)}  KV-vs-full ${maxAbsDiff(kv, full).toExponential(1)}`,
+      `  ${rep.name.padEnd(18)} base ${maxAbsDiff(full, want).toExponential(1)}  KV-vs-full ${maxAbsDiff(kv, full).toExponential(1)}`,
     );
   });
 
@@ -94,7 +94,7 @@ describe.each(REPLICAS)('$name replica (webgpu)', (rep) => {
     const got = await promptLogits(ort, m!.graph, set.prompt, feeds);
     const want = oracleLogits(set, rep.loraOracle);
     expectClose(got, want, WEBGPU_REPLICA, `${rep.name} webgpu + adapter vs merged oracle`);
-    measured.push(`  ${rep.name.padEnd(17)} +adapter ${maxAbsDiff(got, want).toExponential(1)}`);
+    measured.push(`  ${rep.name.padEnd(18)} +adapter ${maxAbsDiff(got, want).toExponential(1)}`);
   });
 });
 

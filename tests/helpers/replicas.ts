@@ -37,10 +37,10 @@ export interface Replica {
   /** Rotary by RotaryEmbedding nodes with a position_ids input (builder-rope), not inside GQA. */
   rotaryNodes?: boolean;
   /** Oracle variant in oracle.safetensors: base logits, and with `adapter` merged. */
-  oracle: 'base' | 'q4';
-  loraOracle: 'lora' | 'q4_lora';
+  oracle: string;
+  loraOracle: string;
   /** Oracle with the Phi-3-style packed adapter (adapter-phi3) merged. */
-  phi3Oracle: 'phi3' | 'q4_phi3';
+  phi3Oracle: string;
   tol: Tolerance;
   /** Graph computes in float16 (needs shader-f16 on WebGPU). */
   f16: boolean;
@@ -60,6 +60,14 @@ export const REPLICAS: readonly Replica[] = [
     name: 'builder-rope fp32',
     externalDataFile: 'builder/model.onnx_data', // same weights: the variant's tensors point into it
     rotaryNodes: true,
+  },
+  {
+    ...r('builder', 'fp32', 'builder-qwen/model.onnx', 'model.onnx_data'),
+    name: 'builder-qwen fp32', // Qwen2-style q/k/v bias: /attn/qkv_proj/Add after the packed MatMul
+    externalDataFile: 'builder/model.onnx_data',
+    oracle: 'qwen',
+    loraOracle: 'qwen_lora',
+    phi3Oracle: 'qwen_phi3',
   },
 ];
 
