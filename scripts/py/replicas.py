@@ -18,6 +18,8 @@ No model can be downloaded here, so every layout of ../shared/docs/model-layouts
                              point into builder/model.onnx_data; oracles `qwen*`
   builder-q4/, builder-q4f16/  builder fp32 through our quantizer (nodes …/qkv_proj/MatMul_Q4, no accuracy_level), and
                              that converted to fp16 (the int4 + fp16-I/O build of *-onnx-web repos)
+  builder-q4-acc4/model.onnx builder-q4 with accuracy_level=4 (as the builder writes int4 for cpu/webgpu); its tensors
+                             point into builder-q4/model.onnx_data
   oracle.safetensors         prompt ids, fp32 logits of the full forward, greedy tokens; the same with the q4
                              weights dequantized (oracle of both q4 files); the same with each adapter merged
   adapter/                   PEFT adapter on q/k/v/o/gate/up/down, r=4, rank_pattern + alpha_pattern
@@ -373,8 +375,14 @@ def builder_q4(out):
     os.remove(tmp)
     os.remove(tmp_q4)
     q16 = to_fp16(q, {})  # before save_external, which moves q's tensors out
+    acc4 = onnx.ModelProto()
+    acc4.CopyFrom(q)
+    for n in acc4.graph.node:  # what the builder sets for cpu/webgpu int4: int8 activations in the kernels
+        if n.op_type == "MatMulNBits":
+            n.attribute.append(helper.make_attribute("accuracy_level", 4))
     save_external(q, os.path.join(out, "builder-q4", "model.onnx"))
     save_external(q16, os.path.join(out, "builder-q4f16", "model.onnx"))
+    share_external(acc4, os.path.join(out, "builder-q4", "model.onnx"), os.path.join(out, "builder-q4-acc4", "model.onnx"))
 
 
 # ---------------------------------------------------------------- adapters and their merged oracles

@@ -62,6 +62,11 @@ export const REPLICAS: readonly Replica[] = [
     rotaryNodes: true,
   },
   {
+    ...r('builder', 'q4', 'builder-q4-acc4/model.onnx', 'model.onnx_data'),
+    name: 'builder-q4 acc4', // accuracy_level 4: int8 activations inside MatMulNBits
+    externalDataFile: 'builder-q4/model.onnx_data',
+  },
+  {
     ...r('builder', 'fp32', 'builder-qwen/model.onnx', 'model.onnx_data'),
     name: 'builder-qwen fp32', // Qwen2-style q/k/v bias: /attn/qkv_proj/Add after the packed MatMul
     externalDataFile: 'builder/model.onnx_data',
