@@ -8,6 +8,7 @@
 import { readFileSync } from 'node:fs';
 import * as ort from 'onnxruntime-web';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { importPeftAdapter } from '../../../src/adapters/import.ts';
 import { parsePeftConfig, peftToFeeds } from '../../../src/adapters/peft.ts';
 import { greedy } from '../../../src/engine/session.ts';
 import { AdapterMismatchError, UnsupportedModelError } from '../../../src/errors.ts';
@@ -136,6 +137,31 @@ describe('packed vs split projections (wasm)', () => {
       await split.release();
       await packed.release();
     }
+  });
+});
+
+describe('importPeftAdapter (the importer checks) on packed and split graphs', () => {
+  it.each([
+    ['adapter', 'optimum fp32'],
+    ['adapter', 'builder fp32'],
+    ['adapter-phi3', 'optimum fp32'],
+    ['adapter-phi3', 'builder fp32'],
+  ])('%s imports onto the %s targets and yields the peftToFeeds feeds', async (dir, name) => {
+    const rep = REPLICAS.find((r) => r.name === name)!;
+    const g = graphOf(decodeModel(await read(rep.file)));
+    const { targets } = injectLora(decodeModel(await read(rep.file)));
+    expect(findProjections(g).length).toBe(targets.length);
+    const imported = importPeftAdapter(
+      {
+        config: await read(`${dir}/adapter_config.json`),
+        weights: await read(`${dir}/adapter_model.safetensors`),
+      },
+      { id: 'weblora/replica', targets },
+    );
+    const a = dir === 'adapter' ? set.adapter : set.phi3;
+    const want = peftToFeeds(a.config, a.tensors, targets);
+    expect(imported.feeds.rank).toBe(want.rank);
+    for (const [k, f] of want.feeds) expect(imported.feeds.feeds.get(k)!.data).toEqual(f.data);
   });
 });
 
