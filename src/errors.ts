@@ -19,6 +19,11 @@ export class WebLoraError extends Error {
 
 /** ONNX bytes that do not decode, or a graph whose structure a pass cannot handle. */
 export class ModelFormatError extends WebLoraError {}
+/**
+ * A decoder layout weblora recognises but cannot serve LoRA on (e.g. int8 `MatMulInteger` or `MatMulBnb4`
+ * projections); `data.layout` names it, `data.supported` lists what works instead.
+ */
+export class UnsupportedModelError extends ModelFormatError {}
 /** A graph pass found no target it could apply to (e.g. no LoRA-able projections). */
 export class NoTargetsError extends WebLoraError {}
 /** A caller named targets (modules, layers) that the graph does not have. */
@@ -92,6 +97,7 @@ export class TrainCheckpointError extends WebLoraError {}
 const REGISTRY = {
   WebLoraError,
   ModelFormatError,
+  UnsupportedModelError,
   NoTargetsError,
   UnknownTargetError,
   AmbiguousTargetError,

@@ -88,6 +88,7 @@ export {
   TrainDataError,
   UnknownTargetError,
   UnsupportedError,
+  UnsupportedModelError,
   WebLoraError,
 } from './errors.ts';
 export {
@@ -101,6 +102,7 @@ export {
   loraBranchOpFor,
   loraInputName,
 } from './model/inject-lora.ts';
+export { type DecoderLayout, detectLayout, type WeightFormat } from './model/layout.ts';
 export { decodeModel, encodeModel } from './model/onnx-io.ts';
 export { type QuantizeOptions, type QuantizeReport, quantize } from './model/quantize.ts';
 export { MAX_DATA_BYTES, MAX_EXAMPLES } from './train/data.ts';

@@ -25,6 +25,7 @@ import {
   SafetensorsTruncatedError,
 } from '../errors.ts';
 import type { LoraTarget } from '../model/inject-lora.ts';
+import { moduleShape } from './packed.ts';
 import {
   locateModule,
   MAX_LORA_RANK,
@@ -307,7 +308,6 @@ export function parseAdapterConfig(json: string | unknown): PeftLoraConfig {
  * (target_modules, layers_to_transform, duplicate modules, missing A/B) are peftToFeeds'.
  */
 function validateTensors(cfg: PeftLoraConfig, st: Safetensors, targets: readonly LoraTarget[]): void {
-  const index = new Map(targets.map((t) => [`${t.layer}.${t.module}`, t]));
   const modules = [...new Set(targets.map((t) => t.module))];
   const maxLayer = Math.max(-1, ...targets.map((t) => t.layer));
   for (const [key, t] of st.tensors) {
@@ -322,7 +322,8 @@ function validateTensors(cfg: PeftLoraConfig, st: Safetensors, targets: readonly
     const path = m[1];
     const which = m[2] as 'A' | 'B';
     const loc = locateModule(path, cfg);
-    const target = loc ? index.get(`${loc.layer}.${loc.module}`) : undefined;
+    // q/k/v modules on a packed qkv_proj target, or packed PEFT modules on split targets (packed.ts)
+    const target = loc ? moduleShape(loc.layer, loc.module, targets) : null;
     if (!loc || !target) {
       throw new AdapterModuleError(
         `adapter module ${path} is not a LoRA target of this model (modules: ${modules.join(', ')}; layers 0..${maxLayer})`,
@@ -340,7 +341,7 @@ function validateTensors(cfg: PeftLoraConfig, st: Safetensors, targets: readonly
     const fits = t.shape.length === 2 && (which === 'A' ? d1 === target.in : d0 === target.out);
     if (!fits || d0 === undefined || d1 === undefined) {
       throw new AdapterShapeError(
-        `${key} has shape ${JSON.stringify(t.shape)} but the model's ${target.module} in layer ${target.layer} ` +
+        `${key} has shape ${JSON.stringify(t.shape)} but the model's ${target.label} in layer ${loc.layer} ` +
           `maps ${target.in} → ${target.out}, so lora_${which} must be ${want}; was the adapter trained for another model?`,
         { tensor: key, shape: t.shape, expected: which === 'A' ? [null, target.in] : [target.out, null] },
       );

@@ -6,12 +6,18 @@
  * (src/model/inject-lora.ts) computes Y + (X·A)·B with A [in, R], B [R, out], no scale, one rank R shared by
  * all inputs; so feeds are Aᵀ and scale·Bᵀ, zero-padded to the largest rank (zero columns of A / rows of B
  * add exactly nothing), and zeros for targets the adapter does not cover.
+ * Packed projections map exactly both ways: q/k/v (gate/up) modules onto a packed graph target
+ * (builder `qkv_proj`) give A = [A_q | A_k | A_v] along the rank and a block-diagonal B (zero blocks where the
+ * adapter has no module); Phi-3's packed PEFT modules (`qkv_proj`, `gate_up_proj`) onto split graph targets
+ * share A and slice B by rows (Q, K, V; gate, up), as onnxruntime-genai's builder does; onto a packed target
+ * they map directly.
  * Not supported (rejected with a typed error, never silently ignored): DoRA, LoRA biases, modules_to_save,
  * layer_replication, embedding LoRA. `fan_in_fan_out` only says the *base* layer stores W as [in, out]
  * (GPT-2 Conv1D); PEFT keeps lora_A [r, in] / lora_B [out, r] either way, so it changes nothing here.
  */
 import { AdapterFormatError, AdapterMismatchError } from '../errors.ts';
 import { loraInputName } from '../model/inject-lora.ts';
+import { type Destination, destinationsOf } from './packed.ts';
 import { readFloat32, type TensorView } from './safetensors.ts';
 import type { CpuFeeds, LoraFeed } from './types.ts';
 
@@ -48,6 +54,8 @@ export interface LoraTarget {
   module: string;
   in: number;
   out: number;
+  /** Packed projection (e.g. `qkv_proj`): the output columns of each module inside it. */
+  parts?: readonly { module: string; offset: number; size: number }[];
 }
 
 /**
@@ -293,10 +301,12 @@ export function peftToFeeds(
       tensors: tensors.size,
     });
   }
-  const targetIndex = new Map(targets.map((t) => [`${t.layer}.${t.module}`, t]));
-
   const modules: PeftFeeds['modules'] = [];
-  const weights = new Map<string, { A: Float32Array; B: Float32Array; rank: number; scale: number }>();
+  // Per target (`layer.module`): the adapter modules writing into it, each a block of the rank.
+  const blocks = new Map<
+    string,
+    { A: Float32Array; B: Float32Array; rank: number; scale: number; dest: Destination; path: string }[]
+  >();
   for (const w of byModule.values()) {
     const path = w.path;
     if (!w.A || !w.B) {
@@ -308,8 +318,8 @@ export function peftToFeeds(
       );
     }
     const loc = locateModule(path, cfg);
-    const target = loc && targetIndex.get(`${loc.layer}.${loc.module}`);
-    if (!loc || !target) {
+    const dests = loc && destinationsOf(loc.layer, loc.module, targets);
+    if (!loc || !dests || dests.length === 0) {
       throw new AdapterMismatchError(
         `adapter module ${path} is not a LoRA target of this model (targets: ${[...new Set(targets.map((t) => t.module))].join(', ')}; ` +
           `layers 0..${Math.max(-1, ...targets.map((t) => t.layer))})`,
@@ -347,6 +357,8 @@ export function peftToFeeds(
     }
     const [rA = 0, inA = 0] = a.shape;
     const [outB = 0, rB = 0] = b.shape;
+    const target = dests[0]!.target;
+    const wantOut = dests.reduce((n, d) => n + d.rows, 0);
     if (rA !== rB) {
       throw new AdapterFormatError(
         `${aKey} [${a.shape}] and ${bKey} [${b.shape}] disagree on the rank (${rA} vs ${rB})`,
@@ -355,12 +367,12 @@ export function peftToFeeds(
         },
       );
     }
-    if (inA !== target.in || outB !== target.out) {
+    if (dests.some((d) => d.target.in !== inA) || outB !== wantOut) {
       throw new AdapterMismatchError(
-        `module ${path}: adapter maps ${inA} → ${outB} but the model's ${target.module} in layer ${target.layer} maps ` +
-          `${target.in} → ${target.out} (lora_A must be [r, ${target.in}], lora_B [${target.out}, r]); ` +
+        `module ${path}: adapter maps ${inA} → ${outB} but the model's ${loc.module} in layer ${loc.layer} maps ` +
+          `${target.in} → ${wantOut} (lora_A must be [r, ${target.in}], lora_B [${wantOut}, r]); ` +
           'was the adapter trained for another base model?',
-        { module: path, adapter: [inA, outB], model: [target.in, target.out] },
+        { module: path, adapter: [inA, outB], model: [target.in, wantOut] },
       );
     }
     const rank = rA;
@@ -401,30 +413,43 @@ export function peftToFeeds(
     }
     const alpha = patternValue(cfg.alphaPattern, path) ?? cfg.loraAlpha;
     const scale = cfg.useRslora ? alpha / Math.sqrt(rank) : alpha / rank;
-    const id = `${loc.layer}.${loc.module}`;
-    if (weights.has(id)) {
-      throw new AdapterFormatError(
-        `two adapter modules map to layer ${loc.layer} ${loc.module} (second: ${path})`,
-        {
-          module: path,
-        },
+    for (const dest of dests) {
+      const id = `${dest.target.layer}.${dest.target.module}`;
+      const list = blocks.get(id) ?? [];
+      const clash = list.find(
+        (x) =>
+          x.dest.outOffset < dest.outOffset + dest.rows && dest.outOffset < x.dest.outOffset + x.dest.rows,
       );
+      if (clash) {
+        throw new AdapterFormatError(
+          `two adapter modules map to layer ${loc.layer} ${loc.module} (${clash.path} and ${path})`,
+          { module: path, other: clash.path },
+        );
+      }
+      list.push({ A, B, rank, scale, dest, path });
+      blocks.set(id, list);
     }
-    weights.set(id, { A, B, rank, scale });
     modules.push({ layer: loc.layer, module: loc.module, path, rank, scale });
   }
 
-  const R = Math.max(...[...weights.values()].map((w) => w.rank));
+  // Each target's rank is the sum of its blocks' (block-diagonal B); R is the largest, zero-padded.
+  const R = Math.max(...[...blocks.values()].map((l) => l.reduce((n, x) => n + x.rank, 0)));
   const feeds = new Map<string, LoraFeed>();
   for (const t of targets) {
     const a = new Float32Array(t.in * R); // (in, R)
     const b = new Float32Array(R * t.out); // (R, out)
-    const w = weights.get(`${t.layer}.${t.module}`);
-    if (w) {
-      const r = w.rank;
-      for (let j = 0; j < r; j++) for (let i = 0; i < t.in; i++) a[i * R + j] = w.A[j * t.in + i]!;
-      for (let o = 0; o < t.out; o++)
-        for (let j = 0; j < r; j++) b[j * t.out + o] = w.scale * w.B[o * r + j]!;
+    let r0 = 0; // first rank column of the current block
+    const list = (blocks.get(`${t.layer}.${t.module}`) ?? []).sort(
+      (x, y) => x.dest.outOffset - y.dest.outOffset,
+    );
+    for (const w of list) {
+      const { rank: r, dest } = w;
+      for (let j = 0; j < r; j++) for (let i = 0; i < t.in; i++) a[i * R + r0 + j] = w.A[j * t.in + i]!;
+      for (let o = 0; o < dest.rows; o++) {
+        const src = (dest.rowStart + o) * r; // row of lora_B [outB, r]
+        for (let j = 0; j < r; j++) b[(r0 + j) * t.out + dest.outOffset + o] = w.scale * w.B[src + j]!;
+      }
+      r0 += r;
     }
     feeds.set(loraInputName(t.layer, t.module, 'A'), { data: a, dims: [t.in, R] });
     feeds.set(loraInputName(t.layer, t.module, 'B'), { data: b, dims: [R, t.out] });

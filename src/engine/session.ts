@@ -6,6 +6,11 @@
  * one sequence's KV cache: `step(ids)` feeds ids after the cached positions and returns the logits row,
  * `dispose()` frees the cache. The engine's generate loop, the bench and the tests all step through
  * it. The ORT module is passed in, so it runs on Node (`onnxruntime-web` → wasm) and in the browser.
+ * Dtypes come from the session's metadata, never from a config: the empty KV cache takes the type the
+ * graph declares for `past_key_values.*` (float16 in fp16/q4f16 files; on webgpu the present tensors then
+ * stay fp16 GPU buffers), fp16 logits are widened to float32 for sampling, `num_logits_to_keep` is fed when
+ * declared (1, or T with allLogits), and graphs without `position_ids` (GroupQueryAttention with rotary
+ * inside) get their positions from `attention_mask`.
  * It deliberately does not sample, detokenize or know about adapters beyond fixed extra feeds.
  */
 import type * as OrtModule from 'onnxruntime-web';
@@ -101,20 +106,87 @@ export function kvLayoutFromNames(
   };
 }
 
+/** Float dtypes a decoder's KV cache and logits may have. */
+export type FloatDtype = 'float32' | 'float16';
+
 /** A decoder session and what stepping it needs to know. */
 export interface DecoderGraph {
   readonly session: OrtModule.InferenceSession;
   readonly layout: KvLayout;
   readonly hasPositionIds: boolean;
+  /** Element type of `past_key_values.*` (from the input metadata; float32 when it is not exposed). */
+  readonly kvDtype?: FloatDtype;
+  /** Dims of the `num_logits_to_keep` input ([] scalar, [1]), or null when the graph has none. */
+  readonly numLogitsToKeep?: readonly number[] | null;
 }
 
-/** Reads a session's KV layout (kvLayoutFromNames) and whether it takes position_ids. */
+function metadataOf(
+  list: readonly OrtModule.InferenceSession.ValueMetadata[] | undefined,
+  name: string,
+): OrtModule.InferenceSession.ValueMetadata | undefined {
+  return list?.find((m) => m.name === name);
+}
+
+/** Reads a session's KV layout (kvLayoutFromNames), KV dtype and optional inputs. */
 export function decoderGraph(session: OrtModule.InferenceSession, config: ModelConfig): DecoderGraph {
+  const layout = kvLayoutFromNames(session.inputNames, session.outputNames, config);
+  // inputMetadata exists from onnxruntime-web 1.22 on; stand-in sessions in tests may lack it.
+  let inputs: readonly OrtModule.InferenceSession.ValueMetadata[] | undefined;
+  try {
+    inputs = session.inputMetadata;
+  } catch {
+    inputs = undefined;
+  }
+  const kv = metadataOf(inputs, layout.pastNames[0] ?? '');
+  const kvType = kv?.isTensor ? kv.type : 'float32';
+  if (kvType !== 'float32' && kvType !== 'float16') {
+    throw new ModelFormatError(`KV cache input ${kv?.name} has type ${kvType}; expected float32 or float16`, {
+      input: kv?.name,
+      type: kvType,
+    });
+  }
+  let keep: number[] | null = null;
+  if (session.inputNames.includes('num_logits_to_keep')) {
+    const m = metadataOf(inputs, 'num_logits_to_keep');
+    keep = m?.isTensor && m.shape.length === 1 ? [1] : [];
+  }
   return {
     session,
-    layout: kvLayoutFromNames(session.inputNames, session.outputNames, config),
+    layout,
     hasPositionIds: session.inputNames.includes('position_ids'),
+    kvDtype: kvType,
+    numLogitsToKeep: keep,
   };
+}
+
+/** float32 copy of logits data: Float32Array as is (sliced), fp16 as Uint16Array bits or Float16Array. */
+export function logitsToFloat32(data: unknown, start: number, end: number): Float32Array {
+  if (data instanceof Float32Array) return data.slice(start, end);
+  if (data instanceof Uint16Array) {
+    const out = new Float32Array(end - start);
+    for (let i = start; i < end; i++) out[i - start] = halfToFloat(data[i]!);
+    return out;
+  }
+  if (ArrayBuffer.isView(data) && !(data instanceof DataView)) {
+    // Float16Array (where the JS engine has it; onnxruntime-web then returns fp16 data as one)
+    return Float32Array.from(
+      (data as unknown as ArrayLike<number> & { slice(a: number, b: number): ArrayLike<number> }).slice(
+        start,
+        end,
+      ),
+    );
+  }
+  throw new ModelFormatError('logits are not float32 or float16 data', { type: typeof data });
+}
+
+/** IEEE 754 binary16 bits → number (exact). */
+export function halfToFloat(h: number): number {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const f = h & 0x3ff;
+  if (e === 0) return s * f * 2 ** -24;
+  if (e === 31) return f ? Number.NaN : s * Number.POSITIVE_INFINITY;
+  return s * (1 + f / 1024) * 2 ** (e - 15);
 }
 
 /**
@@ -154,9 +226,15 @@ export async function createDecoderSession(
   ort: Ort,
   bytes: Uint8Array,
   config: ModelConfig,
-  opts: { backend: Backend; presentNames?: readonly string[] },
+  opts: {
+    backend: Backend;
+    presentNames?: readonly string[];
+    /** External-data files the graph references (e.g. `model.onnx_data`), by the path it names. */
+    externalData?: readonly { path: string; data: Uint8Array }[];
+  },
 ): Promise<DecoderGraph> {
   const options = decoderSessionOptions(opts.backend, opts.presentNames ?? presentNamesOf(config));
+  if (opts.externalData?.length) options.externalData = [...opts.externalData];
   const session = await ort.InferenceSession.create(bytes, options);
   try {
     return decoderGraph(session, config);
@@ -183,8 +261,14 @@ export class KvStepper {
     private readonly extraFeeds: Record<string, OrtTensor> = {},
   ) {
     const { numKvHeads, headDim, pastNames } = graph.layout;
+    const dims = [1, numKvHeads, 0, headDim];
     for (const n of pastNames) {
-      this.past.set(n, new ort.Tensor('float32', new Float32Array(0), [1, numKvHeads, 0, headDim]));
+      this.past.set(
+        n,
+        graph.kvDtype === 'float16'
+          ? new ort.Tensor('float16', new Uint16Array(0), dims)
+          : new ort.Tensor('float32', new Float32Array(0), dims),
+      );
     }
   }
 
@@ -203,14 +287,25 @@ export class KvStepper {
     if (T === 0) throw new InvalidOptionError('a decode step needs at least one token id', { option: 'ids' });
     const { session, layout, hasPositionIds } = this.graph;
     const tokenFeeds = stepFeeds(this.ort, ids, this.length, hasPositionIds);
+    const keep = this.graph.numLogitsToKeep;
+    if (keep) {
+      tokenFeeds.num_logits_to_keep = new this.ort.Tensor(
+        'int64',
+        BigInt64Array.of(BigInt(allLogits ? T : 1)),
+        [...keep],
+      );
+    }
     const feeds: Record<string, OrtTensor> = { ...this.extraFeeds, ...tokenFeeds };
     for (const [n, t] of this.past) feeds[n] = t;
     const out = await session.run(feeds, ['logits', ...layout.presentNames]);
     for (const t of Object.values(tokenFeeds)) t.dispose();
     const logitsT = out.logits!;
     const V = logitsT.dims[logitsT.dims.length - 1]!;
-    const all = (await logitsT.getData()) as Float32Array;
-    const logits = allLogits ? all.slice(0, T * V) : all.slice((T - 1) * V, T * V);
+    const rows = logitsT.dims[logitsT.dims.length - 2] ?? T; // T, or 1 when num_logits_to_keep cut it
+    const all = await logitsT.getData();
+    const logits = allLogits
+      ? logitsToFloat32(all, 0, rows * V)
+      : logitsToFloat32(all, (rows - 1) * V, rows * V);
     logitsT.dispose();
     for (const t of this.past.values()) t.dispose();
     this.past = new Map();

@@ -1,7 +1,15 @@
 /**
  * Graph pass: turns each target projection Y = X·W into Y = X·W + (X·A)·B with A [in, lora_rank] and
  * B [lora_rank, out] as float32 graph inputs, so adapters are swapped by feeding tensors, never by
- * rebuilding the session. Rank 0 (empty A/B) reproduces the base model exactly. The graph has no
+ * rebuilding the session. In a float16 graph (model_fp16, q4f16) the branch still runs in float32 between
+ * Casts — X·A·B computed from fp16 X, rounded once to fp16 before the Add — so adapter feeds are float32
+ * for every dtype and the whole adapter pipeline (store, mix, GPU cache) stays float32. Measured on the fp16
+ * replicas (tests/unit/model/replicas.test.ts) with an adapter: 2.6e-2–4.5e-2 max |logit - PyTorch oracle| on
+ * the wasm EP, bit-identical to an all-fp16 branch (fp16 A/B, no Casts): ORT's CPU EP runs those fp16 MatMuls
+ * in float32 between its own Casts anyway. WebGPU fp16 needs shader-f16, absent here (SwiftShader), so the
+ * branch dtype could not be compared for speed there. A packed projection (builder `qkv_proj`, Phi-3 `gate_up_proj`)
+ * is one target whose `parts` say which output columns belong to which module (src/adapters/peft.ts maps
+ * q/k/v adapters onto it block-diagonally). Rank 0 (empty A/B) reproduces the base model exactly. The graph has no
  * scale: whoever feeds B folds alpha/r into it. The base projection's output is renamed `<Y>_base` and
  * the Add takes over the name Y, so consumers and value_info need no rewiring. Returns a new ModelProto
  * sharing all tensors with the input (no weight copies); the input model is not modified. LoRA on the
@@ -22,6 +30,7 @@ import {
   type GraphProto,
   graphOf,
   inputsOf,
+  intAttr,
   type ModelProto,
   type NodeProto,
   nodesOf,
@@ -31,10 +40,21 @@ import {
   type ValueInfoProto,
   withGraph,
 } from './onnx-io.ts';
-import { constantWeightMatmuls, findProjections, MODULE_ORDER, type Projection } from './targets.ts';
+import {
+  type ActivationDtype,
+  constantWeightMatmuls,
+  findProjections,
+  GRAPH_MODULE_ORDER,
+  type GraphModuleName,
+  MODULE_ORDER,
+  type PackedPart,
+  type Projection,
+} from './targets.ts';
 
 export const LORA_MODULES = MODULE_ORDER;
 export type LoraModule = (typeof LORA_MODULES)[number];
+/** A target's module: one of LORA_MODULES or a packed projection (`qkv_proj`, `gate_up_proj`). */
+export type LoraTargetModule = GraphModuleName;
 export const LORA_RANK_DIM = 'lora_rank';
 
 /** Graph input name of a LoRA factor, e.g. `lora.0.q_proj.A`. */
@@ -44,9 +64,13 @@ export function loraInputName(layer: number, module: string, which: 'A' | 'B'): 
 
 export interface LoraTarget {
   layer: number;
-  module: LoraModule;
+  module: LoraTargetModule;
   in: number;
   out: number;
+  /** Packed projections: each module's output columns (absent for plain ones, or when unknown). */
+  parts?: PackedPart[];
+  /** The projection's activation dtype; the LoRA inputs are float32 either way. */
+  dtype?: ActivationDtype;
   node: string;
   inputA: string;
   inputB: string;
@@ -55,7 +79,7 @@ export interface LoraTarget {
 export type LoraBranchOp = 'matmul' | 'einsum';
 
 export interface InjectOptions {
-  /** Module names to adapt; default all 7. */
+  /** Module names to adapt (a packed projection is chosen by its name or any part's); default all. */
   targets?: readonly string[];
   /** Decoder layers to adapt; default all found. */
   layers?: readonly number[];
@@ -116,6 +140,7 @@ export function injectLora(
   };
 
   const byIndex = new Map<number, Projection>(chosen.map((p) => [p.nodeIndex, p]));
+  const casts = new Map<string, string>(); // fp16 activation -> its float32 Cast
   const nodes: NodeProto[] = [];
   const inputs = [...inputsOf(g)];
   nodesOf(g).forEach((node, i) => {
@@ -131,25 +156,42 @@ export function injectLora(
     const scope = `/lora.${p.layer}.${p.module}`;
     const yBase = fresh(`${y}_base`);
     const xa = fresh(`${scope}/xA`); // (..., R)
-    const xab = fresh(`${scope}/xAB`); // (..., out)
+    const half = p.dtype === 'float16';
+    const xab = fresh(half ? `${scope}/xAB_fp32` : `${scope}/xAB`); // (..., out)
     nodes.push(onnx.NodeProto.create({ ...node, output: [yBase, ...node.output.slice(1)] }));
+    let xIn = x;
+    if (half) {
+      // fp16 graph: one Cast of X to float32 per distinct activation (q/k/v share theirs).
+      let c = casts.get(x);
+      if (!c) {
+        c = fresh(`${scope}/x_fp32`);
+        casts.set(x, c);
+        nodes.push(cast(`${scope}/Cast_x`, x, c, DataType.FLOAT));
+      }
+      xIn = c;
+    }
     if (branchOp === 'einsum') {
       // Gemm activations are 2-D by definition; MatMul/MatMulNBits ones are (batch, seq, in) in decoder
       // exports unless the graph says otherwise.
       const rank = ranks.get(x) ?? (p.kind === 'Gemm' ? 2 : 3);
       const lead = 'abcdefgh'.slice(0, Math.max(0, rank - 1));
-      nodes.push(einsum(`${scope}/Einsum_A`, `${lead}i,ir->${lead}r`, [x, a], xa));
+      nodes.push(einsum(`${scope}/Einsum_A`, `${lead}i,ir->${lead}r`, [xIn, a], xa));
       nodes.push(einsum(`${scope}/Einsum_B`, `${lead}r,ro->${lead}o`, [xa, b], xab));
     } else {
       nodes.push(
-        onnx.NodeProto.create({ name: `${scope}/MatMul_A`, opType: 'MatMul', input: [x, a], output: [xa] }),
+        onnx.NodeProto.create({ name: `${scope}/MatMul_A`, opType: 'MatMul', input: [xIn, a], output: [xa] }),
       );
       nodes.push(
         onnx.NodeProto.create({ name: `${scope}/MatMul_B`, opType: 'MatMul', input: [xa, b], output: [xab] }),
       );
     }
+    let delta = xab;
+    if (half) {
+      delta = fresh(`${scope}/xAB`);
+      nodes.push(cast(`${scope}/Cast_xAB`, xab, delta, DataType.FLOAT16));
+    }
     nodes.push(
-      onnx.NodeProto.create({ name: `${scope}/Add`, opType: 'Add', input: [yBase, xab], output: [y] }),
+      onnx.NodeProto.create({ name: `${scope}/Add`, opType: 'Add', input: [yBase, delta], output: [y] }),
     );
   });
 
@@ -158,6 +200,8 @@ export function injectLora(
     module: p.module,
     in: p.in,
     out: p.out,
+    ...(p.parts ? { parts: p.parts } : {}),
+    dtype: p.dtype,
     node: p.label,
     inputA: loraInputName(p.layer, p.module, 'A'),
     inputB: loraInputName(p.layer, p.module, 'B'),
@@ -167,6 +211,16 @@ export function injectLora(
     inputs.push(tensorValueInfo(t.inputB, DataType.FLOAT, [LORA_RANK_DIM, t.out])); // (R, out)
   }
   return { model: withGraph(model, cloneGraph(g, { node: nodes, input: inputs })), targets };
+}
+
+function cast(name: string, input: string, output: string, to: number): NodeProto {
+  return onnx.NodeProto.create({
+    name,
+    opType: 'Cast',
+    input: [input],
+    output: [output],
+    attribute: [intAttr('to', to)],
+  });
 }
 
 function einsum(name: string, equation: string, input: string[], output: string): NodeProto {
@@ -216,7 +270,7 @@ function selectTargets(g: GraphProto, opts: InjectOptions): Projection[] {
     throw new NoTargetsError(
       'no LoRA-able projections found: expected MatMul/Gemm/MatMulNBits nodes named like ' +
         "'/model/layers.N/self_attn/q_proj/MatMul' or with weights named like 'model.layers.N.self_attn.q_proj.weight' " +
-        `(modules ${LORA_MODULES.join(', ')}); found ${mm.length} MatMul/Gemm with constant weights` +
+        `(modules ${GRAPH_MODULE_ORDER.join(', ')}); found ${mm.length} MatMul/Gemm with constant weights` +
         (mm.length ? `: ${mm.slice(0, 5).join(', ')}${mm.length > 5 ? ', ...' : ''}` : ''),
       { constantMatmuls: mm },
     );
@@ -234,15 +288,17 @@ function selectTargets(g: GraphProto, opts: InjectOptions): Projection[] {
     }
     seen.set(key, p);
   }
-  const modulesFound = LORA_MODULES.filter((m) => all.some((p) => p.module === m));
+  const modulesFound = GRAPH_MODULE_ORDER.filter((m) => all.some((p) => p.module === m));
   const layersFound = [...new Set(all.map((p) => p.layer))].sort((a, b) => a - b);
+  const names = (p: Projection): string[] => [p.module, ...(p.parts ?? []).map((x) => x.module)];
+  const selectable = new Set(all.flatMap(names));
 
   const wantModules = opts.targets ?? modulesFound;
-  const badModules = wantModules.filter((m) => !(modulesFound as readonly string[]).includes(m));
+  const badModules = wantModules.filter((m) => !selectable.has(m));
   if (badModules.length > 0) {
     throw new UnknownTargetError(
-      `unknown LoRA target module(s) ${badModules.join(', ')}; this graph has ${modulesFound.join(', ')}`,
-      { unknown: badModules, available: modulesFound },
+      `unknown LoRA target module(s) ${badModules.join(', ')}; this graph has ${[...selectable].join(', ')}`,
+      { unknown: badModules, available: [...selectable] },
     );
   }
   const wantLayers = opts.layers ?? layersFound;
@@ -254,8 +310,11 @@ function selectTargets(g: GraphProto, opts: InjectOptions): Projection[] {
     );
   }
   const chosen = all
-    .filter((p) => wantModules.includes(p.module) && wantLayers.includes(p.layer))
-    .sort((a, b) => a.layer - b.layer || LORA_MODULES.indexOf(a.module) - LORA_MODULES.indexOf(b.module));
+    .filter((p) => names(p).some((m) => wantModules.includes(m)) && wantLayers.includes(p.layer))
+    .sort(
+      (a, b) =>
+        a.layer - b.layer || GRAPH_MODULE_ORDER.indexOf(a.module) - GRAPH_MODULE_ORDER.indexOf(b.module),
+    );
   if (chosen.length === 0) {
     throw new NoTargetsError(
       `no projection matches modules [${wantModules.join(', ')}] in layers [${wantLayers.join(', ')}]`,

@@ -438,20 +438,20 @@ describe('importPeftAdapter: each malformed input has its own typed error', () =
       data: { rank: 4, configRank: 8 },
     },
     {
-      what: 'unknown target module',
+      what: 'unknown target module', // (qkv_proj is Phi-3's packed module: it maps, see replicas.test.ts)
       input: () =>
         variant((t) => {
           const a = t.get(A0)!;
           const b = t.get(B0)!;
           t.delete(A0);
           t.delete(B0);
-          t.set(A0.replace('q_proj', 'qkv_proj'), a);
-          t.set(B0.replace('q_proj', 'qkv_proj'), b);
+          t.set(A0.replace('q_proj', 'c_attn'), a);
+          t.set(B0.replace('q_proj', 'c_attn'), b);
         }),
       cls: AdapterModuleError,
       base: AdapterMismatchError,
-      msg: /adapter module model\.layers\.0\.self_attn\.qkv_proj is not a LoRA target of this model/,
-      data: { module: 'model.layers.0.self_attn.qkv_proj', name: 'qkv_proj', layer: 0 },
+      msg: /adapter module model\.layers\.0\.self_attn\.c_attn is not a LoRA target of this model/,
+      data: { module: 'model.layers.0.self_attn.c_attn', name: 'c_attn', layer: 0 },
     },
     {
       what: 'layer the model does not have',

@@ -11,8 +11,10 @@ import {
   createDecoderSession,
   type DecoderGraph,
   greedy,
+  halfToFloat,
   KvStepper,
   kvLayoutFromNames,
+  logitsToFloat32,
 } from '../../../src/engine/session.ts';
 import { InvalidOptionError, ModelFormatError, ModelPackageError } from '../../../src/errors.ts';
 import { parseModelConfig } from '../../../src/model/package.ts';
@@ -121,5 +123,33 @@ describe('layout and config validation', () => {
     const raw = JSON.parse(readFileSync(`${PKG}config.json`, 'utf8'));
     expect(() => parseModelConfig({ ...raw, num_key_value_heads: 3 })).toThrow(/multiple/);
     expect(parseModelConfig({ ...raw, eos_token_id: [1, 2] }).eosTokenIds).toEqual([1, 2]);
+  });
+});
+
+describe('fp16 logits (model_fp16 / q4f16 graphs)', () => {
+  it('halfToFloat decodes IEEE binary16 exactly, subnormals and specials included', () => {
+    const cases: [number, number][] = [
+      [0x3c00, 1],
+      [0xc000, -2],
+      [0x3555, 0.333251953125],
+      [0x7bff, 65504],
+      [0x0001, 2 ** -24],
+      [0x0400, 2 ** -14],
+      [0x8000, -0],
+      [0x7c00, Number.POSITIVE_INFINITY],
+      [0xfc00, Number.NEGATIVE_INFINITY],
+    ];
+    for (const [bits, v] of cases) expect(halfToFloat(bits), bits.toString(16)).toBe(v);
+    expect(halfToFloat(0x7e00)).toBeNaN();
+  });
+
+  it('logitsToFloat32 widens fp16 bits (Uint16Array) and copies float32 rows', () => {
+    const half = Uint16Array.of(0x3c00, 0xc000, 0x3800, 0x0000);
+    expect([...logitsToFloat32(half, 1, 3)]).toEqual([-2, 0.5]);
+    const f = Float32Array.of(1, 2, 3);
+    const row = logitsToFloat32(f, 1, 3);
+    expect([...row]).toEqual([2, 3]);
+    row[0] = 9;
+    expect(f[1]).toBe(2); // a copy, not a view into ORT's output buffer
   });
 });

@@ -14,6 +14,7 @@ import {
   LORA_MODULES,
   LORA_RANK_DIM,
   type LoraBranchOp,
+  type LoraModule,
   type LoraTarget,
   loraBranchOpFor,
   loraInputName,
@@ -154,7 +155,7 @@ describe('injectLora on the default model', () => {
     targets.forEach((t, i) => {
       expect(t.layer).toBe(Math.floor(i / 7));
       expect(t.module).toBe(LORA_MODULES[i % 7]);
-      expect([t.in, t.out]).toEqual(MODEL_DIMS[t.module]);
+      expect([t.in, t.out]).toEqual(MODEL_DIMS[t.module as LoraModule]);
       expect(t.inputA).toBe(loraInputName(t.layer, t.module, 'A'));
       expect(t.node).toMatch(new RegExp(`^/model/layers\\.${t.layer}/(self_attn|mlp)/${t.module}/MatMul$`));
     });
@@ -220,7 +221,7 @@ describe('injectLora on the default model', () => {
     const q = quantize(decodeModel(bytes)).model;
     const { model, targets } = injectLora(q);
     expect(targets).toHaveLength(42);
-    for (const t of targets) expect([t.in, t.out]).toEqual(MODEL_DIMS[t.module]);
+    for (const t of targets) expect([t.in, t.out]).toEqual(MODEL_DIMS[t.module as LoraModule]);
     const feeds = defaultModelFeeds(tokens);
     const ref = (await runModel(q, feeds)).logits!;
     const got = (await runModel(model, { ...feeds, ...rankZero(targets) })).logits!;
