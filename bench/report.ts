@@ -233,7 +233,7 @@ export function rowsForTrain(t: TrainResult): Row[] {
     });
     info(`${p}: step / trainer's own forward (medians)`, `${f(median(r.stepMs) / median(r.evalMs), 2)}×`);
     info(
-      `${p}: loss first → last step`,
+      `${p}: loss, first → last step (the same batch every step)`,
       `${f(r.losses[0] ?? Number.NaN, 4)} → ${f(r.losses.at(-1) ?? Number.NaN, 4)}`,
     );
     const b = r.gpuBytes;

@@ -10,7 +10,7 @@
  * alternates, so drift and load spikes hit both alike). A step is `accumulate` (forward, loss, backward)
  * + `step` (grad norm, clip, AdamW), each ending in its one readback, so the GPU work is finished when
  * the clock stops. On webgpu, `gpuBytes` is read after create, after the first evalLoss, after the first
- * accumulate and after the first step, which splits it into frozen weights + LoRA, activations (the
+ * accumulate and after the first step (one more unmeasured step), which splits it into frozen weights + LoRA, activations (the
  * (B, T) plan) and gradients + optimizer state; then one profiled pass (gpu-profile.ts) per rank.
  */
 import * as ortWebgpu from 'onnxruntime-web/webgpu';
@@ -123,7 +123,7 @@ export async function runTrain(opts: TrainSuiteOptions, log: Log): Promise<Train
         const afterCreate = gpu.gpuBytes;
         await gpu.evalLoss(batch);
         const afterEval = gpu.gpuBytes;
-        await gpu.accumulate(batch, 1);
+        r.losses.push(await gpu.accumulate(batch, 1)); // an extra warm-up step (its loss is kept)
         const afterAcc = gpu.gpuBytes;
         await gpu.step(LR, MAX_GRAD_NORM);
         const total = gpu.gpuBytes;
