@@ -10,8 +10,9 @@
  * alternates, so drift and load spikes hit both alike). A step is `accumulate` (forward, loss, backward)
  * + `step` (grad norm, clip, AdamW), each ending in its one readback, so the GPU work is finished when
  * the clock stops. On webgpu, `gpuBytes` is read after create, after the first evalLoss, after the first
- * accumulate and after the first step (one more unmeasured step), which splits it into frozen weights + LoRA, activations (the
- * (B, T) plan) and gradients + optimizer state; then one profiled pass (gpu-profile.ts) per rank.
+ * accumulate and after the first step (one more unmeasured step), which splits it into frozen weights +
+ * LoRA, activations (the (B, T) plan) and gradients + optimizer state; then one profiled pass
+ * (gpu-profile.ts) per rank.
  */
 import * as ortWebgpu from 'onnxruntime-web/webgpu';
 import type { DecoderGraph, Ort, OrtTensor } from '../src/engine/session.ts';
