@@ -223,7 +223,7 @@ export function rowsForTrain(t: TrainResult): Row[] {
     );
     info(`${p}: ms accumulate (forward + loss + backward)`, range(r.accumulateMs, 0));
     info(`${p}: ms trainer forward only (evalLoss)`, range(r.evalMs, 0));
-    info(`${p}: ms ORT forward, paired with the steps`, range(r.ortForwardMs, 0));
+    info(`${p}: ms ORT forward (same rounds as the steps)`, range(r.ortForwardMs, 0));
     const ratio = pairedRatio(r.stepMs, r.ortForwardMs);
     rows.push({
       metric: `${p}: step / ORT forward (median of ${Math.min(r.stepMs.length, r.ortForwardMs.length)} pairs)`,
@@ -231,7 +231,10 @@ export function rowsForTrain(t: TrainResult): Row[] {
       target: '≤ 3×',
       result: check(ratio <= 3),
     });
-    info(`${p}: step / trainer's own forward (medians)`, `${f(median(r.stepMs) / median(r.evalMs), 2)}×`);
+    info(
+      `${p}: step / trainer's own forward (median of ${Math.min(r.stepMs.length, r.evalMs.length)} pairs)`,
+      `${f(pairedRatio(r.stepMs, r.evalMs), 2)}×`,
+    );
     info(
       `${p}: loss, first → last step (the same batch every step)`,
       `${f(r.losses[0] ?? Number.NaN, 4)} → ${f(r.losses.at(-1) ?? Number.NaN, 4)}`,

@@ -6,8 +6,9 @@
  * the same model file the trainer reads its frozen weights from.
  *
  * Per rank (all 7 targets of every layer, alpha = 2·rank): `warmup` unmeasured steps, then `steps`
- * measured ones, each paired with one ORT forward over the same B×T tokens (the order inside a pair
- * alternates, so drift and load spikes hit both alike). A step is `accumulate` (forward, loss, backward)
+ * measured rounds of one training step, one ORT forward over the same B×T tokens and one forward of the
+ * trainer itself (evalLoss), the order rotating every round, so drift and load spikes hit all three
+ * alike and their ratios are medians of per-round ratios. A step is `accumulate` (forward, loss, backward)
  * + `step` (grad norm, clip, AdamW), each ending in its one readback, so the GPU work is finished when
  * the clock stops. On webgpu, `gpuBytes` is read after create, after the first evalLoss, after the first
  * accumulate and after the first step (one more unmeasured step), which splits it into frozen weights +
@@ -36,7 +37,6 @@ type Log = (msg: string) => void;
 
 const LR = 1e-3;
 const MAX_GRAD_NORM = 1;
-const EVAL_SAMPLES = 3;
 
 /** One ORT forward of a (B, T) batch with an empty KV cache; logits read back, presents disposed. */
 async function ortForward(ort: Ort, g: DecoderGraph, batch: Batch): Promise<number> {
@@ -153,16 +153,17 @@ export async function runTrain(opts: TrainSuiteOptions, log: Log): Promise<Train
         for (let i = 0; i < opts.warmup; i++) await trainStep();
         r.stepMs.length = 0;
         r.accumulateMs.length = 0;
-        for (let i = 0; i < opts.steps; i++) {
-          if (i % 2 === 0) {
-            await trainStep();
+        // Rounds of (training step, ORT forward, trainer forward), the order rotating every round.
+        const parts = [
+          trainStep,
+          async () => {
             r.ortForwardMs.push(await ortForward(ort, session, batch));
-          } else {
-            r.ortForwardMs.push(await ortForward(ort, session, batch));
-            await trainStep();
-          }
-        }
-        for (let i = 0; i < EVAL_SAMPLES; i++) r.evalMs.push((await timed(() => tb.evalLoss(batch)))[0]);
+          },
+          async () => {
+            r.evalMs.push((await timed(() => tb.evalLoss(batch)))[0]);
+          },
+        ];
+        for (let i = 0; i < opts.steps; i++) for (let j = 0; j < 3; j++) await parts[(i + j) % 3]!();
         const med = [...r.stepMs].sort((a, b) => a - b)[r.stepMs.length >> 1]!;
         log(
           `train/${backend}: rank ${rank}: step ${med.toFixed(0)} ms (median of ${r.stepMs.length}), loss ${r.losses.at(-1)!.toFixed(4)}`,

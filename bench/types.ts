@@ -128,7 +128,10 @@ export interface TrainSuiteOptions {
   /** Sequences per step (B) and tokens per sequence (T). */
   batch: number;
   seqLen: number;
-  /** Measured steps per rank (after `warmup` unmeasured ones), each paired with one ORT forward. */
+  /**
+   * Measured rounds per rank (after `warmup` unmeasured steps): one training step, one ORT forward and
+   * one trainer forward (evalLoss) each, the order rotating.
+   */
   steps: number;
   warmup: number;
   /** Also run the per-kernel profile (gpu-profile.ts) once per rank (webgpu only). */
@@ -160,7 +163,7 @@ export interface TrainRankResult {
   accumulateMs: number[];
   /** One ORT forward of the same B×T tokens (session.run, batch B, empty past, logits read back), ms; paired with stepMs. */
   ortForwardMs: number[];
-  /** The trainer's own forward only (evalLoss), ms (a few samples after the steps). */
+  /** The trainer's own forward only (evalLoss), ms; one per round, paired with stepMs. */
   evalMs: number[];
   losses: number[];
   gpuBytes: TrainGpuBytes | null;
