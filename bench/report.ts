@@ -6,7 +6,7 @@
  * page). Pure: no I/O.
  */
 import { median, pairedRatio, pairedStepRatio, summarize } from './stats.ts';
-import type { OursResult, TjsResult } from './types.ts';
+import type { OursResult, TjsResult, TrainResult } from './types.ts';
 
 export interface Row {
   metric: string;
@@ -184,4 +184,98 @@ export function renderTable(title: string, rows: readonly Row[]): string {
     sep,
     ...rows.map((r) => line(r, r.result === 'info' ? '' : r.result)),
   ].join('\n');
+}
+
+const mib = (b: number): string => `${(b / 2 ** 20).toFixed(2)} MiB`;
+
+/**
+ * Rows of the training suite (types.ts TrainResult): per rank, ms/step and tokens/s (median over the
+ * measured steps), the step / ORT-forward ratio (median of the paired samples; target ≤ 3), and on
+ * webgpu the GPU bytes against the model file (target: everything but activations ≤ 1.5× the q4 file)
+ * and the profile's dominant kernels.
+ */
+export function rowsForTrain(t: TrainResult): Row[] {
+  const rows: Row[] = [];
+  const info = (metric: string, value: string): void => {
+    rows.push({ metric, value, target: '', result: 'info' });
+  };
+  const o = t.options;
+  const N = o.batch * o.seqLen;
+  const c = t.config;
+  info(
+    'setup',
+    `${t.modelFile} (${mib(t.modelFileBytes)}; V ${c.V}, C ${c.C}, I ${c.I}, ${c.L} layers, ${c.H}/${c.Hkv} heads), B ${o.batch} × T ${o.seqLen} = ${N} tokens, all 7 targets × ${c.L} layers, alpha 2·rank, ${o.warmup} warm-up + ${o.steps} measured steps`,
+  );
+  info(
+    'ORT forward (same file, same B×T tokens)',
+    `createDecoderSession on '${t.ortBackend}', one session.run of [${o.batch}, ${o.seqLen}] ids, empty past, logits read back`,
+  );
+  for (const r of t.ranks) {
+    const p = `rank ${r.rank}`;
+    info(`${p}: LoRA targets / parameters`, `${r.targets} / ${r.params.toLocaleString('en-US')}`);
+    info(`${p}: ms/step (accumulate + grad norm + AdamW)`, range(r.stepMs, 0));
+    info(
+      `${p}: training tokens/s`,
+      range(
+        r.stepMs.map((ms) => (N * 1000) / ms),
+        1,
+      ),
+    );
+    info(`${p}: ms accumulate (forward + loss + backward)`, range(r.accumulateMs, 0));
+    info(`${p}: ms trainer forward only (evalLoss)`, range(r.evalMs, 0));
+    info(`${p}: ms ORT forward (same rounds as the steps)`, range(r.ortForwardMs, 0));
+    const ratio = pairedRatio(r.stepMs, r.ortForwardMs);
+    rows.push({
+      metric: `${p}: step / ORT forward (median of ${Math.min(r.stepMs.length, r.ortForwardMs.length)} pairs)`,
+      value: `${f(ratio, 2)}×`,
+      target: '≤ 3×',
+      result: check(ratio <= 3),
+    });
+    info(
+      `${p}: step / trainer's own forward (median of ${Math.min(r.stepMs.length, r.evalMs.length)} pairs)`,
+      `${f(pairedRatio(r.stepMs, r.evalMs), 2)}×`,
+    );
+    info(
+      `${p}: loss, first → last step (the same batch every step)`,
+      `${f(r.losses[0] ?? Number.NaN, 4)} → ${f(r.losses.at(-1) ?? Number.NaN, 4)}`,
+    );
+    const b = r.gpuBytes;
+    if (b) {
+      const frozen = b.afterCreate - b.lora;
+      info(
+        `${p}: GPU bytes (gpuBytes) by part`,
+        `frozen base ${mib(frozen)} + LoRA ${mib(b.lora)} + grads & AdamW ${mib(b.optimizer)} + activations ${mib(b.activations)} = ${mib(b.total)}`,
+      );
+      const noAct = (b.total - b.activations) / t.modelFileBytes;
+      const q4 = o.dtype === 'q4';
+      rows.push({
+        metric: `${p}: GPU bytes without activations / ${t.modelFile} bytes`,
+        value: `${f(noAct, 2)}× (${mib(b.total - b.activations)})`,
+        target: q4 ? '≤ 1.5×' : '',
+        result: q4 ? check(noAct <= 1.5) : 'info',
+      });
+      info(
+        `${p}: GPU bytes total / ${t.modelFile} bytes`,
+        `${f(b.total / t.modelFileBytes, 2)}× (${mib(b.total)})`,
+      );
+    }
+    if (r.profile && r.profile.kernels.length > 0) {
+      const ks = r.profile.kernels;
+      const total = ks.reduce((a, k) => a + k.ms, 0);
+      const pct = (ms: number): string => `${((100 * ms) / total).toFixed(0)}%`;
+      const top = ks[0]!;
+      info(
+        `${p}: dominant kernel (${r.profile.method}, one pass = ${f(total, 0)} ms)`,
+        `${top.label} ${f(top.ms, 0)} ms = ${pct(top.ms)} (${top.count} dispatches)`,
+      );
+      info(
+        `${p}: next kernels`,
+        ks
+          .slice(1, 5)
+          .map((k) => `${k.label} ${pct(k.ms)}`)
+          .join(', '),
+      );
+    }
+  }
+  return rows;
 }

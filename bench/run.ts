@@ -6,20 +6,32 @@
  * one browser, prints one table per backend and writes all raw samples to bench/out/<date>.json. It is not
  * a test: nothing fails the process but errors (FAIL rows are reported, exit code stays 0).
  *
- *   tsx bench/run.ts [--backend wasm|webgpu|both] [--dtype q4|fp32] [--tokens N] [--reps N]
- *                    [--swaps N] [--no-transformers]
- * Defaults: both backends (wasm first), q4; wasm 32 decode tokens × 5 reps, webgpu 8 × 3; 20 swaps.
+ *   tsx bench/run.ts [--suite inference|train|all] [--backend wasm|webgpu|both] [--dtype q4|fp32]
+ *                    [--tokens N] [--reps N] [--swaps N] [--no-transformers]
+ *                    [--train-backend cpu|webgpu|both] [--ranks 1,4,16] [--steps N] [--warmup N]
+ *                    [--batch B] [--seq T] [--no-profile]
+ * Defaults: the inference suite only; both backends (wasm first), q4; wasm 32 decode tokens × 5 reps,
+ * webgpu 8 × 3; 20 swaps. Training suite (bench/train.ts): cpu then webgpu, ranks 1,4,16, B 2 × T 32,
+ * 2 warm-up + 7 measured steps per rank, one kernel profile per rank on webgpu.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { chromium } from 'playwright';
+import { chromium, type Page } from 'playwright';
 import { createServer } from 'vite';
 import { ORT_APP_MOUNT, ORT_RESOLVE_CONDITIONS, serveOrtFiles } from '../vite.config.ts';
 import { CHROMIUM_ARGS } from '../vitest.config.ts';
-import { renderTable, rowsFor } from './report.ts';
-import type { BenchBackend, BenchDtype, OursResult, SuiteOptions } from './types.ts';
+import { renderTable, rowsFor, rowsForTrain } from './report.ts';
+import type {
+  BenchBackend,
+  BenchDtype,
+  OursResult,
+  SuiteOptions,
+  TrainBenchBackend,
+  TrainResult,
+  TrainSuiteOptions,
+} from './types.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 
@@ -32,6 +44,14 @@ const { values: args } = parseArgs({
     swaps: { type: 'string', default: '20' },
     'no-transformers': { type: 'boolean', default: false },
     timeout: { type: 'string', default: '1200' },
+    suite: { type: 'string', default: 'inference' },
+    'train-backend': { type: 'string', default: 'both' },
+    ranks: { type: 'string', default: '1,4,16' },
+    steps: { type: 'string', default: '7' },
+    warmup: { type: 'string', default: '2' },
+    batch: { type: 'string', default: '2' },
+    seq: { type: 'string', default: '32' },
+    'no-profile': { type: 'boolean', default: false },
   },
 });
 
@@ -55,6 +75,35 @@ const int = (s: string | undefined, name: string): number | undefined => {
   const n = Number(s);
   return Number.isInteger(n) && n > 0 ? n : fail(`--${name} must be a positive integer (got ${s})`);
 };
+const suites =
+  args.suite === 'all'
+    ? { inference: true, train: true }
+    : args.suite === 'inference' || args.suite === 'train'
+      ? { inference: args.suite === 'inference', train: args.suite === 'train' }
+      : fail(`--suite must be inference, train or all (got ${args.suite})`);
+const trainBackends: TrainBenchBackend[] =
+  args['train-backend'] === 'both'
+    ? ['cpu', 'webgpu']
+    : args['train-backend'] === 'cpu' || args['train-backend'] === 'webgpu'
+      ? [args['train-backend']]
+      : fail(`--train-backend must be cpu, webgpu or both (got ${args['train-backend']})`);
+const ranks = args.ranks!.split(',').map((r) => {
+  const n = Number(r);
+  return Number.isInteger(n) && n >= 1 && n <= 64 ? n : fail(`--ranks: each rank must be 1..64 (got ${r})`);
+});
+
+function trainOptionsFor(backend: TrainBenchBackend): TrainSuiteOptions {
+  return {
+    backend,
+    dtype,
+    ranks,
+    batch: int(args.batch, 'batch')!,
+    seqLen: int(args.seq, 'seq')!,
+    steps: int(args.steps, 'steps')!,
+    warmup: args.warmup === '0' ? 0 : int(args.warmup, 'warmup')!,
+    profile: !args['no-profile'],
+  };
+}
 
 function optionsFor(backend: BenchBackend): SuiteOptions {
   return {
@@ -74,6 +123,7 @@ const ORT_TRANSFORMERS_MOUNT = {
 };
 
 async function main(): Promise<void> {
+  const started = Date.now();
   const server = await createServer({
     configFile: false,
     root: ROOT,
@@ -106,7 +156,7 @@ async function main(): Promise<void> {
     args: CHROMIUM_ARGS,
   });
   const timeoutMs = Number(args.timeout) * 1000;
-  const results: OursResult[] = [];
+  const results: (OursResult | TrainResult)[] = [];
   const tables: string[] = [];
   try {
     // Load once so Vite's dependency optimizer settles before anything is timed (a late
@@ -117,7 +167,7 @@ async function main(): Promise<void> {
     await warm.evaluate(() => window.wlBench!.preload());
     await warm.close();
 
-    const suite = async (opts: SuiteOptions): Promise<OursResult> => {
+    const inPage = async <R>(name: string, run: (page: Page) => Promise<R>): Promise<R> => {
       const page = await browser.newPage();
       page.on('console', (m) => {
         if (m.type() === 'error' || m.text().startsWith('[bench]')) console.log(`  ${m.text()}`);
@@ -126,13 +176,12 @@ async function main(): Promise<void> {
       try {
         await page.goto(pageUrl);
         await page.waitForFunction(() => window.wlBench !== undefined);
-        const run = page.evaluate((o): Promise<OursResult> => window.wlBench!.ours(o), opts);
         let timer: NodeJS.Timeout | undefined;
         const timeout = new Promise<never>((_, rej) => {
-          timer = setTimeout(() => rej(new Error(`${opts.backend} exceeded ${args.timeout} s`)), timeoutMs);
+          timer = setTimeout(() => rej(new Error(`${name} exceeded ${args.timeout} s`)), timeoutMs);
         });
         try {
-          return await Promise.race([run, timeout]);
+          return await Promise.race([run(page), timeout]);
         } finally {
           clearTimeout(timer);
         }
@@ -141,13 +190,32 @@ async function main(): Promise<void> {
       }
     };
 
-    for (const backend of backends) {
+    for (const backend of suites.inference ? backends : []) {
       const opts = optionsFor(backend);
       console.log(`\n== ${backend} / ${dtype}`);
-      const ours = await suite(opts);
+      const ours = await inPage(backend, (page) =>
+        page.evaluate((o): Promise<OursResult> => window.wlBench!.ours(o), opts),
+      );
       results.push(ours);
       const gpu = ours.adapterInfo ? ` on ${ours.adapterInfo.vendor}/${ours.adapterInfo.architecture}` : '';
       tables.push(renderTable(`${backend}${gpu}, ${dtype}`, rowsFor(ours, ours.transformers)));
+    }
+    for (const backend of suites.train ? trainBackends : []) {
+      const opts = trainOptionsFor(backend);
+      console.log(`\n== train / ${backend} / ${dtype}`);
+      const t0 = Date.now();
+      const tr = await inPage(`train/${backend}`, (page) =>
+        page.evaluate((o): Promise<TrainResult> => window.wlBench!.train(o), opts),
+      );
+      results.push(tr);
+      console.log(`  train/${backend}: ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+      const gpu = tr.adapterInfo ? ` on ${tr.adapterInfo.vendor}/${tr.adapterInfo.architecture}` : '';
+      tables.push(
+        renderTable(
+          `training: ${backend === 'cpu' ? 'CpuTrainBackend vs ORT wasm' : `GpuTrainBackend vs ORT webgpu${gpu}`}, ${dtype}`,
+          rowsForTrain(tr),
+        ),
+      );
     }
   } finally {
     const version = browser.version();
@@ -165,6 +233,7 @@ async function main(): Promise<void> {
         loadavg: loadavg(),
         chromium: version,
       };
+      console.log(`total ${((Date.now() - started) / 1000).toFixed(0)} s`);
       writeFileSync(
         file,
         `${JSON.stringify({ date, argv: process.argv.slice(2), machine, results }, null, 2)}\n`,

@@ -114,4 +114,72 @@ export interface TjsResult {
 
 export interface BenchApi {
   ours(opts: SuiteOptions): Promise<OursResult>;
+  train(opts: TrainSuiteOptions): Promise<TrainResult>;
+}
+
+/** `npm run bench -- --suite train`: the training engine (src/train/) on one backend. */
+export type TrainBenchBackend = 'cpu' | 'webgpu';
+
+export interface TrainSuiteOptions {
+  /** 'cpu': CpuTrainBackend, ORT forward on 'wasm'. 'webgpu': GpuTrainBackend on ORT's GPUDevice, ORT on 'webgpu'. */
+  backend: TrainBenchBackend;
+  dtype: BenchDtype;
+  ranks: number[];
+  /** Sequences per step (B) and tokens per sequence (T). */
+  batch: number;
+  seqLen: number;
+  /**
+   * Measured rounds per rank (after `warmup` unmeasured steps): one training step, one ORT forward and
+   * one trainer forward (evalLoss) each, the order rotating.
+   */
+  steps: number;
+  warmup: number;
+  /** Also run the per-kernel profile (gpu-profile.ts) once per rank (webgpu only). */
+  profile: boolean;
+}
+
+/** GPU bytes of one GpuTrainBackend, split by when they were allocated (gpuBytes read between calls). */
+export interface TrainGpuBytes {
+  /** After create(): frozen base weights (4-bit stays 4-bit) + LoRA A/B + a few dummies. */
+  afterCreate: number;
+  /** LoRA A|B buffer (n floats). */
+  lora: number;
+  /** Forward activations + uniforms of the (B, T) plan (first evalLoss), plus backward scratch (first accumulate). */
+  activations: number;
+  /** Gradient buffer + AdamW m, v + grad-norm scratch (first accumulate / step). */
+  optimizer: number;
+  /** gpuBytes after a full step: everything. */
+  total: number;
+}
+
+export interface TrainRankResult {
+  rank: number;
+  targets: number;
+  /** LoRA parameters trained (Σ R·(K + O)). */
+  params: number;
+  /** Wall time of accumulate + step (forward, loss, backward, grad norm, AdamW; one readback each), ms. */
+  stepMs: number[];
+  /** accumulate alone (forward + backward) of the same steps, ms. */
+  accumulateMs: number[];
+  /** One ORT forward of the same B×T tokens (session.run, batch B, empty past, logits read back), ms; paired with stepMs. */
+  ortForwardMs: number[];
+  /** The trainer's own forward only (evalLoss), ms; one per round, paired with stepMs. */
+  evalMs: number[];
+  losses: number[];
+  gpuBytes: TrainGpuBytes | null;
+  /** Per kernel entry point: ms and dispatches in one profiled pass (forward + loss + backward). */
+  profile: { method: string; kernels: { label: string; ms: number; count: number }[] } | null;
+}
+
+export interface TrainResult {
+  suite: 'train';
+  options: TrainSuiteOptions;
+  adapterInfo: { vendor: string; architecture: string } | null;
+  modelFile: string;
+  modelFileBytes: number;
+  config: { V: number; C: number; I: number; L: number; H: number; Hkv: number };
+  ortBackend: BenchBackend;
+  timestampQuery: boolean;
+  ranks: TrainRankResult[];
+  loadMs: number;
 }
