@@ -150,6 +150,7 @@ export function mountTrainPanel(state: AppState): TrainPanel {
     example.disabled = b;
     for (const el of Object.values(fields)) el.disabled = b;
     for (const box of targetBoxes) box.disabled = b;
+    file.disabled = b;
     renderCheckpoints();
   }
 
@@ -275,6 +276,9 @@ export function mountTrainPanel(state: AppState): TrainPanel {
       } catch (e) {
         after.textContent = errorText(e);
       }
+    } else {
+      after.textContent = '(no sample prompt)';
+      if (!before.textContent) before.textContent = '(no sample prompt)';
     }
     nameTouched = false;
     suggestName();

@@ -164,4 +164,29 @@ describe('Train panel', () => {
     expect(await page.textContent('#train-progress-text')).toContain('checkpoint was deleted');
     expect(errors.filter((e) => !/favicon|Failed to load resource/.test(e))).toEqual([]);
   });
+
+  it('a run paused before a reload is listed on load and resumes from the storage view', async () => {
+    const name = 'e2e-reload';
+    await fillTiny(page, name, 6);
+    await page.fill('#train-sample', '');
+    await page.click('#train-start');
+    await waitStep(page, 1);
+    await page.click('#train-pause');
+    await waitPhase(page, 'paused');
+    await page.reload();
+    await waitForDemoReady(page);
+    // The Train panel lists the unfinished run with Resume; the storage view too.
+    const own = `#train-checkpoints li:has(.adapter-name:text-is("${name}"))`;
+    await page.waitForSelector(own, { timeout: 10_000 });
+    expect(await page.locator(`${own} button`).first().textContent()).toBe('Resume');
+    await page.waitForSelector(checkpointRow(name), { timeout: 10_000 });
+    await page.locator(`${checkpointRow(name)} button`, { hasText: 'Resume' }).click();
+    await waitPhase(page, 'done');
+    expect(Number(await page.getAttribute('#train-panel', 'data-step'))).toBe(6);
+    expect(await page.textContent('#train-before')).toContain('not sampled');
+    await page.waitForSelector(own, { state: 'detached', timeout: 10_000 });
+    expect(await page.locator(`#compare-choices input[data-adapter="${name}"]`).count()).toBe(1);
+    const shot = process.env.WEBLORA_TRAIN_SHOT;
+    if (shot) await page.locator('#train-panel').screenshot({ path: shot });
+  });
 });
