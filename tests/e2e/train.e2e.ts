@@ -81,6 +81,17 @@ describe('Train panel', () => {
     expect(await phase(page)).toBe('idle');
   });
 
+  it("shows the engine's typed data error with its line number", async () => {
+    await page.fill('#train-rank', '4');
+    await page.fill('#train-name', 'e2e-bad');
+    await page.fill('#train-data', '{"prompt": "a", "completion": "B"}\n{"prompt": "x", "completion": ');
+    await page.fill('#train-sample', '');
+    await page.click('#train-start');
+    await page.waitForFunction(() => document.getElementById('train-panel')?.dataset.phase === 'error');
+    expect(await page.textContent('#train-error')).toMatch(/^TrainDataError: line 2: not valid JSON/);
+    expect(await page.isDisabled('#train-start')).toBe(false);
+  });
+
   it('trains the example: progress, live chart, pause → resume, the adapter in picker and Compare', async () => {
     const t0 = Date.now();
     const name = 'e2e-trained';
