@@ -1,6 +1,6 @@
 /**
  * The Train panel's "Fill example" data: a small task the base model cannot do and a rank-4 adapter
- * learns in about a minute on the CPU path — "verb name" → the NAME in upper case (speaker tags of the
+ * learns in a minute or two on the CPU path — "verb name" → the NAME in upper case (speaker tags of the
  * Shakespeare corpus, one token each), as JSONL `{prompt, completion}` lines. The same task
  * tests/browser/train-api.test.ts trains to ≥ 90 % held-out exact match with these settings. One pair
  * ("greet juliet") is left out of the data and used as the before/after sample prompt.
@@ -18,7 +18,7 @@ const HELD_OUT = 'greet juliet\n';
 export interface TrainExample {
   data: string;
   samplePrompt: string;
-  /** Form settings that learn the task in about a minute on the CPU path. */
+  /** Form settings that learn the task in a minute or two on the CPU path. */
   settings: Partial<TrainFormValues>;
 }
 

@@ -45,7 +45,7 @@ export interface TrainFormValues {
 
 export type TrainField = keyof TrainFormValues;
 
-/** Defaults that train something visible on the default model's CPU path in about a minute. */
+/** Defaults for a first run of your own data; the example (train-example.ts) sets its own. */
 export const TRAIN_DEFAULTS: Omit<TrainFormValues, 'name' | 'data'> = {
   format: 'auto',
   rank: '4',
