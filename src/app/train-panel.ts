@@ -137,6 +137,7 @@ export function mountTrainPanel(state: AppState): TrainPanel {
   const setPhase = (p: Phase): void => {
     phase = p;
     panel.dataset.phase = p;
+    state.training = p === 'running' || p === 'pausing' || p === 'cancelling';
     sync();
   };
   const busy = (): boolean => ['sampling', 'running', 'pausing', 'cancelling'].includes(phase);

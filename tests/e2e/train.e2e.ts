@@ -40,13 +40,16 @@ async function waitStep(p: Page, atLeast: number): Promise<void> {
   );
 }
 
-/** The example data with a tiny setting: one layer, small batches, `steps` steps. */
+/** The example data with a tiny setting: one layer, small batches, a small eval split, `steps` steps. */
 async function fillTiny(p: Page, name: string, steps: number): Promise<void> {
   await p.click('#train-example');
   await p.fill('#train-name', name);
   await p.fill('#train-steps', String(steps));
   await p.fill('#train-layers', '5');
   await p.fill('#train-batch', '4');
+  // A small eval split (6 examples): the eval after every step would otherwise cost more than the step.
+  if (!(await p.isVisible('#train-eval-split'))) await p.click('#train-advanced summary');
+  await p.fill('#train-eval-split', '0.03');
 }
 
 const checkpointRow = (name: string): string =>
@@ -192,7 +195,13 @@ describe('Train panel', () => {
     expect(await page.locator(`${own} button`).first().textContent()).toBe('Resume');
     await page.waitForSelector(checkpointRow(name), { timeout: 10_000 });
     await page.locator(`${checkpointRow(name)} button`, { hasText: 'Resume' }).click();
+    // A prompt sent meanwhile waits in the engine's queue, and says so.
+    await waitPhase(page, 'running');
+    await page.click('#generate');
+    expect(await page.textContent('#stats')).toContain('Queued: waiting for training to pause or finish');
     await waitPhase(page, 'done');
+    await page.waitForFunction(() => document.body.dataset.state === 'ready', null, { timeout: 60_000 });
+    expect(await page.textContent('#gen-error')).toBe('');
     expect(Number(await page.getAttribute('#train-panel', 'data-step'))).toBe(6);
     expect(await page.textContent('#train-before')).toContain('not sampled');
     await page.waitForSelector(own, { state: 'detached', timeout: 10_000 });
