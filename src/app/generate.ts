@@ -2,7 +2,7 @@
  * The prompt panel: Generate streams into #output token by token — completion: the prompt (dimmed)
  * and its continuation; chat (mode.ts): the conversation, one line per message, the input cleared
  * after sending. While streaming: the box follows the text (unless the user scrolled up), the stats
- * line counts tokens and tok/s, and a run waiting behind another (a compare run) says "queued". Stop
+ * line counts tokens and tok/s, and a run waiting behind another (a compare run, training) says "queued". Stop
  * or Escape aborts the request through `engine.abort(requestId)` (the engine answers within one decode
  * step with finishReason 'abort' and the text so far). Copy puts the output on the clipboard; finished
  * runs go to "Recent runs" (run-history.ts). Also exports `streamView`, the output box both this panel
@@ -160,7 +160,9 @@ export function mountGenerate(
     const requestId = newRequestId('gen');
     running = requestId;
     sync();
-    const queued = state.busy; // another run (compare) holds the engine: this one waits in its queue
+    // Another run (a compare, or training) holds the engine: this one waits in its queue.
+    const queued = state.busy || state.training;
+    const waitingFor = state.training ? 'training to pause or finish' : 'the running compare to finish';
     const done = state.beginGeneration();
     const text = prompt.value;
     const body = mode.request(text);
@@ -169,7 +171,7 @@ export function mountGenerate(
     if (chat) prompt.value = ''; // the message is in the conversation now
     const label = picker.describe();
     stats.textContent = queued
-      ? `Queued: waiting for the running compare to finish (${label})…`
+      ? `Queued: waiting for ${waitingFor} (${label})…`
       : `Generating with ${label}…`;
     output.dataset.status = queued ? 'queued' : 'streaming';
     copy.disabled = true;

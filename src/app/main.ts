@@ -1,11 +1,12 @@
 /**
  * The demo page: one worker engine (src/engine/client.ts; inference never blocks this thread) shared
- * by the panels — prompt with per-prompt adapter picker, compare view, model status, sampling,
- * adapters, storage/offline (src/pwa). Loads the default model from this origin with the backend from
- * `?backend=auto|webgpu|wasm` (default auto = the engine's choice; `?mode=chat|completion`, mode.ts), reloads it when the backend
- * selector changes, then installs the example adapters on first run. Automation hooks:
- * `body[data-state]` ('loading' | 'ready' | 'generating' | 'error'), `body[data-backend]`,
- * `body[data-preinstall]`, `body[data-mode]`.
+ * by the panels — prompt with per-prompt adapter picker, compare view, train panel (train-panel.ts),
+ * model status, sampling, adapters, storage/offline (src/pwa, which lists training checkpoints too).
+ * Loads the default model from this origin with the backend from `?backend=auto|webgpu|wasm` (default
+ * auto = the engine's choice; `?mode=chat|completion`, mode.ts), reloads it when the backend selector
+ * changes, then installs the example adapters on first run. Automation hooks: `body[data-state]`
+ * ('loading' | 'ready' | 'generating' | 'error'), `body[data-backend]`, `body[data-preinstall]`,
+ * `body[data-mode]`, `#train-panel[data-phase]`.
  */
 import { createWorkerEngine } from '../engine/client.ts';
 import type { BackendPreference } from '../engine/types.ts';
@@ -21,6 +22,7 @@ import { preinstallExamples, readExampleIndex } from './preinstall.ts';
 import { mountSampling } from './sampling.ts';
 import { AppState } from './state.ts';
 import { mountModelStatus, mountProgress } from './status.ts';
+import { mountTrainPanel } from './train-panel.ts';
 import './style.css';
 import './panels.css';
 
@@ -36,7 +38,11 @@ const state = new AppState(engine);
 const caps = detectCapabilities();
 
 // Storage / offline panel: the PWA controls (service worker, offline status, stored data).
-const pwa = mountPwaControls(byId('pwa-mount'), { engine });
+// Its checkpoint rows' Resume continues the run in the Train panel (mounted below).
+const pwa = mountPwaControls(byId('pwa-mount'), {
+  engine,
+  onResumeCheckpoint: (trainId) => void train.resume(trainId),
+});
 
 mountModelStatus(state, caps);
 const progress = mountProgress();
@@ -51,6 +57,7 @@ state.onModel(() => sampling.setContext(state.report?.config.maxPositionEmbeddin
 mountGenerate(state, picker, mode, sampling);
 mountCompare(state, mode, picker);
 mountAdaptersPanel(state);
+const train = mountTrainPanel(state);
 
 const loadError = byId('load-error');
 const backendSelect = byId<HTMLSelectElement>('backend-select');

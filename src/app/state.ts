@@ -105,6 +105,9 @@ export class AppState {
     };
   }
 
+  /** True while a training run holds the engine (Train panel); generate requests then wait for it. */
+  training = false;
+
   private syncBody(): void {
     document.body.dataset.state =
       this.phase !== 'ready' ? this.phase : this.running > 0 ? 'generating' : 'ready';

@@ -1,7 +1,9 @@
 /**
  * Storage view: what weblora keeps on this device, with sizes and delete buttons — model files (the
  * engine's Cache Storage, model-files.ts), adapters (the engine's IndexedDB store via listAdapters /
- * deleteAdapter), and any extra sources a caller plugs in (training checkpoints). "Clear all" asks for
+ * deleteAdapter), training checkpoints (listCheckpoints / deleteCheckpoint: name, step/total, size,
+ * saved at; with Resume when the page passes `onResumeCheckpoint`, e.g. the demo's Train panel), and
+ * any extra sources a caller plugs in. Deleting an item takes two clicks; "Clear all" asks for
  * a second click before deleting. The app shell (service-worker precache) is deliberately not offered
  * for deletion: it is what makes the app start offline; the browser evicts it with the site's data.
  */
@@ -25,18 +27,34 @@ export interface StoredItem {
   detail?: string;
 }
 
-/** A kind of stored data (e.g. training checkpoints) the view lists next to models and adapters. */
+/** A kind of stored data the view lists (model files, adapters, checkpoints, a caller's own). */
 export interface StorageSource {
   title: string;
   list(): Promise<StoredItem[]>;
   remove(id: string): Promise<void>;
+  /** A second button per item next to Delete, e.g. "Resume" for a training checkpoint. */
+  open?: { label: string; run(id: string): void };
 }
 
+/** What the view asks of an engine: its adapter store and its training checkpoints. */
+export type StorageEngine = Pick<
+  Engine,
+  'listAdapters' | 'deleteAdapter' | 'listCheckpoints' | 'deleteCheckpoint'
+>;
+
 export interface StorageViewOptions {
-  /** Engine for listAdapters/deleteAdapter; default: a shared element engine (or a model-less one). */
-  engine?: Pick<Engine, 'listAdapters' | 'deleteAdapter'>;
-  /** More sources, e.g. checkpoints from the training engine. */
+  /** Engine for adapters and checkpoints; default: a shared element engine (or a model-less one). */
+  engine?: StorageEngine;
+  /** Resume button on checkpoint rows (e.g. the demo jumps to its Train panel); none when absent. */
+  onResumeCheckpoint?: (trainId: string) => void;
+  /** More sources. */
   extraSources?: StorageSource[];
+}
+
+function openButton(open: NonNullable<StorageSource['open']>, item: StoredItem): HTMLButtonElement {
+  const b = h('button', { type: 'button', 'aria-label': `${open.label} ${item.label}` }, open.label);
+  b.addEventListener('click', () => open.run(item.id));
+  return b;
 }
 
 function shortUrl(url: string): string {
@@ -84,6 +102,29 @@ export function adapterSource(engine: () => Pick<Engine, 'listAdapters' | 'delet
   };
 }
 
+/** Training checkpoints (a paused run, or one a closed tab left): name, step/total, size, saved at. */
+export function checkpointSource(
+  engine: () => Pick<Engine, 'listCheckpoints' | 'deleteCheckpoint'>,
+  onResume?: (trainId: string) => void,
+): StorageSource {
+  return {
+    title: 'Training checkpoints',
+    async list() {
+      const list = await engine().listCheckpoints();
+      return list.map((c) => ({
+        id: c.trainId,
+        label: c.name,
+        bytes: c.bytes,
+        detail: `step ${c.step} of ${c.totalSteps}, saved ${new Date(c.savedAt).toLocaleString()}`,
+      }));
+    },
+    async remove(id) {
+      await engine().deleteCheckpoint(id);
+    },
+    ...(onResume ? { open: { label: 'Resume', run: onResume } } : {}),
+  };
+}
+
 export function mountStorageView(
   container: HTMLElement,
   opts: StorageViewOptions = {},
@@ -91,6 +132,7 @@ export function mountStorageView(
   const sources = [
     modelSource(),
     adapterSource(() => opts.engine ?? storeEngine()),
+    checkpointSource(() => opts.engine ?? storeEngine(), opts.onResumeCheckpoint),
     ...(opts.extraSources ?? []),
   ];
   const body = h('div', { class: 'weblora-pwa-storage-body' });
@@ -173,6 +215,7 @@ export function mountStorageView(
               `${item.label} — ${formatBytes(item.bytes, UNKNOWN_SIZE)}`,
             ),
             ' ',
+            ...(source.open ? [openButton(source.open, item), ' '] : []),
             del,
             ...(item.detail ? [h('small', { class: 'weblora-pwa-detail' }, item.detail)] : []),
           ),
