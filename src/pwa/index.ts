@@ -13,8 +13,8 @@ import { mountUpdatePrompt } from './update-prompt.ts';
 export { requestPersistentStorage } from './persist.ts';
 export type { PwaRegistration, PwaState } from './register.ts';
 export { registerPwa } from './register.ts';
-export { checkpointSource } from './storage-view.ts';
 export type { StorageEngine, StorageSource, StorageViewOptions, StoredItem } from './storage-view.ts';
+export { checkpointSource } from './storage-view.ts';
 
 export interface PwaControls extends Mounted {
   readonly pwa: PwaRegistration;

@@ -2,7 +2,7 @@
 // the example data (train-example.ts), and the loss chart's data handling and SVG drawing
 // (loss-chart.ts). No engine or model: the panel's wiring is tests/e2e/train.e2e.ts.
 import { describe, expect, it } from 'vitest';
-import { createLossChart, LossData, niceCeil, ticks } from '../../src/app/loss-chart.ts';
+import { createLossChart, LossData } from '../../src/app/loss-chart.ts';
 import { upperCaseExample } from '../../src/app/train-example.ts';
 import {
   autoEvalEvery,
@@ -142,7 +142,6 @@ describe('form helpers', () => {
 describe('loss chart', () => {
   it('LossData keeps both series sorted by step, replaces a repeated step, skips non-finite losses', () => {
     const d = new LossData();
-    expect(d.bounds()).toBeNull();
     d.add(2, 3, null);
     d.add(1, 4, 4.5);
     d.add(2, 2.5, null);
@@ -153,7 +152,6 @@ describe('loss chart', () => {
       { step: 2, loss: 2.5 },
     ]);
     expect(d.eval.map((p) => p.step)).toEqual([0, 1, 3]);
-    expect(d.bounds()).toEqual({ x0: 0, x1: 3, y0: 0, y1: 10 });
     expect(d.columns()).toEqual([
       [0, 1, 2, 3],
       [null, 4, 2.5, null],
@@ -164,32 +162,24 @@ describe('loss chart', () => {
     expect(d.eval).toEqual([]);
   });
 
-  it('niceCeil and ticks give round axis values', () => {
-    expect(niceCeil(0)).toBe(1);
-    expect(niceCeil(3.7)).toBe(5);
-    expect(niceCeil(0.42)).toBe(0.5);
-    expect(niceCeil(8.1)).toBe(10);
-    expect(ticks(5, 4)).toEqual([0, 2, 4]);
-    expect(ticks(10, 4)).toEqual([0, 2.5, 5, 7.5, 10]);
-  });
-
-  it('createLossChart draws a path per series and counts points on the element', async () => {
+  it('createLossChart hands uPlot both series and counts points on the element', async () => {
     const el = document.createElement('div');
     document.body.append(el);
     const chart = createLossChart(el);
-    expect(el.querySelector('svg text.empty')?.textContent).toBe('No steps yet');
+    expect(el.querySelector('.loss-latest')?.textContent).toBe('No steps yet');
+    expect(el.querySelector('canvas')).not.toBeNull(); // uPlot drew into the element
     chart.add(0, null, 6);
     for (let s = 1; s <= 5; s++) chart.add(s, 6 - s, s === 5 ? 1.2 : null);
     await new Promise((r) => setTimeout(r, 300));
     expect(el.dataset.trainPoints).toBe('5');
     expect(el.dataset.evalPoints).toBe('2');
-    expect(el.querySelectorAll('path.series.train')).toHaveLength(1);
-    expect(el.querySelectorAll('circle.eval')).toHaveLength(2);
-    const d = el.querySelector('path.series.train')!.getAttribute('d')!;
-    expect(d.match(/[ML]/g)).toHaveLength(5);
+    expect(chart.plot.data[0]).toEqual([0, 1, 2, 3, 4, 5]);
+    expect(chart.plot.data[1]).toEqual([null, 5, 4, 3, 2, 1]);
+    expect(chart.plot.data[2]).toEqual([6, null, null, null, null, 1.2]);
     expect(el.querySelector('.loss-latest')?.textContent).toContain('step 5: train 1.000');
     chart.reset();
     expect(el.dataset.trainPoints).toBe('0');
+    expect(chart.plot.data[0]).toEqual([]);
     el.remove();
   });
 });
