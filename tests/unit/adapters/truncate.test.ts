@@ -4,6 +4,7 @@
 // works on the factors only (QR + r×r Jacobi SVD). Tolerances: singular values 1e-9·σ₁ (float64 both
 // sides from the same float32 weights); everything of our ΔW_k, whose factors are stored as float32,
 // 1e-7 relative to ‖ΔW‖_F (float32 rounding of the factors; measured ≤ 8.5e-9).
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -29,7 +30,7 @@ interface OracleModule {
 }
 const oracle = JSON.parse(readFileSync('tests/fixtures/svd-oracle.json', 'utf8')) as {
   ks: number[];
-  adapters: Record<string, { modules: Record<string, OracleModule> }>;
+  adapters: Record<string, { sha256: string; modules: Record<string, OracleModule> }>;
 };
 
 function files(name: string): PeftFiles {
@@ -95,7 +96,14 @@ describe('linalg: thin QR and Jacobi SVD', () => {
 describe('truncate vs the SVD oracle (example adapters, k = 1, 2, 4, every module)', () => {
   for (const name of ['weblora-shout', 'weblora-romeo', 'weblora-reverse']) {
     it(`${name}: singular values, best rank-k error = tail norm, ΔW_k probes`, () => {
-      const a = readFactored(files(name));
+      const f = files(name);
+      const sha = createHash('sha256').update(f['adapter_model.safetensors']).digest('hex');
+      if (sha !== oracle.adapters[name]!.sha256) {
+        throw new Error(
+          `fixtures are stale: regenerate with /usr/bin/python3 scripts/py/svd_fixtures.py (${name})`,
+        );
+      }
+      const a = readFactored(f);
       const want = oracle.adapters[name]!.modules;
       expect(a.modules.length).toBe(Object.keys(want).length);
       let worstSv = 0;
