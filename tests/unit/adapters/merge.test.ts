@@ -14,6 +14,7 @@ import { matmul } from '../../../src/adapters/linalg.ts';
 import { concatModules, mergeFactored } from '../../../src/adapters/merge.ts';
 import { mixFeeds } from '../../../src/adapters/mix.ts';
 import { buildPeftFiles } from '../../../src/adapters/peft-writer.ts';
+import { truncateFactored } from '../../../src/adapters/truncate.ts';
 import type { CpuFeeds } from '../../../src/adapters/types.ts';
 import { createDecoderSession, type DecoderGraph, greedy } from '../../../src/engine/session.ts';
 import { TextTokenizer } from '../../../src/engine/tokenizer.ts';
@@ -219,4 +220,24 @@ describe('acceptance (issue 13 §3): LEGO vs average, reference = the concatenat
     expect(gap(l, c).upper).toBeLessThan(gap(a, c).upper);
     expect(gap(l, c).romeo).toBeLessThan(gap(a, c).romeo);
   }, 60_000);
+});
+
+describe('truncation: behaviour metric vs rank (issue 13 §3, the figures behind a rank plot)', () => {
+  it('shout and romeo keep their behaviour at ranks 1 and 2 (of 8); the figures are printed', async () => {
+    const lines: string[] = [];
+    const at: Record<string, number[]> = { shout: [], romeo: [] };
+    // Measured 1.000 / 1.000 at k = 1, 2, 4 and 8: both metrics saturate, even rank 1 keeps the behaviour.
+    for (const k of [1, 2]) {
+      const s = await continueAll(feedsOf(truncateFactored(shout, k)));
+      const r = await continueAll(feedsOf(truncateFactored(romeo, k)));
+      at.shout!.push(upperShare(s));
+      at.romeo!.push(romeoShare(r));
+      lines.push(
+        `  k=${k}: shout upper-case share ${upperShare(s).toFixed(3)}, romeo ROMEO share ${romeoShare(r).toFixed(3)}`,
+      );
+    }
+    console.log(`truncation (rank 8 adapters):\n${lines.join('\n')}`);
+    expect(Math.min(...at.shout!)).toBeGreaterThan(0.95);
+    expect(Math.min(...at.romeo!)).toBeGreaterThan(0.8);
+  }, 90_000);
 });
