@@ -156,7 +156,9 @@ describe('mergeFactored (pure)', () => {
 // the concatenation's metrics exactly (both saturate), and LEGO loses ROMEO to half its speeches. LEGO is
 // closer at rank 4 (shout+romeo) and for three behaviours at rank 8. Ablations (not asserted): LEGO with
 // parameter re-weighting only gives 1.000/1.000 at k=8 but 0.333/0.071 at k=4; without re-weighting
-// 0.311/0.364 at k=8.
+// 0.311/0.364 at k=8; a least-squares output scale instead of the norm match: 0.960/0.667 at k=8. Not
+// asserted either: all three at k=4, LEGO 0.867/1.000 vs average 0.377/0.167 (concat 1.000/0.000) — LEGO
+// closer on upper case, farther on ROMEO. The shares come from 2 prompts × 96 tokens and move in steps.
 type Row = { upper: number; romeo: number };
 const rows = new Map<string, Row>();
 async function measure(label: string, feeds: CpuFeeds): Promise<Row> {
