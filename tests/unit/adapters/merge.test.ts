@@ -135,6 +135,16 @@ describe('mergeFactored (pure)', () => {
     expect(feedsOf(m).rank).toBe(8);
   });
 
+  it('one parent (LEGO pruning, as in the paper): rank k < r clusters its own units; k ≥ r returns it unchanged', () => {
+    const p = mergeFactored([romeo], { rank: 4 });
+    expect(p.modules.every((m) => m.rank === 4)).toBe(true);
+    const same = mergeFactored([romeo], { rank: 8 });
+    same.modules.forEach((m, i) => {
+      expect(m.A).toEqual(romeo.modules[i]!.A);
+      expect(m.B).toEqual(romeo.modules[i]!.B);
+    });
+  });
+
   it('typed errors: rank out of range, unknown method, shapes that disagree, nothing to merge', () => {
     expect(() => mergeFactored([shout, romeo], { rank: 0 })).toThrow(InvalidOptionError);
     expect(() => mergeFactored([shout, romeo], { rank: 65 })).toThrow(InvalidOptionError);
