@@ -9,8 +9,9 @@
  *    sign-aligned to their centroid before averaging.
  *  - Deterministic: k-means++ seeding from a seeded PRNG (mulberry32, `seed`, default 0), Lloyd steps until
  *    no unit changes cluster (≤ 100), an emptied cluster re-seeded with the unit farthest from its centroid.
- *  - Norm-aware re-weighting (the paper's "dual reweighting" against norm decay of averaged centroids and
- *    the changed output scale of the merged rank): (1) parameter re-weighting: each centroid's a and b are
+ *  - Norm-aware re-weighting (our reading of the paper's "dual reweighting" against norm decay of averaged
+ *    centroids and the changed output scale; its exact formulas were not at hand offline, so these two
+ *    are ours and the tests measure them): (1) parameter re-weighting: each centroid's a and b are
  *    rescaled to the mean ‖a‖, ‖b‖ of its members (averaging differently directed units shrinks them);
  *    (2) output re-weighting: the merged module's ΔW is scaled so ‖ΔW_merged‖_F = ‖Σᵢ ΔWᵢ‖_F, the norm of
  *    the exact concatenation of the parents (computed from r×r Gram matrices, never the full ΔW).
