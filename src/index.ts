@@ -26,6 +26,7 @@ export { BASE_SESSION_MAX_BYTES } from './engine/load.ts';
 export { deleteCachedModel, fetchModelFiles, listCachedModels } from './engine/model-files.ts';
 export { createSampler, type SamplingOptions, stopStringMatcher } from './engine/sampling.ts';
 export type {
+  AdapterDeriveProgress,
   AdapterImportInput,
   AdapterImportOptions,
   AdapterImportProgress,
@@ -41,7 +42,9 @@ export type {
   LoadOptions,
   LoadProgress,
   LoadReport,
+  MergeAdaptersOptions,
   ModelSource,
+  RankBudget,
   TokenDelta,
   TrainCheckpointInfo,
   TrainDataFormat,
@@ -50,6 +53,7 @@ export type {
   TrainOptions,
   TrainProgress,
   TrainResult,
+  TruncateAdapterOptions,
 } from './engine/types.ts';
 export { type Capabilities, detectCapabilities } from './env.ts';
 export {

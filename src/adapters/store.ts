@@ -42,6 +42,11 @@ export interface StoredAdapterMeta extends AdapterSummary {
    * read it as TrainMetadata.
    */
   train?: object;
+  /**
+   * How an in-app adapter was derived from stored ones (adapters/derive.ts): merged (method, seed) or
+   * truncated, the parents' names at that time, and the rank asked for.
+   */
+  derived?: { op: 'merge' | 'truncate'; parents: string[]; rank: number; method?: string; seed?: number };
 }
 
 export interface SaveOptions {
@@ -50,6 +55,8 @@ export interface SaveOptions {
   source?: StoredAdapterMeta['source'];
   /** Training metadata stored with the adapter (source 'train'; see StoredAdapterMeta.train). */
   train?: object;
+  /** Derivation metadata stored with an in-app adapter (see StoredAdapterMeta.derived). */
+  derived?: StoredAdapterMeta['derived'];
 }
 
 const metaKey = (name: string): IDBValidKey => ['meta', name];
@@ -133,6 +140,7 @@ export class AdapterStore {
       layout: imported.layout,
       source: opts.source ?? 'import',
       ...(opts.train ? { train: opts.train } : {}),
+      ...(opts.derived ? { derived: opts.derived } : {}),
     };
     // Copies own exactly the file bytes (a Uint8Array view into a bigger buffer would store all of it).
     const files: PeftFiles = {

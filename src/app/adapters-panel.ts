@@ -10,6 +10,7 @@ import { zipStore } from '../adapters/zip.ts';
 import type { AdapterImportInput, AdapterImportProgress, AdapterInfo } from '../engine/types.ts';
 import { h } from '../ui/dom.ts';
 import { formatBytes } from '../ui/format.ts';
+import { compressButton, mountMergeForm } from './derive-actions.ts';
 import { byId, download, errorText, setMessage } from './dom.ts';
 import type { AppState } from './state.ts';
 
@@ -242,7 +243,7 @@ export function mountAdaptersPanel(state: AppState): { importUrl(url: string): P
       'Export',
     );
     const del = h('button', { type: 'button', class: 'danger', 'aria-label': `Delete ${a.name}` }, 'Delete');
-    const actions = h('div', { class: 'actions' }, rename, exp, del);
+    const actions = h('div', { class: 'actions' }, rename, compressButton(state, a, act), exp, del);
     li.append(
       h('div', { class: 'adapter-head' }, title, actions),
       ...(about ? [h('p', { class: 'adapter-desc' }, about)] : []),
@@ -293,6 +294,7 @@ export function mountAdaptersPanel(state: AppState): { importUrl(url: string): P
     return li;
   }
 
+  mountMergeForm(state, list, act);
   state.onAdapters((adapters) => {
     list.replaceChildren(
       ...(adapters.length ? adapters.map(item) : [h('li', { class: 'empty' }, 'No adapters stored yet.')]),

@@ -9,7 +9,8 @@
  * requests) train.ts. It deliberately does no batching, prefix caching or speculative decoding.
  */
 import * as ortWebgpu from 'onnxruntime-web/webgpu';
-import { importPeftAdapter, type PeftFiles } from '../adapters/import.ts';
+import { mergeStoredAdapters, truncateStoredAdapter } from '../adapters/derive.ts';
+import { type AdapterModelInfo, importPeftAdapter, type PeftFiles } from '../adapters/import.ts';
 import { defaultAdapterName, readAdapterInput } from '../adapters/import-sources.ts';
 import { createAdapterProvider } from '../adapters/provider.ts';
 import { AdapterStore } from '../adapters/store.ts';
@@ -30,6 +31,7 @@ import { SerialQueue } from './queue.ts';
 import type { DecoderGraph, Ort, OrtTensor } from './session.ts';
 import { TrainingManager } from './train.ts';
 import type {
+  AdapterDeriveProgress,
   AdapterFeedProvider,
   AdapterFeeds,
   AdapterImportInput,
@@ -45,12 +47,15 @@ import type {
   LoadOptions,
   LoadProgress,
   LoadReport,
+  MergeAdaptersOptions,
   ModelSource,
+  RankBudget,
   TokenDelta,
   TrainCheckpointInfo,
   TrainOptions,
   TrainProgress,
   TrainResult,
+  TruncateAdapterOptions,
 } from './types.ts';
 
 /** Default byte budget of the adapter feed cache (GPU buffers on webgpu, tensor data on wasm). */
@@ -371,20 +376,18 @@ export class LocalEngine implements Engine {
 
   async importAdapter(input: AdapterImportInput, opts: AdapterImportOptions = {}): Promise<AdapterInfo> {
     const store = this.requireStore();
-    const { model: m } = this.requireModel('adapters are validated against the loaded model');
+    const model = this.modelInfo('adapters are validated against the loaded model');
     const name = opts.name ?? defaultAdapterName(input);
     const progress = (stage: AdapterImportProgress['stage']): void =>
       callQuietly(opts.onProgress, { stage, name });
     progress('read');
     const raw = await readAdapterInput(input);
     progress('validate');
-    const imported = importPeftAdapter(
-      raw,
-      { id: m.report.modelId, aliases: m.report.modelAliases, targets: m.targets },
-      { allowBaseModelMismatch: opts.allowBaseModelMismatch ?? false },
-    );
+    const imported = importPeftAdapter(raw, model, {
+      allowBaseModelMismatch: opts.allowBaseModelMismatch ?? false,
+    });
     progress('store');
-    const meta = await store.save(name, imported, m.report.modelId, {
+    const meta = await store.save(name, imported, model.id, {
       overwrite: opts.overwrite ?? false,
       source: 'import',
     });
@@ -424,6 +427,35 @@ export class LocalEngine implements Engine {
         budgetBytes: this.opts.adapterCacheBytes ?? DEFAULT_ADAPTER_CACHE_BYTES,
       }
     );
+  }
+
+  /** Merge/truncate (adapters/derive.ts): the result is validated against the loaded model and stored. */
+  async mergeAdapters(
+    opts: MergeAdaptersOptions,
+    onProgress?: (p: AdapterDeriveProgress) => void,
+  ): Promise<AdapterInfo> {
+    const model = this.modelInfo('merged adapters are validated against the loaded model');
+    const meta = await mergeStoredAdapters(this.requireStore(), model, opts, (p) =>
+      callQuietly(onProgress, p),
+    );
+    this.forgetAdapter(meta.name); // an overwritten adapter's old tensors
+    return meta;
+  }
+
+  async truncateAdapter(
+    name: string,
+    rank: number | RankBudget,
+    opts: TruncateAdapterOptions = {},
+  ): Promise<AdapterInfo> {
+    const model = this.modelInfo('truncated adapters are validated against the loaded model');
+    const meta = await truncateStoredAdapter(this.requireStore(), model, name, rank, opts);
+    this.forgetAdapter(meta.name);
+    return meta;
+  }
+
+  private modelInfo(why: string): AdapterModelInfo {
+    const { model: m } = this.requireModel(why);
+    return { id: m.report.modelId, aliases: m.report.modelAliases, targets: m.targets };
   }
 
   private forgetAdapter(name: string): void {

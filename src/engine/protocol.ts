@@ -9,6 +9,7 @@
  * (onDeviceLost) are not counted. Only types and small pure helpers here, so both sides can import it.
  */
 import type {
+  AdapterDeriveProgress,
   AdapterImportInput,
   AdapterImportOptions,
   AdapterImportProgress,
@@ -20,13 +21,16 @@ import type {
   LoadOptions,
   LoadProgress,
   LoadReport,
+  MergeAdaptersOptions,
   ModelSource,
   PeftFiles,
+  RankBudget,
   TokenDelta,
   TrainCheckpointInfo,
   TrainOptions,
   TrainProgress,
   TrainResult,
+  TruncateAdapterOptions,
 } from './types.ts';
 
 /** The Error `SerializedError` shape from errors.ts, restated so this file stays type-only. */
@@ -88,6 +92,16 @@ export interface WorkerApi {
   deleteAdapter(name: string): Promise<WorkerReply<void>>;
   exportAdapter(name: string): Promise<WorkerReply<PeftFiles>>;
   adapterStats(): Promise<WorkerReply<AdapterStats>>;
+  /** `calls` counts progress events (read, compute per module, store, done). */
+  mergeAdapters(
+    opts: MergeAdaptersOptions,
+    onProgress?: (p: AdapterDeriveProgress) => void,
+  ): Promise<WorkerReply<AdapterInfo>>;
+  truncateAdapter(
+    name: string,
+    rank: number | RankBudget,
+    opts: TruncateAdapterOptions,
+  ): Promise<WorkerReply<AdapterInfo>>;
   /** `calls` counts progress events, so the page resolves only after the last ('done') one. */
   train(
     opts: TrainOptions & { trainId: string },

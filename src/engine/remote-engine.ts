@@ -20,6 +20,7 @@ import {
   wireModelSource,
 } from './protocol.ts';
 import type {
+  AdapterDeriveProgress,
   AdapterImportInput,
   AdapterImportOptions,
   AdapterInfo,
@@ -28,11 +29,14 @@ import type {
   GenerateResult,
   LoadOptions,
   LoadReport,
+  MergeAdaptersOptions,
   ModelSource,
+  RankBudget,
   TokenDelta,
   TrainOptions,
   TrainProgress,
   TrainResult,
+  TruncateAdapterOptions,
 } from './types.ts';
 
 export interface WorkerEngine extends Engine {
@@ -132,6 +136,15 @@ export function wrapWorkerEngine(worker: Worker): WorkerEngine {
     deleteAdapter: (name: string) => call(remote.deleteAdapter(name)),
     exportAdapter: (name: string) => call(remote.exportAdapter(name)),
     adapterStats: () => call(remote.adapterStats()),
+    mergeAdapters(
+      opts: MergeAdaptersOptions,
+      onProgress?: (p: AdapterDeriveProgress) => void,
+    ): Promise<AdapterInfo> {
+      const progress = streamOf(onProgress);
+      return call(remote.mergeAdapters(opts, progress.proxy), progress.counter);
+    },
+    truncateAdapter: (name: string, rank: number | RankBudget, opts: TruncateAdapterOptions = {}) =>
+      call(remote.truncateAdapter(name, rank, opts)),
     train(opts: TrainOptions, onProgress?: (p: TrainProgress) => void): Promise<TrainResult> {
       // The id is made here, so pause/cancel can name the run before its first progress event.
       const trainId = opts.trainId ?? newTrainId();

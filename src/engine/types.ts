@@ -7,6 +7,12 @@
  * no logic.
  */
 import type * as OrtModule from 'onnxruntime-web';
+import type {
+  AdapterDeriveProgress,
+  MergeAdaptersOptions,
+  RankBudget,
+  TruncateAdapterOptions,
+} from '../adapters/derive.ts';
 import type { PeftFiles } from '../adapters/import.ts';
 import type { StoredAdapterMeta } from '../adapters/store.ts';
 import type {
@@ -30,6 +36,7 @@ import type {
 } from '../train/types.ts';
 
 export type {
+  AdapterDeriveProgress,
   AdapterFeedProvider,
   AdapterFeeds,
   AdapterImportInput,
@@ -37,8 +44,10 @@ export type {
   AdapterStats,
   ChatMessage,
   LoraTarget,
+  MergeAdaptersOptions,
   ModelDtype,
   PeftFiles,
+  RankBudget,
   TrainCheckpointInfo,
   TrainDataFormat,
   TrainDevice,
@@ -46,6 +55,7 @@ export type {
   TrainOptions,
   TrainProgress,
   TrainResult,
+  TruncateAdapterOptions,
 };
 
 export type Backend = 'webgpu' | 'wasm';
@@ -270,6 +280,28 @@ export interface Engine {
   /** The PEFT files exactly as imported. */
   exportAdapter(name: string): Promise<PeftFiles>;
   adapterStats(): Promise<AdapterStats>;
+  /**
+   * Merges stored adapters into a new stored adapter of rank `opts.rank` (adapters/merge.ts: LoRA-LEGO
+   * unit clustering, or 'average' = mean ΔW at rank k), written as ordinary PEFT files (source 'in-app',
+   * `derived` naming the parents), exportable. Progress: read, compute (per module), store, done.
+   * Throws AdapterNotFoundError, InvalidOptionError (names, rank outside 1..64, method, seed),
+   * AdapterMismatchError (parents stored for another model), AdapterShapeError (shapes disagree),
+   * AdapterNameConflictError, NoModelError.
+   */
+  mergeAdapters(
+    opts: MergeAdaptersOptions,
+    onProgress?: (p: AdapterDeriveProgress) => void,
+  ): Promise<AdapterInfo>;
+  /**
+   * Stores the best rank-k approximation of an adapter (adapters/truncate.ts; modules of rank ≤ k
+   * unchanged) under `opts.name` (default `${name}-r${k}`). `rank` may be `{ budgetBytes }`: the largest
+   * rank whose F32 weights fit. Same errors as mergeAdapters.
+   */
+  truncateAdapter(
+    name: string,
+    rank: number | RankBudget,
+    opts?: TruncateAdapterOptions,
+  ): Promise<AdapterInfo>;
 
   // -------------------------------------------------------------- training (src/train/, engine/train.ts)
 

@@ -77,6 +77,13 @@ export function workerApi(engine: LocalEngine): WorkerApi {
     deleteAdapter: (name) => reply(() => engine.deleteAdapter(name)),
     exportAdapter: (name) => reply(() => engine.exportAdapter(name)),
     adapterStats: () => reply(() => engine.adapterStats()),
+    mergeAdapters: (opts, onProgress) => {
+      const progress = countCalls(onProgress);
+      return reply(() => engine.mergeAdapters(opts, progress.fn), progress).finally(() =>
+        release(onProgress),
+      );
+    },
+    truncateAdapter: (name, rank, opts) => reply(() => engine.truncateAdapter(name, rank, opts)),
     train: (opts, onProgress) => {
       const progress = countCalls(onProgress);
       return reply(() => engine.train(opts, progress.fn), progress).finally(() => release(onProgress));
