@@ -1,0 +1,263 @@
+/**
+ * The files of a model package for load.ts: from a folder URL (HF hub URLs normalised to resolve URLs) or
+ * picked local files; the dtype's ONNX file (default q4 when present, else fp32; a missing dtype →
+ * DtypeUnavailableError listing the dtypes there are, probed with HEAD) and its external-data chunks
+ * (count from config.json's `transformers.js_config.use_external_data_format`, else the graph's
+ * external_data references), returned under the names the graph references. Quota, caching, resumption
+ * and verification are model-files.ts's. It deliberately creates no session.
+ */
+import { DtypeUnavailableError, FetchError, InvalidOptionError, ModelPackageError } from '../errors.ts';
+import { decodeModel, externalDataLocations, type ModelProto } from '../model/onnx-io.ts';
+import {
+  externalDataChunksOf,
+  externalDataFileNames,
+  MODEL_DTYPES,
+  type ModelDtype,
+  modelFileName,
+  normalizeModelUrl,
+} from '../model/package.ts';
+import {
+  DEFAULT_MODEL_CACHE,
+  type FetchModelFilesOptions,
+  fetchModelFiles,
+  localFilesSource,
+  type ModelFileProgress,
+  type ModelFileSpec,
+  probeFileSize,
+  resolveModelBase,
+} from './model-files.ts';
+import type { LoadProgress, ModelSource } from './types.ts';
+
+export const JSON_FILES: ModelFileSpec[] = [
+  { path: 'config.json' },
+  { path: 'tokenizer.json' },
+  { path: 'tokenizer_config.json' },
+  { path: 'generation_config.json', optional: true },
+];
+
+/** The files of one model package, its dtype and the external data its graph references. */
+export interface FetchedFiles {
+  files: Map<string, Uint8Array>;
+  dtype: ModelDtype;
+  /** Path of the ONNX file inside the package (modelFileName(dtype)). */
+  modelFile: string;
+  decoded: ModelProto;
+  /** Under the names the graph references (what onnxruntime-web's `externalData` option wants). */
+  externalData: { path: string; data: Uint8Array }[];
+}
+
+/** Folder of a package path with its trailing slash ('onnx/model.onnx' → 'onnx/'). */
+function dirOf(path: string): string {
+  return path.slice(0, path.lastIndexOf('/') + 1);
+}
+
+/**
+ * The external-data chunk paths to fetch for `modelFile`: config.json's count
+ * (`transformers.js_config.use_external_data_format`), or null when it does not say.
+ */
+function configChunks(configJson: unknown, modelFile: string): string[] | null {
+  const n = externalDataChunksOf(configJson, modelFile);
+  return n === null ? null : externalDataFileNames(modelFile, n);
+}
+
+/** Pairs the fetched chunks with the names the graph references; fetches (`more`) what is still missing. */
+async function externalDataFor(
+  decoded: ModelProto,
+  modelFile: string,
+  files: Map<string, Uint8Array>,
+  more: (paths: string[]) => Promise<Map<string, Uint8Array>>,
+): Promise<{ path: string; data: Uint8Array }[]> {
+  const dir = dirOf(modelFile);
+  const refs = externalDataLocations(decoded);
+  const missing = refs.map((r) => dir + r).filter((p) => !files.has(p));
+  if (missing.length > 0) for (const [k, v] of await more(missing)) files.set(k, v);
+  return refs.map((r) => {
+    const data = files.get(dir + r);
+    if (!data) {
+      throw new ModelPackageError(`${modelFile} references external data "${r}" that the package lacks`, {
+        file: dir + r,
+      });
+    }
+    return { path: r, data };
+  });
+}
+
+export async function fetchFiles(
+  source: ModelSource,
+  forced: ModelDtype | undefined,
+  fileOptions: Pick<FetchModelFilesOptions, 'cacheName' | 'useCache' | 'fetch'> | undefined,
+  progress: (p: LoadProgress) => void,
+): Promise<FetchedFiles> {
+  if (typeof source !== 'string') {
+    if (!Array.isArray(source)) {
+      throw new InvalidOptionError('model source must be a base URL or an array of Files', {
+        option: 'source',
+      });
+    }
+    return pickedFiles(source, forced, progress);
+  }
+
+  const base = normalizeModelUrl(source);
+  const cacheName = fileOptions?.cacheName ?? DEFAULT_MODEL_CACHE;
+  const doFetch = fileOptions?.fetch ?? globalThis.fetch.bind(globalThis);
+  let offset = 0;
+  const fetchSet = async (
+    specs: ModelFileSpec[],
+    extra: Partial<FetchModelFilesOptions> = {},
+  ): Promise<Map<string, Uint8Array>> => {
+    const start = offset;
+    const got = await fetchModelFiles(base, specs, {
+      ...fileOptions,
+      probeSizes: true,
+      ...extra,
+      onProgress: (p: ModelFileProgress) =>
+        progress({
+          stage: 'download',
+          file: p.file,
+          fileLoaded: p.loaded,
+          fileTotal: p.total,
+          loaded: start + p.overallLoaded,
+          total: p.overallTotal !== null ? start + p.overallTotal : null,
+          fromCache: p.fromCache,
+        }),
+    });
+    for (const b of got.values()) offset += b.byteLength;
+    return got;
+  };
+
+  // config.json first (read from the cache, not stored yet): it says how many external-data chunks there are.
+  const configBytes = (await fetchSet([{ path: 'config.json' }], { checkQuota: false, store: false })).get(
+    'config.json',
+  );
+  offset = 0; // fetched again (from the network or cache) with the rest: count it there
+  const configJson = parseJson(configBytes, 'config.json');
+
+  let dtype: ModelDtype;
+  if (forced) dtype = forced;
+  else {
+    const q4 = await availability(base, modelFileName('q4'), cacheName, doFetch, fileOptions?.useCache);
+    dtype = q4 ? 'q4' : 'fp32';
+  }
+  const modelFile = modelFileName(dtype);
+  const chunks = configChunks(configJson, modelFile) ?? [];
+  let files: Map<string, Uint8Array>;
+  try {
+    files = await fetchSet([...JSON_FILES, { path: modelFile }, ...chunks.map((path) => ({ path }))]);
+  } catch (e) {
+    if (
+      e instanceof FetchError &&
+      e.data.file === modelFile &&
+      (e.data.status === 404 || e.data.status === 410 || e.data.htmlFallback)
+    ) {
+      const available: ModelDtype[] = [];
+      for (const d of MODEL_DTYPES) {
+        if (await availability(base, modelFileName(d), cacheName, doFetch, fileOptions?.useCache))
+          available.push(d);
+      }
+      throw dtypeUnavailable(dtype, modelFile, available, base);
+    }
+    throw e;
+  }
+  const decoded = decodeModel(files.get(modelFile)!);
+  const externalData = await externalDataFor(decoded, modelFile, files, (paths) =>
+    fetchSet(paths.map((path) => ({ path }))),
+  );
+  return { files, dtype, modelFile, decoded, externalData };
+}
+
+function dtypeUnavailable(
+  dtype: ModelDtype,
+  file: string,
+  available: ModelDtype[],
+  where: string,
+): DtypeUnavailableError {
+  const list = available.length
+    ? `it has ${available.map((d) => `${d} (${modelFileName(d)})`).join(', ')}`
+    : `it has none of ${MODEL_DTYPES.map(modelFileName).join(', ')}`;
+  return new DtypeUnavailableError(`the model at ${where} has no ${dtype} file (${file}); ${list}`, {
+    dtype,
+    file,
+    available,
+  });
+}
+
+/** Whether the package has `path`: a complete cached copy, else a HEAD request that finds a non-HTML file. */
+async function availability(
+  base: string,
+  path: string,
+  cacheName: string,
+  doFetch: typeof fetch,
+  useCache: boolean | undefined,
+): Promise<boolean> {
+  const url = new URL(path, resolveModelBase(base)).href;
+  if (useCache !== false && typeof caches !== 'undefined') {
+    try {
+      if (await (await caches.open(cacheName)).match(url)) return true;
+    } catch {
+      // no Cache Storage here: ask the server
+    }
+  }
+  try {
+    const p = await probeFileSize(url, { fetch: doFetch });
+    return p.status >= 200 && p.status < 300 && !p.htmlFallback;
+  } catch {
+    return false;
+  }
+}
+
+/** The same for user-picked files (a folder through `<input webkitdirectory>`). */
+async function pickedFiles(
+  source: File[],
+  forced: ModelDtype | undefined,
+  progress: (p: LoadProgress) => void,
+): Promise<FetchedFiles> {
+  const all = await localFilesSource(source);
+  const available = MODEL_DTYPES.filter((d) => hasPicked(all, modelFileName(d)));
+  const dtype: ModelDtype = forced ?? (available.includes('q4') ? 'q4' : 'fp32');
+  const modelFile = modelFileName(dtype);
+  if (!available.includes(dtype)) throw dtypeUnavailable(dtype, modelFile, available, 'the picked folder');
+  const json = await localFilesSource(source, JSON_FILES);
+  const configJson = parseJson(json.get('config.json'), 'config.json');
+  const chunks = configChunks(configJson, modelFile) ?? [];
+  const files = await localFilesSource(source, [
+    ...JSON_FILES,
+    { path: modelFile },
+    ...chunks.map((path) => ({ path })),
+  ]);
+  const decoded = decodeModel(files.get(modelFile)!);
+  const externalData = await externalDataFor(decoded, modelFile, files, (paths) =>
+    localFilesSource(
+      source,
+      paths.map((path) => ({ path })),
+    ),
+  );
+  let loaded = 0;
+  const total = [...files.values()].reduce((n, b) => n + b.byteLength, 0);
+  for (const [path, bytes] of files) {
+    loaded += bytes.byteLength;
+    progress({
+      stage: 'download',
+      file: path,
+      fileLoaded: bytes.byteLength,
+      fileTotal: bytes.byteLength,
+      loaded,
+      total,
+    });
+  }
+  return { files, dtype, modelFile, decoded, externalData };
+}
+
+/** A picked file at `path`, or at a unique path ending in `/path` (a parent folder was picked). */
+function hasPicked(files: Map<string, Uint8Array>, path: string): boolean {
+  if (files.has(path)) return true;
+  return [...files.keys()].filter((p) => p.endsWith(`/${path}`)).length === 1;
+}
+
+export function parseJson(bytes: Uint8Array | undefined, file: string): unknown {
+  if (!bytes) throw new ModelPackageError(`the model package lacks ${file}`, { file });
+  try {
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch (e) {
+    throw new ModelPackageError(`${file} is not valid JSON: ${String(e)}`, { file });
+  }
+}
