@@ -124,6 +124,8 @@ export function mountModelStatus(state: AppState, caps: Promise<Readonly<Capabil
         'backend',
         'backend-reason',
         'dtype',
+        'model-name',
+        'model-layout',
         'model-bytes',
         'adapter-bytes',
         'targets',
@@ -144,6 +146,17 @@ export function mountModelStatus(state: AppState, caps: Promise<Readonly<Capabil
         ),
       );
     set('dtype', r.dtype);
+    set('model-name', r.modelId);
+    const l = r.layout;
+    set(
+      'model-layout',
+      l
+        ? `${l.family}${l.packedQkv ? ', packed qkv' : ''}, ${l.weights} weights, KV ${l.kvDtype ?? '—'}` +
+            (r.externalDataChunks
+              ? `, ${r.externalDataChunks} external-data chunk${r.externalDataChunks === 1 ? '' : 's'}`
+              : '')
+        : '—',
+    );
     set('model-bytes', formatBytes(r.modelBytes));
     set('targets', `${r.targetCount} projections`);
     set('load-time', `${(r.loadMs / 1000).toFixed(1)} s`);

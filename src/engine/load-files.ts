@@ -6,16 +6,10 @@
  * external_data references), returned under the names the graph references. Quota, caching, resumption
  * and verification are model-files.ts's. It deliberately creates no session.
  */
-import { DtypeUnavailableError, FetchError, InvalidOptionError, ModelPackageError } from '../errors.ts';
+import { FetchError, InvalidOptionError, ModelPackageError } from '../errors.ts';
 import { decodeModel, externalDataLocations, type ModelProto } from '../model/onnx-io.ts';
-import {
-  externalDataChunksOf,
-  externalDataFileNames,
-  MODEL_DTYPES,
-  type ModelDtype,
-  modelFileName,
-  normalizeModelUrl,
-} from '../model/package.ts';
+import { MODEL_DTYPES, type ModelDtype, modelFileName, normalizeModelUrl } from '../model/package.ts';
+import { availability, configChunks, dtypeUnavailable, JSON_FILES, parseJson } from './estimate.ts';
 import {
   DEFAULT_MODEL_CACHE,
   type FetchModelFilesOptions,
@@ -23,17 +17,8 @@ import {
   localFilesSource,
   type ModelFileProgress,
   type ModelFileSpec,
-  probeFileSize,
-  resolveModelBase,
 } from './model-files.ts';
 import type { LoadProgress, ModelSource } from './types.ts';
-
-export const JSON_FILES: ModelFileSpec[] = [
-  { path: 'config.json' },
-  { path: 'tokenizer.json' },
-  { path: 'tokenizer_config.json' },
-  { path: 'generation_config.json', optional: true },
-];
 
 /** The files of one model package, its dtype and the external data its graph references. */
 export interface FetchedFiles {
@@ -49,15 +34,6 @@ export interface FetchedFiles {
 /** Folder of a package path with its trailing slash ('onnx/model.onnx' → 'onnx/'). */
 function dirOf(path: string): string {
   return path.slice(0, path.lastIndexOf('/') + 1);
-}
-
-/**
- * The external-data chunk paths to fetch for `modelFile`: config.json's count
- * (`transformers.js_config.use_external_data_format`), or null when it does not say.
- */
-function configChunks(configJson: unknown, modelFile: string): string[] | null {
-  const n = externalDataChunksOf(configJson, modelFile);
-  return n === null ? null : externalDataFileNames(modelFile, n);
 }
 
 /** Pairs the fetched chunks with the names the graph references; fetches (`more`) what is still missing. */
@@ -165,46 +141,6 @@ export async function fetchFiles(
   return { files, dtype, modelFile, decoded, externalData };
 }
 
-function dtypeUnavailable(
-  dtype: ModelDtype,
-  file: string,
-  available: ModelDtype[],
-  where: string,
-): DtypeUnavailableError {
-  const list = available.length
-    ? `it has ${available.map((d) => `${d} (${modelFileName(d)})`).join(', ')}`
-    : `it has none of ${MODEL_DTYPES.map(modelFileName).join(', ')}`;
-  return new DtypeUnavailableError(`the model at ${where} has no ${dtype} file (${file}); ${list}`, {
-    dtype,
-    file,
-    available,
-  });
-}
-
-/** Whether the package has `path`: a complete cached copy, else a HEAD request that finds a non-HTML file. */
-async function availability(
-  base: string,
-  path: string,
-  cacheName: string,
-  doFetch: typeof fetch,
-  useCache: boolean | undefined,
-): Promise<boolean> {
-  const url = new URL(path, resolveModelBase(base)).href;
-  if (useCache !== false && typeof caches !== 'undefined') {
-    try {
-      if (await (await caches.open(cacheName)).match(url)) return true;
-    } catch {
-      // no Cache Storage here: ask the server
-    }
-  }
-  try {
-    const p = await probeFileSize(url, { fetch: doFetch });
-    return p.status >= 200 && p.status < 300 && !p.htmlFallback;
-  } catch {
-    return false;
-  }
-}
-
 /** The same for user-picked files (a folder through `<input webkitdirectory>`). */
 async function pickedFiles(
   source: File[],
@@ -251,13 +187,4 @@ async function pickedFiles(
 function hasPicked(files: Map<string, Uint8Array>, path: string): boolean {
   if (files.has(path)) return true;
   return [...files.keys()].filter((p) => p.endsWith(`/${path}`)).length === 1;
-}
-
-export function parseJson(bytes: Uint8Array | undefined, file: string): unknown {
-  if (!bytes) throw new ModelPackageError(`the model package lacks ${file}`, { file });
-  try {
-    return JSON.parse(new TextDecoder().decode(bytes));
-  } catch (e) {
-    throw new ModelPackageError(`${file} is not valid JSON: ${String(e)}`, { file });
-  }
 }

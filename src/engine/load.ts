@@ -17,7 +17,8 @@ import { normalizeModelUrl, parseGenerationConfig, parseModelConfig } from '../m
 import type { FrozenWeights } from '../train/cpu-model.ts';
 import { decoderConfig, loadFrozenWeights } from '../train/weights.ts';
 import { chooseBackend, fallbackReason } from './backend-choice.ts';
-import { fetchFiles, parseJson } from './load-files.ts';
+import { parseJson } from './estimate.ts';
+import { fetchFiles } from './load-files.ts';
 import type { FetchModelFilesOptions } from './model-files.ts';
 import { createDecoderSession, type DecoderGraph, type Ort, type OrtTensor } from './session.ts';
 import { TextTokenizer } from './tokenizer.ts';
