@@ -55,28 +55,66 @@ export function dtypeUnavailable(
   });
 }
 
-/** Whether the package has `path`: a complete cached copy, else a HEAD request that finds a non-HTML file. */
+/** What a probe found about one package file. */
+export interface Availability {
+  /** The file is there (cached, or the server answered 2xx with a non-HTML file; unknown counts as there). */
+  ok: boolean;
+  /** Its size when known (Content-Length of the HEAD answer, or of the cached copy). */
+  size: number | null;
+  /** It is complete in Cache Storage (nothing to download). */
+  cached: boolean;
+}
+
+/**
+ * Whether the package has `path`: a complete cached copy, else a HEAD request that finds a non-HTML file
+ * (a server that refuses HEAD, 405/501, counts as "there, size unknown"). An unreachable host →
+ * FetchError (offline or blocked by CORS), never "missing".
+ */
 export async function availability(
   base: string,
   path: string,
   cacheName: string,
   doFetch: typeof fetch,
   useCache: boolean | undefined,
-): Promise<boolean> {
+): Promise<Availability> {
   const url = new URL(path, resolveModelBase(base)).href;
   if (useCache !== false && typeof caches !== 'undefined') {
     try {
-      if (await (await caches.open(cacheName)).match(url)) return true;
+      const hit = await (await caches.open(cacheName)).match(url);
+      if (hit) {
+        await hit.body?.cancel();
+        const n = Number(hit.headers.get('Content-Length'));
+        return { ok: true, size: Number.isFinite(n) ? n : null, cached: true };
+      }
     } catch {
       // no Cache Storage here: ask the server
     }
   }
+  let p: Awaited<ReturnType<typeof probeFileSize>>;
   try {
-    const p = await probeFileSize(url, { fetch: doFetch });
-    return p.status >= 200 && p.status < 300 && !p.htmlFallback;
-  } catch {
-    return false;
+    p = await probeFileSize(url, { fetch: doFetch });
+  } catch (e) {
+    throw new FetchError(`could not fetch ${url} (offline, or blocked by CORS?): ${String(e)}`, {
+      url,
+      file: path,
+    });
   }
+  if (p.status === 405 || p.status === 501) return { ok: true, size: null, cached: false };
+  return { ok: p.status >= 200 && p.status < 300 && !p.htmlFallback, size: p.size, cached: false };
+}
+
+/** The dtypes whose ONNX file the package at `base` has (HEAD each, or the cache). */
+export async function availableDtypes(
+  base: string,
+  cacheName: string,
+  doFetch: typeof fetch,
+  useCache: boolean | undefined,
+): Promise<ModelDtype[]> {
+  const out: ModelDtype[] = [];
+  for (const d of MODEL_DTYPES) {
+    if ((await availability(base, modelFileName(d), cacheName, doFetch, useCache)).ok) out.push(d);
+  }
+  return out;
 }
 
 export function parseJson(bytes: Uint8Array | undefined, file: string): unknown {
@@ -148,12 +186,12 @@ export async function estimateDownload(
     }
     const missing = p.status === 404 || p.status === 410 || p.htmlFallback;
     if (missing && path === modelFile) {
-      const available: ModelDtype[] = [];
-      for (const d of MODEL_DTYPES) {
-        if (await availability(base, modelFileName(d), DEFAULT_MODEL_CACHE, doFetch, false))
-          available.push(d);
-      }
-      throw dtypeUnavailable(dtype, modelFile, available, base);
+      throw dtypeUnavailable(
+        dtype,
+        modelFile,
+        await availableDtypes(base, DEFAULT_MODEL_CACHE, doFetch, false),
+        base,
+      );
     }
     if (p.status < 200 || p.status >= 300 || missing) {
       throw new FetchError(`could not fetch ${url}: HTTP ${p.status}`, { url, file: path, status: p.status });

@@ -6,10 +6,24 @@
  * external_data references), returned under the names the graph references. Quota, caching, resumption
  * and verification are model-files.ts's. It deliberately creates no session.
  */
-import { FetchError, InvalidOptionError, ModelPackageError } from '../errors.ts';
+import { InvalidOptionError, ModelPackageError } from '../errors.ts';
 import { decodeModel, externalDataLocations, type ModelProto } from '../model/onnx-io.ts';
 import { MODEL_DTYPES, type ModelDtype, modelFileName, normalizeModelUrl } from '../model/package.ts';
-import { availability, configChunks, dtypeUnavailable, JSON_FILES, parseJson } from './estimate.ts';
+import {
+  type Availability,
+  availability,
+  availableDtypes,
+  configChunks,
+  dtypeUnavailable,
+  JSON_FILES,
+  parseJson,
+} from './estimate.ts';
+
+/** A spec with the probed size as a hint for the quota check and progress (never verified against). */
+function hinted(path: string, a: Availability): ModelFileSpec {
+  return a.size !== null && !a.cached ? { path, sizeHint: a.size } : { path };
+}
+
 import {
   DEFAULT_MODEL_CACHE,
   type FetchModelFilesOptions,
@@ -61,7 +75,7 @@ async function externalDataFor(
 export async function fetchFiles(
   source: ModelSource,
   forced: ModelDtype | undefined,
-  fileOptions: Pick<FetchModelFilesOptions, 'cacheName' | 'useCache' | 'fetch'> | undefined,
+  fileOptions: Pick<FetchModelFilesOptions, 'cacheName' | 'useCache' | 'fetch' | 'estimate'> | undefined,
   progress: (p: LoadProgress) => void,
 ): Promise<FetchedFiles> {
   if (typeof source !== 'string') {
@@ -84,7 +98,6 @@ export async function fetchFiles(
     const start = offset;
     const got = await fetchModelFiles(base, specs, {
       ...fileOptions,
-      probeSizes: true,
       ...extra,
       onProgress: (p: ModelFileProgress) =>
         progress({
@@ -101,39 +114,36 @@ export async function fetchFiles(
     return got;
   };
 
-  // config.json first (read from the cache, not stored yet): it says how many external-data chunks there are.
+  // config.json first (from the cache, or downloaded but not stored yet): it says how many external-data
+  // chunks there are. It is handed to the full fetch below (verified and cached there, not fetched twice).
   const configBytes = (await fetchSet([{ path: 'config.json' }], { checkQuota: false, store: false })).get(
     'config.json',
-  );
-  offset = 0; // fetched again (from the network or cache) with the rest: count it there
+  )!;
+  offset = 0; // counted again with the rest
   const configJson = parseJson(configBytes, 'config.json');
 
-  let dtype: ModelDtype;
-  if (forced) dtype = forced;
-  else {
-    const q4 = await availability(base, modelFileName('q4'), cacheName, doFetch, fileOptions?.useCache);
-    dtype = q4 ? 'q4' : 'fp32';
+  // The model file is probed (HEAD, or the cache) before any download: the default dtype is q4 when the
+  // package has it, a missing dtype fails here with what there is, and the sizes feed the quota check.
+  const probe = (path: string) => availability(base, path, cacheName, doFetch, fileOptions?.useCache);
+  let dtype: ModelDtype = forced ?? 'q4';
+  let found = await probe(modelFileName(dtype));
+  if (!found.ok && !forced) {
+    dtype = 'fp32';
+    found = await probe(modelFileName(dtype));
   }
   const modelFile = modelFileName(dtype);
-  const chunks = configChunks(configJson, modelFile) ?? [];
-  let files: Map<string, Uint8Array>;
-  try {
-    files = await fetchSet([...JSON_FILES, { path: modelFile }, ...chunks.map((path) => ({ path }))]);
-  } catch (e) {
-    if (
-      e instanceof FetchError &&
-      e.data.file === modelFile &&
-      (e.data.status === 404 || e.data.status === 410 || e.data.htmlFallback)
-    ) {
-      const available: ModelDtype[] = [];
-      for (const d of MODEL_DTYPES) {
-        if (await availability(base, modelFileName(d), cacheName, doFetch, fileOptions?.useCache))
-          available.push(d);
-      }
-      throw dtypeUnavailable(dtype, modelFile, available, base);
-    }
-    throw e;
+  if (!found.ok) {
+    throw dtypeUnavailable(
+      dtype,
+      modelFile,
+      await availableDtypes(base, cacheName, doFetch, fileOptions?.useCache),
+      base,
+    );
   }
+  const chunks = configChunks(configJson, modelFile) ?? [];
+  const specs: ModelFileSpec[] = [...JSON_FILES, hinted(modelFile, found)];
+  for (const path of chunks) specs.push(hinted(path, await probe(path)));
+  const files = await fetchSet(specs, { prefetched: new Map([['config.json', configBytes]]) });
   const decoded = decodeModel(files.get(modelFile)!);
   const externalData = await externalDataFor(decoded, modelFile, files, (paths) =>
     fetchSet(paths.map((path) => ({ path }))),

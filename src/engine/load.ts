@@ -62,7 +62,7 @@ export interface LoadedModel {
 }
 
 export interface LoadSettings {
-  files?: Pick<FetchModelFilesOptions, 'cacheName' | 'useCache' | 'fetch'>;
+  files?: Pick<FetchModelFilesOptions, 'cacheName' | 'useCache' | 'fetch' | 'estimate'>;
   /** Force (true) or forbid (false) the base session; default: by BASE_SESSION_MAX_BYTES. */
   baseGraphForNoAdapter?: boolean;
   /** Runs once the new package is valid and just before its sessions are created (frees the old model). */

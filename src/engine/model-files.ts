@@ -37,6 +37,8 @@ export interface ModelFileSpec {
   sha256?: string;
   /** Absent (HTTP 404/410, or unreachable with no cached copy) → left out of the result, not an error. */
   optional?: boolean;
+  /** Expected size from a probe (HEAD): counted by the quota check and progress total, never verified. */
+  sizeHint?: number;
 }
 
 export interface ModelFileProgress {
@@ -71,6 +73,8 @@ export interface FetchModelFilesOptions {
   probeSizes?: boolean;
   /** false: skip the storage-quota check. Default true (where Cache Storage and an estimate exist). */
   checkQuota?: boolean;
+  /** Bytes already fetched for some paths (e.g. config.json read ahead): used instead of the network, verified and cached like a download. */
+  prefetched?: ReadonlyMap<string, Uint8Array>;
   /** Injectable `navigator.storage.estimate` (tests). */
   estimate?: () => Promise<StorageEstimate>;
 }
@@ -173,7 +177,7 @@ export async function fetchModelFiles(
     (p) => p.spec.size ?? (p.hit ? headerInt(p.hit, 'Content-Length') : null),
   );
   // Sizes for the quota check and the progress total (HEAD), only for what must still be downloaded.
-  const probed: (number | null)[] = totals.slice();
+  const probed: (number | null)[] = totals.map((t, i) => t ?? plan[i]!.spec.sizeHint ?? null);
   if (opts.probeSizes) {
     for (let i = 0; i < plan.length; i++) {
       if (probed[i] !== null || plan[i]!.hit) continue;
@@ -226,6 +230,14 @@ export async function fetchModelFiles(
 
   /** One file from the network, resuming after interruptions; null = optional and absent. */
   async function download(spec: ModelFileSpec, url: string, i: number): Promise<Bytes | null> {
+    const pre = opts.prefetched?.get(spec.path);
+    if (pre) {
+      const bytes: Bytes = new Uint8Array(pre);
+      totals[i] ??= bytes.byteLength;
+      await verify(spec, url, bytes, null);
+      report0(i, spec, bytes.byteLength);
+      return bytes;
+    }
     let partial: PartialDownload | null = await readPartial(partials, url);
     for (let attempt = 0; ; attempt++) {
       throwIfAborted(signal, 'model download', url);

@@ -108,7 +108,11 @@ function host(files: Map<string, Uint8Array>, opts: { cut?: { path: string; at: 
 
 async function load(
   fetchFn: typeof fetch,
-  opts: { dtype?: 'fp32' | 'fp16' | 'q4' | 'q4f16'; source?: string } = {},
+  opts: {
+    dtype?: 'fp32' | 'fp16' | 'q4' | 'q4f16';
+    source?: string;
+    estimate?: () => Promise<StorageEstimate>;
+  } = {},
   progress: LoadProgress[] = [],
 ): Promise<LoadedModel> {
   return loadModel(
@@ -116,7 +120,7 @@ async function load(
     opts.source ?? HUB,
     { backend: 'wasm', ...(opts.dtype ? { dtype: opts.dtype } : {}) },
     {
-      files: { fetch: fetchFn, cacheName: CACHE },
+      files: { fetch: fetchFn, cacheName: CACHE, ...(opts.estimate ? { estimate: opts.estimate } : {}) },
       beforeSessions: async () => {},
       onDeviceLost: () => {},
     },
@@ -179,6 +183,9 @@ describe('external data in chunks', () => {
     const progress: LoadProgress[] = [];
     const m = await load(server.fetch, { dtype: 'fp32' }, progress);
     try {
+      // Every file downloaded once (config.json read ahead is reused, not fetched again).
+      const gets = server.log.filter((r) => r.method === 'GET').map((r) => r.path);
+      expect(gets.sort()).toEqual([...split.keys()].sort());
       expect(m.report.externalDataChunks).toBe(2);
       expect(m.report.layout).toMatchObject({
         family: 'builder',
@@ -316,6 +323,19 @@ describe('typed failures', () => {
     expect(await cachedPaths()).toEqual([]);
   });
 
+  it('loadModel with too small a quota → QuotaError before any model byte; nothing cached', async () => {
+    const server = host(split);
+    const e = await rejection(
+      load(server.fetch, { dtype: 'fp32', estimate: async () => ({ quota: 200_000, usage: 190_000 }) }),
+    );
+    expect(e).toBeInstanceOf(QuotaError);
+    const onnx = [...split.keys()].filter((p) => p.startsWith('onnx/'));
+    const needed = onnx.reduce((n, p) => n + split.get(p)!.byteLength, 0);
+    expect((e as QuotaError).data).toMatchObject({ needed, available: 10_000 });
+    expect(server.log.filter((r) => r.method === 'GET').map((r) => r.path)).toEqual(['config.json']);
+    expect(await cachedPaths()).toEqual([]);
+  });
+
   it('missing dtype file → DtypeUnavailableError listing the dtypes the repo has', async () => {
     const pkg = await replicaPackage(read, {
       files: { fp32: 'optimum/model.onnx', q4: 'optimum/model_q4.onnx' },
@@ -329,6 +349,9 @@ describe('typed failures', () => {
       available: ['fp32', 'q4'],
     });
     expect((e as Error).message).toContain('fp32 (onnx/model.onnx), q4 (onnx/model_q4.onnx)');
+    // Found out with HEAD requests before anything was downloaded or cached.
+    expect(server.log.filter((r) => r.method === 'GET').map((r) => r.path)).toEqual(['config.json']);
+    expect(await cachedPaths()).toEqual([]);
   });
 
   it('picked files without the dtype → DtypeUnavailableError listing the picked dtypes', async () => {
