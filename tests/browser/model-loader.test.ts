@@ -250,6 +250,55 @@ describe('external data in chunks', () => {
   });
 });
 
+describe('dtype default and picked folders', () => {
+  it('no dtype: q4 when the repo has it (HEAD), else fp32', async () => {
+    const both = host(
+      await replicaPackage(read, { files: { fp32: 'optimum/model.onnx', q4: 'optimum/model_q4.onnx' } }),
+    );
+    const m = await load(both.fetch);
+    try {
+      expect(m.report.dtype).toBe('q4');
+      expect(m.report.layout.weights).toBe('q4');
+      expect(both.log.filter((r) => r.method === 'GET').map((r) => r.path)).not.toContain('onnx/model.onnx');
+    } finally {
+      await m.release();
+    }
+    await caches.delete(CACHE);
+    const fp32 = host(await replicaPackage(read, { files: { fp32: 'optimum/model.onnx' } }));
+    const m2 = await load(fp32.fetch);
+    try {
+      expect(m2.report.dtype).toBe('fp32');
+      expect(fp32.log.find((r) => r.path === 'onnx/model_q4.onnx')).toMatchObject({
+        method: 'HEAD',
+        status: 404,
+      });
+    } finally {
+      await m2.release();
+    }
+  });
+
+  it('a picked folder with 2 external-data chunks loads and gives the oracle logits', async () => {
+    const picked = [...split].map(([p, b]) => {
+      const f = new File([b as Uint8Array<ArrayBuffer>], p.split('/').at(-1)!);
+      Object.defineProperty(f, 'webkitRelativePath', { value: `tiny-replica/${p}` });
+      return f;
+    });
+    const m = await loadModel(
+      ort,
+      picked,
+      { backend: 'wasm' },
+      { beforeSessions: async () => {}, onDeviceLost: () => {} },
+      () => {},
+    );
+    try {
+      expect(m.report).toMatchObject({ dtype: 'fp32', externalDataChunks: 2, modelId: 'tiny-replica' });
+      expectClose(await baseLogits(m), oracleLogits(set, 'base'), { atol: 1e-4, rtol: 1e-4 });
+    } finally {
+      await m.release();
+    }
+  });
+});
+
 describe('resume after a cut download', () => {
   it('the retry sends Range: bytes=N- and the result is byte-identical', async () => {
     const path = 'onnx/model.onnx_data';
