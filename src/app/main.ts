@@ -90,6 +90,7 @@ async function load(backend: BackendPreference, choice: ModelChoice = current): 
     void pwa.refresh();
   } catch (e) {
     if (seq !== loadSeq) return;
+    progress.failed();
     setMessage(loadError, `${choice.label}: ${errorText(e)}`);
     // A failed download leaves the previous model loaded (engine.loadModel frees it only once the new
     // package is valid): keep serving it.

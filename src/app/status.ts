@@ -19,6 +19,8 @@ function pct(loaded: number, total: number | null | undefined): string {
 export interface ProgressView {
   onProgress(p: LoadProgress): void;
   reset(): void;
+  /** The load failed: the bars stop (the error itself is shown by main.ts). */
+  failed(): void;
 }
 
 export function mountProgress(): ProgressView {
@@ -44,6 +46,12 @@ export function mountProgress(): ProgressView {
       list.replaceChildren();
       bar.removeAttribute('value');
       text.textContent = 'starting…';
+    },
+    failed() {
+      bar.max = 1;
+      bar.value = 0;
+      text.textContent = 'load failed';
+      for (const r of rows.values()) if (!r.bar.hasAttribute('value')) r.bar.value = 0;
     },
     onProgress(p) {
       if (p.stage === 'download') {

@@ -75,6 +75,7 @@ describe('model chooser', () => {
         u.startsWith('https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct/resolve/main/'),
       ),
     ).toBe(true);
+    expect(await page.textContent('#progress-text')).toBe('load failed');
     await waitForDemoReady(page);
     expect(await page.textContent('#model-name')).toBe('weblora-shakespeare');
   });
