@@ -45,6 +45,17 @@ export class FetchError extends WebLoraError {}
  * dev/preview servers, answer a missing path with the app's index.html). Data `{ url, status, htmlFallback? }`.
  */
 export class NothingAtUrlError extends FetchError {}
+/**
+ * The browser's storage quota cannot hold the model files still to be downloaded (checked with
+ * `navigator.storage.estimate()` before any byte is fetched; nothing is cached). Data `{ needed, available,
+ * quota, usage }` in bytes.
+ */
+export class QuotaError extends FetchError {}
+/**
+ * The model has no file for the requested dtype. Data `{ dtype, file, available }`: `available` lists the
+ * dtypes whose files the repo (or the picked folder) has.
+ */
+export class DtypeUnavailableError extends ModelPackageError {}
 /** The GPU device was lost while in use (not destroyed on purpose). */
 export class DeviceLostError extends WebLoraError {}
 /** A request was cancelled by the caller. */
@@ -107,6 +118,8 @@ const REGISTRY = {
   ModelPackageError,
   FetchError,
   NothingAtUrlError,
+  QuotaError,
+  DtypeUnavailableError,
   DeviceLostError,
   AbortError,
   UnsupportedError,

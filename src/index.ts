@@ -22,6 +22,7 @@ export {
 } from './engine/client.ts';
 export { DEFAULT_MAX_NEW_TOKENS } from './engine/decode.ts';
 export { DEFAULT_ADAPTER_CACHE_BYTES, LocalEngine, type LocalEngineOptions } from './engine/engine.ts';
+export { type DownloadEstimate, estimateDownload } from './engine/estimate.ts';
 export { BASE_SESSION_MAX_BYTES } from './engine/load.ts';
 export { deleteCachedModel, fetchModelFiles, listCachedModels } from './engine/model-files.ts';
 export { createSampler, type SamplingOptions, stopStringMatcher } from './engine/sampling.ts';
@@ -70,6 +71,7 @@ export {
   AdapterValueError,
   AmbiguousTargetError,
   DeviceLostError,
+  DtypeUnavailableError,
   type ErrorData,
   type ErrorName,
   FetchError,
@@ -80,6 +82,7 @@ export {
   NoTargetsError,
   NothingAtUrlError,
   NotSafetensorsError,
+  QuotaError,
   reviveError,
   SafetensorsError,
   SafetensorsHeaderBoundsError,
@@ -108,5 +111,6 @@ export {
 } from './model/inject-lora.ts';
 export { type DecoderLayout, detectLayout, type WeightFormat } from './model/layout.ts';
 export { decodeModel, encodeModel } from './model/onnx-io.ts';
+export { MODEL_DTYPES, modelFileName, normalizeModelUrl } from './model/package.ts';
 export { type QuantizeOptions, type QuantizeReport, quantize } from './model/quantize.ts';
 export { MAX_DATA_BYTES, MAX_EXAMPLES } from './train/data.ts';

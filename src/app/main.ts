@@ -18,6 +18,7 @@ import { mountCompare } from './compare.ts';
 import { byId, errorText, setMessage } from './dom.ts';
 import { mountGenerate } from './generate.ts';
 import { mountMode } from './mode.ts';
+import { type ModelChoice, mountModelChooser } from './model-chooser.ts';
 import { preinstallExamples, readExampleIndex } from './preinstall.ts';
 import { mountSampling } from './sampling.ts';
 import { AppState } from './state.ts';
@@ -63,15 +64,25 @@ const loadError = byId('load-error');
 const backendSelect = byId<HTMLSelectElement>('backend-select');
 let loadSeq = 0;
 
-async function load(backend: BackendPreference): Promise<void> {
+/** The model the next load uses (the chooser sets it; the backend selector reloads it). */
+let current: ModelChoice = { source: undefined, dtype: undefined, label: 'weblora-shakespeare' };
+const chooser = mountModelChooser(async (choice) => {
+  await load(backendSelect.value as BackendPreference, choice);
+  if (state.ready && current === choice && choice.source === undefined) await preinstallExamples(state);
+});
+
+async function load(backend: BackendPreference, choice: ModelChoice = current): Promise<void> {
   const seq = ++loadSeq;
   state.setModel('loading', null);
   setMessage(loadError, '');
   progress.reset();
   backendSelect.disabled = true;
+  chooser.setBusy(true);
+  document.body.dataset.model = choice.label;
   try {
-    const report = await engine.loadModel(undefined, {
+    const report = await engine.loadModel(choice.source, {
       backend,
+      ...(choice.dtype ? { dtype: choice.dtype } : {}),
       onProgress: (p) => {
         if (seq === loadSeq) progress.onProgress(p);
       },
@@ -81,14 +92,25 @@ async function load(backend: BackendPreference): Promise<void> {
       },
     });
     if (seq !== loadSeq) return;
+    current = choice;
     state.setModel('ready', report);
     void pwa.refresh();
   } catch (e) {
     if (seq !== loadSeq) return;
-    state.setModel('error');
-    setMessage(loadError, errorText(e));
+    progress.failed();
+    setMessage(loadError, `${choice.label}: ${errorText(e)}`);
+    // A failed download leaves the previous model loaded (engine.loadModel frees it only once the new
+    // package is valid): keep serving it.
+    const still = await engine.info().catch(() => null);
+    if (seq !== loadSeq) return;
+    document.body.dataset.model = current.label;
+    if (still) state.setModel('ready', still);
+    else state.setModel('error');
   } finally {
-    if (seq === loadSeq) backendSelect.disabled = false;
+    if (seq === loadSeq) {
+      backendSelect.disabled = false;
+      chooser.setBusy(false);
+    }
   }
 }
 

@@ -19,6 +19,8 @@ function pct(loaded: number, total: number | null | undefined): string {
 export interface ProgressView {
   onProgress(p: LoadProgress): void;
   reset(): void;
+  /** The load failed: the bars stop (the error itself is shown by main.ts). */
+  failed(): void;
 }
 
 export function mountProgress(): ProgressView {
@@ -44,6 +46,12 @@ export function mountProgress(): ProgressView {
       list.replaceChildren();
       bar.removeAttribute('value');
       text.textContent = 'starting…';
+    },
+    failed() {
+      bar.max = 1;
+      bar.value = 0;
+      text.textContent = 'load failed';
+      for (const r of rows.values()) if (!r.bar.hasAttribute('value')) r.bar.value = 0;
     },
     onProgress(p) {
       if (p.stage === 'download') {
@@ -124,6 +132,8 @@ export function mountModelStatus(state: AppState, caps: Promise<Readonly<Capabil
         'backend',
         'backend-reason',
         'dtype',
+        'model-name',
+        'model-layout',
         'model-bytes',
         'adapter-bytes',
         'targets',
@@ -144,6 +154,17 @@ export function mountModelStatus(state: AppState, caps: Promise<Readonly<Capabil
         ),
       );
     set('dtype', r.dtype);
+    set('model-name', r.modelId);
+    const l = r.layout;
+    set(
+      'model-layout',
+      l
+        ? `${l.family}${l.packedQkv ? ', packed qkv' : ''}, ${l.weights} weights, KV ${l.kvDtype ?? '—'}` +
+            (r.externalDataChunks
+              ? `, ${r.externalDataChunks} external-data chunk${r.externalDataChunks === 1 ? '' : 's'}`
+              : '')
+        : '—',
+    );
     set('model-bytes', formatBytes(r.modelBytes));
     set('targets', `${r.targetCount} projections`);
     set('load-time', `${(r.loadMs / 1000).toFixed(1)} s`);

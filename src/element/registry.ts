@@ -18,6 +18,7 @@ import type {
   ModelDtype,
 } from '../engine/types.ts';
 import { AdapterNameConflictError, UnsupportedError } from '../errors.ts';
+import { normalizeModelUrl } from '../model/package.ts';
 import { notifyStorageChanged } from '../ui/events.ts';
 
 /**
@@ -56,10 +57,13 @@ export function modelKeyString(k: ModelKey): string {
   return `${k.model}|${k.backend}|${k.dtype ?? 'auto'}`;
 }
 
-/** Resolves a model attribute (relative URLs against the page) to an absolute folder URL. */
+/**
+ * Resolves a model attribute to an absolute folder URL: Hugging Face repo/tree URLs become resolve URLs
+ * (normalizeModelUrl), relative URLs resolve against the page.
+ */
 export function resolveModelUrl(value: string | null): string {
   if (!value) return getWebLoraConfig().defaultModel;
-  const href = new URL(value, pageBase()).href;
+  const href = new URL(normalizeModelUrl(value), pageBase()).href;
   return href.endsWith('/') ? href : `${href}/`;
 }
 

@@ -6,7 +6,7 @@
  */
 
 export type Backend = 'webgpu' | 'wasm';
-export type ModelDtype = 'fp32' | 'q4';
+export type ModelDtype = 'fp32' | 'fp16' | 'q4' | 'q4f16';
 
 export interface LoadProgress {
   stage: 'download' | 'prepare' | 'session' | 'ready';
@@ -15,6 +15,8 @@ export interface LoadProgress {
   fileTotal?: number | null;
   loaded: number;
   total: number | null;
+  /** The file is read from Cache Storage (download stage). */
+  fromCache?: boolean;
 }
 
 export interface LoraTarget {
@@ -45,7 +47,10 @@ export interface LoadReport {
     eosTokenIds: number[];
     hasChatTemplate: boolean;
   };
+  /** ONNX file bytes plus its external-data chunks. */
   modelBytes: number;
+  /** External-data chunks (`model.onnx_data`, `_1`, …) passed to onnxruntime-web; 0 when none. */
+  externalDataChunks: number;
   /** A second session of the un-injected graph serves "no adapter" requests (weights held twice). */
   baseSession: boolean;
   /** ONNX bytes handed to onnxruntime-web (both sessions when `baseSession`). */

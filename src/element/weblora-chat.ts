@@ -1,9 +1,11 @@
 /**
  * `<weblora-chat>`: a self-contained chat box around the worker engine, for plain HTML pages.
- * Attributes: `model` (HF-layout folder URL; default the bundled Shakespeare model), `adapter` (a stored
+ * Attributes: `model` (HF-layout folder URL — same origin, a CORS host, or a Hugging Face repo / tree /
+ * resolve URL; default the bundled Shakespeare model), `adapter` (a stored
  * adapter name, or a PEFT folder URL — anything containing '/' — imported once; read at each prompt),
  * `mode` ('chat' | 'completion'; default chat when the model has a chat template, else completion),
- * `system` (chat only), `max-tokens`, `temperature`, and `backend` ('auto' | 'webgpu' | 'wasm'), `dtype`.
+ * `system` (chat only), `max-tokens`, `temperature`, and `backend` ('auto' | 'webgpu' | 'wasm'), `dtype`
+ * ('fp32' | 'fp16' | 'q4' | 'q4f16'; default q4 when the model has it, else fp32).
  * Chat keeps the conversation (`history`) and sends it through the model's chat template, shows each
  * reply on its own line and clears the input; completion continues the raw prompt text, shown inline.
  * Methods `generate(prompt)` (resolves to the GenerateResult), `stop()` and `clear()` (new conversation). Events (bubbling, composed):
@@ -19,9 +21,9 @@ import type {
   GenerateResult,
   LoadProgress,
   LoadReport,
-  ModelDtype,
   TokenDelta,
 } from '../engine/types.ts';
+import { isModelDtype } from '../model/package.ts';
 import { formatBytes } from '../ui/format.ts';
 import { type ModelKey, resolveModelUrl, type SharedModel, sharedModel } from './registry.ts';
 import { STYLES } from './styles.ts';
@@ -354,7 +356,7 @@ export class WebLoraChat extends Base {
     return {
       model: this.model,
       backend: b === 'webgpu' || b === 'wasm' ? b : 'auto',
-      dtype: d === 'q4' || d === 'fp32' ? (d as ModelDtype) : undefined,
+      dtype: isModelDtype(d) ? d : undefined,
     };
   }
 

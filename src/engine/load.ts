@@ -8,21 +8,18 @@
  */
 
 import { detectCapabilities } from '../env.ts';
-import { DeviceLostError, InvalidOptionError, ModelPackageError, UnsupportedError } from '../errors.ts';
+import { DeviceLostError, UnsupportedError } from '../errors.ts';
 import { specialTokensOf } from '../model/chat.ts';
 import { injectLora, type LoraTarget, loraBranchOpFor } from '../model/inject-lora.ts';
+import { detectLayout } from '../model/layout.ts';
 import { decodeModel, encodeModel, graphOf, outputsOf } from '../model/onnx-io.ts';
-import { type ModelDtype, modelFileName, parseGenerationConfig, parseModelConfig } from '../model/package.ts';
+import { normalizeModelUrl, parseGenerationConfig, parseModelConfig } from '../model/package.ts';
 import type { FrozenWeights } from '../train/cpu-model.ts';
 import { decoderConfig, loadFrozenWeights } from '../train/weights.ts';
 import { chooseBackend, fallbackReason } from './backend-choice.ts';
-import {
-  type FetchModelFilesOptions,
-  fetchModelFiles,
-  localFilesSource,
-  type ModelFileProgress,
-  type ModelFileSpec,
-} from './model-files.ts';
+import { parseJson } from './estimate.ts';
+import { fetchFiles } from './load-files.ts';
+import type { FetchModelFilesOptions } from './model-files.ts';
 import { createDecoderSession, type DecoderGraph, type Ort, type OrtTensor } from './session.ts';
 import { TextTokenizer } from './tokenizer.ts';
 import type { Backend, DeviceLostInfo, LoadOptions, LoadProgress, LoadReport, ModelSource } from './types.ts';
@@ -35,13 +32,6 @@ import type { Backend, DeviceLostInfo, LoadOptions, LoadProgress, LoadReport, Mo
  * it (the 100 MB–1 GB models users bring) doubling the weights is not worth a few percent.
  */
 export const BASE_SESSION_MAX_BYTES = 32 * 1024 * 1024;
-
-const JSON_FILES: ModelFileSpec[] = [
-  { path: 'config.json' },
-  { path: 'tokenizer.json' },
-  { path: 'tokenizer_config.json' },
-  { path: 'generation_config.json', optional: true },
-];
 
 /** What the engine runs requests on. */
 export interface LoadedModel {
@@ -72,7 +62,7 @@ export interface LoadedModel {
 }
 
 export interface LoadSettings {
-  files?: Pick<FetchModelFilesOptions, 'cacheName' | 'useCache' | 'fetch'>;
+  files?: Pick<FetchModelFilesOptions, 'cacheName' | 'useCache' | 'fetch' | 'estimate'>;
   /** Force (true) or forbid (false) the base session; default: by BASE_SESSION_MAX_BYTES. */
   baseGraphForNoAdapter?: boolean;
   /** Runs once the new package is valid and just before its sessions are created (frees the old model). */
@@ -146,9 +136,13 @@ export async function loadModel(
 ): Promise<LoadedModel> {
   const t0 = performance.now();
 
-  // 1. Files (q4 when present unless a dtype is forced).
-  const { files, dtype } = await fetchFiles(source, opts.dtype, settings.files, progress);
-  const modelBytes = files.get(modelFileName(dtype))!;
+  // 1. Files (q4 when present unless a dtype is forced), external data included.
+  const fetched = await fetchFiles(source, opts.dtype, settings.files, progress);
+  const { files, dtype, decoded, externalData } = fetched;
+  const modelBytes = files.get(fetched.modelFile)!;
+  const externalDataBytes = externalData.reduce((n, c) => n + c.data.byteLength, 0);
+  const weightBytes = modelBytes.byteLength + externalDataBytes;
+  const layout = detectLayout(decoded);
   const configJson = parseJson(files.get('config.json'), 'config.json');
   const config = parseModelConfig(configJson);
   const modelId = opts.modelId ?? modelIdOf(source);
@@ -177,9 +171,8 @@ export async function loadModel(
   let backendReason = choice.reason;
 
   // 3. LoRA inputs into the graph.
-  const total = modelBytes.byteLength;
+  const total = weightBytes;
   progress({ stage: 'prepare', loaded: total, total });
-  const decoded = decodeModel(modelBytes);
   const presentNames = outputsOf(graphOf(decoded))
     .map((o) => o.name)
     .filter((n) => n.startsWith('present.'));
@@ -193,7 +186,11 @@ export async function loadModel(
   progress({ stage: 'session', loaded: total, total });
   await settings.beforeSessions();
   const create = (bytes: Uint8Array, b: Backend) =>
-    createDecoderSession(ort, bytes, config, { backend: b, presentNames });
+    createDecoderSession(ort, bytes, config, {
+      backend: b,
+      presentNames,
+      ...(externalData.length ? { externalData } : {}),
+    });
   let graph: DecoderGraph;
   try {
     graph = await create(injected.bytes, backend);
@@ -210,7 +207,7 @@ export async function loadModel(
   let baseGraph: DecoderGraph | null = null;
   let noAdapter: ReturnType<typeof noAdapterFeeds> | null = null;
   try {
-    if (settings.baseGraphForNoAdapter ?? modelBytes.byteLength <= BASE_SESSION_MAX_BYTES) {
+    if (settings.baseGraphForNoAdapter ?? weightBytes <= BASE_SESSION_MAX_BYTES) {
       // The original bytes, same EP/options (on webgpu ORT shares its one GPUDevice between sessions).
       try {
         baseGraph = await create(modelBytes, backend);
@@ -246,6 +243,7 @@ export async function loadModel(
       backendReason,
       adapterInfo,
       dtype,
+      layout,
       config: {
         modelType: config.modelType,
         vocabSize: config.vocabSize,
@@ -258,9 +256,12 @@ export async function loadModel(
         eosTokenIds: [...eos],
         hasChatTemplate: tokenizer.chatTemplate !== null,
       },
-      modelBytes: modelBytes.byteLength,
+      modelBytes: weightBytes,
+      externalDataChunks: externalData.length,
+      externalDataBytes,
       baseSession: baseGraph !== null,
-      sessionBytes: injected.bytes.byteLength + (baseGraph ? modelBytes.byteLength : 0),
+      // External data is handed to both sessions: count it once per session.
+      sessionBytes: injected.bytes.byteLength + externalDataBytes + (baseGraph ? weightBytes : 0),
       targets,
       targetCount: targets.length,
       loraBranchOp: loraBranchOpFor(backend),
@@ -307,75 +308,6 @@ export async function loadModel(
   }
 }
 
-async function fetchFiles(
-  source: ModelSource,
-  forced: ModelDtype | undefined,
-  fileOptions: LoadSettings['files'],
-  progress: (p: LoadProgress) => void,
-): Promise<{ files: Map<string, Uint8Array>; dtype: ModelDtype }> {
-  const specsFor = (dtype: ModelDtype | undefined): ModelFileSpec[] =>
-    dtype
-      ? [...JSON_FILES, { path: modelFileName(dtype) }]
-      : [...JSON_FILES, { path: modelFileName('q4'), optional: true }];
-
-  if (typeof source !== 'string') {
-    if (!Array.isArray(source)) {
-      throw new InvalidOptionError('model source must be a base URL or an array of Files', {
-        option: 'source',
-      });
-    }
-    let files = await localFilesSource(source, specsFor(forced));
-    let dtype: ModelDtype = forced ?? 'q4';
-    if (!files.has(modelFileName(dtype))) {
-      dtype = 'fp32';
-      files = await localFilesSource(source, specsFor('fp32'));
-    }
-    let loaded = 0;
-    for (const [path, bytes] of files) {
-      loaded += bytes.byteLength;
-      progress({
-        stage: 'download',
-        file: path,
-        fileLoaded: bytes.byteLength,
-        fileTotal: bytes.byteLength,
-        loaded,
-        total: null,
-      });
-    }
-    return { files, dtype };
-  }
-
-  let offset = 0;
-  let offsetTotal: number | null = 0;
-  const onProgress = (p: ModelFileProgress): void =>
-    progress({
-      stage: 'download',
-      file: p.file,
-      fileLoaded: p.loaded,
-      fileTotal: p.total,
-      loaded: offset + p.overallLoaded,
-      total: p.overallTotal !== null && offsetTotal !== null ? offsetTotal + p.overallTotal : null,
-    });
-  const fileOpts: FetchModelFilesOptions = { ...fileOptions, onProgress };
-  const files = await fetchModelFiles(source, specsFor(forced), fileOpts);
-  if (forced) return { files, dtype: forced };
-  if (files.has(modelFileName('q4'))) return { files, dtype: 'q4' };
-  for (const b of files.values()) offset += b.byteLength;
-  offsetTotal = offset;
-  const more = await fetchModelFiles(source, [{ path: modelFileName('fp32') }], fileOpts);
-  for (const [k, v] of more) files.set(k, v);
-  return { files, dtype: 'fp32' };
-}
-
-function parseJson(bytes: Uint8Array | undefined, file: string): unknown {
-  if (!bytes) throw new ModelPackageError(`the model package lacks ${file}`, { file });
-  try {
-    return JSON.parse(new TextDecoder().decode(bytes));
-  } catch (e) {
-    throw new ModelPackageError(`${file} is not valid JSON: ${String(e)}`, { file });
-  }
-}
-
 /** Last non-empty path segment of a URL or path ("…/weblora-shakespeare/" → "weblora-shakespeare"). */
 function lastSegment(path: string): string {
   const clean = path.replace(/[?#].*$/, '');
@@ -385,7 +317,10 @@ function lastSegment(path: string): string {
 
 /** The default model id: the source URL's last path segment, or the picked folder's name. */
 function modelIdOf(source: ModelSource): string {
-  if (typeof source === 'string') return lastSegment(source) || source;
+  if (typeof source === 'string') {
+    const hub = /^https:\/\/huggingface\.co\/[^/]+\/([^/]+)\/resolve\//.exec(normalizeModelUrl(source));
+    return hub?.[1] ?? (lastSegment(source) || source);
+  }
   for (const f of source) {
     const rel = f.webkitRelativePath;
     if (rel?.includes('/')) return rel.split('/')[0]!;

@@ -7,7 +7,26 @@
  * It deliberately does not parse the files (src/model/package.ts does), revalidate cached entries with
  * the server (use versioned URLs, e.g. an HF revision, or deleteCachedModel), or download in parallel.
  */
-import { AbortError, FetchError, ModelPackageError, UnsupportedError } from '../errors.ts';
+import { FetchError, ModelPackageError } from '../errors.ts';
+import {
+  abortError,
+  checkQuota,
+  contentRange,
+  headerInt,
+  Interrupted,
+  isHtmlFallback,
+  type PartialDownload,
+  partialCacheName,
+  probeFileSize,
+  readBody,
+  readPartial,
+  sha256Hex,
+  validatorOf,
+  verify,
+  writePartial,
+} from './download.ts';
+
+export { checkQuota, probeFileSize, sha256Hex };
 
 export interface ModelFileSpec {
   /** Path relative to the model folder, e.g. 'onnx/model_q4.onnx'. */
@@ -18,6 +37,8 @@ export interface ModelFileSpec {
   sha256?: string;
   /** Absent (HTTP 404/410, or unreachable with no cached copy) → left out of the result, not an error. */
   optional?: boolean;
+  /** Expected size from a probe (HEAD): counted by the quota check and progress total, never verified. */
+  sizeHint?: number;
 }
 
 export interface ModelFileProgress {
@@ -42,8 +63,20 @@ export interface FetchModelFilesOptions {
   cacheName?: string;
   /** false: neither read nor write Cache Storage. Default true (where available). */
   useCache?: boolean;
+  /** false: read cached files but do not store downloaded ones. Default true. */
+  store?: boolean;
   /** Injectable fetch (tests count requests with it); default globalThis.fetch. */
   fetch?: typeof fetch;
+  /** Resumed attempts (Range requests) after a connection drops mid-file, per file. Default 2. */
+  retries?: number;
+  /** HEAD every file whose size is not known, so the quota check and progress total cover it. */
+  probeSizes?: boolean;
+  /** false: skip the storage-quota check. Default true (where Cache Storage and an estimate exist). */
+  checkQuota?: boolean;
+  /** Bytes already fetched for some paths (e.g. config.json read ahead): used instead of the network, verified and cached like a download. */
+  prefetched?: ReadonlyMap<string, Uint8Array>;
+  /** Injectable `navigator.storage.estimate` (tests). */
+  estimate?: () => Promise<StorageEstimate>;
 }
 
 export const DEFAULT_MODEL_CACHE = 'weblora-models-v1';
@@ -54,10 +87,6 @@ const H_PATH = 'X-WebLora-Path';
 const H_SHA = 'X-WebLora-Sha256';
 
 type Bytes = Uint8Array<ArrayBuffer>;
-
-function abortError(what: string, url?: string): AbortError {
-  return new AbortError(`${what} was aborted`, url ? { url } : {});
-}
 
 function throwIfAborted(signal: AbortSignal | undefined, what: string, url?: string): void {
   if (signal?.aborted) throw abortError(what, url);
@@ -96,23 +125,6 @@ async function openCache(name: string): Promise<Cache | null> {
   }
 }
 
-function headerInt(res: Response, name: string): number | null {
-  const v = res.headers.get(name);
-  if (v === null || !/^\d+$/.test(v.trim())) return null;
-  return Number(v);
-}
-
-export async function sha256Hex(bytes: Bytes): Promise<string> {
-  const subtle = globalThis.crypto?.subtle;
-  if (!subtle) {
-    throw new UnsupportedError('SHA-256 checks need crypto.subtle (a secure context: https or localhost)', {
-      feature: 'crypto.subtle',
-    });
-  }
-  const digest = new Uint8Array(await subtle.digest('SHA-256', bytes));
-  return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
-}
-
 /** A cached entry fits a spec when its recorded size and hash agree with what the spec expects. */
 function cachedEntryFits(res: Response, spec: ModelFileSpec): boolean {
   const size = headerInt(res, 'Content-Length');
@@ -123,88 +135,16 @@ function cachedEntryFits(res: Response, spec: ModelFileSpec): boolean {
 }
 
 /**
- * The dev server (and many SPA hosts) answer a missing file with index.html and status 200. No file of
- * a model folder is HTML, so an HTML answer for a non-.html path counts as missing.
- */
-function isHtmlFallback(res: Response, path: string): boolean {
-  return (res.headers.get('Content-Type') ?? '').includes('text/html') && !/\.html?$/i.test(path);
-}
-
-/** Reads a body chunk by chunk into one buffer (preallocated when the size is known). */
-async function readBody(
-  res: Response,
-  sizeHint: number | null,
-  signal: AbortSignal | undefined,
-  url: string,
-  onChunk: (loaded: number) => void,
-): Promise<Bytes> {
-  const reader = res.body?.getReader();
-  if (!reader) {
-    const all = new Uint8Array(await res.arrayBuffer());
-    onChunk(all.byteLength);
-    return all;
-  }
-  let buf: Bytes = new Uint8Array(sizeHint ?? 1 << 20);
-  let n = 0;
-  try {
-    for (;;) {
-      if (signal?.aborted) {
-        await reader.cancel().catch(() => {});
-        throw abortError('model download', url);
-      }
-      const { done, value } = await reader.read();
-      if (done) break;
-      if (n + value.byteLength > buf.byteLength) {
-        const grown: Bytes = new Uint8Array(Math.max(buf.byteLength * 2, n + value.byteLength));
-        grown.set(buf.subarray(0, n));
-        buf = grown;
-      }
-      buf.set(value, n);
-      n += value.byteLength;
-      onChunk(n);
-    }
-  } catch (e) {
-    if (e instanceof AbortError) throw e;
-    if (signal?.aborted) throw abortError('model download', url);
-    throw new FetchError(`download of ${url} was interrupted after ${n} bytes: ${String(e)}`, {
-      url,
-      loaded: n,
-    });
-  } finally {
-    reader.releaseLock();
-  }
-  return n === buf.byteLength ? buf : buf.slice(0, n);
-}
-
-async function verify(
-  spec: ModelFileSpec,
-  url: string,
-  bytes: Bytes,
-  contentLength: number | null,
-): Promise<void> {
-  const fail = (check: string, expected: unknown, actual: unknown): never => {
-    throw new FetchError(
-      `${spec.path} failed its ${check} check: expected ${String(expected)}, got ${String(actual)} (${url})`,
-      { file: spec.path, url, check, expected, actual },
-    );
-  };
-  if (spec.size !== undefined && bytes.byteLength !== spec.size) fail('size', spec.size, bytes.byteLength);
-  // Fewer bytes than Content-Length = truncated. More is allowed: a compressed transfer whose
-  // Content-Encoding a cross-origin response hides still reports the compressed length.
-  if (contentLength !== null && bytes.byteLength < contentLength) {
-    fail('Content-Length', contentLength, bytes.byteLength);
-  }
-  if (spec.sha256 !== undefined) {
-    const got = await sha256Hex(bytes);
-    if (got !== spec.sha256.toLowerCase()) fail('sha256', spec.sha256.toLowerCase(), got);
-  }
-}
-
-/**
  * Fetches `files` from the folder at `baseUrl` (one after another) and returns path → bytes. Each file
  * comes from Cache Storage when a fitting entry exists, else from the network; network bytes are
- * verified (size, sha256, truncation) and only then cached. Errors: FetchError (HTTP status, network,
- * failed check; data names file/url/expected/actual), AbortError (signal; nothing is cached for the
+ * verified (size, sha256, truncation) and only then cached. Before any download it checks
+ * `navigator.storage.estimate()` against the bytes still to fetch (spec sizes, or HEAD sizes with
+ * `probeSizes`) and throws QuotaError when they cannot fit. A connection that drops mid-file is resumed
+ * with `Range: bytes=N-` (`If-Range` with the ETag/Last-Modified): the bytes so far are kept in a
+ * separate Cache Storage bucket (`<cacheName>-partial`, keyed by URL, with the total size and validator)
+ * for the retries of this call (`retries`, default 2) and for a later call; a 200 answer or another
+ * validator starts the file over. Errors: FetchError (HTTP status, network, failed check; data names
+ * file/url/expected/actual), QuotaError, AbortError (signal; nothing complete is cached for the
  * interrupted file), ModelPackageError (a spec path escaping the folder).
  */
 export async function fetchModelFiles(
@@ -216,7 +156,10 @@ export async function fetchModelFiles(
   const doFetch = opts.fetch ?? globalThis.fetch.bind(globalThis);
   throwIfAborted(signal, 'model download');
   const base = resolveModelBase(baseUrl);
-  const cache = opts.useCache === false ? null : await openCache(opts.cacheName ?? DEFAULT_MODEL_CACHE);
+  const cacheName = opts.cacheName ?? DEFAULT_MODEL_CACHE;
+  const cache = opts.useCache === false ? null : await openCache(cacheName);
+  const partials = cache ? await openCache(partialCacheName(cacheName)) : null;
+  const retries = opts.retries ?? 2;
 
   // Look every file up in the cache first, so cached sizes count towards the overall total at once.
   const plan: { spec: ModelFileSpec; url: string; hit: Response | undefined }[] = [];
@@ -233,6 +176,24 @@ export async function fetchModelFiles(
   const totals: (number | null)[] = plan.map(
     (p) => p.spec.size ?? (p.hit ? headerInt(p.hit, 'Content-Length') : null),
   );
+  // Sizes for the quota check and the progress total (HEAD), only for what must still be downloaded.
+  const probed: (number | null)[] = totals.map((t, i) => t ?? plan[i]!.spec.sizeHint ?? null);
+  if (opts.probeSizes) {
+    for (let i = 0; i < plan.length; i++) {
+      if (probed[i] !== null || plan[i]!.hit) continue;
+      try {
+        const p = await probeFileSize(plan[i]!.url, { fetch: doFetch, ...(signal ? { signal } : {}) });
+        probed[i] = p.status >= 200 && p.status < 300 && !p.htmlFallback ? p.size : null;
+      } catch {
+        probed[i] = null; // the GET reports the real failure
+      }
+    }
+  }
+  if (cache && opts.checkQuota !== false) {
+    let needed = 0;
+    for (let i = 0; i < plan.length; i++) if (!plan[i]!.hit) needed += probed[i] ?? 0;
+    await checkQuota(needed, opts.estimate);
+  }
   const overallTotal = (): number | null =>
     totals.every((t) => t !== null) ? totals.reduce<number>((a, t) => a + t!, 0) : null;
   let overallDone = 0;
@@ -241,42 +202,6 @@ export async function fetchModelFiles(
   for (let i = 0; i < plan.length; i++) {
     const { spec, url, hit } = plan[i]!;
     throwIfAborted(signal, 'model download', url);
-    let res: Response;
-    let contentLength: number | null = null;
-    if (hit) {
-      res = hit;
-    } else {
-      try {
-        res = await doFetch(url, { signal });
-      } catch (e) {
-        if (signal?.aborted) throw abortError('model download', url);
-        if (spec.optional) {
-          totals[i] = 0; // unreachable and not cached: an optional file is simply unavailable
-          continue;
-        }
-        throw new FetchError(`could not fetch ${url} (offline, or blocked by CORS?): ${String(e)}`, {
-          file: spec.path,
-          url,
-        });
-      }
-      const missing = res.status === 404 || res.status === 410 || (res.ok && isHtmlFallback(res, spec.path));
-      if (!res.ok || missing) {
-        await res.body?.cancel().catch(() => {});
-        if (missing && spec.optional) {
-          totals[i] = 0;
-          continue;
-        }
-        const htmlFallback = res.ok;
-        throw new FetchError(
-          `could not fetch ${url}: HTTP ${res.status}${htmlFallback ? ' with an HTML page (file missing)' : ''}`,
-          { file: spec.path, url, status: res.status, ...(htmlFallback ? { htmlFallback } : {}) },
-        );
-      }
-      const encoding = res.headers.get('Content-Encoding');
-      contentLength = encoding && encoding !== 'identity' ? null : headerInt(res, 'Content-Length');
-      totals[i] ??= contentLength;
-    }
-
     const fromCache = hit !== undefined;
     const report = (loaded: number): void =>
       onProgress?.({
@@ -287,17 +212,135 @@ export async function fetchModelFiles(
         overallTotal: overallTotal(),
         fromCache,
       });
-    report(0);
-    const bytes = await readBody(res, totals[i] ?? null, signal, url, report);
-    if (!fromCache) {
-      await verify(spec, url, bytes, contentLength);
-      if (cache) await storeInCache(cache, url, base, spec, res, bytes);
+    let bytes: Bytes;
+    if (hit) {
+      report(0);
+      bytes = await readBody(hit, totals[i] ?? null, signal, url, report);
+    } else {
+      const got = await download(spec, url, i);
+      if (!got) continue; // an optional file that is not there
+      bytes = got;
+      if (cache && opts.store !== false) await storeInCache(cache, url, base, spec, bytes);
     }
     totals[i] = bytes.byteLength;
     overallDone += bytes.byteLength;
     out.set(spec.path, bytes);
   }
   return out;
+
+  /** One file from the network, resuming after interruptions; null = optional and absent. */
+  async function download(spec: ModelFileSpec, url: string, i: number): Promise<Bytes | null> {
+    const pre = opts.prefetched?.get(spec.path);
+    if (pre) {
+      const bytes: Bytes = new Uint8Array(pre);
+      totals[i] ??= bytes.byteLength;
+      await verify(spec, url, bytes, null);
+      report0(i, spec, bytes.byteLength);
+      return bytes;
+    }
+    let partial: PartialDownload | null = await readPartial(partials, url);
+    for (let attempt = 0; ; attempt++) {
+      throwIfAborted(signal, 'model download', url);
+      const headers: Record<string, string> = {};
+      if (partial) {
+        headers.Range = `bytes=${partial.bytes.byteLength}-`;
+        if (partial.validator !== null) headers['If-Range'] = partial.validator;
+      }
+      let res: Response;
+      try {
+        res = await doFetch(url, {
+          ...(signal ? { signal } : {}),
+          ...(partial ? { headers } : {}),
+        });
+      } catch (e) {
+        if (signal?.aborted) throw abortError('model download', url);
+        if (spec.optional && !partial) {
+          totals[i] = 0; // unreachable and not cached: an optional file is simply unavailable
+          return null;
+        }
+        throw new FetchError(`could not fetch ${url} (offline, or blocked by CORS?): ${String(e)}`, {
+          file: spec.path,
+          url,
+        });
+      }
+      const missing = res.status === 404 || res.status === 410 || (res.ok && isHtmlFallback(res, spec.path));
+      if (res.status === 416 && partial) {
+        // The server no longer has those bytes (file changed/shrunk): start over.
+        await res.body?.cancel().catch(() => {});
+        await partials?.delete(url);
+        partial = null;
+        continue;
+      }
+      if (!res.ok || missing) {
+        await res.body?.cancel().catch(() => {});
+        if (missing && spec.optional) {
+          totals[i] = 0;
+          return null;
+        }
+        const htmlFallback = res.ok;
+        throw new FetchError(
+          `could not fetch ${url}: HTTP ${res.status}${htmlFallback ? ' with an HTML page (file missing)' : ''}`,
+          { file: spec.path, url, status: res.status, ...(htmlFallback ? { htmlFallback } : {}) },
+        );
+      }
+      const encoding = res.headers.get('Content-Encoding');
+      const identity = !encoding || encoding === 'identity';
+      let prefix: Bytes | null = null;
+      let full: number | null;
+      const range = res.status === 206 ? contentRange(res) : null;
+      if (partial && range && range.start === partial.bytes.byteLength && range.total === partial.total) {
+        prefix = partial.bytes; // the server continues where we stopped
+        full = range.total;
+      } else {
+        if (res.status === 206) {
+          // A range we did not ask for: drop it and start over without Range.
+          await res.body?.cancel().catch(() => {});
+          await partials?.delete(url);
+          partial = null;
+          if (attempt >= retries)
+            throw new FetchError(`${url}: the server answered an unexpected byte range`, { url });
+          continue;
+        }
+        if (partial) await partials?.delete(url); // 200: a fresh copy (new version or no Range support)
+        partial = null;
+        full = identity ? headerInt(res, 'Content-Length') : null;
+      }
+      totals[i] ??= full;
+      const validator = validatorOf(res);
+      report0(i, spec, prefix?.byteLength ?? 0);
+      try {
+        const bytes = await readBody(res, totals[i] ?? full, signal, url, (n) => report0(i, spec, n), prefix);
+        await verify(spec, url, bytes, full);
+        await partials?.delete(url);
+        return bytes;
+      } catch (e) {
+        if (!(e instanceof Interrupted)) throw e;
+        const n = e.bytes.byteLength;
+        const resumable = full !== null && n > 0 && n < full;
+        partial = resumable ? { bytes: e.bytes, total: full!, validator } : null;
+        if (partial) await writePartial(partials, url, partial);
+        if (attempt >= retries) {
+          throw new FetchError(`download of ${url} was interrupted after ${n} bytes: ${String(e.cause)}`, {
+            file: spec.path,
+            url,
+            loaded: n,
+            resumable,
+          });
+        }
+      }
+    }
+  }
+
+  function report0(i: number, spec: ModelFileSpec, loaded: number): void {
+    onProgress?.({
+      file: spec.path,
+      loaded,
+      total: totals[i] ?? null,
+      overallLoaded: overallDone + loaded,
+      overallTotal: overallTotal(),
+      fromCache: false,
+    });
+  }
 }
 
 async function storeInCache(
@@ -305,11 +348,10 @@ async function storeInCache(
   url: string,
   base: string,
   spec: ModelFileSpec,
-  res: Response,
   bytes: Bytes,
 ): Promise<void> {
   const headers = new Headers({
-    'Content-Type': res.headers.get('Content-Type') ?? 'application/octet-stream',
+    'Content-Type': 'application/octet-stream',
     'Content-Length': String(bytes.byteLength),
     [H_BASE]: base,
     [H_PATH]: spec.path,
@@ -386,6 +428,11 @@ export async function deleteCachedModel(
   for (const { base: fileBase, ...file } of entries.files) {
     if (fileBase !== base && !file.url.startsWith(base)) continue;
     if (await entries.cache.delete(file.url)) removed.push(file);
+  }
+  // Partial downloads of that folder too (they are never listed as files).
+  if (await caches.has(partialCacheName(cacheName))) {
+    const partials = await caches.open(partialCacheName(cacheName));
+    for (const req of await partials.keys()) if (req.url.startsWith(base)) await partials.delete(req);
   }
   return removed;
 }

@@ -24,6 +24,7 @@ import type {
 } from '../adapters/types.ts';
 import type { ChatMessage } from '../model/chat.ts';
 import type { LoraBranchOp, LoraTarget } from '../model/inject-lora.ts';
+import type { DecoderLayout } from '../model/layout.ts';
 import type { ModelDtype } from '../model/package.ts';
 import type {
   TrainCheckpointInfo,
@@ -43,6 +44,7 @@ export type {
   AdapterSelection,
   AdapterStats,
   ChatMessage,
+  DecoderLayout,
   LoraTarget,
   MergeAdaptersOptions,
   ModelDtype,
@@ -79,6 +81,8 @@ export interface LoadProgress {
   /** Bytes of all files so far, and their sum when every size is known. */
   loaded: number;
   total: number | null;
+  /** The file is read from Cache Storage (download stage). */
+  fromCache?: boolean;
 }
 
 export interface DeviceLostInfo {
@@ -87,7 +91,11 @@ export interface DeviceLostInfo {
 }
 
 export interface LoadOptions {
-  /** 'q4' (onnx/model_q4.onnx) or 'fp32' (onnx/model.onnx). Default: q4 when the package has it, else fp32. */
+  /**
+   * 'fp32' (onnx/model.onnx), 'fp16' (model_fp16.onnx), 'q4' (model_q4.onnx) or 'q4f16'
+   * (model_q4f16.onnx). Default: q4 when the package has it, else fp32. A dtype whose file the package
+   * lacks → DtypeUnavailableError listing the dtypes it has.
+   */
   dtype?: ModelDtype;
   /**
    * Default 'auto': WebGPU on a hardware adapter when the session builds on it, else wasm (a software
@@ -137,9 +145,18 @@ export interface LoadReport {
   /** The WebGPU adapter ORT runs on; null on wasm. */
   adapterInfo: GpuAdapterSummary | null;
   dtype: ModelDtype;
+  /** The decoder layout found in the graph (model/layout.ts detectLayout). */
+  layout: DecoderLayout;
   config: ModelSummary;
-  /** Size of the ONNX file as fetched (one file; not counting the injected copy or a second session). */
+  /**
+   * Size of the model as fetched: the ONNX file plus its external-data chunks (not counting the
+   * injected copy or a second session).
+   */
   modelBytes: number;
+  /** External-data chunks (`model.onnx_data`, `_1`, …) passed to onnxruntime-web; 0 when none. */
+  externalDataChunks: number;
+  /** Bytes of those chunks (included in modelBytes). */
+  externalDataBytes: number;
   /**
    * True when a second session of the original, un-injected graph serves "no adapter" requests
    * (LocalEngineOptions.baseGraphForNoAdapter, default on); its weights are then held twice.

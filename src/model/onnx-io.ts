@@ -103,6 +103,21 @@ export function isExternal(t: TensorProto): boolean {
 }
 
 /**
+ * The external-data files a graph's initializers reference (`location` of each external tensor), in
+ * first-use order, e.g. ['model.onnx_data', 'model.onnx_data_1']: the names onnxruntime-web must be given
+ * the bytes under (`externalData: [{ path, data }]`).
+ */
+export function externalDataLocations(m: ModelProto): string[] {
+  const out = new Set<string>();
+  for (const t of initializersOf(graphOf(m))) {
+    if (!isExternal(t)) continue;
+    const loc = t.externalData.find((e) => e.key === 'location')?.value;
+    if (loc) out.add(loc);
+  }
+  return [...out];
+}
+
+/**
  * Read access to an fp32 tensor without copying: a DataView over raw_data (raw_data offsets inside an
  * .onnx file are arbitrary, so a Float32Array view is usually impossible). `float_data` tensors (small
  * hand-built ones) are packed into a fresh buffer. External data is refused: the caller must skip it.

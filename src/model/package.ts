@@ -31,11 +31,82 @@ export interface GenerationConfig {
   maxLength: number | null;
 }
 
-export type ModelDtype = 'fp32' | 'q4';
+/** Weight formats a package may ship, named as transformers.js names them (utils/dtypes.js). */
+export type ModelDtype = 'fp32' | 'fp16' | 'q4' | 'q4f16';
+export const MODEL_DTYPES: readonly ModelDtype[] = ['fp32', 'fp16', 'q4', 'q4f16'];
 
-/** Path of the ONNX file for a dtype, relative to the package root (transformers.js naming). */
+export function isModelDtype(v: unknown): v is ModelDtype {
+  return typeof v === 'string' && (MODEL_DTYPES as readonly string[]).includes(v);
+}
+
+/**
+ * Path of the ONNX file for a dtype, relative to the package root (transformers.js naming):
+ * onnx/model.onnx, onnx/model_fp16.onnx, onnx/model_q4.onnx, onnx/model_q4f16.onnx.
+ */
 export function modelFileName(dtype: ModelDtype): string {
-  return dtype === 'q4' ? 'onnx/model_q4.onnx' : 'onnx/model.onnx';
+  return dtype === 'fp32' ? 'onnx/model.onnx' : `onnx/model_${dtype}.onnx`;
+}
+
+/**
+ * Number of external-data chunks config.json declares for a model file
+ * (`transformers.js_config.use_external_data_format`, as transformers.js' model-loader reads it): a
+ * number = that many chunks, true = 1, false = 0; an object maps file names (`model_q4f16.onnx` or
+ * `model_q4f16`) to either. null when the config does not say (then the graph's own external_data
+ * references decide: externalDataLocations in onnx-io.ts).
+ */
+export function externalDataChunksOf(configJson: unknown, modelFile: string): number | null {
+  const tjs = (configJson as Record<string, unknown> | null)?.['transformers.js_config'];
+  let v = (tjs as Record<string, unknown> | undefined)?.use_external_data_format;
+  if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
+    const base = modelFile.slice(modelFile.lastIndexOf('/') + 1);
+    const o = v as Record<string, unknown>;
+    v = o[base] ?? o[base.replace(/\.onnx$/, '')];
+  }
+  if (typeof v === 'boolean') return v ? 1 : 0;
+  if (typeof v === 'number' && Number.isInteger(v) && v >= 0) return v;
+  return null;
+}
+
+/** Chunk paths of a model file's external data: `<file>_data`, `<file>_data_1`, … (transformers.js). */
+export function externalDataFileNames(modelFile: string, chunks: number): string[] {
+  return Array.from({ length: chunks }, (_, i) => `${modelFile}_data${i === 0 ? '' : `_${i}`}`);
+}
+
+/**
+ * Normalises a model folder URL. Hugging Face hub URLs become resolve URLs: `https://huggingface.co/<org>/<repo>`
+ * → `…/<org>/<repo>/resolve/main/`, `…/tree/<rev>/<dir>` and `…/blob/<rev>/<dir>` → `…/resolve/<rev>/<dir>/`
+ * (hf.co too). Every other URL (same origin, another CORS host, a relative path) is returned with a
+ * trailing slash and without query/hash on hub URLs; it is not resolved against a location here.
+ */
+export function normalizeModelUrl(input: string): string {
+  const raw = input.trim();
+  let u: URL | null = null;
+  try {
+    u = new URL(raw);
+  } catch {
+    u = null;
+  }
+  if (
+    u &&
+    (u.hostname === 'huggingface.co' || u.hostname === 'hf.co' || u.hostname === 'www.huggingface.co')
+  ) {
+    const parts = u.pathname.split('/').filter((p) => p.length > 0);
+    // A dataset/space URL is not a model repo: leave it alone.
+    if (parts.length >= 2 && parts[0] !== 'datasets' && parts[0] !== 'spaces') {
+      const [org, repo, kind, rev, ...rest] = parts;
+      let tail: string;
+      if ((kind === 'resolve' || kind === 'tree' || kind === 'blob') && rev) {
+        tail = `resolve/${rev}/${rest.map((p) => `${p}/`).join('')}`;
+      } else if (kind === undefined) {
+        tail = 'resolve/main/';
+      } else {
+        tail = `${parts.slice(2).join('/')}/`;
+      }
+      return `https://huggingface.co/${org}/${repo}/${tail}`;
+    }
+  }
+  const noSuffix = raw.replace(/[?#].*$/, '');
+  return noSuffix.endsWith('/') ? noSuffix : `${noSuffix}/`;
 }
 
 function asObject(json: unknown, file: string): Record<string, unknown> {

@@ -54,7 +54,10 @@ describe('embedding the library build', () => {
     const swRequests: string[] = [];
     page.on('request', (r) => {
       const path = new URL(r.url()).pathname;
-      if (path.includes('/models/')) modelRequests.set(path, (modelRequests.get(path) ?? 0) + 1);
+      // Downloads only: the loader's HEAD size probes (dtype availability, quota check) fetch no bytes.
+      if (path.includes('/models/') && r.method() === 'GET') {
+        modelRequests.set(path, (modelRequests.get(path) ?? 0) + 1);
+      }
     });
     context.on('request', (r) => {
       if (r.serviceWorker()) swRequests.push(r.url());
