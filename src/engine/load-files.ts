@@ -94,12 +94,14 @@ export async function fetchFiles(
   const fetchSet = async (
     specs: ModelFileSpec[],
     extra: Partial<FetchModelFilesOptions> = {},
+    report = true,
   ): Promise<Map<string, Uint8Array>> => {
     const start = offset;
     const got = await fetchModelFiles(base, specs, {
       ...fileOptions,
       ...extra,
       onProgress: (p: ModelFileProgress) =>
+        report &&
         progress({
           stage: 'download',
           file: p.file,
@@ -115,10 +117,11 @@ export async function fetchFiles(
   };
 
   // config.json first (from the cache, or downloaded but not stored yet): it says how many external-data
-  // chunks there are. It is handed to the full fetch below (verified and cached there, not fetched twice).
-  const configBytes = (await fetchSet([{ path: 'config.json' }], { checkQuota: false, store: false })).get(
-    'config.json',
-  )!;
+  // chunks there are. It is handed to the full fetch below (verified and cached there, not fetched twice)
+  // and reported there, so the overall byte count stays monotonic.
+  const configBytes = (
+    await fetchSet([{ path: 'config.json' }], { checkQuota: false, store: false }, false)
+  ).get('config.json')!;
   offset = 0; // counted again with the rest
   const configJson = parseJson(configBytes, 'config.json');
 
