@@ -77,11 +77,12 @@ export async function createTrainBackend(
   o: ResolvedTrainOptions,
 ): Promise<TrainBackend> {
   const adam = { weightDecay: o.weightDecay };
+  const recompute = o.recompute ?? false; // checkpoints from before the option lack it
   if (device === 'webgpu' || (device === 'auto' && m.backend === 'webgpu' && m.device)) {
     const gpu = m.device ?? (await requestTrainDevice());
-    return GpuTrainBackend.create(gpu, weights, modules, { adam });
+    return GpuTrainBackend.create(gpu, weights, modules, { adam, recompute });
   }
-  return new CpuTrainBackend(weights, modules, { adam });
+  return new CpuTrainBackend(weights, modules, { adam, recompute });
 }
 
 let trainCounter = 0;
