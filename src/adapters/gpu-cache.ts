@@ -130,6 +130,19 @@ abstract class LruFeedCache {
     };
   }
 
+  /**
+   * Adopts feeds made elsewhere (e.g. written on this cache's GPU device by a trainer) under `key`, as
+   * if a miss had built them: `bytes` count against the budget, `destroy` runs on eviction. An entry
+   * already under `key` is evicted first. Counts no upload (nothing was copied from the CPU).
+   */
+  insert(key: string, feeds: Record<string, ort.Tensor>, bytes: number, destroy: () => void): void {
+    this.evict(key);
+    const entry: Entry = { key, feeds, bytes, pins: 0, destroy };
+    this.entries.set(key, entry);
+    this.held += bytes;
+    this.trim(entry);
+  }
+
   /** Evict least-recently-used unpinned entries (never `keep`) until within budget. */
   private trim(keep?: Entry): void {
     for (const e of this.entries.values()) {

@@ -21,6 +21,7 @@ import type {
   AdapterStats,
   CpuFeeds,
   OrtLike,
+  ReadyGpuFeeds,
 } from './types.ts';
 
 export interface AdapterProviderOptions {
@@ -39,6 +40,8 @@ export interface AdapterProvider extends AdapterFeedProvider {
   readonly cache: AdapterGpuCache | AdapterCpuCache;
   /** Drop cached tensors of an adapter (all versions, alone or in mixes), e.g. after delete/rename. */
   forget(name: string): void;
+  /** Takes ready GPU feeds of `name@version` into the GPU cache (false on a CPU cache or another device). */
+  adopt(name: string, version: string, targets: readonly LoraTarget[], feeds: ReadyGpuFeeds): boolean;
   stats(): AdapterProviderStats;
   /** Evicts everything (buffers of in-use entries go when released). */
   dispose(): void;
@@ -62,6 +65,8 @@ export function targetsSignature(targets: readonly LoraTarget[]): string {
 }
 
 const enc = (name: string): string => encodeURIComponent(name);
+/** The cache key of one stored adapter version for one target set. */
+const adapterKey = (name: string, version: string, sig: string): string => `a:${enc(name)}@${version}#${sig}`;
 
 export function createAdapterProvider(opts: AdapterProviderOptions): AdapterProvider {
   const { store, ort, budgetBytes } = opts;
@@ -96,7 +101,7 @@ export function createAdapterProvider(opts: AdapterProviderOptions): AdapterProv
     if (selection === null || (Array.isArray(selection) && selection.length === 0)) return null;
     if (typeof selection === 'string') {
       const meta = await metaOf(selection);
-      return cache.acquire(`a:${enc(selection)}@${meta.version}#${sig}`, async () => {
+      return cache.acquire(adapterKey(selection, meta.version, sig), async () => {
         const feeds = await load(selection, targets, meta.version);
         built++;
         return feeds;
@@ -132,6 +137,12 @@ export function createAdapterProvider(opts: AdapterProviderOptions): AdapterProv
   return {
     cache,
     feedsFor,
+    adopt(name, version, targets, ready) {
+      if (!(cache instanceof AdapterGpuCache) || ready.device !== cache.device) return false;
+      const key = adapterKey(name, version, targetsSignature(targets));
+      cache.insert(key, ready.feeds, ready.bytes, ready.dispose);
+      return true;
+    },
     forget(name: string) {
       const n = enc(name);
       cache.evictWhere((k) => {

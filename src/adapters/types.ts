@@ -65,10 +65,28 @@ export interface AdapterFeedProvider {
   feedsFor(selection: AdapterSelection, targets: readonly LoraTarget[]): Promise<AdapterFeeds | null>;
   /** Optional: drop cached tensors of an adapter (the engine calls it after rename/delete/overwrite). */
   forget?(name: string): void;
+  /**
+   * Optional: take over `feeds` of stored adapter `name` at `version` (GPU buffers already in the graph
+   * layout, e.g. written by the trainer on ORT's device), so its next request is a cache hit with no
+   * upload. true: adopted (the provider disposes them); false: not usable here (the caller disposes).
+   */
+  adopt?(name: string, version: string, targets: readonly LoraTarget[], feeds: ReadyGpuFeeds): boolean;
   /** Optional: cache counters for `adapterStats`. */
   stats?(): AdapterStats;
   /** Optional: free everything; called when the model is released. */
   dispose?(): void;
+}
+
+/** Ready-to-feed GPU tensors for every LoRA input of a graph (`AdapterFeedProvider.adopt`). */
+export interface ReadyGpuFeeds {
+  /** The device the buffers live on (adopted only when it is the cache's, i.e. ORT's). */
+  device: GPUDevice;
+  /** Graph input name → tensor on `device`, one shared rank ≥ 1, scale folded into B. */
+  feeds: Record<string, ort.Tensor>;
+  /** Bytes of GPU buffers held. */
+  bytes: number;
+  /** Destroys the buffers. */
+  dispose(): void;
 }
 
 /** One graph input's data, row-major. */

@@ -166,6 +166,8 @@ export class LocalEngine implements Engine {
       model: (why) => this.requireModel(why).model,
       store: () => this.requireStore(),
       forgetAdapter: (name) => this.forgetAdapter(name),
+      adoptAdapter: (name, version, feeds) =>
+        this.loaded?.provider.adopt?.(name, version, this.loaded.model.targets, feeds) ?? false,
       ...(opts.checkpointStore ? { checkpoints: opts.checkpointStore } : {}),
     });
     this.store = opts.adapterStore;

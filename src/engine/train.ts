@@ -12,6 +12,7 @@
 import { importPeftAdapter } from '../adapters/import.ts';
 import { buildPeftFiles } from '../adapters/peft-writer.ts';
 import type { AdapterStore } from '../adapters/store.ts';
+import type { ReadyGpuFeeds } from '../adapters/types.ts';
 import {
   AdapterNameConflictError,
   InvalidOptionError,
@@ -22,6 +23,7 @@ import { type CheckpointRecord, CheckpointStore } from '../train/checkpoints.ts'
 import { CpuTrainBackend } from '../train/cpu-backend.ts';
 import type { FrozenWeights, LoraModule } from '../train/cpu-model.ts';
 import { BatchSchedule, evalBatches, parseTrainData, splitExamples } from '../train/data.ts';
+import { writeLoraFeeds } from '../train/gpu-feeds.ts';
 import { requestTrainDevice } from '../train/gpu-kernels.ts';
 import { GpuTrainBackend } from '../train/gpu-model.ts';
 import { initLora } from '../train/lora.ts';
@@ -55,6 +57,8 @@ export interface TrainHost {
   store(): AdapterStore;
   /** Drop cached feeds of an overwritten adapter. */
   forgetAdapter(name: string): void;
+  /** Hand ready GPU feeds of a stored adapter version to the feed cache; false: not taken (dispose them). */
+  adoptAdapter?(name: string, version: string, feeds: ReadyGpuFeeds): boolean;
   /** Checkpoints store; default `new CheckpointStore()`. */
   checkpoints?: CheckpointStore;
 }
@@ -73,11 +77,12 @@ export async function createTrainBackend(
   o: ResolvedTrainOptions,
 ): Promise<TrainBackend> {
   const adam = { weightDecay: o.weightDecay };
+  const recompute = o.recompute ?? false; // checkpoints from before the option lack it
   if (device === 'webgpu' || (device === 'auto' && m.backend === 'webgpu' && m.device)) {
     const gpu = m.device ?? (await requestTrainDevice());
-    return GpuTrainBackend.create(gpu, weights, modules, { adam });
+    return GpuTrainBackend.create(gpu, weights, modules, { adam, recompute });
   }
-  return new CpuTrainBackend(weights, modules, { adam });
+  return new CpuTrainBackend(weights, modules, { adam, recompute });
 }
 
 let trainCounter = 0;
@@ -218,6 +223,26 @@ export class TrainingManager {
     } finally {
       this.runs.delete(trainId);
     }
+  }
+
+  /**
+   * A run on ORT's own GPUDevice: the final weights become the inference feeds on the GPU
+   * (writeLoraFeeds) and go straight into the provider's cache under the stored version, so the first
+   * `generate` with the new adapter reads no IndexedDB and uploads nothing. Best effort: on any other
+   * device (or a CPU cache) the adapter loads from the store as usual.
+   */
+  private async adoptFeeds(
+    backend: TrainBackend,
+    m: LoadedModel,
+    name: string,
+    version: string,
+  ): Promise<void> {
+    if (!(backend instanceof GpuTrainBackend) || !m.device || backend.kernels.device !== m.device) return;
+    if (!this.host.adoptAdapter) return;
+    const feeds = writeLoraFeeds(backend, m.targets, m.ort);
+    // The feeds are written from the backend's LoRA buffer, which dispose() destroys right after.
+    await m.device.queue.onSubmittedWorkDone();
+    if (!this.host.adoptAdapter(name, version, feeds)) feeds.dispose();
   }
 
   private async run(
@@ -362,12 +387,13 @@ export class TrainingManager {
           { config: files['adapter_config.json'], weights: files['adapter_model.safetensors'] },
           { id: m.report.modelId, aliases: m.report.modelAliases, targets: m.targets },
         );
-        await store.save(options.name, imported, m.report.modelId, {
+        const saved = await store.save(options.name, imported, m.report.modelId, {
           overwrite: spec.overwrite,
           source: 'train',
           train: meta,
         });
         this.host.forgetAdapter(options.name);
+        await this.adoptFeeds(backend, m, options.name, saved.version);
         await ckpts.delete(trainId);
         adapter = { name: options.name };
       }

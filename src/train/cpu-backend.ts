@@ -17,6 +17,8 @@ export interface CpuTrainOptions {
   adam?: Omit<AdamWOptions, 'lr'>;
   /** float64 activations (finite-difference tests). */
   f64?: boolean;
+  /** Activation recomputation (CpuLoraModel): same gradients, activations of one layer at a time. */
+  recompute?: boolean;
 }
 
 export class CpuTrainBackend implements TrainBackend {
@@ -30,7 +32,10 @@ export class CpuTrainBackend implements TrainBackend {
     readonly modules: LoraModule[],
     opts: CpuTrainOptions = {},
   ) {
-    this.model = new CpuLoraModel(weights, modules, { f64: opts.f64 ?? false });
+    this.model = new CpuLoraModel(weights, modules, {
+      f64: opts.f64 ?? false,
+      recompute: opts.recompute ?? false,
+    });
     this.opt = new AdamW({ lr: 0, ...opts.adam });
   }
 

@@ -4,7 +4,9 @@
  * where WebGPU is missing. Only LoRA A/B receive gradients; the base (embedding, norms, projections,
  * lm_head) is frozen, so the backward stops at the lowest layer that holds a LoRA branch. Lifecycle as in
  * llm.c: `forward` (loss), `zeroGrad`, `backward`, then an optimizer `step` (optim.ts); gradient buffers
- * are allocated on the first backward. Not here: activation recomputation, KV cache, dropout,
+ * are allocated on the first backward. With `recompute`, the forward keeps only each layer's input and
+ * the backward re-runs that layer's forward into one reused set of buffers just before its backward
+ * (same operations in the same order: bit-identical gradients). Not here: KV cache, dropout,
  * base-weight gradients; left-padded rows need explicit `positions` (and their pads loss-masked).
  */
 import { InvalidOptionError } from '../errors.ts';
@@ -98,7 +100,8 @@ interface Acts {
   N: number;
   cos: Buf; // (N, D)
   sin: Buf; // (N, D)
-  layers: LayerActs[];
+  /** Every layer's activations; with recompute only `x` (the layer input) is kept per layer. */
+  layers: (LayerActs | { x: Buf })[];
   xL: Buf; // (N, C) final residual
   rstdF: Buf; // (N)
   lnF: Buf; // (N, C)
@@ -113,16 +116,23 @@ export class CpuLoraModel {
   private readonly byLayer: Map<number, Partial<Record<ModuleName, LoraBranch>>>;
   private readonly minLayer: number;
   private readonly f64: boolean;
+  readonly recompute: boolean;
   private acts: Acts | null = null;
+  /** Recompute mode: the one layer's activation buffers, reused by every layer (keyed by N). */
+  private scratch: { N: number; a: LayerActs } | null = null;
 
-  /** `f64`: float64 activations (finite-difference tests); default float32 like the GPU path. */
+  /**
+   * `f64`: float64 activations (finite-difference tests); default float32 like the GPU path.
+   * `recompute`: activation recomputation (see the header); default false.
+   */
   constructor(
     readonly weights: FrozenWeights,
     modules: LoraModule[],
-    opts: { f64?: boolean } = {},
+    opts: { f64?: boolean; recompute?: boolean } = {},
   ) {
     this.modules = modules;
     this.f64 = opts.f64 ?? false;
+    this.recompute = opts.recompute ?? false;
     this.byLayer = new Map();
     const { config: c } = weights;
     for (const m of modules) {
@@ -173,7 +183,7 @@ export class CpuLoraModel {
     const { config: c } = this.weights;
     const { B, T, tokens } = batch;
     const N = B * T;
-    const { C, H, Hkv, D, I, V } = c;
+    const { C, D, V } = c;
     if (tokens.length !== N)
       throw new InvalidOptionError(`tokens: expected B*T = ${N} ids, got ${tokens.length}`, { B, T });
     for (let i = 0; i < N; i++) {
@@ -196,50 +206,12 @@ export class CpuLoraModel {
 
     let x = this.buf(N * C);
     embeddingForward(x, tokens, this.weights.embed, N, C);
-    const layers: LayerActs[] = [];
+    const layers: Acts['layers'] = [];
     for (let l = 0; l < c.L; l++) {
-      const W = this.weights.layers[l]!;
-      const lora = this.byLayer.get(l) ?? {};
-      const xa: LayerActs['xa'] = {};
-      const lin = (out: Buf, inp: Buf, mod: ModuleName) => {
-        const br = lora[mod] ?? null;
-        if (br) xa[mod] = this.buf(N * br.R);
-        linearLoraForward(out, xa[mod] ?? null, inp, W.proj[mod], br, N);
-      };
-      const a = {
-        x,
-        rstd1: this.buf(N),
-        ln1: this.buf(N * C),
-        q: this.buf(N * H * D),
-        k: this.buf(N * Hkv * D),
-        v: this.buf(N * Hkv * D),
-        att: this.buf(B * H * T * T),
-        y: this.buf(N * H * D),
-        x2: this.buf(N * C),
-        rstd2: this.buf(N),
-        ln2: this.buf(N * C),
-        gate: this.buf(N * I),
-        up: this.buf(N * I),
-        h: this.buf(N * I),
-        xa,
-      } satisfies LayerActs;
-      rmsnormForward(a.ln1, a.rstd1, x, W.inputNorm, N, C, c.eps);
-      lin(a.q, a.ln1, 'q_proj');
-      lin(a.k, a.ln1, 'k_proj');
-      lin(a.v, a.ln1, 'v_proj');
-      ropeForward(a.q, a.q, cos, sin, N, H, D);
-      ropeForward(a.k, a.k, cos, sin, N, Hkv, D);
-      attentionForward(a.y, a.att, a.q, a.k, a.v, batch.attentionMask ?? null, B, T, H, Hkv, D);
-      lin(a.x2, a.y, 'o_proj');
-      for (let i = 0; i < N * C; i++) a.x2[i]! += x[i]!;
-      rmsnormForward(a.ln2, a.rstd2, a.x2, W.postNorm, N, C, c.eps);
-      lin(a.gate, a.ln2, 'gate_proj');
-      lin(a.up, a.ln2, 'up_proj');
-      swigluForward(a.h, a.gate, a.up, N * I);
+      const a = this.recompute ? this.layerActs(N, B, T) : this.newLayerActs(N, B, T);
       const x3 = this.buf(N * C);
-      lin(x3, a.h, 'down_proj');
-      for (let i = 0; i < N * C; i++) x3[i]! += a.x2[i]!;
-      layers.push(a);
+      this.layerForward(l, x, a, x3, { batch, N, cos, sin });
+      layers.push(this.recompute ? { x } : a);
       x = x3;
     }
     const rstdF = this.buf(N);
@@ -271,6 +243,73 @@ export class CpuLoraModel {
     }
     this.acts = { batch, N, cos, sin, layers, xL: x, rstdF, lnF, logits, targets, weights, count };
     return loss;
+  }
+
+  private newLayerActs(N: number, B: number, T: number): LayerActs {
+    const { C, H, Hkv, D, I } = this.weights.config;
+    return {
+      x: this.buf(0),
+      rstd1: this.buf(N),
+      ln1: this.buf(N * C),
+      q: this.buf(N * H * D),
+      k: this.buf(N * Hkv * D),
+      v: this.buf(N * Hkv * D),
+      att: this.buf(B * H * T * T),
+      y: this.buf(N * H * D),
+      x2: this.buf(N * C),
+      rstd2: this.buf(N),
+      ln2: this.buf(N * C),
+      gate: this.buf(N * I),
+      up: this.buf(N * I),
+      h: this.buf(N * I),
+      xa: {},
+    };
+  }
+
+  /** Recompute mode: the shared one-layer buffers for this batch shape. */
+  private layerActs(N: number, B: number, T: number): LayerActs {
+    if (this.scratch?.N !== N || this.scratch.a.att.length !== B * this.weights.config.H * T * T)
+      this.scratch = { N, a: this.newLayerActs(N, B, T) };
+    return this.scratch.a;
+  }
+
+  /** Layer `l` on input `x`: fills `a` (every activation its backward reads) and writes `out` (N, C). */
+  private layerForward(
+    l: number,
+    x: Buf,
+    a: LayerActs,
+    out: Buf,
+    ctx: Pick<Acts, 'batch' | 'N' | 'cos' | 'sin'>,
+  ): void {
+    const { config: c } = this.weights;
+    const { batch, N, cos, sin } = ctx;
+    const { B, T } = batch;
+    const { C, H, Hkv, D, I } = c;
+    const W = this.weights.layers[l]!;
+    const lora = this.byLayer.get(l) ?? {};
+    const xa: LayerActs['xa'] = {};
+    const lin = (o: Buf, inp: Buf, mod: ModuleName) => {
+      const br = lora[mod] ?? null;
+      if (br) xa[mod] = a.xa[mod]?.length === N * br.R ? a.xa[mod] : this.buf(N * br.R);
+      linearLoraForward(o, xa[mod] ?? null, inp, W.proj[mod], br, N);
+    };
+    a.x = x;
+    rmsnormForward(a.ln1, a.rstd1, x, W.inputNorm, N, C, c.eps);
+    lin(a.q, a.ln1, 'q_proj');
+    lin(a.k, a.ln1, 'k_proj');
+    lin(a.v, a.ln1, 'v_proj');
+    ropeForward(a.q, a.q, cos, sin, N, H, D);
+    ropeForward(a.k, a.k, cos, sin, N, Hkv, D);
+    attentionForward(a.y, a.att, a.q, a.k, a.v, batch.attentionMask ?? null, B, T, H, Hkv, D);
+    lin(a.x2, a.y, 'o_proj');
+    for (let i = 0; i < N * C; i++) a.x2[i]! += x[i]!;
+    rmsnormForward(a.ln2, a.rstd2, a.x2, W.postNorm, N, C, c.eps);
+    lin(a.gate, a.ln2, 'gate_proj');
+    lin(a.up, a.ln2, 'up_proj');
+    swigluForward(a.h, a.gate, a.up, N * I);
+    lin(out, a.h, 'down_proj');
+    for (let i = 0; i < N * C; i++) out[i]! += a.x2[i]!;
+    a.xa = xa;
   }
 
   /** Zero the LoRA gradients (allocating them on first use). */
@@ -319,7 +358,14 @@ export class CpuLoraModel {
     const dup = this.buf(N * I);
     for (let l = c.L - 1; l >= this.minLayer; l--) {
       const W = this.weights.layers[l]!;
-      const a = acts.layers[l]!;
+      const saved = acts.layers[l]!;
+      let a: LayerActs;
+      if ('ln1' in saved) a = saved;
+      else {
+        // Recompute: re-run layer l from its saved input (its output, the next layer's input, is kept).
+        a = this.layerActs(N, B, T);
+        this.layerForward(l, saved.x, a, this.layerOut(N * C), acts);
+      }
       const lora = this.byLayer.get(l) ?? {};
       const back = (dinp: Buf | null, dout: Buf, inp: Buf, mod: ModuleName) =>
         linearLoraBackward(dinp, dout, a.xa[mod] ?? null, inp, W.proj[mod], lora[mod] ?? null, N);
@@ -346,8 +392,17 @@ export class CpuLoraModel {
     }
   }
 
+  private outBuf: Buf | null = null;
+  /** Recompute mode: where a recomputed layer's (unused) output goes. */
+  private layerOut(n: number): Buf {
+    if (this.outBuf?.length !== n) this.outBuf = this.buf(n);
+    return this.outBuf;
+  }
+
   /** Drop saved activations (weights and LoRA tensors stay owned by the caller). */
   dispose(): void {
     this.acts = null;
+    this.scratch = null;
+    this.outBuf = null;
   }
 }

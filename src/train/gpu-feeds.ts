@@ -19,6 +19,10 @@ export interface GpuLoraFeeds {
   /** Feed rank (the largest trained rank). */
   rank: number;
   feeds: Record<string, ort.Tensor>;
+  /** The backend's device, on which the feed buffers live. */
+  device: GPUDevice;
+  /** Bytes of the feed buffers. */
+  bytes: number;
   /** Destroys the feed buffers (after the last run that uses them). */
   dispose(): void;
 }
@@ -38,10 +42,13 @@ export function writeLoraFeeds(
   const buffers: GPUBuffer[] = [];
   const uniforms: GPUBuffer[] = [];
   const feeds: Record<string, ort.Tensor> = {};
+  let bytes = 0;
   const make = (n: number, label: string) => {
+    const size = Math.max(16, Math.ceil((4 * n) / 16) * 16);
+    bytes += size;
     const b = device.createBuffer({
       label,
-      size: Math.max(16, Math.ceil((4 * n) / 16) * 16),
+      size,
       usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
     });
     buffers.push(b);
@@ -88,6 +95,8 @@ export function writeLoraFeeds(
   return {
     rank: Rf,
     feeds,
+    device,
+    bytes,
     dispose: () => {
       for (const b of buffers) b.destroy();
     },

@@ -8,7 +8,8 @@
  * allocated on first use. All LoRA A/B live in ONE buffer (each module's [A | B] at an aligned offset),
  * so gradient norm, clipping and AdamW are three dispatches over everything. One readback per call:
  * the per-row losses (accumulate / evalLoss) or the gradient norm (step).
- * Not here: the trainer loop, schedules, data (trainer.ts); activation recomputation; fp16.
+ * Optional activation recomputation (`recompute`, gpu-plan.ts). Not here: the trainer loop, schedules,
+ * data (trainer.ts); fp16.
  */
 import { DeviceLostError, InvalidOptionError, UnsupportedError } from '../errors.ts';
 import { MODULE_ORDER, type ModuleName } from '../model/targets.ts';
@@ -24,6 +25,8 @@ import type { TrainBackend, TrainState } from './types.ts';
 export interface GpuTrainOptions {
   /** AdamW hyper-parameters (lr comes with each step); defaults as optim.ts AdamW (wd 0.01). */
   adam?: Omit<AdamWOptions, 'lr'>;
+  /** Activation recomputation (gpu-plan.ts): one layer's activations instead of L; default false. */
+  recompute?: boolean;
 }
 
 /** Every entry point of every kernel (compiled up front, inside one validation error scope). */
@@ -203,6 +206,7 @@ export class GpuTrainBackend implements TrainBackend {
       minLayer: modules.length ? Math.min(...modules.map((m) => m.layer)) : c.L,
       dummyRo: k.buffer(4, 'unused (read)'),
       dummyRw: [0, 1, 2].map((i) => k.buffer(4, `unused (write ${i})`)),
+      recompute: opts.recompute ?? false,
     };
   }
 

@@ -10,6 +10,10 @@
  *             lowest LoRA layer)]
  * Buffers hold fp32; shape key B=batch, T=tokens, N=B*T, C, I, V, H, Hkv, D, R as in ref/types.ts.
  * The backward scratch is allocated on the first training call of a shape (eval never pays for it).
+ * With `recompute` (activation recomputation), every layer shares ONE set of activation buffers: the
+ * forward keeps only the residual stream xs (each layer's input), and the backward re-runs layer l's
+ * forward dispatches from xs[l] right before layer l's backward (same kernels, same inputs: the same
+ * values as without recompute), trading ~one more forward for L−1 layers' activations.
  */
 import type { ModuleName } from '../model/targets.ts';
 import type { DecoderConfig } from './cpu-model.ts';
@@ -52,6 +56,8 @@ export interface PlanCtx {
   minLayer: number; // lowest layer with a LoRA module (L when none)
   dummyRo: GPUBuffer;
   dummyRw: GPUBuffer[]; // 3 distinct, for unused writable bindings
+  /** Activation recomputation: one layer's activation buffers, re-filled before each layer's backward. */
+  recompute: boolean;
 }
 
 interface LayerActs {
@@ -103,7 +109,7 @@ export class ShapePlan {
     readonly T: number,
   ) {
     const { k, cfg } = ctx;
-    const { C, I, V, H, Hkv, D, L } = cfg;
+    const { C, V, H, D, L } = cfg;
     const N = B * T;
     this.N = N;
     requireLimit(
@@ -143,56 +149,11 @@ export class ShapePlan {
         wg64(N * C),
       ),
     );
+    const one = ctx.recompute ? this.layerActs('shared') : null;
     for (let l = 0; l < L; l++) {
-      const W = ctx.layers[l]!;
-      const a: LayerActs = {
-        rstd1: this.buf(N, `rstd1 ${l}`),
-        ln1: this.buf(N * C, `ln1 ${l}`),
-        q: this.buf(N * H * D, `q ${l}`),
-        k: this.buf(N * Hkv * D, `k ${l}`),
-        v: this.buf(N * Hkv * D, `v ${l}`),
-        att: this.buf(B * H * T * T, `att ${l}`),
-        y: this.buf(N * H * D, `y ${l}`),
-        x2: this.buf(N * C, `x2 ${l}`),
-        rstd2: this.buf(N, `rstd2 ${l}`),
-        ln2: this.buf(N * C, `ln2 ${l}`),
-        gate: this.buf(N * I, `gate ${l}`),
-        up: this.buf(N * I, `up ${l}`),
-        h: this.buf(N * I, `h ${l}`),
-      };
+      const a = one ?? this.layerActs(String(l));
       this.acts.push(a);
-      const x = this.xs[l]!;
-      this.rmsnorm(f, a.ln1, a.rstd1, x, W.inputNorm);
-      this.linFwd(f, a.q, a.ln1, l, 'q_proj');
-      this.linFwd(f, a.k, a.ln1, l, 'k_proj');
-      this.linFwd(f, a.v, a.ln1, l, 'v_proj');
-      this.rope(f, 'rope', a.q, H);
-      this.rope(f, 'rope', a.k, Hkv);
-      const ap = this.uni([B, T, H, Hkv, D, 1 / Math.sqrt(D)], 'uuuuuf');
-      f.push(
-        k.cmd(
-          'attention',
-          'main',
-          k.bindGroup('attention', [a.y, a.att, a.q, a.k, a.v, this.keyMask, ap]),
-          wg64(B * H * T),
-        ),
-      );
-      this.linFwd(f, a.x2, a.y, l, 'o_proj');
-      this.residual(f, a.x2, x);
-      this.rmsnorm(f, a.ln2, a.rstd2, a.x2, W.postNorm);
-      this.linFwd(f, a.gate, a.ln2, l, 'gate_proj');
-      this.linFwd(f, a.up, a.ln2, l, 'up_proj');
-      f.push(
-        k.cmd(
-          'swiglu',
-          'main',
-          k.bindGroup('swiglu', [a.h, a.gate, a.up, this.uni([N * I], 'u')]),
-          wg64(N * I),
-        ),
-      );
-      const x3 = this.xs[l + 1]!;
-      this.linFwd(f, x3, a.h, l, 'down_proj');
-      this.residual(f, x3, a.x2);
+      this.layerFwd(f, l, a, false);
     }
     this.rmsnorm(f, this.lnF, this.rstdF, this.xs[L]!, ctx.finalNorm);
     this.lin(f, this.logits, this.lnF, ctx.lmHead, -1);
@@ -212,6 +173,71 @@ export class ShapePlan {
     ];
     this.ceEval = ce(0);
     this.ceTrain = ce(1);
+  }
+
+  /** Buffers for every activation one layer's backward reads. */
+  private layerActs(l: string): LayerActs {
+    const { C, I, H, Hkv, D } = this.ctx.cfg;
+    const { N, B, T } = this;
+    return {
+      rstd1: this.buf(N, `rstd1 ${l}`),
+      ln1: this.buf(N * C, `ln1 ${l}`),
+      q: this.buf(N * H * D, `q ${l}`),
+      k: this.buf(N * Hkv * D, `k ${l}`),
+      v: this.buf(N * Hkv * D, `v ${l}`),
+      att: this.buf(B * H * T * T, `att ${l}`),
+      y: this.buf(N * H * D, `y ${l}`),
+      x2: this.buf(N * C, `x2 ${l}`),
+      rstd2: this.buf(N, `rstd2 ${l}`),
+      ln2: this.buf(N * C, `ln2 ${l}`),
+      gate: this.buf(N * I, `gate ${l}`),
+      up: this.buf(N * I, `up ${l}`),
+      h: this.buf(N * I, `h ${l}`),
+    };
+  }
+
+  /**
+   * Layer l's forward from xs[l] into `a` (and xs[l+1]). `recompute`: the copy run before the layer's
+   * backward — the same dispatches on the same inputs (so the same values), minus the down projection's
+   * main product and the last residual, whose output xs[l+1] is already kept.
+   */
+  private layerFwd(f: Cmd[], l: number, a: LayerActs, recompute: boolean): void {
+    const { k, cfg, layers } = this.ctx;
+    const { N, B, T } = this;
+    const { I, H, Hkv, D } = cfg;
+    const W = layers[l]!;
+    const x = this.xs[l]!;
+    this.rmsnorm(f, a.ln1, a.rstd1, x, W.inputNorm);
+    this.linFwd(f, a.q, a.ln1, l, 'q_proj');
+    this.linFwd(f, a.k, a.ln1, l, 'k_proj');
+    this.linFwd(f, a.v, a.ln1, l, 'v_proj');
+    this.rope(f, 'rope', a.q, H);
+    this.rope(f, 'rope', a.k, Hkv);
+    const ap = this.uni([B, T, H, Hkv, D, 1 / Math.sqrt(D)], 'uuuuuf');
+    f.push(
+      k.cmd(
+        'attention',
+        'main',
+        k.bindGroup('attention', [a.y, a.att, a.q, a.k, a.v, this.keyMask, ap]),
+        wg64(B * H * T),
+      ),
+    );
+    this.linFwd(f, a.x2, a.y, l, 'o_proj');
+    this.residual(f, a.x2, x);
+    this.rmsnorm(f, a.ln2, a.rstd2, a.x2, W.postNorm);
+    this.linFwd(f, a.gate, a.ln2, l, 'gate_proj');
+    this.linFwd(f, a.up, a.ln2, l, 'up_proj');
+    f.push(
+      k.cmd(
+        'swiglu',
+        'main',
+        k.bindGroup('swiglu', [a.h, a.gate, a.up, this.uni([N * I], 'u')]),
+        wg64(N * I),
+      ),
+    );
+    const x3 = this.xs[l + 1]!;
+    this.linFwd(f, x3, a.h, l, 'down_proj', recompute);
+    if (!recompute) this.residual(f, x3, a.x2);
   }
 
   private buf(n: number, label: string): GPUBuffer {
@@ -264,18 +290,19 @@ export class ShapePlan {
         );
   }
 
-  private linFwd(cmds: Cmd[], out: Binding, inp: Binding, l: number, mod: ModuleName): void {
-    this.lin(cmds, out, inp, this.ctx.layers[l]!.proj[mod], this.slot(l, mod));
+  private linFwd(cmds: Cmd[], out: Binding, inp: Binding, l: number, mod: ModuleName, xaOnly = false): void {
+    this.lin(cmds, out, inp, this.ctx.layers[l]!.proj[mod], this.slot(l, mod), xaOnly);
   }
 
-  /** out = inp·Wᵀ (+ LoRA of slot i, saving xa); i = -1: no LoRA. */
-  private lin(cmds: Cmd[], out: Binding, inp: Binding, lin: GpuLinear, i: number): void {
+  /** out = inp·Wᵀ (+ LoRA of slot i, saving xa); i = -1: no LoRA. `xaOnly`: just xa (out untouched). */
+  private lin(cmds: Cmd[], out: Binding, inp: Binding, lin: GpuLinear, i: number, xaOnly = false): void {
     const { k, dummyRo, dummyRw } = this.ctx;
     const name = lin.kind === 'f32' ? 'matmul_lora' : 'matmul_q4_lora';
     const xa = i >= 0 ? this.xaRange(i) : dummyRw[0]!;
     const lora = i >= 0 ? this.loraRange(i) : dummyRo;
     const g = k.bindGroup(name, [out, xa, inp, lin.buf, lora, this.params(lin, i)]);
     if (i >= 0) cmds.push(k.cmd(name, 'lora_xa', g, wg64(this.N * this.ctx.slots[i]!.R)));
+    if (xaOnly) return;
     // 4 rows × 4 outputs per invocation (matmul_*lora.wgsl headers).
     cmds.push(k.cmd(name, 'main', g, wg64(Math.ceil(this.N / 4) * Math.ceil(lin.O / 4))));
   }
@@ -397,6 +424,7 @@ export class ShapePlan {
     for (let l = L - 1; l >= minLayer; l--) {
       const W = layers[l]!;
       const a = this.acts[l]!;
+      if (this.ctx.recompute) this.layerFwd(c, l, a, true);
       const back = (dinp: GPUBuffer | null, dout: Binding, inp: GPUBuffer, mod: ModuleName) =>
         this.linBwd(c, dinp, dout, inp, W.proj[mod], this.slot(l, mod), s);
       this.clear(c, dh);

@@ -102,6 +102,8 @@ export function resolveTrainOptions(
     bad('checkpointEvery', checkpointEvery, 'an integer ≥ 0 (0: only on pause)');
   const device = o.device ?? 'auto';
   if (!['auto', 'webgpu', 'cpu'].includes(device)) bad('device', device, 'auto, webgpu or cpu');
+  const recompute = o.recompute ?? false;
+  if (typeof recompute !== 'boolean') bad('recompute', recompute, 'true or false');
   const format = o.format ?? 'auto';
   if (!['auto', 'text', 'jsonl'].includes(format)) bad('format', format, 'auto, text or jsonl');
   return {
@@ -125,6 +127,7 @@ export function resolveTrainOptions(
     evalEvery,
     checkpointEvery,
     device,
+    recompute,
   };
 }
 

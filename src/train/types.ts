@@ -60,6 +60,12 @@ export interface TrainOptions {
   /** Checkpoint to IndexedDB every N steps; default 25. 0: only on pause. */
   checkpointEvery?: number;
   device?: TrainDevice;
+  /**
+   * Activation recomputation: keep only each layer's input and recompute that layer's activations
+   * just before its backward (activation memory ∝ one layer instead of all; ~one more forward). Same
+   * gradients. Default false.
+   */
+  recompute?: boolean;
   /** Replace an adapter of the same name. */
   overwrite?: boolean;
   /** Id for pause/cancel (default: generated, reported in progress). */

@@ -77,4 +77,46 @@ describe('Engine.train on webgpu', () => {
     const out = await engine.generate({ prompt: 'ROMEO:\n', adapter: `gpu-${RUN}`, maxNewTokens: 3 });
     expect(out.tokenIds).toHaveLength(3);
   });
+
+  /**
+   * The adopted feeds are written on the GPU (lora_feeds.wgsl: Aᵀ, scale·Bᵀ in f32) and the stored ones
+   * by peftToFeeds on the CPU from the same f32 weights; with scale 2 (alpha = 2·rank) both are exact, so
+   * the logits agree to float noise of the session itself. Stated bound: 1e-5 absolute.
+   */
+  const ADOPTED_VS_STORED_LOGITS: Tolerance = { atol: 1e-5, rtol: 0 };
+
+  it("a 'webgpu' run hands its final weights to the feed cache: the first generate is a hit with no upload", async () => {
+    const name = `adopt-${RUN}`;
+    const r = await engine.train({
+      name,
+      data: TEXT,
+      format: 'text',
+      rank: 2,
+      targets: ['q_proj', 'v_proj', 'down_proj'],
+      layers: [3, 5],
+      steps: 2,
+      batchSize: 2,
+      seqLen: 16,
+      evalSplit: 0,
+      checkpointEvery: 0,
+      seed: 3,
+      device: 'webgpu',
+    });
+    expect([r.status, r.device]).toEqual(['done', 'webgpu']);
+    const before = await engine.adapterStats();
+    const req = { prompt: 'JULIET:\n', adapter: name, maxNewTokens: 2, temperature: 0 };
+    const adopted = await engine.generate(req);
+    const adoptedLogits = engine.debugState().lastPrefillLogits!.slice();
+    const after = await engine.adapterStats();
+    expect(after.uploads, 'no upload for the freshly trained adapter').toBe(before.uploads);
+    expect(after.hits).toBe(before.hits + 1);
+    expect(after.misses).toBe(before.misses);
+    // Forget the adopted feeds: the same stored version now loads from IndexedDB and uploads once.
+    (engine as unknown as { forgetAdapter(n: string): void }).forgetAdapter(name);
+    const stored = await engine.generate(req);
+    const storedLogits = engine.debugState().lastPrefillLogits!.slice();
+    expect((await engine.adapterStats()).uploads).toBe(after.uploads + 1);
+    expectClose(adoptedLogits, storedLogits, ADOPTED_VS_STORED_LOGITS, 'adopted vs stored feeds: logits');
+    expect(adopted.tokenIds).toEqual(stored.tokenIds);
+  });
 });

@@ -145,6 +145,33 @@ describe('tiny decoder (2 layers, GQA 4/2, rank 2)', () => {
     });
   });
 
+  test('activation recomputation: bit-identical loss, logits and gradients, across shapes and accumulation', () => {
+    const w = tinyWeights();
+    const plain = tinyLora(w, false);
+    const recomp = tinyLora(w, false);
+    const e0 = new CpuLoraModel(w, plain);
+    const e1 = new CpuLoraModel(w, recomp, { recompute: true });
+    expect(e1.recompute).toBe(true);
+    // Two micro-batches (the second of another shape) accumulated: the reused one-layer buffers must
+    // not leak between layers, calls or shapes.
+    const other = { B: 1, T: 5, tokens: [4, 8, 15, 16, 23] };
+    for (const [b, scale] of [
+      [batch, 0.6],
+      [other, 0.4],
+    ] as const) {
+      const l0 = e0.forward(b);
+      const l1 = e1.forward(b);
+      expect(l1).toBe(l0);
+      expect(Array.from(e1.logits)).toEqual(Array.from(e0.logits));
+      e0.backward(scale);
+      e1.backward(scale);
+    }
+    recomp.forEach((m, i) => {
+      expect(Array.from(m.branch.dA!), `${m.path} dA`).toEqual(Array.from(plain[i]!.branch.dA!));
+      expect(Array.from(m.branch.dB!), `${m.path} dB`).toEqual(Array.from(plain[i]!.branch.dB!));
+    });
+  });
+
   test('initLora: B = 0 leaves the logits unchanged; same seed, same A; A within ±1/√in', () => {
     const w = tinyWeights();
     const base = new CpuLoraModel(w, []);

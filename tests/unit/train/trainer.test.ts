@@ -3,6 +3,7 @@
 // run restored from its snapshot + cursor ends with exactly the weights of an uninterrupted run,
 // gradient accumulation of two micro-batches equals one batch of both, and progress is ordered.
 import { describe, expect, it } from 'vitest';
+import { createTrainBackend } from '../../../src/engine/train.ts';
 import { InvalidOptionError } from '../../../src/errors.ts';
 import { CpuTrainBackend } from '../../../src/train/cpu-backend.ts';
 import { BatchSchedule, type Example, makeBatch } from '../../../src/train/data.ts';
@@ -84,7 +85,9 @@ describe('trainer loop (CPU backend)', () => {
       seqLen: 128,
       epochs: 1,
       evalSplit: 0.1,
+      recompute: false,
     });
+    expect(resolveTrainOptions({ name: 'x', data: '', recompute: true }, MODEL).recompute).toBe(true);
     expect(o.targets).toHaveLength(7);
     expect(o.layers).toEqual([0, 1, 2, 3, 4, 5]);
     expect(planSteps(o, 10)).toMatchObject({ steps: 10, warmupSteps: 1 });
@@ -98,6 +101,7 @@ describe('trainer loop (CPU backend)', () => {
       { lr: -1 },
       { evalSplit: 0.9 },
       { name: ' padded ' },
+      { recompute: 'yes' },
     ]) {
       expect(() => resolveTrainOptions({ name: 'x', data: '', ...bad } as never, MODEL)).toThrow(
         InvalidOptionError,
@@ -180,6 +184,20 @@ describe('trainer loop (CPU backend)', () => {
     );
     expect(r.status).toBe('cancelled');
     expect(r.cursor.step).toBe(1);
+  });
+
+  it('recompute: createTrainBackend passes it on; the run ends with the same weights bit for bit', async () => {
+    const run = async (recompute: boolean) => {
+      const o = options({ recompute, layers: [4, 5], targets: ['v_proj', 'down_proj'] });
+      const modules = initLora(w, { ...o, targets: o.targets, layers: o.layers });
+      const b = await createTrainBackend('cpu', { backend: 'wasm', device: null }, w, modules, o);
+      expect((b as CpuTrainBackend).model.recompute).toBe(recompute);
+      const schedule = new BatchSchedule(examples, o.batchSize, o.seed, 0);
+      const control = { pause: false, cancel: false };
+      await trainLoop(b, { ...o, steps: 2 }, schedule, [], control, START_CURSOR, hooks([], []));
+      return (await b.snapshot()).modules.flatMap((m) => [Array.from(m.A), Array.from(m.B)]);
+    };
+    expect(await run(true)).toEqual(await run(false));
   });
 
   it('two accumulated micro-batches give the same update as one batch holding both', async () => {
