@@ -14,12 +14,11 @@ import {
 } from '../../src/adapters/safetensors.ts';
 import { decodeModel } from '../../src/model/onnx-io.ts';
 import { parseModelConfig } from '../../src/model/package.ts';
-import { quantizeBlock4 } from '../../src/model/quantize.ts';
-import { MODULE_ORDER, type ModuleName } from '../../src/model/targets.ts';
-import type { DecoderConfig, FrozenWeights, LoraModule } from '../../src/train/cpu-model.ts';
+import type { ModuleName } from '../../src/model/targets.ts';
+import type { FrozenWeights, LoraModule } from '../../src/train/cpu-model.ts';
 import { loraFromPeft, modulePath } from '../../src/train/lora.ts';
-import type { FrozenLinear } from '../../src/train/ref/linear.ts';
 import { decoderConfig, loadFrozenWeights } from '../../src/train/weights.ts';
+import { rand as rand64 } from '../helpers/tiny-decoder.ts';
 
 export const MODEL_BASE = '/models/weblora-shakespeare/';
 
@@ -79,86 +78,11 @@ export async function peftAdapter(w: FrozenWeights) {
   return { config, modules: loraFromPeft(config, st.tensors, w) };
 }
 
-export function relErr(a: ArrayLike<number>, e: ArrayLike<number>): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < e.length; i++) {
-    num += (a[i]! - e[i]!) ** 2;
-    den += e[i]! ** 2;
-  }
-  return Math.sqrt(num / den);
-}
+export { relErr, TINY, tinyWeights } from '../helpers/tiny-decoder.ts';
 
-/** Deterministic uniform values in [-scale, scale) (xorshift32). */
+/** Deterministic uniform values in [-scale, scale) as float32 (the shared xorshift32 source). */
 export function rand(n: number, seed: number, scale = 1): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    out[i] = ((s >>> 0) / 2 ** 32 - 0.5) * 2 * scale;
-  }
-  return out;
-}
-
-export const TINY: DecoderConfig = {
-  V: 32,
-  C: 16,
-  I: 24,
-  L: 2,
-  H: 4,
-  Hkv: 2,
-  D: 4,
-  eps: 1e-5,
-  ropeTheta: 10000,
-};
-
-/**
- * A tiny random decoder (as tests/unit/train/tiny-model.test.ts): 2 layers, GQA 4/2 heads, an untied
- * lm_head, and a 4-bit gate_proj with zero points in layer 1 (the dequant-on-the-fly path).
- */
-export function tinyWeights(): FrozenWeights {
-  const { V, C, I, H, Hkv, D } = TINY;
-  let seed = 100;
-  const f = (n: number, scale: number) => rand(n, seed++, scale);
-  const lin = (K: number, O: number): FrozenLinear => ({ kind: 'f32', K, O, w: f(O * K, 1 / Math.sqrt(K)) });
-  const shapes: Record<ModuleName, [number, number]> = {
-    q_proj: [C, H * D],
-    k_proj: [C, Hkv * D],
-    v_proj: [C, Hkv * D],
-    o_proj: [H * D, C],
-    gate_proj: [C, I],
-    up_proj: [C, I],
-    down_proj: [I, C],
-  };
-  const layers = [0, 1].map((l) => {
-    const proj = Object.fromEntries(MODULE_ORDER.map((m) => [m, lin(...shapes[m])])) as Record<
-      ModuleName,
-      FrozenLinear
-    >;
-    if (l === 1) {
-      const q = quantizeBlock4(f(C * I, 0.3), C, I, { blockSize: 16, zeroPoints: true });
-      proj.gate_proj = {
-        kind: 'q4',
-        K: C,
-        O: I,
-        blockSize: 16,
-        packed: q.packed,
-        scales: q.scales,
-        zeroPoints: q.zeroPoints!,
-      };
-    }
-    return { inputNorm: f(C, 0.5).map((x) => 1 + x), postNorm: f(C, 0.5).map((x) => 1 + x), proj };
-  });
-  return {
-    config: TINY,
-    embed: f(V * C, 1),
-    layers,
-    finalNorm: f(C, 0.5).map((x) => 1 + x),
-    lmHead: lin(C, V),
-    tied: false,
-  };
+  return Float32Array.from(rand64(n, seed, scale));
 }
 
 /** LoRA on a mixed subset (rank 2, scale 1.5, B non-zero so every gradient path is live). */

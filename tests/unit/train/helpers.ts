@@ -47,28 +47,7 @@ export function loadFixture(name: 'lora-grads' | 'adamw-trajectory') {
   return st;
 }
 
-export function relErr(a: ArrayLike<number>, e: ArrayLike<number>): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < e.length; i++) {
-    num += (a[i]! - e[i]!) ** 2;
-    den += e[i]! ** 2;
-  }
-  return Math.sqrt(num / den);
-}
-
-/** Deterministic uniform values in [-scale, scale) as float64 (xorshift32). */
-export function rand(n: number, seed: number, scale = 1): Float64Array {
-  const out = new Float64Array(n);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    out[i] = ((s >>> 0) / 2 ** 32 - 0.5) * 2 * scale;
-  }
-  return out;
-}
+export { rand, relErr } from '../../helpers/tiny-decoder.ts';
 
 /** Central finite differences of `loss` with respect to every element of `x` (restored afterwards). */
 export function finiteDiff(x: Float64Array | Float32Array, loss: () => number, h = 1e-5): Float64Array {

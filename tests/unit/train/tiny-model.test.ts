@@ -5,20 +5,12 @@
  * row. Also: float32 vs float64 engine, and a fresh adapter (B = 0) leaving the base logits unchanged.
  */
 import { describe, expect, test } from 'vitest';
-import { quantizeBlock4 } from '../../../src/model/quantize.ts';
-import { MODULE_ORDER, type ModuleName } from '../../../src/model/targets.ts';
-import {
-  CpuLoraModel,
-  type DecoderConfig,
-  type FrozenWeights,
-  type LoraModule,
-} from '../../../src/train/cpu-model.ts';
+import type { ModuleName } from '../../../src/model/targets.ts';
+import { CpuLoraModel, type FrozenWeights, type LoraModule } from '../../../src/train/cpu-model.ts';
 import { initLora, modulePath } from '../../../src/train/lora.ts';
-import type { FrozenLinear } from '../../../src/train/ref/linear.ts';
 import { expectClose, type Tolerance } from '../../helpers/expect-close.ts';
+import { TINY, tinyWeights } from '../../helpers/tiny-decoder.ts';
 import { finiteDiff, rand } from './helpers.ts';
-
-const CFG: DecoderConfig = { V: 32, C: 16, I: 24, L: 2, H: 4, Hkv: 2, D: 4, eps: 1e-5, ropeTheta: 10000 };
 
 /**
  * Central differences (h = 1e-5) of a float64 loss of O(1): truncation ~h²·|f'''| ≈ 1e-10, rounding
@@ -28,56 +20,6 @@ const CFG: DecoderConfig = { V: 32, C: 16, I: 24, L: 2, H: 4, Hkv: 2, D: 4, eps:
 const FD_MODEL: Tolerance = { atol: 1e-8, rtol: 1e-5 };
 /** float32 engine vs float64 engine on the tiny model: ~1e-7 relative rounding per op through 2 layers. */
 const F32_VS_F64: Tolerance = { atol: 1e-6, rtol: 1e-3 };
-
-function tinyWeights(): FrozenWeights {
-  const { V, C, I, H, Hkv, D } = CFG;
-  let seed = 100;
-  const f32 = (n: number, scale: number) => Float32Array.from(rand(n, seed++, scale));
-  const lin = (K: number, O: number): FrozenLinear => ({
-    kind: 'f32',
-    K,
-    O,
-    w: f32(O * K, 1 / Math.sqrt(K)),
-  });
-  const shapes: Record<ModuleName, [number, number]> = {
-    q_proj: [C, H * D],
-    k_proj: [C, Hkv * D],
-    v_proj: [C, Hkv * D],
-    o_proj: [H * D, C],
-    gate_proj: [C, I],
-    up_proj: [C, I],
-    down_proj: [I, C],
-  };
-  const layers = [0, 1].map((l) => {
-    const proj = Object.fromEntries(MODULE_ORDER.map((m) => [m, lin(...shapes[m])])) as Record<
-      ModuleName,
-      FrozenLinear
-    >;
-    if (l === 1) {
-      // A 4-bit gate_proj (block 16, zero points): the dequant-on-the-fly path inside the FD check.
-      const wKO = f32(C * I, 0.3);
-      const q = quantizeBlock4(wKO, C, I, { blockSize: 16, zeroPoints: true });
-      proj.gate_proj = {
-        kind: 'q4',
-        K: C,
-        O: I,
-        blockSize: 16,
-        packed: q.packed,
-        scales: q.scales,
-        zeroPoints: q.zeroPoints!,
-      };
-    }
-    return { inputNorm: f32(C, 0.5).map((x) => 1 + x), postNorm: f32(C, 0.5).map((x) => 1 + x), proj };
-  });
-  return {
-    config: CFG,
-    embed: f32(V * C, 1),
-    layers,
-    finalNorm: f32(C, 0.5).map((x) => 1 + x),
-    lmHead: lin(C, V),
-    tied: false,
-  };
-}
 
 const CHOSEN: [number, ModuleName][] = [
   [0, 'q_proj'],
@@ -193,7 +135,7 @@ describe('tiny decoder (2 layers, GQA 4/2, rank 2)', () => {
     withLora.forward(batch);
     expectClose(withLora.logits, base.logits, { atol: 0, rtol: 0 }, 'logits');
     expect(Array.from(initLora(w, init)[0]!.branch.A)).toEqual(Array.from(mods[0]!.branch.A));
-    const bound = 1 / Math.sqrt(CFG.C);
+    const bound = 1 / Math.sqrt(TINY.C);
     expect(mods[0]!.branch.A.every((x) => Math.abs(x) <= bound)).toBe(true);
   });
 });
