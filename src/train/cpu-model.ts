@@ -111,6 +111,34 @@ interface Acts {
   count: number;
 }
 
+/**
+ * Checks a batch against a vocabulary of V (positive B and T, B·T token ids in [0, V), masks and
+ * positions of length B·T; InvalidOptionError otherwise) and returns its RoPE positions (default 0..T−1
+ * in every row). Shared by the CPU model and the WebGPU trainer (gpu-batch.ts).
+ */
+export function checkBatch(batch: Batch, V: number): ArrayLike<number> {
+  const { B, T, tokens } = batch;
+  const N = B * T;
+  if (!(Number.isInteger(B) && Number.isInteger(T) && B >= 1 && T >= 1))
+    throw new InvalidOptionError(`batch shape B=${B}, T=${T} must be positive integers`, { B, T });
+  if (tokens.length !== N)
+    throw new InvalidOptionError(`tokens: expected B*T = ${N} ids, got ${tokens.length}`, { B, T });
+  for (let i = 0; i < N; i++) {
+    const t = tokens[i]!;
+    if (!(Number.isInteger(t) && t >= 0 && t < V))
+      throw new InvalidOptionError(`token id ${t} at ${i} is outside [0, ${V})`, { index: i, token: t });
+  }
+  for (const [name, m] of [
+    ['labelMask', batch.labelMask],
+    ['attentionMask', batch.attentionMask],
+    ['positions', batch.positions],
+  ] as const) {
+    if (m && m.length !== N)
+      throw new InvalidOptionError(`${name}: expected B*T = ${N} values, got ${m.length}`, { B, T });
+  }
+  return batch.positions ?? Int32Array.from({ length: N }, (_, i) => i % T);
+}
+
 export class CpuLoraModel {
   readonly modules: LoraModule[];
   private readonly byLayer: Map<number, Partial<Record<ModuleName, LoraBranch>>>;
@@ -184,22 +212,7 @@ export class CpuLoraModel {
     const { B, T, tokens } = batch;
     const N = B * T;
     const { C, D, V } = c;
-    if (tokens.length !== N)
-      throw new InvalidOptionError(`tokens: expected B*T = ${N} ids, got ${tokens.length}`, { B, T });
-    for (let i = 0; i < N; i++) {
-      const t = tokens[i]!;
-      if (!(Number.isInteger(t) && t >= 0 && t < V))
-        throw new InvalidOptionError(`token id ${t} at ${i} is outside [0, ${V})`, { index: i, token: t });
-    }
-    for (const [name, m] of [
-      ['labelMask', batch.labelMask],
-      ['attentionMask', batch.attentionMask],
-      ['positions', batch.positions],
-    ] as const) {
-      if (m && m.length !== N)
-        throw new InvalidOptionError(`${name}: expected B*T = ${N} values, got ${m.length}`, { B, T });
-    }
-    const positions = batch.positions ?? Int32Array.from({ length: N }, (_, i) => i % T);
+    const positions = checkBatch(batch, V);
     const cos = this.buf(N * D);
     const sin = this.buf(N * D);
     ropeTables(cos, sin, positions, N, D, c.ropeTheta);

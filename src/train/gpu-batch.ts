@@ -1,11 +1,11 @@
 /**
  * Batches and LoRA modules checked and laid out for the WebGPU trainer (gpu-model.ts): token ids as u32,
  * RoPE tables from ref/rope.ts (f64 angles, as the CPU path), the key mask, next-token targets and the
- * per-row loss weights (label mask / target count), with the same validation and InvalidOptionErrors as
- * cpu-model.ts. No GPU calls here.
+ * per-row loss weights (label mask / target count), validated by cpu-model.ts's checkBatch like the CPU
+ * path. No GPU calls here.
  */
 import { InvalidOptionError } from '../errors.ts';
-import type { Batch, FrozenWeights, LoraModule } from './cpu-model.ts';
+import { type Batch, checkBatch, type FrozenWeights, type LoraModule } from './cpu-model.ts';
 import { ropeTables } from './ref/rope.ts';
 
 /** A batch as the kernels read it: ids, RoPE tables, key mask, next-token targets and row weights. */
@@ -13,26 +13,8 @@ export function prepareBatch(batch: Batch, w: FrozenWeights) {
   const { V, D, ropeTheta } = w.config;
   const { B, T, tokens } = batch;
   const N = B * T;
-  if (!(Number.isInteger(B) && Number.isInteger(T) && B >= 1 && T >= 1))
-    throw new InvalidOptionError(`batch shape B=${B}, T=${T} must be positive integers`, { B, T });
-  if (tokens.length !== N)
-    throw new InvalidOptionError(`tokens: expected B*T = ${N} ids, got ${tokens.length}`, { B, T });
-  const ids = new Uint32Array(N); // (N)
-  for (let i = 0; i < N; i++) {
-    const t = tokens[i]!;
-    if (!(Number.isInteger(t) && t >= 0 && t < V))
-      throw new InvalidOptionError(`token id ${t} at ${i} is outside [0, ${V})`, { index: i, token: t });
-    ids[i] = t;
-  }
-  for (const [name, m] of [
-    ['labelMask', batch.labelMask],
-    ['attentionMask', batch.attentionMask],
-    ['positions', batch.positions],
-  ] as const) {
-    if (m && m.length !== N)
-      throw new InvalidOptionError(`${name}: expected B*T = ${N} values, got ${m.length}`, { B, T });
-  }
-  const positions = batch.positions ?? Int32Array.from({ length: N }, (_, i) => i % T);
+  const positions = checkBatch(batch, V);
+  const ids = Uint32Array.from(tokens); // (N)
   const cos = new Float32Array(N * D); // (N, D)
   const sin = new Float32Array(N * D); // (N, D)
   ropeTables(cos, sin, positions, N, D, ropeTheta);
