@@ -114,3 +114,9 @@ export { decodeModel, encodeModel } from './model/onnx-io.ts';
 export { MODEL_DTYPES, modelFileName, normalizeModelUrl } from './model/package.ts';
 export { type QuantizeOptions, type QuantizeReport, quantize } from './model/quantize.ts';
 export { MAX_DATA_BYTES, MAX_EXAMPLES } from './train/data.ts';
+export {
+  type AdapterRequest,
+  type AutoAdapterOptions,
+  DEFAULT_ROUTE_TEMPERATURE,
+  type RoutingReport,
+} from './engine/route.ts';
