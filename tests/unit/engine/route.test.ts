@@ -81,7 +81,7 @@ describe('meanPromptNll', () => {
       const lse = Math.log(row.reduce((s, x) => s + Math.exp(x), 0));
       want += lse - row[ids[t + 1]!]!;
     }
-    expectClose(meanPromptNll(logits, ids, V), want / 3, { rtol: 1e-12, atol: 0 });
+    expectClose([meanPromptNll(logits, ids, V)], [want / 3], { rtol: 1e-12, atol: 0 });
     expect(meanPromptNll(logits, [3], V)).toBe(0);
   });
 });
