@@ -23,7 +23,6 @@ import type {
   AdapterStats,
 } from '../adapters/types.ts';
 import type { ChatMessage } from '../model/chat.ts';
-import type { AdapterRequest, AutoAdapterOptions, RoutingReport } from './route.ts';
 import type { LoraBranchOp, LoraTarget } from '../model/inject-lora.ts';
 import type { DecoderLayout } from '../model/layout.ts';
 import type { ModelDtype } from '../model/package.ts';
@@ -36,17 +35,17 @@ import type {
   TrainProgress,
   TrainResult,
 } from '../train/types.ts';
+import type { AdapterRequest, AutoAdapterOptions, RoutingReport } from './route.ts';
 
 export type {
-  AdapterRequest,
-  AutoAdapterOptions,
-  RoutingReport,
   AdapterDeriveProgress,
   AdapterFeedProvider,
   AdapterFeeds,
   AdapterImportInput,
+  AdapterRequest,
   AdapterSelection,
   AdapterStats,
+  AutoAdapterOptions,
   ChatMessage,
   DecoderLayout,
   LoraTarget,
@@ -54,6 +53,7 @@ export type {
   ModelDtype,
   PeftFiles,
   RankBudget,
+  RoutingReport,
   TrainCheckpointInfo,
   TrainDataFormat,
   TrainDevice,

@@ -9,16 +9,16 @@ import { join } from 'node:path';
 import * as ort from 'onnxruntime-web';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { importPeftAdapter } from '../../../src/adapters/import.ts';
+import { noAdapterFeeds } from '../../../src/engine/load.ts';
 import {
-  chooseFromScores,
   checkAutoOptions,
+  chooseFromScores,
   isAutoRequest,
   MIN_MIX_WEIGHT,
   meanPromptNll,
   type PromptScorer,
   sequentialScorer,
 } from '../../../src/engine/route.ts';
-import { noAdapterFeeds } from '../../../src/engine/load.ts';
 import { createDecoderSession, type DecoderGraph } from '../../../src/engine/session.ts';
 import { TextTokenizer } from '../../../src/engine/tokenizer.ts';
 import { InvalidOptionError } from '../../../src/errors.ts';
