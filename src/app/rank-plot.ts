@@ -69,7 +69,7 @@ export function drawRankCurve(box: HTMLElement, name: string, c: RankCurve): uPl
   const table = h(
     'p',
     { class: 'rank-values mono' },
-    c.ranks.map((k, i) => `r${k} ${c.nll[i]!.toFixed(3)}`).join(' · ') + ` · base ${c.baseNll.toFixed(3)}`,
+    `${c.ranks.map((k, i) => `r${k} ${c.nll[i]!.toFixed(3)}`).join(' · ')} · base ${c.baseNll.toFixed(3)}`,
   );
   box.replaceChildren(chart, table);
   box.dataset.ranks = c.ranks.join(',');
