@@ -17,11 +17,13 @@ import {
   MIN_MIX_WEIGHT,
   meanPromptNll,
   type PromptScorer,
+  type RouteContext,
+  routeRequest,
   sequentialScorer,
 } from '../../../src/engine/route.ts';
 import { createDecoderSession, type DecoderGraph } from '../../../src/engine/session.ts';
 import { TextTokenizer } from '../../../src/engine/tokenizer.ts';
-import { InvalidOptionError } from '../../../src/errors.ts';
+import { AbortError, InvalidOptionError, UnsupportedError } from '../../../src/errors.ts';
 import { injectLora, type LoraTarget } from '../../../src/model/inject-lora.ts';
 import { decodeModel, encodeModel } from '../../../src/model/onnx-io.ts';
 import { parseModelConfig } from '../../../src/model/package.ts';
@@ -127,6 +129,65 @@ describe('choice rule and options', () => {
     ]) {
       expect(() => checkAutoOptions({ auto } as never)).toThrow(InvalidOptionError);
     }
+  });
+});
+
+describe('routeRequest (fake model, store and scorer)', () => {
+  const stored = [
+    { name: 'a', modelId: 'm' },
+    { name: 'b', modelId: 'alias' },
+    { name: 'other', modelId: 'another-model' },
+  ];
+  const ctx = (over: Partial<RouteContext> = {}): RouteContext => ({
+    model: { report: { modelId: 'm', modelAliases: ['alias'] } } as never,
+    provider: {} as never,
+    graphFor: () => {
+      throw new Error('not used: the scorer is injected');
+    },
+    store: () => ({ list: async () => stored }) as never,
+    signal: new AbortController().signal,
+    scorer: async (_ids, cs) => cs.map((c) => (c === 'b' ? 1 : 2)),
+    ...over,
+  });
+
+  it('passes plain selections through; auto lists the stored adapters of this model (id or alias)', async () => {
+    expect(await routeRequest(ctx(), 'x', [1, 2])).toEqual({ selection: 'x' });
+    expect(await routeRequest(ctx(), undefined, [1, 2])).toEqual({ selection: null });
+    const r = await routeRequest(ctx(), 'auto', [1, 2, 3]);
+    expect(r.selection).toBe('b');
+    expect(r.routing).toMatchObject({
+      mode: 'pick',
+      scores: [
+        { adapter: 'a', nll: 2 },
+        { adapter: 'b', nll: 1 },
+      ],
+      chosen: ['b'],
+      weights: [1],
+      scoredTokens: 2,
+    });
+  });
+
+  it('typed errors: no candidates → InvalidOptionError, no store to list → UnsupportedError', async () => {
+    await expect(
+      routeRequest(ctx({ store: () => ({ list: async () => [] }) as never }), 'auto', [1]),
+    ).rejects.toBeInstanceOf(InvalidOptionError);
+    await expect(routeRequest(ctx({ store: () => null }), 'auto', [1])).rejects.toBeInstanceOf(
+      UnsupportedError,
+    );
+    // explicit candidates need no store
+    const r = await routeRequest(ctx({ store: () => null }), { auto: { candidates: ['a'] } }, [1]);
+    expect(r.selection).toBe('a');
+  });
+
+  it('aborted while scoring: no adapter and no report (decode then ends with finishReason abort)', async () => {
+    const ac = new AbortController();
+    const scorer: PromptScorer = async () => {
+      ac.abort();
+      throw new AbortError('routing aborted', { queued: false });
+    };
+    expect(await routeRequest(ctx({ signal: ac.signal, scorer }), 'auto', [1, 2])).toEqual({
+      selection: null,
+    });
   });
 });
 
