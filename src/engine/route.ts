@@ -26,7 +26,10 @@ export interface AutoAdapterOptions {
   includeBase?: boolean;
 }
 
-/** What `GenerateRequest.adapter` accepts: a selection (adapters/types.ts) or automatic choice. */
+/**
+ * What `GenerateRequest.adapter` accepts: a selection (adapters/types.ts) or automatic choice. The string
+ * 'auto' always means routing, so a stored adapter named "auto" can only be chosen inside a mix or list.
+ */
 export type AdapterRequest = AdapterSelection | 'auto' | { auto: AutoAdapterOptions };
 
 /** How a routed request chose its adapter(s) (`GenerateResult.routing`). */
