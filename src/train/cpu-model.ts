@@ -14,18 +14,19 @@ import type { ModuleName } from '../model/targets.ts';
 import { attentionBackward, attentionForward } from './ref/attention.ts';
 import { crossEntropyBackward, crossEntropyForward } from './ref/crossentropy.ts';
 import { embeddingForward } from './ref/embedding.ts';
-import {
-  type FrozenLinear,
-  type LoraBranch,
-  linearLoraBackward,
-  linearLoraForward,
-  matmulBackward,
-  matmulForward,
-} from './ref/linear.ts';
+import { type FrozenLinear, type LoraBranch, linearLoraBackward, linearLoraForward } from './ref/linear.ts';
 import { rmsnormBackward, rmsnormForward } from './ref/rmsnorm.ts';
 import { ropeBackward, ropeForward, ropeTables } from './ref/rope.ts';
 import { swigluBackward, swigluForward } from './ref/swiglu.ts';
 import { alloc, type Buf } from './ref/types.ts';
+import { gemmModule } from './wasm/gemm.ts';
+import { wasmLinearFor } from './wasm/linear.ts';
+
+/** Which implementation runs the linear layers (everything else is ref/*.ts either way). */
+export type CpuKernels = 'wasm' | 'ref';
+
+type LinearFwd = typeof linearLoraForward;
+type LinearBwd = typeof linearLoraBackward;
 
 export interface DecoderConfig {
   V: number; // vocab
@@ -145,22 +146,37 @@ export class CpuLoraModel {
   private readonly minLayer: number;
   private readonly f64: boolean;
   readonly recompute: boolean;
+  /** 'wasm': SIMD GEMMs (wasm/linear.ts), the default; 'ref': ref/linear.ts (f64 mode, or no wasm SIMD). */
+  readonly kernels: CpuKernels;
+  private readonly linFwd: LinearFwd;
+  private readonly linBwd: LinearBwd;
   private acts: Acts | null = null;
   /** Recompute mode: the one layer's activation buffers, reused by every layer (keyed by N). */
   private scratch: { N: number; a: LayerActs } | null = null;
 
   /**
    * `f64`: float64 activations (finite-difference tests); default float32 like the GPU path.
-   * `recompute`: activation recomputation (see the header); default false.
+   * `recompute`: activation recomputation (see the header); default false. `kernels`: default 'wasm'
+   * where WebAssembly SIMD exists, except with `f64` (always 'ref').
    */
   constructor(
     readonly weights: FrozenWeights,
     modules: LoraModule[],
-    opts: { f64?: boolean; recompute?: boolean } = {},
+    opts: { f64?: boolean; recompute?: boolean; kernels?: CpuKernels } = {},
   ) {
     this.modules = modules;
     this.f64 = opts.f64 ?? false;
     this.recompute = opts.recompute ?? false;
+    this.kernels = !this.f64 && (opts.kernels ?? 'wasm') === 'wasm' && gemmModule() ? 'wasm' : 'ref';
+    if (this.kernels === 'wasm') {
+      // One wasm memory per FrozenWeights: each weight is dequantized once for every model sharing it.
+      const wl = wasmLinearFor(weights);
+      this.linFwd = wl.forward.bind(wl);
+      this.linBwd = wl.backward.bind(wl);
+    } else {
+      this.linFwd = linearLoraForward;
+      this.linBwd = linearLoraBackward;
+    }
     this.byLayer = new Map();
     const { config: c } = weights;
     for (const m of modules) {
@@ -231,7 +247,7 @@ export class CpuLoraModel {
     const lnF = this.buf(N * C);
     rmsnormForward(lnF, rstdF, x, this.weights.finalNorm, N, C, c.eps);
     const logits = this.buf(N * V);
-    matmulForward(logits, lnF, this.weights.lmHead, N);
+    this.linFwd(logits, null, lnF, this.weights.lmHead, null, N);
 
     const targets = new Int32Array(N); // (N) next token; unused where weights are 0
     const weights = new Float64Array(N); // (N)
@@ -304,7 +320,7 @@ export class CpuLoraModel {
     const lin = (o: Buf, inp: Buf, mod: ModuleName) => {
       const br = lora[mod] ?? null;
       if (br) xa[mod] = a.xa[mod]?.length === N * br.R ? a.xa[mod] : this.buf(N * br.R);
-      linearLoraForward(o, xa[mod] ?? null, inp, W.proj[mod], br, N);
+      this.linFwd(o, xa[mod] ?? null, inp, W.proj[mod], br, N);
     };
     a.x = x;
     rmsnormForward(a.ln1, a.rstd1, x, W.inputNorm, N, C, c.eps);
@@ -357,7 +373,7 @@ export class CpuLoraModel {
     const dlogits = this.buf(N * V);
     crossEntropyBackward(dlogits, acts.logits, acts.targets, w, N, V);
     const dlnF = this.buf(N * C);
-    matmulBackward(dlnF, dlogits, this.weights.lmHead, N);
+    this.linBwd(dlnF, dlogits, null, acts.lnF, this.weights.lmHead, null, N);
     const dres = this.buf(N * C); // (N, C) gradient of the residual stream
     rmsnormBackward(dres, null, dlnF, acts.xL, this.weights.finalNorm, acts.rstdF, N, C);
 
@@ -381,7 +397,7 @@ export class CpuLoraModel {
       }
       const lora = this.byLayer.get(l) ?? {};
       const back = (dinp: Buf | null, dout: Buf, inp: Buf, mod: ModuleName) =>
-        linearLoraBackward(dinp, dout, a.xa[mod] ?? null, inp, W.proj[mod], lora[mod] ?? null, N);
+        this.linBwd(dinp, dout, a.xa[mod] ?? null, inp, W.proj[mod], lora[mod] ?? null, N);
       // MLP: x3 = x2 + down(silu(gate(ln2))·up(ln2)); dres is dx3 and becomes dx2.
       dh.fill(0);
       back(dh, dres, a.h, 'down_proj');
