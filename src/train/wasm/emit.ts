@@ -88,7 +88,7 @@ const name = (s: string): number[] => {
  * A module importing one memory as env.mem (so JS owns and grows it) and exporting `funcs` by name; every
  * function returns nothing.
  */
-export function emitModule(funcs: FuncDef[]): Uint8Array {
+export function emitModule(funcs: FuncDef[]): Uint8Array<ArrayBuffer> {
   const types = vec(funcs.map((f) => [0x60, ...vec(f.params.map((t) => [t])), 0]));
   const imports = vec([[...name('env'), ...name('mem'), 0x02, 0x00, 0x01]]); // memory, min 1 page
   const fnSec = vec(funcs.map((_, i) => uleb(i)));

@@ -103,7 +103,7 @@ function gemmBody(fma: boolean): number[] {
 }
 
 /** The module bytes: one export, gemm(a, b, c, M, N, K, lda, ldb, ldc, accumulate). */
-export function gemmModuleBytes(fma: boolean): Uint8Array {
+export function gemmModuleBytes(fma: boolean): Uint8Array<ArrayBuffer> {
   return emitModule([
     {
       name: 'gemm',
