@@ -20,7 +20,7 @@ import { ropeBackward, ropeForward, ropeTables } from './ref/rope.ts';
 import { swigluBackward, swigluForward } from './ref/swiglu.ts';
 import { alloc, type Buf } from './ref/types.ts';
 import { gemmModule } from './wasm/gemm.ts';
-import { wasmLinearFor } from './wasm/linear.ts';
+import { WASM_WEIGHT_BUDGET, wasmLinearFor, wasmWeightBytes } from './wasm/linear.ts';
 
 /** Which implementation runs the linear layers (everything else is ref/*.ts either way). */
 export type CpuKernels = 'wasm' | 'ref';
@@ -157,7 +157,8 @@ export class CpuLoraModel {
   /**
    * `f64`: float64 activations (finite-difference tests); default float32 like the GPU path.
    * `recompute`: activation recomputation (see the header); default false. `kernels`: default 'wasm'
-   * where WebAssembly SIMD exists, except with `f64` (always 'ref').
+   * where WebAssembly SIMD exists, except with `f64` or when the f32 copy of the weights would exceed
+   * WASM_WEIGHT_BUDGET (then 'ref', which dequantizes row by row and holds no copy).
    */
   constructor(
     readonly weights: FrozenWeights,
@@ -167,7 +168,8 @@ export class CpuLoraModel {
     this.modules = modules;
     this.f64 = opts.f64 ?? false;
     this.recompute = opts.recompute ?? false;
-    this.kernels = !this.f64 && (opts.kernels ?? 'wasm') === 'wasm' && gemmModule() ? 'wasm' : 'ref';
+    const fits = wasmWeightBytes(weights) <= WASM_WEIGHT_BUDGET;
+    this.kernels = !this.f64 && (opts.kernels ?? 'wasm') === 'wasm' && fits && gemmModule() ? 'wasm' : 'ref';
     if (this.kernels === 'wasm') {
       // One wasm memory per FrozenWeights: each weight is dequantized once for every model sharing it.
       const wl = wasmLinearFor(weights);

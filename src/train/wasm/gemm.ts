@@ -171,7 +171,16 @@ export class WasmGemm {
     const ptr = this.top;
     const end = ptr + ((n * 4 + 15) & ~15);
     const have = this.memory.buffer.byteLength;
-    if (end > have) this.memory.grow(Math.ceil((end - have) / PAGE));
+    if (end > have) {
+      try {
+        this.memory.grow(Math.ceil((end - have) / PAGE));
+      } catch (e) {
+        throw new UnsupportedError(
+          `the CPU trainer could not grow its wasm memory to ${Math.ceil(end / 2 ** 20)} MiB (${(e as Error).message})`,
+          { feature: 'wasm-memory', bytes: end },
+        );
+      }
+    }
     this.top = end;
     new Float32Array(this.memory.buffer, ptr, n).fill(0);
     return ptr;

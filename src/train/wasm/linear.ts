@@ -169,6 +169,18 @@ export class WasmLinear {
   }
 }
 
+/** Largest f32 weight copy the fast path makes (wasm32 memory tops out at 4 GiB); above it: 'ref'. */
+export const WASM_WEIGHT_BUDGET = 1 << 30;
+
+/** Bytes of wasm memory the resident (padded f32) weights of a model take. */
+export function wasmWeightBytes(w: {
+  layers: { proj: Record<string, FrozenLinear> }[];
+  lmHead: FrozenLinear;
+}): number {
+  const one = (l: FrozenLinear) => up4(l.O) * up8(l.K) * 4;
+  return w.layers.reduce((n, l) => n + Object.values(l.proj).reduce((m, p) => m + one(p), 0), one(w.lmHead));
+}
+
 const cache = new WeakMap<object, WasmLinear>();
 
 /** One WasmLinear (one wasm memory, weights dequantized once) per frozen-weights object. */

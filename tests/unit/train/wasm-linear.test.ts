@@ -7,7 +7,7 @@
  * tiny-model.test.ts, cpu-backend.test.ts) run on the default ('wasm') path as well.
  */
 import { describe, expect, test } from 'vitest';
-import { CpuLoraModel } from '../../../src/train/cpu-model.ts';
+import { CpuLoraModel, type FrozenWeights } from '../../../src/train/cpu-model.ts';
 import {
   type FrozenLinear,
   type LoraBranch,
@@ -16,7 +16,7 @@ import {
 } from '../../../src/train/ref/linear.ts';
 import { sleb, uleb } from '../../../src/train/wasm/emit.ts';
 import { gemmModule, gemmModuleBytes, WasmGemm } from '../../../src/train/wasm/gemm.ts';
-import { WasmLinear } from '../../../src/train/wasm/linear.ts';
+import { WASM_WEIGHT_BUDGET, WasmLinear, wasmWeightBytes } from '../../../src/train/wasm/linear.ts';
 import { expectClose, type Tolerance } from '../../helpers/expect-close.ts';
 import { defaultWeights, peftAdapterModules, rand, relErr } from './helpers.ts';
 
@@ -178,5 +178,15 @@ describe('CpuLoraModel: wasm kernels vs the reference', () => {
     expect(new CpuLoraModel(w, [], { f64: true }).kernels).toBe('ref');
     expect(new CpuLoraModel(w, [], { kernels: 'ref' }).kernels).toBe('ref');
     expect(new CpuLoraModel(w, []).kernels).toBe('wasm');
+  });
+
+  test('the f32 weight copy is counted; a model whose copy would exceed WASM_WEIGHT_BUDGET uses the reference', () => {
+    const w = defaultWeights('q4');
+    // 42 projections (all dims multiples of 8) + the tied lm_head (V 1024 × C 256), 4 bytes each.
+    expect(wasmWeightBytes(w)).toBe((6 * (2 * 256 * 256 + 2 * 128 * 256 + 3 * 704 * 256) + 1024 * 256) * 4);
+    const lmHead: FrozenLinear = { kind: 'f32', K: 1024, O: 2 ** 18 + 1, w: new Float32Array(0) };
+    const huge: FrozenWeights = { ...w, layers: [], lmHead };
+    expect(wasmWeightBytes(huge)).toBeGreaterThan(WASM_WEIGHT_BUDGET);
+    expect(new CpuLoraModel(huge, []).kernels).toBe('ref');
   });
 });
