@@ -19,6 +19,7 @@ import { rmsnormBackward, rmsnormForward } from './ref/rmsnorm.ts';
 import { ropeBackward, ropeForward, ropeTables } from './ref/rope.ts';
 import { swigluBackward, swigluForward } from './ref/swiglu.ts';
 import { alloc, type Buf } from './ref/types.ts';
+import { attentionBackwardWasm, attentionForwardWasm } from './wasm/attention.ts';
 import { gemmModule } from './wasm/gemm.ts';
 import { WASM_WEIGHT_BUDGET, wasmLinearFor, wasmWeightBytes } from './wasm/linear.ts';
 
@@ -150,6 +151,8 @@ export class CpuLoraModel {
   readonly kernels: CpuKernels;
   private readonly linFwd: LinearFwd;
   private readonly linBwd: LinearBwd;
+  private readonly attFwd: typeof attentionForward;
+  private readonly attBwd: typeof attentionBackward;
   private acts: Acts | null = null;
   /** Recompute mode: the one layer's activation buffers, reused by every layer (keyed by N). */
   private scratch: { N: number; a: LayerActs } | null = null;
@@ -178,6 +181,13 @@ export class CpuLoraModel {
     } else {
       this.linFwd = linearLoraForward;
       this.linBwd = linearLoraBackward;
+    }
+    this.attFwd = attentionForward;
+    this.attBwd = attentionBackward;
+    if (this.kernels === 'wasm' && weights.config.D % 8 === 0) {
+      const g = wasmLinearFor(weights).g;
+      this.attFwd = (...a) => attentionForwardWasm(g, ...a);
+      this.attBwd = (...a) => attentionBackwardWasm(g, ...a);
     }
     this.byLayer = new Map();
     const { config: c } = weights;
@@ -331,7 +341,7 @@ export class CpuLoraModel {
     lin(a.v, a.ln1, 'v_proj');
     ropeForward(a.q, a.q, cos, sin, N, H, D);
     ropeForward(a.k, a.k, cos, sin, N, Hkv, D);
-    attentionForward(a.y, a.att, a.q, a.k, a.v, batch.attentionMask ?? null, B, T, H, Hkv, D);
+    this.attFwd(a.y, a.att, a.q, a.k, a.v, batch.attentionMask ?? null, B, T, H, Hkv, D);
     lin(a.x2, a.y, 'o_proj');
     for (let i = 0; i < N * C; i++) a.x2[i]! += x[i]!;
     rmsnormForward(a.ln2, a.rstd2, a.x2, W.postNorm, N, C, c.eps);
@@ -411,7 +421,7 @@ export class CpuLoraModel {
       // Attention: x2 = x + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))); dres becomes dx.
       dy.fill(0);
       back(dy, dres, a.y, 'o_proj');
-      attentionBackward(dq, dk, dv, dy, a.att, a.q, a.k, a.v, B, T, H, Hkv, D);
+      this.attBwd(dq, dk, dv, dy, a.att, a.q, a.k, a.v, B, T, H, Hkv, D);
       ropeBackward(dq, dq, acts.cos, acts.sin, N, H, D);
       ropeBackward(dk, dk, acts.cos, acts.sin, N, Hkv, D);
       const bottom = l === this.minLayer; // nothing below needs dx

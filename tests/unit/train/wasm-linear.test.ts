@@ -8,12 +8,14 @@
  */
 import { describe, expect, test } from 'vitest';
 import { CpuLoraModel, type FrozenWeights } from '../../../src/train/cpu-model.ts';
+import { attentionBackward, attentionForward } from '../../../src/train/ref/attention.ts';
 import {
   type FrozenLinear,
   type LoraBranch,
   linearLoraBackward,
   linearLoraForward,
 } from '../../../src/train/ref/linear.ts';
+import { attentionBackwardWasm, attentionForwardWasm } from '../../../src/train/wasm/attention.ts';
 import { sleb, uleb } from '../../../src/train/wasm/emit.ts';
 import { gemmModule, gemmModuleBytes, WasmGemm } from '../../../src/train/wasm/gemm.ts';
 import { WASM_WEIGHT_BUDGET, WasmLinear, wasmWeightBytes } from '../../../src/train/wasm/linear.ts';
@@ -27,8 +29,8 @@ import { defaultWeights, peftAdapterModules, rand, relErr } from './helpers.ts';
  */
 const F32_SUMS: Tolerance = { atol: 2e-5, rtol: 1e-5 };
 /**
- * Whole model, wasm vs ref, on the lora-grads batch: f32 sums through 6 layers. Measured: loss |diff|
- * 2e-8, worst per-tensor gradient relative error 1.6e-6 (printed). Bounds 1e-5 and 1e-4: the same 1000x
+ * Whole model, wasm vs ref: f32 sums through 6 layers. Measured: loss |diff| 1.6e-7, worst per-tensor
+ * gradient relative error 1.7e-6 (printed). Bounds 1e-5 and 1e-4: the same 1000x
  * headroom kept against the float64 PyTorch fixture (model.test.ts: 1e-3).
  */
 const MODEL_LOSS_ABS = 1e-5;
@@ -141,6 +143,37 @@ describe('WasmLinear vs ref/linear.ts', () => {
       }
       // Scratch is released: only the resident (padded) weight stays.
       expect(wl.bytes).toBe(16 + ((O + 3) & ~3) * ((K + 7) & ~7) * 4);
+    });
+  }
+});
+
+describe('wasm attention vs ref/attention.ts', () => {
+  for (const c of [
+    { B: 2, T: 5, H: 4, Hkv: 2, D: 8, mask: true }, // T not a multiple of the tiles; a fully masked query
+    { B: 1, T: 32, H: 8, Hkv: 4, D: 32, mask: false },
+  ]) {
+    test(`B ${c.B} T ${c.T} H ${c.H}/${c.Hkv} D ${c.D}${c.mask ? ', key mask' : ''}: out, probabilities, dq, dk, dv`, () => {
+      const { B, T, H, Hkv, D } = c;
+      const N = B * T;
+      const q = f32(N * H * D, 20);
+      const k = f32(N * Hkv * D, 21);
+      const v = f32(N * Hkv * D, 22);
+      const dout = f32(N * H * D, 23);
+      // Row 0 of batch 0 sees only key 0, which is masked: that query has no visible key.
+      const mask = c.mask ? Array.from({ length: N }, (_, i) => (i === 0 || i === 3 ? 0 : 1)) : null;
+      const g = new WasmGemm();
+      const got = { out: new Float32Array(N * H * D), att: new Float32Array(B * H * T * T) };
+      const want = { out: new Float32Array(N * H * D), att: new Float32Array(B * H * T * T) };
+      attentionForwardWasm(g, got.out, got.att, q, k, v, mask, B, T, H, Hkv, D);
+      attentionForward(want.out, want.att, q, k, v, mask, B, T, H, Hkv, D);
+      expectClose(got.att, want.att, F32_SUMS, 'probabilities');
+      expectClose(got.out, want.out, F32_SUMS, 'out');
+      const gd = [N * H * D, N * Hkv * D, N * Hkv * D].map((n) => new Float32Array(n).fill(7));
+      const wd = [N * H * D, N * Hkv * D, N * Hkv * D].map((n) => new Float32Array(n));
+      attentionBackwardWasm(g, gd[0]!, gd[1]!, gd[2]!, dout, want.att, q, k, v, B, T, H, Hkv, D);
+      attentionBackward(wd[0]!, wd[1]!, wd[2]!, dout, want.att, q, k, v, B, T, H, Hkv, D);
+      for (const [i, name] of ['dq', 'dk', 'dv'].entries()) expectClose(gd[i]!, wd[i]!, F32_SUMS, name);
+      expect(g.mark()).toBe(16); // scratch released
     });
   }
 });
