@@ -2,9 +2,10 @@
  * The CPU trainer's fast path (src/train/wasm/: emitted WebAssembly SIMD GEMM, WasmLinear) against its
  * oracle, the plain-TS reference (ref/linear.ts, f64 sums): the LEB128 encoder, the GEMM against f64 sums,
  * every product of a LoRA linear's forward and backward on odd shapes (fp32 and 4-bit with zero points,
- * rank 1/3/16, with and without an input gradient), and the whole default model (q4, peft-adapter)
- * 'wasm' vs 'ref'. The PyTorch-fixture, finite-difference and trajectory tests (model.test.ts,
- * tiny-model.test.ts, cpu-backend.test.ts) run on the default ('wasm') path as well.
+ * rank 1/3/16, with and without an input gradient), the wasm attention against ref/attention.ts, and
+ * the whole default model (q4, peft-adapter) 'wasm' vs 'ref'. The PyTorch-fixture and trajectory tests
+ * (model.test.ts, cpu-backend.test.ts) run on the default ('wasm') path as well; the finite-difference
+ * check needs f64 and so the reference, and tiny-model.test.ts compares the f32 ('wasm') model to it.
  */
 import { describe, expect, test } from 'vitest';
 import { CpuLoraModel, type FrozenWeights } from '../../../src/train/cpu-model.ts';
