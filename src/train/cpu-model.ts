@@ -1,7 +1,8 @@
 /**
  * Whole-model forward and backward of the Llama-family decoder (scripts/py/model.py) on the CPU, built
- * from the src/train/ref layer functions: the reference the WebGPU trainer must match, and the fallback
- * where WebGPU is missing. Only LoRA A/B receive gradients; the base (embedding, norms, projections,
+ * from the src/train/ref layer functions, with the linear layers and attention on the WebAssembly SIMD
+ * GEMM of wasm/ by default (`kernels: 'ref'` keeps everything plain TS, the oracle): the reference the
+ * WebGPU trainer must match, and the fallback where WebGPU is missing. Only LoRA A/B receive gradients; the base (embedding, norms, projections,
  * lm_head) is frozen, so the backward stops at the lowest layer that holds a LoRA branch. Lifecycle as in
  * llm.c: `forward` (loss), `zeroGrad`, `backward`, then an optimizer `step` (optim.ts); gradient buffers
  * are allocated on the first backward. With `recompute`, the forward keeps only each layer's input and
