@@ -10,6 +10,7 @@
  */
 import * as ortWebgpu from 'onnxruntime-web/webgpu';
 import { mergeStoredAdapters, truncateStoredAdapter } from '../adapters/derive.ts';
+import { withStoreGates } from '../adapters/gated-store.ts';
 import { type AdapterModelInfo, importPeftAdapter, type PeftFiles } from '../adapters/import.ts';
 import { defaultAdapterName, readAdapterInput } from '../adapters/import-sources.ts';
 import { createAdapterProvider } from '../adapters/provider.ts';
@@ -25,6 +26,7 @@ import {
 } from '../errors.ts';
 import type { CheckpointStore } from '../train/checkpoints.ts';
 import { abortedResult, callQuietly, decode, prepareRequest } from './decode.ts';
+import type { GateTrainProgress, GateTrainRequest, GateTrainResult } from './gates.ts';
 import { type LoadedModel, loadModel } from './load.ts';
 import type { FetchModelFilesOptions } from './model-files.ts';
 import { SerialQueue } from './queue.ts';
@@ -207,9 +209,9 @@ export class LocalEngine implements Engine {
     );
     mine = model;
     this.lost = null;
-    const { ort, backend, targets, device } = model;
+    const { ort, backend, targets, device, gates } = model;
     try {
-      const provider = this.makeProvider({ ort, backend, targets, device });
+      const provider = this.makeProvider({ ort, backend, targets, device, ...(gates ? { gates } : {}) });
       this.loaded = { model, provider };
     } catch (e) {
       await model.release();
@@ -224,7 +226,7 @@ export class LocalEngine implements Engine {
     if (this.opts.adapterProvider) return this.opts.adapterProvider(ctx);
     const store = this.adapterStore();
     if (!store) return noStoreProvider();
-    return storeAdapterProvider(store, this.opts.adapterCacheBytes)(ctx);
+    return withStoreGates(storeAdapterProvider(store, this.opts.adapterCacheBytes)(ctx), store, ctx);
   }
 
   /** The store, opened on first use (so an engine in Node, without IndexedDB, never touches it). */
@@ -488,5 +490,9 @@ export class LocalEngine implements Engine {
 
   deleteCheckpoint(trainId: string): Promise<void> {
     return this.training.deleteCheckpoint(trainId);
+  }
+
+  trainGates(opts: GateTrainRequest, onProgress?: (p: GateTrainProgress) => void): Promise<GateTrainResult> {
+    return this.training.trainGates(opts, onProgress); // engine/gates.ts
   }
 }
