@@ -6,7 +6,7 @@
  * page). Pure: no I/O.
  */
 import { median, pairedRatio, pairedStepRatio, summarize } from './stats.ts';
-import type { OursResult, TjsResult, TrainResult } from './types.ts';
+import type { GatesResult, OursResult, TjsResult, TrainResult } from './types.ts';
 
 export interface Row {
   metric: string;
@@ -277,5 +277,28 @@ export function rowsForTrain(t: TrainResult): Row[] {
       );
     }
   }
+  return rows;
+}
+
+/** Rows of the gates suite: decode tok/s per configuration and the ratios to (a), medians of per-repetition pairs. */
+export function rowsForGates(g: GatesResult): Row[] {
+  const rows: Row[] = [];
+  const a = g.rows[0]!;
+  for (const r of g.rows) {
+    rows.push({ metric: `decode tok/s ${r.label}`, value: range(r.tokS), target: '', result: 'info' });
+    if (r !== a)
+      rows.push({
+        metric: `  ratio to (a)`,
+        value: f(pairedRatio(r.tokS, a.tokS), 3),
+        target: '',
+        result: 'info',
+      });
+  }
+  rows.push({
+    metric: 'tokens per run',
+    value: g.rows.map((r) => median(r.tokens)).join(' / '),
+    target: '',
+    result: 'info',
+  });
   return rows;
 }

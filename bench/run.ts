@@ -22,10 +22,11 @@ import { chromium, type Page } from 'playwright';
 import { createServer } from 'vite';
 import { ORT_APP_MOUNT, ORT_RESOLVE_CONDITIONS, serveOrtFiles } from '../vite.config.ts';
 import { CHROMIUM_ARGS } from '../vitest.config.ts';
-import { renderTable, rowsFor, rowsForTrain } from './report.ts';
+import { renderTable, rowsFor, rowsForGates, rowsForTrain } from './report.ts';
 import type {
   BenchBackend,
   BenchDtype,
+  GatesResult,
   OursResult,
   SuiteOptions,
   TrainBenchBackend,
@@ -75,12 +76,17 @@ const int = (s: string | undefined, name: string): number | undefined => {
   const n = Number(s);
   return Number.isInteger(n) && n > 0 ? n : fail(`--${name} must be a positive integer (got ${s})`);
 };
+// --suite gates (bench/gates.ts): only that suite, on --backend (decode cost of routing gates).
+const gatesSuite = args.suite === 'gates';
+if (gatesSuite) args.suite = 'none';
 const suites =
-  args.suite === 'all'
-    ? { inference: true, train: true }
-    : args.suite === 'inference' || args.suite === 'train'
-      ? { inference: args.suite === 'inference', train: args.suite === 'train' }
-      : fail(`--suite must be inference, train or all (got ${args.suite})`);
+  args.suite === 'none'
+    ? { inference: false, train: false }
+    : args.suite === 'all'
+      ? { inference: true, train: true }
+      : args.suite === 'inference' || args.suite === 'train'
+        ? { inference: args.suite === 'inference', train: args.suite === 'train' }
+        : fail(`--suite must be inference, train or all (got ${args.suite})`);
 const trainBackends: TrainBenchBackend[] =
   args['train-backend'] === 'both'
     ? ['cpu', 'webgpu']
@@ -156,7 +162,7 @@ async function main(): Promise<void> {
     args: CHROMIUM_ARGS,
   });
   const timeoutMs = Number(args.timeout) * 1000;
-  const results: (OursResult | TrainResult)[] = [];
+  const results: (OursResult | TrainResult | GatesResult)[] = [];
   const tables: string[] = [];
   try {
     // Load once so Vite's dependency optimizer settles before anything is timed (a late
@@ -199,6 +205,15 @@ async function main(): Promise<void> {
       results.push(ours);
       const gpu = ours.adapterInfo ? ` on ${ours.adapterInfo.vendor}/${ours.adapterInfo.architecture}` : '';
       tables.push(renderTable(`${backend}${gpu}, ${dtype}`, rowsFor(ours, ours.transformers)));
+    }
+    for (const backend of gatesSuite ? backends : []) {
+      const opts = { ...optionsFor(backend), reps: int(args.reps, 'reps') ?? (backend === 'webgpu' ? 3 : 7) };
+      console.log(`\n== gates / ${backend} / ${dtype}`);
+      const g = await inPage(`gates/${backend}`, (page) =>
+        page.evaluate((o): Promise<GatesResult> => window.wlBench!.gates(o), opts),
+      );
+      results.push(g);
+      tables.push(renderTable(`gates: ${backend}, ${dtype}`, rowsForGates(g)));
     }
     for (const backend of suites.train ? trainBackends : []) {
       const opts = trainOptionsFor(backend);

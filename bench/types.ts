@@ -115,6 +115,7 @@ export interface TjsResult {
 export interface BenchApi {
   ours(opts: SuiteOptions): Promise<OursResult>;
   train(opts: TrainSuiteOptions): Promise<TrainResult>;
+  gates(opts: GatesSuiteOptions): Promise<GatesResult>;
 }
 
 /** `npm run bench -- --suite train`: the training engine (src/train/) on one backend. */
@@ -182,4 +183,20 @@ export interface TrainResult {
   timestampQuery: boolean;
   ranks: TrainRankResult[];
   loadMs: number;
+}
+
+/** `npm run bench -- --suite gates` (bench/gates.ts): decode cost of per-token routing gates. */
+export interface GatesSuiteOptions {
+  backend: BenchBackend;
+  dtype: BenchDtype;
+  decodeTokens: number;
+  reps: number;
+}
+
+export interface GatesResult {
+  kind: 'gates';
+  backend: BenchBackend;
+  dtype: BenchDtype;
+  /** Per configuration: decode tok/s and tokens made, one per repetition (interleaved). */
+  rows: { label: string; tokS: number[]; tokens: number[] }[];
 }
