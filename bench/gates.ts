@@ -1,23 +1,30 @@
 /**
  * The gates suite (`npm run bench -- --suite gates`, runs in the bench page): what per-token routing
- * costs at decode time, through the real engine. Two LocalEngines on one backend/dtype, the example
- * adapters weblora-shout and weblora-romeo (rank 8 each, all 42 projections) imported into one store:
- *   (a) ordinary engine, static mix shout 0.5 + romeo 0.5 (rank 16)
- *   (b) engine loaded with { gates: true }, the same static mix (neutral gate, n = 1)
- *   (c) the gated engine, a gated mix of the two (random seeded gates: the cost does not depend on them)
- * generate() repetitions run interleaved, order rotating; decode tok/s is the engine's own
- * timings.tokensPerSecond (forward passes + sampling), and ratios are medians of per-repetition pairs.
- * Also: the gate expansion operator, MatMul vs Einsum (the gated graph writes the gate's two products with the
- * LoRA branch operator of the backend), is not separately switchable through the engine, so it is not here.
+ * costs per decode step. The example adapters weblora-shout and weblora-romeo (rank 8 each, all 42
+ * projections) as one rank-16 concatenated mix, fed to sessions made exactly as the engine makes them
+ * (createDecoderSession, the backend's LoRA branch operator):
+ *   (a) ordinary injected graph, static mix 0.5/0.5
+ *   (b) gated graph (injectLora gates: true), the same static mix with the neutral gate (n = 1)
+ *   (c) gated graph, gated mix (2 experts, random seeded gates: the cost does not depend on their values)
+ *   (d) as (c) with the other operator for the branch and the gate products (MatMul vs Einsum)
+ * timed by the bench loop (decode-loop.ts) in lockstep — step i of a, b, c, d back to back, order
+ * rotating — so the ratios (medians over paired steps) hold on a loaded machine. On webgpu the A/B feeds
+ * live in GPU buffers (as the engine's feed cache keeps them) and the gate feeds are CPU tensors (as the
+ * engine's gated provider passes them: a few KB uploaded with each run).
  */
 import * as ortWebgpu from 'onnxruntime-web/webgpu';
-import { GatedMixStore } from '../src/adapters/gated-store.ts';
-import { AdapterStore } from '../src/adapters/store.ts';
-import { LocalEngine } from '../src/engine/engine.ts';
-import type { Ort } from '../src/engine/session.ts';
-import type { AdapterSelection } from '../src/engine/types.ts';
-import { MODEL_BASE } from './ours.ts';
-import { PASSAGE } from './prompt.ts';
+import { gateFeeds } from '../src/adapters/gated.ts';
+import { mixFeeds } from '../src/adapters/mix.ts';
+import { parsePeftConfig, peftToFeeds } from '../src/adapters/peft.ts';
+import { parseSafetensors } from '../src/adapters/safetensors.ts';
+import type { LoraFeed } from '../src/adapters/types.ts';
+import type { Ort, OrtTensor } from '../src/engine/session.ts';
+import { TextTokenizer } from '../src/engine/tokenizer.ts';
+import { injectLora, type LoraBranchOp, loraBranchOpFor } from '../src/model/inject-lora.ts';
+import { decodeModel, encodeModel } from '../src/model/onnx-io.ts';
+import { fetchModelPackage, modelFileName } from '../src/model/package.ts';
+import { createBenchSession, emptySeries, lockstepGreedy, record } from './decode-loop.ts';
+import { MODEL_BASE, promptIdsOf } from './ours.ts';
 import type { GatesResult, GatesSuiteOptions } from './types.ts';
 
 type Log = (msg: string) => void;
@@ -34,68 +41,98 @@ function rng(seed: number): () => number {
   };
 }
 
+async function bytes(url: string): Promise<Uint8Array> {
+  const r = await fetch(url);
+  if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
+  return new Uint8Array(await r.arrayBuffer());
+}
+
 export async function runGates(o: GatesSuiteOptions, log: Log): Promise<GatesResult> {
   const ort = ortWebgpu as unknown as Ort;
   ort.env.wasm.numThreads = 1;
-  const store = new AdapterStore({ dbName: `weblora-bench-gates-${Date.now()}` });
-  const make = () =>
-    new LocalEngine({
-      ort,
-      numThreads: 1,
-      wasmPaths: new URL('/ort/', location.href).href,
-      adapterStore: store,
-      baseGraphForNoAdapter: false,
-    });
-  const plain = make();
-  const gated = make();
-  log(`gates/${o.backend}/${o.dtype}: loading two engines`);
-  const r1 = await plain.loadModel(MODEL_BASE, { backend: o.backend, dtype: o.dtype });
-  const r2 = await gated.loadModel(MODEL_BASE, { backend: o.backend, dtype: o.dtype, gates: true });
-  if (r1.backend !== o.backend || r2.backend !== o.backend)
-    throw new Error(`engines loaded on ${r1.backend}`);
-  for (const name of EXPERTS) await plain.importAdapter({ url: `/adapters/${name}/` }, { name });
-  const C = r1.config.hiddenSize;
+  ort.env.wasm.wasmPaths = new URL('/ort/', location.href).href; // served by the bench server
+  const pkg = await fetchModelPackage(MODEL_BASE, { dtype: o.dtype });
+  const model = decodeModel(await bytes(MODEL_BASE + modelFileName(o.dtype)));
+  const tok = TextTokenizer.fromJSON(pkg.tokenizerJson, pkg.tokenizerConfig, pkg.config.eosTokenIds[0]);
+  const promptIds = promptIdsOf((t) => tok.encode(t)).slice(0, 32);
+  const op = loraBranchOpFor(o.backend);
+  const other: LoraBranchOp = op === 'matmul' ? 'einsum' : 'matmul';
+  log(`gates/${o.backend}/${o.dtype}: building 3 sessions (branch op ${op}, other ${other})`);
+  const plain = injectLora(model, { branchOp: op });
+  const gated = injectLora(model, { branchOp: op, gates: true });
+  const gatedAlt = injectLora(model, { branchOp: other, gates: true });
+  const sessions = await Promise.all(
+    [plain, gated, gatedAlt].map((m) => createBenchSession(ort, encodeModel(m.model), o.backend, pkg.config)),
+  );
+  const parts = await Promise.all(
+    EXPERTS.map(async (name) => {
+      const cfg = parsePeftConfig(
+        new TextDecoder().decode(await bytes(`/adapters/${name}/adapter_config.json`)),
+      );
+      const st = parseSafetensors(await bytes(`/adapters/${name}/adapter_model.safetensors`));
+      return { weight: 0.5, feeds: peftToFeeds(cfg, st.tensors, plain.targets) };
+    }),
+  );
+  const mixed = mixFeeds(parts, plain.targets);
+  const C = gated.gates![0]!.in;
   const rand = rng(7);
   const gates = new Map<number, { W: Float32Array; b: Float32Array }>();
-  for (let l = 0; l < r1.config.numLayers; l++)
-    gates.set(l, {
+  for (const s of gated.gates!)
+    gates.set(s.layer, {
       W: Float32Array.from({ length: 2 * C }, () => (rand() * 2) / Math.sqrt(C)),
       b: Float32Array.from({ length: 2 }, () => rand() * 0.5),
     });
-  await new GatedMixStore(store).save('bench-gated', {
-    experts: EXPERTS.map((name) => ({ name, weight: 1 })),
-    hiddenSize: C,
-    gates,
-  });
-  const mix: AdapterSelection = EXPERTS.map((name) => ({ name, weight: 0.5 }));
-  const configs: { label: string; engine: LocalEngine; adapter: AdapterSelection }[] = [
-    { label: '(a) ungated engine, static mix', engine: plain, adapter: mix },
-    { label: '(b) gated engine, static mix (neutral gate)', engine: gated, adapter: mix },
-    { label: '(c) gated engine, gated mix', engine: gated, adapter: { gated: 'bench-gated' } },
-  ];
-  const prompt = PASSAGE.slice(0, 200);
-  // Warm-up: one short run each (feeds cached, shaders compiled).
-  for (const c of configs) await c.engine.generate({ prompt, maxNewTokens: 2, adapter: c.adapter });
-  const tokS = configs.map(() => [] as number[]);
-  const tokens = configs.map(() => [] as number[]);
-  for (let rep = 0; rep < o.reps; rep++) {
-    for (let k = 0; k < configs.length; k++) {
-      const i = (k + rep) % configs.length;
-      const c = configs[i]!;
-      const r = await c.engine.generate({ prompt, maxNewTokens: o.decodeTokens, adapter: c.adapter });
-      tokS[i]!.push(r.timings.tokensPerSecond);
-      tokens[i]!.push(r.tokenIds.length);
+  const mix = { experts: EXPERTS.map((name) => ({ name, weight: 0.5 })), hiddenSize: C, gates };
+  const ranks = parts.map((p) => p.feeds.rank);
+  const device = o.backend === 'webgpu' ? ((await ort.env.webgpu.device) as GPUDevice) : null;
+  const owned: OrtTensor[] = [];
+  const tensor = (f: LoraFeed, gpu: boolean): OrtTensor => {
+    if (!gpu || !device) return new ort.Tensor('float32', f.data, f.dims);
+    const buffer = device.createBuffer({
+      size: Math.max(16, Math.ceil(f.data.byteLength / 16) * 16),
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    });
+    device.queue.writeBuffer(buffer, 0, f.data);
+    const t = ort.Tensor.fromGpuBuffer(buffer, {
+      dataType: 'float32',
+      dims: f.dims,
+      dispose: () => buffer.destroy(),
+    });
+    owned.push(t);
+    return t;
+  };
+  const ab: Record<string, OrtTensor> = {};
+  for (const [k, f] of mixed.feeds) ab[k] = tensor(f, true);
+  const cpu = (m: Map<string, LoraFeed>) => Object.fromEntries([...m].map(([k, f]) => [k, tensor(f, false)]));
+  const neutral = cpu(gateFeeds(gated.gates!, null, [mixed.rank]));
+  const routed = cpu(gateFeeds(gated.gates!, mix, ranks));
+  const configs = [
+    { label: `(a) ungated graph, static mix (${op})`, s: sessions[0]!, feeds: ab },
+    {
+      label: `(b) gated graph, static mix, neutral gate (${op})`,
+      s: sessions[1]!,
+      feeds: { ...ab, ...neutral },
+    },
+    { label: `(c) gated graph, gated mix (${op})`, s: sessions[1]!, feeds: { ...ab, ...routed } },
+    { label: `(d) gated graph, gated mix (${other})`, s: sessions[2]!, feeds: { ...ab, ...routed } },
+  ].map((c) => ({ ...c, series: emptySeries() }));
+  try {
+    await lockstepGreedy(ort, configs, promptIds, 2); // warm-up
+    for (let rep = 0; rep < o.reps; rep++) {
+      const runs = await lockstepGreedy(ort, configs, promptIds, o.decodeTokens);
+      for (const [i, c] of configs.entries()) record(c.series, runs[i]!, promptIds.length);
+      log(
+        `gates/${o.backend}: rep ${rep + 1}/${o.reps}: ${configs.map((c) => c.series.decodeTps.at(-1)!.toFixed(1)).join(' / ')} tok/s`,
+      );
     }
-    log(
-      `gates/${o.backend}: rep ${rep + 1}/${o.reps}: ${tokS.map((t) => t.at(-1)!.toFixed(1)).join(' / ')} tok/s`,
-    );
+  } finally {
+    for (const t of owned) t.dispose();
+    for (const s of sessions) await s.session.release();
   }
-  await plain.dispose();
-  await gated.dispose();
   return {
     kind: 'gates',
     backend: o.backend,
     dtype: o.dtype,
-    rows: configs.map((c, i) => ({ label: c.label, tokS: tokS[i]!, tokens: tokens[i]! })),
+    rows: configs.map((c) => ({ label: c.label, series: c.series })),
   };
 }

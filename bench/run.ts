@@ -207,7 +207,7 @@ async function main(): Promise<void> {
       tables.push(renderTable(`${backend}${gpu}, ${dtype}`, rowsFor(ours, ours.transformers)));
     }
     for (const backend of gatesSuite ? backends : []) {
-      const opts = { ...optionsFor(backend), reps: int(args.reps, 'reps') ?? (backend === 'webgpu' ? 3 : 7) };
+      const opts = optionsFor(backend);
       console.log(`\n== gates / ${backend} / ${dtype}`);
       const g = await inPage(`gates/${backend}`, (page) =>
         page.evaluate((o): Promise<GatesResult> => window.wlBench!.gates(o), opts),

@@ -197,6 +197,6 @@ export interface GatesResult {
   kind: 'gates';
   backend: BenchBackend;
   dtype: BenchDtype;
-  /** Per configuration: decode tok/s and tokens made, one per repetition (interleaved). */
-  rows: { label: string; tokS: number[]; tokens: number[] }[];
+  /** Per configuration: the bench loop's series (decode tok/s per repetition, step times in lockstep). */
+  rows: { label: string; series: LoopSeries }[];
 }
