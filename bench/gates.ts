@@ -61,9 +61,9 @@ export async function runGates(o: GatesSuiteOptions, log: Log): Promise<GatesRes
   const plain = injectLora(model, { branchOp: op });
   const gated = injectLora(model, { branchOp: op, gates: true });
   const gatedAlt = injectLora(model, { branchOp: other, gates: true });
-  const sessions = await Promise.all(
-    [plain, gated, gatedAlt].map((m) => createBenchSession(ort, encodeModel(m.model), o.backend, pkg.config)),
-  );
+  const sessions = []; // one at a time: ORT's WebGPU EP refuses concurrent session creation
+  for (const m of [plain, gated, gatedAlt])
+    sessions.push(await createBenchSession(ort, encodeModel(m.model), o.backend, pkg.config));
   const parts = await Promise.all(
     EXPERTS.map(async (name) => {
       const cfg = parsePeftConfig(

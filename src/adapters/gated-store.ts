@@ -6,9 +6,16 @@
  * every write. Not here: the file format (gated.ts), running a mix (gated-provider.ts).
  */
 import { promisifyRequest, type UseStore } from 'idb-keyval';
-import { AdapterNameConflictError, AdapterNotFoundError, InvalidOptionError } from '../errors.ts';
+import {
+  AdapterFormatError,
+  AdapterNameConflictError,
+  AdapterNotFoundError,
+  InvalidOptionError,
+} from '../errors.ts';
 import type { GateSite } from '../model/inject-gates.ts';
 import {
+  GATED_CONFIG_FILE,
+  GATED_WEIGHTS_FILE,
   type GatedMix,
   type GatedMixFiles,
   type GateExpert,
@@ -97,6 +104,26 @@ export class GatedMixStore {
       await promisifyRequest(s.transaction);
     });
     return info;
+  }
+
+  /**
+   * Imports picked or dropped files: `gated_mix_config.json` and `gates.safetensors` (matched by file name,
+   * any folder). AdapterFormatError when either is missing or invalid.
+   */
+  async importFiles(
+    name: string,
+    files: readonly File[],
+    opts: { overwrite?: boolean } = {},
+  ): Promise<GatedMixInfo> {
+    const pick = (n: string) => files.find((f) => f.name === n);
+    const cfg = pick(GATED_CONFIG_FILE);
+    const weights = pick(GATED_WEIGHTS_FILE);
+    if (!cfg || !weights)
+      throw new AdapterFormatError(`a gated mix needs ${GATED_CONFIG_FILE} and ${GATED_WEIGHTS_FILE}`, {
+        files: files.map((f) => f.name),
+      });
+    const parsed = { config: await cfg.text(), weights: new Uint8Array(await weights.arrayBuffer()) };
+    return this.save(name, parsed, { ...opts, source: 'import' });
   }
 
   async list(): Promise<GatedMixInfo[]> {

@@ -13,7 +13,12 @@ import { AdapterStore } from '../../src/adapters/store.ts';
 import { createWorkerEngine, type WorkerEngine } from '../../src/engine/client.ts';
 import { LocalEngine } from '../../src/engine/engine.ts';
 import { TextTokenizer } from '../../src/engine/tokenizer.ts';
-import { AdapterNotFoundError, UnsupportedError } from '../../src/errors.ts';
+import {
+  AdapterFormatError,
+  AdapterNameConflictError,
+  AdapterNotFoundError,
+  UnsupportedError,
+} from '../../src/errors.ts';
 import { expectClose, FP32_LOGITS, maxAbsDiff, SAME_GRAPH, WEBGPU_VS_WASM } from '../helpers/expect-close.ts';
 import { MODEL_BASE, setupOrt } from './helpers/model.ts';
 
@@ -136,6 +141,29 @@ describe('gated mix on the engine (wasm, then WebGPU)', () => {
     expect((await new GatedMixStore(store).list()).map((m) => m.name)).toEqual([MIX, 'tiny']);
     const out = await wasm.generate({ prompt: 'ROMEO:\n', maxNewTokens: 2, adapter: { gated: 'tiny' } });
     expect(out.tokenIds.length).toBeGreaterThan(0);
+  });
+
+  it('store: export → picked files → importFiles round-trips; conflicts and missing experts are typed', async () => {
+    const gm = new GatedMixStore(store);
+    const files = await gm.export(MIX);
+    const picked = [
+      new File([files.config], 'gated_mix_config.json'),
+      new File([files.weights as BlobPart], 'gates.safetensors'),
+    ];
+    const info = await gm.importFiles('copy', picked);
+    expect(info).toMatchObject({
+      name: 'copy',
+      source: 'import',
+      experts: fxMix.experts,
+      layers: [0, 1, 2, 3, 4, 5],
+    });
+    expect(await gm.export('copy')).toEqual(files);
+    await expect(gm.importFiles('copy', picked)).rejects.toThrow(AdapterNameConflictError);
+    await expect(gm.importFiles('x', picked.slice(0, 1))).rejects.toThrow(AdapterFormatError);
+    const orphan = { ...fxMix, experts: [{ name: 'missing', weight: 1 }, fxMix.experts[1]!] };
+    await expect(gm.save('orphan', orphan)).rejects.toThrow(AdapterNotFoundError);
+    await gm.delete('copy');
+    await expect(gm.get('copy')).rejects.toThrow(AdapterNotFoundError);
   });
 
   it('webgpu: the gated mix agrees with wasm', async () => {
