@@ -177,9 +177,11 @@ describe('gated mix on the engine (wasm, then WebGPU)', () => {
       await gpu.generate({ prompt, maxNewTokens: 1, adapter: { gated: MIX } });
       const got = lastLogits(gpu);
       console.info(
-        `webgpu gated logits: max |webgpu − wasm| ${maxAbsDiff(got, wasmLogits).toExponential(2)}`,
+        `webgpu gated logits: max |webgpu − wasm| ${maxAbsDiff(got, wasmLogits).toExponential(2)}, ` +
+          `max |webgpu − PyTorch| ${maxAbsDiff(got, want).toExponential(2)}`,
       );
       expectClose(got, wasmLogits, WEBGPU_VS_WASM, 'webgpu vs wasm gated logits');
+      expectClose(got, want, WEBGPU_VS_WASM, 'webgpu gated logits vs PyTorch');
     } finally {
       await gpu.dispose();
     }
@@ -210,6 +212,24 @@ describe('gated mix through the worker', () => {
       expect(a.tokenIds).toEqual(b.tokenIds);
       await expect(engine.generate({ prompt, maxNewTokens: 1, adapter: { gated: 'nope' } })).rejects.toThrow(
         AdapterNotFoundError,
+      );
+      // trainGates across the worker: progress streams over, the mix is stored, typed errors survive.
+      const steps: number[] = [];
+      const data = ['ROMEO:\n', 'DUKE:\n', 'ROMEO:\n']
+        .map((p, i) =>
+          JSON.stringify({ prompt: p, completion: i % 2 ? 'AY, MY LORD.\n' : 'Soft you now.\n' }),
+        )
+        .join('\n');
+      const adapters = EXPERTS.map((n) => ({ name: `${n}-${tag}` }));
+      const r = await engine.trainGates(
+        { name: `mix-${tag}`, adapters, data, steps: 1, batchSize: 2, evalSplit: 0, overwrite: true },
+        (p) => steps.push(p.step),
+      );
+      expect(steps).toEqual([1]);
+      expect(r.evalLossBefore).toBeNull();
+      expect(r.mix.source).toBe('train');
+      await expect(engine.trainGates({ name: `mix-${tag}`, adapters, data, steps: 1 })).rejects.toThrow(
+        AdapterNameConflictError,
       );
     } finally {
       await local.dispose();
