@@ -79,6 +79,7 @@ describe('gated mix on the engine (wasm, then WebGPU)', () => {
   const store = new AdapterStore({ dbName: DB });
   let wasm: LocalEngine;
   let wasmLogits: Float32Array;
+  let wasmBase: Float32Array;
 
   beforeAll(async () => {
     wasm = await gatedEngine('wasm', store);
@@ -109,6 +110,12 @@ describe('gated mix on the engine (wasm, then WebGPU)', () => {
       const ungated = lastLogits(plain);
       await wasm.generate({ prompt, maxNewTokens: 1, adapter: EXPERTS[0]! });
       expectClose(lastLogits(wasm), ungated, SAME_GRAPH, 'plain adapter: gated graph vs ungated graph');
+      // "No adapter" on the gated graph (no base session here: noAdapterFeeds + the neutral gate).
+      await plain.generate({ prompt, maxNewTokens: 1, adapter: null });
+      const base = lastLogits(plain);
+      await wasm.generate({ prompt, maxNewTokens: 1, adapter: null });
+      wasmBase = lastLogits(wasm);
+      expectClose(wasmBase, base, SAME_GRAPH, 'no adapter: gated graph vs ungated graph');
     } finally {
       await plain.dispose();
     }
@@ -182,6 +189,8 @@ describe('gated mix on the engine (wasm, then WebGPU)', () => {
       );
       expectClose(got, wasmLogits, WEBGPU_VS_WASM, 'webgpu vs wasm gated logits');
       expectClose(got, want, WEBGPU_VS_WASM, 'webgpu gated logits vs PyTorch');
+      await gpu.generate({ prompt, maxNewTokens: 1, adapter: null }); // rank-1 zero feeds + neutral gate
+      expectClose(lastLogits(gpu), wasmBase, WEBGPU_VS_WASM, 'webgpu no adapter on the gated graph');
     } finally {
       await gpu.dispose();
     }
