@@ -3,15 +3,21 @@
  * gate oracle (tests/fixtures/gates.safetensors: default fp32 model, experts weblora-shout ×1 and
  * weblora-romeo ×0.5, random per-layer gates), and every gate parameter's gradient against central finite
  * differences on the tiny random decoder in float64 (two experts of different ranks on a subset of modules,
- * gates on both layers, a label mask).
+ * gates on both layers, a label mask); and on the 4-bit weights, against onnxruntime-web running the gated
+ * model_q4.onnx (the weights `trainGates` uses when the engine loaded q4).
  */
+import { readFileSync } from 'node:fs';
+import * as ort from 'onnxruntime-web';
 import { describe, expect, test } from 'vitest';
+import { injectLora } from '../../../src/model/inject-lora.ts';
+import { decodeModel, encodeModel } from '../../../src/model/onnx-io.ts';
 import type { ModuleName } from '../../../src/model/targets.ts';
 import type { LoraModule } from '../../../src/train/cpu-model.ts';
 import { CpuGatedModel, type GateParams } from '../../../src/train/gate-model.ts';
 import { loraFromPeft, modulePath } from '../../../src/train/lora.ts';
 import { expectClose, FP32_LOGITS, type Tolerance } from '../../helpers/expect-close.ts';
-import { loadGateFixture, readExample } from '../../helpers/gates.ts';
+import { Q4_PATH } from '../../helpers/fixtures.ts';
+import { gatedMixFeeds, loadGateFixture, readExample } from '../../helpers/gates.ts';
 import { TINY, tinyWeights } from '../../helpers/tiny-decoder.ts';
 import { defaultWeights, finiteDiff, rand, relErr } from './helpers.ts';
 
@@ -54,6 +60,50 @@ describe('CpuGatedModel vs the PyTorch gate oracle', () => {
     }
     console.log(`gate grads: max per-tensor rel err ${worst.toExponential(2)} vs PyTorch float64`);
     expect(worst).toBeLessThanOrEqual(GRAD_REL);
+  });
+});
+
+describe('CpuGatedModel on the 4-bit weights vs onnxruntime-web on the gated model_q4.onnx', () => {
+  test('same gated logits (frozen 4-bit blocks dequantized in the CPU model, MatMulNBits in ORT)', async () => {
+    const fx = loadGateFixture();
+    const w = defaultWeights('q4');
+    const experts = fx.mix.experts.map((e) => {
+      const { cfg, tensors } = readExample(e.name);
+      return { modules: loraFromPeft(cfg, tensors, w), weight: e.weight };
+    });
+    const gates: GateParams[] = [...fx.mix.gates].map(([layer, g]) => ({
+      layer,
+      W: g.W,
+      b: g.b,
+      dW: null,
+      db: null,
+    }));
+    const model = new CpuGatedModel(w, experts, gates);
+    model.forward({ B: 1, T: fx.tokens.length, tokens: fx.tokens });
+    const inj = injectLora(decodeModel(new Uint8Array(readFileSync(Q4_PATH))), { gates: true });
+    const s = await ort.InferenceSession.create(encodeModel(inj.model), { executionProviders: ['wasm'] });
+    try {
+      const i64 = (xs: number[]) => new ort.Tensor('int64', BigInt64Array.from(xs, BigInt), [1, xs.length]);
+      const feeds: Record<string, ort.Tensor> = {
+        input_ids: i64(fx.tokens),
+        attention_mask: i64(fx.tokens.map(() => 1)),
+        position_ids: i64(fx.tokens.map((_, i) => i)),
+      };
+      for (const [k, v] of gatedMixFeeds(fx.mix, inj.targets, inj.gates!))
+        feeds[k] = new ort.Tensor('float32', v.data, v.dims);
+      for (let l = 0; l < w.config.L; l++)
+        for (const kv of ['key', 'value'])
+          feeds[`past_key_values.${l}.${kv}`] = new ort.Tensor('float32', new Float32Array(0), [
+            1,
+            w.config.Hkv,
+            0,
+            w.config.D,
+          ]);
+      const got = (await s.run(feeds)).logits!.data as Float32Array;
+      expectClose(model.logits, got, FP32_LOGITS, 'q4 gated: CPU model vs ORT');
+    } finally {
+      await s.release();
+    }
   });
 });
 
