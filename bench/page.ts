@@ -3,7 +3,7 @@
  * through Playwright, and mirrors progress to the console (which the driver prints). The suite is a
  * dynamic import (transformers.js only when asked for), so loading the page runs nothing.
  */
-import type { BenchApi, SuiteOptions, TrainSuiteOptions } from './types.ts';
+import type { BenchApi, GatesSuiteOptions, SuiteOptions, TrainSuiteOptions } from './types.ts';
 
 declare global {
   interface Window {
@@ -26,5 +26,8 @@ window.wlBench = {
   },
   async train(opts: TrainSuiteOptions) {
     return (await import('./train.ts')).runTrain(opts, log);
+  },
+  async gates(opts: GatesSuiteOptions) {
+    return (await import('./gates.ts')).runGates(opts, log);
   },
 };

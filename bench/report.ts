@@ -6,7 +6,7 @@
  * page). Pure: no I/O.
  */
 import { median, pairedRatio, pairedStepRatio, summarize } from './stats.ts';
-import type { OursResult, TjsResult, TrainResult } from './types.ts';
+import type { GatesResult, OursResult, TjsResult, TrainResult } from './types.ts';
 
 export interface Row {
   metric: string;
@@ -282,5 +282,26 @@ export function rowsForTrain(t: TrainResult): Row[] {
       );
     }
   }
+  return rows;
+}
+
+/** Rows of the gates suite: decode tok/s per configuration and the speed ratio to (a), median over paired steps. */
+export function rowsForGates(g: GatesResult): Row[] {
+  const rows: Row[] = [];
+  const a = g.rows[0]!;
+  for (const r of g.rows) {
+    rows.push({
+      metric: `decode tok/s ${r.label}`,
+      value: range(r.series.decodeTps),
+      target: '',
+      result: 'info',
+    });
+    if (r !== a) {
+      const ratio = f(pairedStepRatio(r.series.stepMs, a.series.stepMs), 3);
+      rows.push({ metric: '  speed ratio to (a), paired steps', value: ratio, target: '', result: 'info' });
+    }
+  }
+  const same = g.rows.map((r) => agree(r.series.tokens, a.series.tokens));
+  rows.push({ metric: 'greedy tokens (a) vs (b)', value: same[1] ?? '', target: '', result: 'info' });
   return rows;
 }

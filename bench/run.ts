@@ -6,7 +6,7 @@
  * one browser, prints one table per backend and writes all raw samples to bench/out/<date>.json. It is not
  * a test: nothing fails the process but errors (FAIL rows are reported, exit code stays 0).
  *
- *   tsx bench/run.ts [--suite inference|train|derive|all] [--backend wasm|webgpu|both] [--dtype q4|fp32]
+ *   tsx bench/run.ts [--suite inference|train|derive|gates|all] [--backend wasm|webgpu|both] [--dtype q4|fp32]
  *                    [--tokens N] [--reps N] [--swaps N] [--no-transformers]
  *                    [--train-backend cpu|webgpu|both] [--ranks 1,4,16] [--steps N] [--warmup N]
  *                    [--batch B] [--seq T] [--no-profile]
@@ -23,10 +23,11 @@ import { createServer } from 'vite';
 import { ORT_APP_MOUNT, ORT_RESOLVE_CONDITIONS, serveOrtFiles } from '../vite.config.ts';
 import { CHROMIUM_ARGS } from '../vitest.config.ts';
 import { type DeriveResult, rowsForDerive, runDeriveSuite } from './derive.ts';
-import { renderTable, rowsFor, rowsForTrain } from './report.ts';
+import { renderTable, rowsFor, rowsForGates, rowsForTrain } from './report.ts';
 import type {
   BenchBackend,
   BenchDtype,
+  GatesResult,
   OursResult,
   SuiteOptions,
   TrainBenchBackend,
@@ -76,16 +77,21 @@ const int = (s: string | undefined, name: string): number | undefined => {
   const n = Number(s);
   return Number.isInteger(n) && n > 0 ? n : fail(`--${name} must be a positive integer (got ${s})`);
 };
+// --suite gates (bench/gates.ts): only that suite, on --backend (decode cost of routing gates).
+const gatesSuite = args.suite === 'gates';
+if (gatesSuite) args.suite = 'none';
 const suites =
-  args.suite === 'all'
-    ? { inference: true, train: true, derive: true }
-    : args.suite === 'inference' || args.suite === 'train' || args.suite === 'derive'
-      ? {
-          inference: args.suite === 'inference',
-          train: args.suite === 'train',
-          derive: args.suite === 'derive',
-        }
-      : fail(`--suite must be inference, train, derive or all (got ${args.suite})`);
+  args.suite === 'none'
+    ? { inference: false, train: false, derive: false }
+    : args.suite === 'all'
+      ? { inference: true, train: true, derive: true }
+      : args.suite === 'inference' || args.suite === 'train' || args.suite === 'derive'
+        ? {
+            inference: args.suite === 'inference',
+            train: args.suite === 'train',
+            derive: args.suite === 'derive',
+          }
+        : fail(`--suite must be inference, train, derive, gates or all (got ${args.suite})`);
 const trainBackends: TrainBenchBackend[] =
   args['train-backend'] === 'both'
     ? ['cpu', 'webgpu']
@@ -161,7 +167,7 @@ async function main(): Promise<void> {
     args: CHROMIUM_ARGS,
   });
   const timeoutMs = Number(args.timeout) * 1000;
-  const results: (OursResult | TrainResult | DeriveResult)[] = [];
+  const results: (OursResult | TrainResult | DeriveResult | GatesResult)[] = [];
   const tables: string[] = [];
   try {
     // Load once so Vite's dependency optimizer settles before anything is timed (a late
@@ -204,6 +210,15 @@ async function main(): Promise<void> {
       results.push(ours);
       const gpu = ours.adapterInfo ? ` on ${ours.adapterInfo.vendor}/${ours.adapterInfo.architecture}` : '';
       tables.push(renderTable(`${backend}${gpu}, ${dtype}`, rowsFor(ours, ours.transformers)));
+    }
+    for (const backend of gatesSuite ? backends : []) {
+      const opts = optionsFor(backend);
+      console.log(`\n== gates / ${backend} / ${dtype}`);
+      const g = await inPage(`gates/${backend}`, (page) =>
+        page.evaluate((o): Promise<GatesResult> => window.wlBench!.gates(o), opts),
+      );
+      results.push(g);
+      tables.push(renderTable(`gates: ${backend}, ${dtype}`, rowsForGates(g)));
     }
     for (const backend of suites.train ? trainBackends : []) {
       const opts = trainOptionsFor(backend);

@@ -115,6 +115,7 @@ export interface TjsResult {
 export interface BenchApi {
   ours(opts: SuiteOptions): Promise<OursResult>;
   train(opts: TrainSuiteOptions): Promise<TrainResult>;
+  gates(opts: GatesSuiteOptions): Promise<GatesResult>;
 }
 
 /** `npm run bench -- --suite train`: the training engine (src/train/) on one backend. */
@@ -184,4 +185,20 @@ export interface TrainResult {
   timestampQuery: boolean;
   ranks: TrainRankResult[];
   loadMs: number;
+}
+
+/** `npm run bench -- --suite gates` (bench/gates.ts): decode cost of per-token routing gates. */
+export interface GatesSuiteOptions {
+  backend: BenchBackend;
+  dtype: BenchDtype;
+  decodeTokens: number;
+  reps: number;
+}
+
+export interface GatesResult {
+  kind: 'gates';
+  backend: BenchBackend;
+  dtype: BenchDtype;
+  /** Per configuration: the bench loop's series (decode tok/s per repetition, step times in lockstep). */
+  rows: { label: string; series: LoopSeries }[];
 }

@@ -5,6 +5,16 @@
  * importing it registers <weblora-chat>.
  */
 
+// Gated mixes: per-token routing gates over stored adapters (MeteoRA-style).
+export {
+  type GatedMix,
+  type GatedMixFiles,
+  type GateExpert,
+  gateFeeds,
+  parseGatedMix,
+  serializeGatedMix,
+} from './adapters/gated.ts';
+export { type GatedMixInfo, GatedMixStore } from './adapters/gated-store.ts';
 export { importPeftAdapter } from './adapters/import.ts';
 export { inputFromFiles, inputFromUrl } from './adapters/import-sources.ts';
 export { mixFeeds } from './adapters/mix.ts';
@@ -23,6 +33,7 @@ export {
 export { DEFAULT_MAX_NEW_TOKENS } from './engine/decode.ts';
 export { DEFAULT_ADAPTER_CACHE_BYTES, LocalEngine, type LocalEngineOptions } from './engine/engine.ts';
 export { type DownloadEstimate, estimateDownload } from './engine/estimate.ts';
+export type { GateTrainProgress, GateTrainRequest, GateTrainResult } from './engine/gates.ts';
 export { BASE_SESSION_MAX_BYTES } from './engine/load.ts';
 export { deleteCachedModel, fetchModelFiles, listCachedModels } from './engine/model-files.ts';
 export {
@@ -104,6 +115,7 @@ export {
   UnsupportedModelError,
   WebLoraError,
 } from './errors.ts';
+export { GATE_EXPAND_INPUT, type GateSite, gateInputName } from './model/inject-gates.ts';
 export {
   type InjectOptions,
   injectLora,

@@ -9,8 +9,9 @@
  * runs the base model its own way. Not here: storage (store.ts), validation (import.ts).
  */
 
-import { AdapterNotFoundError, InvalidOptionError } from '../errors.ts';
+import { AdapterNotFoundError, InvalidOptionError, UnsupportedError } from '../errors.ts';
 import type { LoraTarget } from '../model/inject-lora.ts';
+import { isGatedSelection } from './gated-provider.ts';
 import { AdapterCpuCache, AdapterGpuCache } from './gpu-cache.ts';
 import { mixFeeds } from './mix.ts';
 import type { AdapterStore, StoredAdapterMeta } from './store.ts';
@@ -105,6 +106,11 @@ export function createAdapterProvider(opts: AdapterProviderOptions): AdapterProv
         const feeds = await load(selection, targets, meta.version);
         built++;
         return feeds;
+      });
+    }
+    if (isGatedSelection(selection)) {
+      throw new UnsupportedError('a gated mix runs only on a model loaded with { gates: true }', {
+        gated: selection.gated,
       });
     }
     if (!Array.isArray(selection)) {

@@ -90,6 +90,11 @@ export class AdapterStore {
     this.use = createStore(opts.dbName ?? DEFAULT_DB, opts.storeName ?? DEFAULT_STORE);
   }
 
+  /** The idb-keyval store itself: gated-store.ts keeps gated mixes beside the adapters (`['gated', name]`). */
+  get idb(): UseStore {
+    return this.use;
+  }
+
   /** One transaction; an exception in `body` aborts it (nothing written) and is rethrown. */
   private tx<T>(mode: IDBTransactionMode, body: (s: IDBObjectStore) => Promise<T>): Promise<T> {
     return this.use(mode, async (s) => {

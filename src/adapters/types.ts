@@ -14,7 +14,15 @@ export type { LoraTarget };
  * No adapter (base model), one stored adapter by name, or a weighted mix of stored adapters.
  * null, [] or a mix whose weights are all 0: no adapter.
  */
-export type AdapterSelection = null | string | { name: string; weight: number }[];
+export type AdapterSelection = null | string | { name: string; weight: number }[] | GatedSelection;
+
+/**
+ * A stored gated mix (adapters/gated-store.ts): its experts weighted token by token by trained per-layer
+ * gates. Only on a model loaded with `gates: true` (UnsupportedError otherwise).
+ */
+export interface GatedSelection {
+  gated: string;
+}
 
 /**
  * Where `importAdapter` reads an adapter: picked/dropped files (adapter_config.json + one .safetensors,

@@ -10,9 +10,9 @@
  */
 import * as ortWebgpu from 'onnxruntime-web/webgpu';
 import { mergeStoredAdapters, truncateStoredAdapter } from '../adapters/derive.ts';
+import { withStoreGates } from '../adapters/gated-store.ts';
 import { type AdapterModelInfo, importPeftAdapter, type PeftFiles } from '../adapters/import.ts';
 import { defaultAdapterName, readAdapterInput } from '../adapters/import-sources.ts';
-import { createAdapterProvider } from '../adapters/provider.ts';
 import { AdapterStore } from '../adapters/store.ts';
 import { getWebLoraConfig } from '../config.ts';
 import {
@@ -25,8 +25,10 @@ import {
 } from '../errors.ts';
 import type { CheckpointStore } from '../train/checkpoints.ts';
 import { abortedResult, callQuietly, decode, prepareRequest } from './decode.ts';
+import type { GateTrainProgress, GateTrainRequest, GateTrainResult } from './gates.ts';
 import { type LoadedModel, loadModel } from './load.ts';
 import type { FetchModelFilesOptions } from './model-files.ts';
+import { DEFAULT_ADAPTER_CACHE_BYTES, noStoreProvider, storeAdapterProvider } from './providers.ts';
 import { SerialQueue } from './queue.ts';
 import { routeRequest } from './route.ts';
 import type { DecoderGraph, Ort, OrtTensor } from './session.ts';
@@ -40,7 +42,6 @@ import type {
   AdapterImportProgress,
   AdapterInfo,
   AdapterProviderFactory,
-  AdapterSelection,
   AdapterStats,
   Engine,
   GenerateRequest,
@@ -59,8 +60,7 @@ import type {
   TruncateAdapterOptions,
 } from './types.ts';
 
-/** Default byte budget of the adapter feed cache (GPU buffers on webgpu, tensor data on wasm). */
-export const DEFAULT_ADAPTER_CACHE_BYTES = 64 * 1024 * 1024;
+export { DEFAULT_ADAPTER_CACHE_BYTES, noStoreProvider, storeAdapterProvider };
 
 export interface LocalEngineOptions {
   /** The ORT module; default `onnxruntime-web/webgpu` (webgpu + wasm EPs). */
@@ -106,41 +106,6 @@ export interface EngineDebugState {
   lastPrefillLogits: Float32Array | null;
   /** Which session ran the last request: the un-injected 'base' graph or the LoRA-'injected' one. */
   lastGraph: 'base' | 'injected' | null;
-}
-
-/**
- * The provider used when none is installed: "no adapter" only; any named adapter or mix →
- * UnsupportedError, since nothing can resolve names without the adapter store.
- */
-export function noStoreProvider(): AdapterFeedProvider {
-  return {
-    async feedsFor(selection: AdapterSelection): Promise<AdapterFeeds | null> {
-      if (selection === null || selection === undefined) return null;
-      throw new UnsupportedError(
-        'adapter requested but no adapter provider is installed in this engine; generate with adapter: null ' +
-          'or create the engine with an adapterProvider',
-        { adapter: selection },
-      );
-    },
-  };
-}
-
-/**
- * The engine's default provider factory: adapters from `store` through an LRU feed cache of
- * `budgetBytes` — GPU buffers on ORT's own device on webgpu (a hot adapter uploads nothing), CPU
- * tensors on wasm.
- */
-export function storeAdapterProvider(
-  store: AdapterStore,
-  budgetBytes: number = DEFAULT_ADAPTER_CACHE_BYTES,
-): AdapterProviderFactory {
-  return (ctx) =>
-    createAdapterProvider({
-      store,
-      ort: ctx.ort,
-      budgetBytes,
-      ...(ctx.device ? { device: ctx.device } : {}),
-    });
 }
 
 let requestCounter = 0;
@@ -208,9 +173,9 @@ export class LocalEngine implements Engine {
     );
     mine = model;
     this.lost = null;
-    const { ort, backend, targets, device } = model;
+    const { ort, backend, targets, device, gates } = model;
     try {
-      const provider = this.makeProvider({ ort, backend, targets, device });
+      const provider = this.makeProvider({ ort, backend, targets, device, ...(gates ? { gates } : {}) });
       this.loaded = { model, provider };
     } catch (e) {
       await model.release();
@@ -225,7 +190,7 @@ export class LocalEngine implements Engine {
     if (this.opts.adapterProvider) return this.opts.adapterProvider(ctx);
     const store = this.adapterStore();
     if (!store) return noStoreProvider();
-    return storeAdapterProvider(store, this.opts.adapterCacheBytes)(ctx);
+    return withStoreGates(storeAdapterProvider(store, this.opts.adapterCacheBytes)(ctx), store, ctx);
   }
 
   /** The store, opened on first use (so an engine in Node, without IndexedDB, never touches it). */
@@ -492,5 +457,9 @@ export class LocalEngine implements Engine {
 
   deleteCheckpoint(trainId: string): Promise<void> {
     return this.training.deleteCheckpoint(trainId);
+  }
+
+  trainGates(opts: GateTrainRequest, onProgress?: (p: GateTrainProgress) => void): Promise<GateTrainResult> {
+    return this.training.trainGates(opts, onProgress); // engine/gates.ts
   }
 }

@@ -7,9 +7,12 @@
  * engine.ts runs requests on the `LoadedModel` this returns.
  */
 
+import { gateFeeds } from '../adapters/gated.ts';
+import { toOrtFeeds } from '../adapters/gated-provider.ts';
 import { detectCapabilities } from '../env.ts';
 import { DeviceLostError, UnsupportedError } from '../errors.ts';
 import { specialTokensOf } from '../model/chat.ts';
+import type { GateSite } from '../model/inject-gates.ts';
 import { injectLora, type LoraTarget, loraBranchOpFor } from '../model/inject-lora.ts';
 import { detectLayout } from '../model/layout.ts';
 import { decodeModel, encodeModel, graphOf, outputsOf } from '../model/onnx-io.ts';
@@ -44,6 +47,8 @@ export interface LoadedModel {
   /** Feeds that make the injected graph the base model (noAdapterFeeds). */
   noAdapterFeeds: Record<string, OrtTensor>;
   targets: LoraTarget[];
+  /** Gate inputs of the gated graph (LoadOptions.gates), else absent. */
+  gates?: GateSite[];
   tokenizer: TextTokenizer;
   specialTokens: Record<string, string>;
   eosIds: Set<number>;
@@ -177,8 +182,11 @@ export async function loadModel(
     .map((o) => o.name)
     .filter((n) => n.startsWith('present.'));
   const inject = (b: Backend) => {
-    const { model, targets } = injectLora(decoded, { branchOp: loraBranchOpFor(b) });
-    return { bytes: encodeModel(model), targets };
+    const { model, targets, gates } = injectLora(decoded, {
+      branchOp: loraBranchOpFor(b),
+      gates: !!opts.gates,
+    });
+    return { bytes: encodeModel(model), targets, gates };
   };
   let injected = inject(backend);
 
@@ -237,6 +245,9 @@ export async function loadModel(
       });
     }
     noAdapter = noAdapterFeeds(ort, targets, device);
+    // Gated graph: the neutral gate (n = 1) over the off branch's rank (0 on wasm, 1 on webgpu).
+    if (injected.gates)
+      Object.assign(noAdapter.feeds, toOrtFeeds(ort, gateFeeds(injected.gates, null, [device ? 1 : 0])));
     const eos = new Set([...config.eosTokenIds, ...(gen?.eosTokenIds ?? []), tokenizer.eosTokenId]);
     const report: LoadReport = {
       backend,
@@ -279,6 +290,7 @@ export async function loadModel(
       baseGraph,
       noAdapterFeeds: feeds.feeds,
       targets,
+      ...(injected.gates ? { gates: injected.gates } : {}),
       tokenizer,
       specialTokens: specialTokensOf(tokenizerConfig),
       eosIds: eos,

@@ -8,6 +8,8 @@
  * never waits for the page, so the next queued request starts at once. Lifetime callbacks
  * (onDeviceLost) are not counted. Only types and small pure helpers here, so both sides can import it.
  */
+
+import type { GateTrainProgress, GateTrainRequest, GateTrainResult } from './gates.ts';
 import type {
   AdapterDeriveProgress,
   AdapterImportInput,
@@ -112,6 +114,10 @@ export interface WorkerApi {
   resumeTraining(trainId: string, onProgress?: (p: TrainProgress) => void): Promise<WorkerReply<TrainResult>>;
   listCheckpoints(): Promise<WorkerReply<TrainCheckpointInfo[]>>;
   deleteCheckpoint(trainId: string): Promise<WorkerReply<void>>;
+  trainGates(
+    opts: GateTrainRequest,
+    onProgress?: (p: GateTrainProgress) => void,
+  ): Promise<WorkerReply<GateTrainResult>>;
 }
 
 // ---------------------------------------------------------------- ordering

@@ -12,6 +12,7 @@
  */
 import * as Comlink from 'comlink';
 import { reviveError, WebLoraError } from '../errors.ts';
+import type { GateTrainProgress, GateTrainRequest, GateTrainResult } from './gates.ts';
 import {
   countDeliveries,
   type WorkerApi,
@@ -159,6 +160,13 @@ export function wrapWorkerEngine(worker: Worker): WorkerEngine {
     },
     listCheckpoints: () => call(remote.listCheckpoints()),
     deleteCheckpoint: (trainId: string) => call(remote.deleteCheckpoint(trainId)),
+    trainGates(
+      opts: GateTrainRequest,
+      onProgress?: (p: GateTrainProgress) => void,
+    ): Promise<GateTrainResult> {
+      const progress = streamOf(onProgress);
+      return call(remote.trainGates(opts, progress.proxy), progress.counter);
+    },
     terminate() {
       remote[Comlink.releaseProxy]();
       worker.terminate();

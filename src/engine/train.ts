@@ -45,6 +45,12 @@ import type {
   TrainResult,
 } from '../train/types.ts';
 import { callQuietly, yieldToEventLoop } from './decode.ts';
+import {
+  type GateTrainProgress,
+  type GateTrainRequest,
+  type GateTrainResult,
+  trainGatesTask,
+} from './gates.ts';
 import type { LoadedModel } from './load.ts';
 import type { SerialQueue } from './queue.ts';
 
@@ -111,6 +117,11 @@ export class TrainingManager {
   private ckpts: CheckpointStore | null = null;
 
   constructor(private readonly host: TrainHost) {}
+
+  /** Gate training over stored adapters (engine/gates.ts), on the same queue, model and store. */
+  trainGates(opts: GateTrainRequest, onProgress?: (p: GateTrainProgress) => void): Promise<GateTrainResult> {
+    return trainGatesTask(this.host, opts, onProgress);
+  }
 
   private checkpoints(): CheckpointStore {
     if (this.host.checkpoints) return this.host.checkpoints;

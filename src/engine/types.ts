@@ -23,6 +23,7 @@ import type {
   AdapterStats,
 } from '../adapters/types.ts';
 import type { ChatMessage } from '../model/chat.ts';
+import type { GateSite } from '../model/inject-gates.ts';
 import type { LoraBranchOp, LoraTarget } from '../model/inject-lora.ts';
 import type { DecoderLayout } from '../model/layout.ts';
 import type { ModelDtype } from '../model/package.ts';
@@ -36,6 +37,7 @@ import type {
   TrainResult,
 } from '../train/types.ts';
 import type { AdapterRequest, AutoAdapterOptions, RoutingReport } from './route.ts';
+import type { GateTrainProgress, GateTrainRequest, GateTrainResult } from './gates.ts';
 
 export type {
   AdapterDeriveProgress,
@@ -117,6 +119,11 @@ export interface LoadOptions {
   modelId?: string;
   /** More accepted base-model names (config.json `_name_or_path` is added automatically). */
   modelAliases?: string[];
+  /**
+   * Inject per-token routing gates (model/inject-gates.ts) so `generate` accepts `{ gated: name }`
+   * selections (gated mixes). Default false: the ordinary graph, which pays nothing for gates.
+   */
+  gates?: boolean;
 }
 
 export interface GpuAdapterSummary {
@@ -357,6 +364,11 @@ export interface Engine {
   listCheckpoints(): Promise<TrainCheckpointInfo[]>;
   /** Removes a checkpoint (no error when there is none; InvalidOptionError while that run is running). */
   deleteCheckpoint(trainId: string): Promise<void>;
+  /**
+   * Trains per-token routing gates over stored adapters (engine/gates.ts, CPU) and stores the gated mix;
+   * generate with it via `adapter: { gated: name }` on a model loaded with `gates: true`.
+   */
+  trainGates(opts: GateTrainRequest, onProgress?: (p: GateTrainProgress) => void): Promise<GateTrainResult>;
 }
 
 /** What the engine hands an adapter provider factory once a model is loaded. */
@@ -366,6 +378,8 @@ export interface AdapterProviderContext {
   targets: readonly LoraTarget[];
   /** The GPUDevice ORT runs on (webgpu backend only): adapter tensors may live there. */
   device: GPUDevice | null;
+  /** The gated graph's gate inputs (LoadOptions.gates), else absent. */
+  gates?: readonly GateSite[];
 }
 
 export type AdapterProviderFactory = (ctx: AdapterProviderContext) => AdapterFeedProvider;

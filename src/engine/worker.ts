@@ -98,6 +98,10 @@ export function workerApi(engine: LocalEngine): WorkerApi {
     },
     listCheckpoints: () => reply(() => engine.listCheckpoints()),
     deleteCheckpoint: (trainId) => reply(() => engine.deleteCheckpoint(trainId)),
+    trainGates: (opts, onProgress) => {
+      const progress = countCalls(onProgress);
+      return reply(() => engine.trainGates(opts, progress.fn), progress).finally(() => release(onProgress));
+    },
   };
 }
 

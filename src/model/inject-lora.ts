@@ -24,6 +24,7 @@
  * picks per backend (`loraBranchOpFor`).
  */
 import { AmbiguousTargetError, ModelFormatError, NoTargetsError, UnknownTargetError } from '../errors.ts';
+import { GateEmitter, type GateSite, gateSources } from './inject-gates.ts';
 import {
   cloneGraph,
   DataType,
@@ -85,6 +86,11 @@ export interface InjectOptions {
   layers?: readonly number[];
   /** Operator for X·A and (X·A)·B; default 'matmul'. See the file comment. */
   branchOp?: LoraBranchOp;
+  /**
+   * Per-token routing gates over the experts of a concatenated mix (inject-gates.ts): one softmax gate
+   * per adapted layer between X·A and ·B. Default false: the ordinary graph, which pays nothing for it.
+   */
+  gates?: boolean;
 }
 
 /** The faster branch operator per onnxruntime-web execution provider (measured, see the file comment). */
@@ -100,7 +106,7 @@ const LORA_INPUT_RE = /^lora\.\d+\.[a-z_]+\.[AB]$/;
 export function injectLora(
   model: ModelProto,
   opts: InjectOptions = {},
-): { model: ModelProto; targets: LoraTarget[] } {
+): { model: ModelProto; targets: LoraTarget[]; gates?: GateSite[] } {
   const g = graphOf(model);
   const already = inputsOf(g)
     .map((i) => i.name)
@@ -143,6 +149,26 @@ export function injectLora(
   const casts = new Map<string, string>(); // fp16 activation -> its float32 Cast
   const nodes: NodeProto[] = [];
   const inputs = [...inputsOf(g)];
+  const float32 = (p: Projection, scope: string): string => {
+    const x = p.node.input[0] ?? '';
+    if (p.dtype !== 'float16') return x;
+    let c = casts.get(x);
+    if (!c) {
+      c = fresh(`${scope}/x_fp32`);
+      casts.set(x, c);
+      nodes.push(cast(`${scope}/Cast_x`, x, c, DataType.FLOAT));
+    }
+    return c;
+  };
+  const gates = opts.gates
+    ? new GateEmitter(gateSources(findProjections(g), [...new Set(chosen.map((p) => p.layer))]), {
+        push: (n) => nodes.push(n),
+        fresh,
+        float32,
+        einsum: branchOp === 'einsum',
+        rankOf: (name, p) => ranks.get(name) ?? (p.kind === 'Gemm' ? 2 : 3),
+      })
+    : null;
   nodesOf(g).forEach((node, i) => {
     const p = byIndex.get(i);
     if (!p) {
@@ -159,30 +185,29 @@ export function injectLora(
     const half = p.dtype === 'float16';
     const xab = fresh(half ? `${scope}/xAB_fp32` : `${scope}/xAB`); // (..., out)
     nodes.push(onnx.NodeProto.create({ ...node, output: [yBase, ...node.output.slice(1)] }));
-    let xIn = x;
-    if (half) {
-      // fp16 graph: one Cast of X to float32 per distinct activation (q/k/v share theirs).
-      let c = casts.get(x);
-      if (!c) {
-        c = fresh(`${scope}/x_fp32`);
-        casts.set(x, c);
-        nodes.push(cast(`${scope}/Cast_x`, x, c, DataType.FLOAT));
-      }
-      xIn = c;
-    }
+    // fp16 graph: one Cast of X to float32 per distinct activation (q/k/v share theirs).
+    const xIn = float32(p, scope);
+    const xaUsed = gates ? fresh(`${scope}/xA_in`) : xa; // gated: xA ⊙ S_l feeds ·B
     if (branchOp === 'einsum') {
       // Gemm activations are 2-D by definition; MatMul/MatMulNBits ones are (batch, seq, in) in decoder
       // exports unless the graph says otherwise.
       const rank = ranks.get(x) ?? (p.kind === 'Gemm' ? 2 : 3);
       const lead = 'abcdefgh'.slice(0, Math.max(0, rank - 1));
       nodes.push(einsum(`${scope}/Einsum_A`, `${lead}i,ir->${lead}r`, [xIn, a], xa));
-      nodes.push(einsum(`${scope}/Einsum_B`, `${lead}r,ro->${lead}o`, [xa, b], xab));
+      if (gates) gates.apply(p.layer, xa, scope, xaUsed);
+      nodes.push(einsum(`${scope}/Einsum_B`, `${lead}r,ro->${lead}o`, [xaUsed, b], xab));
     } else {
       nodes.push(
         onnx.NodeProto.create({ name: `${scope}/MatMul_A`, opType: 'MatMul', input: [xIn, a], output: [xa] }),
       );
+      if (gates) gates.apply(p.layer, xa, scope, xaUsed);
       nodes.push(
-        onnx.NodeProto.create({ name: `${scope}/MatMul_B`, opType: 'MatMul', input: [xa, b], output: [xab] }),
+        onnx.NodeProto.create({
+          name: `${scope}/MatMul_B`,
+          opType: 'MatMul',
+          input: [xaUsed, b],
+          output: [xab],
+        }),
       );
     }
     let delta = xab;
@@ -210,7 +235,9 @@ export function injectLora(
     inputs.push(tensorValueInfo(t.inputA, DataType.FLOAT, [t.in, LORA_RANK_DIM])); // (in, R)
     inputs.push(tensorValueInfo(t.inputB, DataType.FLOAT, [LORA_RANK_DIM, t.out])); // (R, out)
   }
-  return { model: withGraph(model, cloneGraph(g, { node: nodes, input: inputs })), targets };
+  if (gates) inputs.push(...gates.inputs(LORA_RANK_DIM));
+  const out = withGraph(model, cloneGraph(g, { node: nodes, input: inputs }));
+  return gates ? { model: out, targets, gates: gates.sites } : { model: out, targets };
 }
 
 function cast(name: string, input: string, output: string, to: number): NodeProto {

@@ -16,6 +16,7 @@ import {
 import { noAdapterFeeds } from '../../src/engine/load.ts';
 import { createDecoderSession, type DecoderGraph, KvStepper } from '../../src/engine/session.ts';
 import type { Backend } from '../../src/engine/types.ts';
+import type { GateSite } from '../../src/model/inject-gates.ts';
 import { injectLora, type LoraBranchOp, type LoraTarget } from '../../src/model/inject-lora.ts';
 import { decodeModel, encodeModel } from '../../src/model/onnx-io.ts';
 import { type ModelConfig, parseModelConfig } from '../../src/model/package.ts';
@@ -127,6 +128,8 @@ export function oracleGreedy(set: ReplicaSet, variant: string): number[] {
 export interface LoadedReplica {
   graph: DecoderGraph;
   targets: LoraTarget[];
+  /** Gate inputs when loaded with `gates` (src/model/inject-gates.ts). */
+  gates?: GateSite[];
   noAdapter: Record<string, OrtModule.Tensor>;
   /** A PEFT adapter's feeds as CPU tensors. */
   feedsOf(a: ReplicaSet['adapter']): Record<string, OrtModule.Tensor>;
@@ -142,13 +145,14 @@ export async function loadReplica(
   config: ModelConfig,
   backend: Backend,
   branchOp: LoraBranchOp = 'matmul',
+  gates = false,
 ): Promise<LoadedReplica> {
   const bytes = await read(rep.file);
   const dir = rep.file.slice(0, rep.file.lastIndexOf('/') + 1);
   const externalData = rep.externalData
     ? [{ path: rep.externalData, data: await read(rep.externalDataFile ?? dir + rep.externalData) }]
     : undefined;
-  const { model, targets } = injectLora(decodeModel(bytes), { branchOp });
+  const { model, targets, gates: sites } = injectLora(decodeModel(bytes), { branchOp, gates });
   const graph = await createDecoderSession(ort, encodeModel(model), config, {
     backend,
     ...(externalData ? { externalData } : {}),
@@ -159,6 +163,7 @@ export async function loadReplica(
   return {
     graph,
     targets,
+    ...(sites ? { gates: sites } : {}),
     noAdapter: none.feeds,
     peft,
     feedsOf(a) {
