@@ -69,14 +69,22 @@ export interface LoraTarget {
   out: number;
   /** Packed projections: each module's output columns (absent for plain ones, or when unknown). */
   parts?: PackedPart[];
-  /** The projection's activation dtype; the LoRA inputs are float32 either way. */
+  /** The projection's activation dtype. */
   dtype?: ActivationDtype;
+  /** The A/B inputs' dtype: float32 unless `branchDtype: 'float16'` put them on a float16 projection. */
+  inputDtype?: ActivationDtype;
+  /** `packed: 'per-part'`: the packed projection this part's branch writes into (e.g. `qkv_proj`). */
+  packedIn?: LoraTargetModule;
   node: string;
   inputA: string;
   inputB: string;
 }
 
 export type LoraBranchOp = 'matmul' | 'einsum';
+/** The LoRA inputs' and branch's dtype on a float16 projection (float32 projections are always float32). */
+export type LoraBranchDtype = 'float32' | 'float16';
+/** How a q/k/v (gate/up) adapter sits on a packed projection: one wide branch, or one branch per part. */
+export type PackedLoraMode = 'block-diagonal' | 'per-part';
 
 export interface InjectOptions {
   /** Module names to adapt (a packed projection is chosen by its name or any part's); default all. */
@@ -85,7 +93,27 @@ export interface InjectOptions {
   layers?: readonly number[];
   /** Operator for X·A and (X·A)·B; default 'matmul'. See the file comment. */
   branchOp?: LoraBranchOp;
+  /**
+   * float16 projections only: 'float32' (default) runs the branch in float32 between Casts with float32
+   * A/B inputs; 'float16' declares A/B float16 and runs the branch in float16 without Casts (the feeds
+   * must then be float16). The default is measured: see LORA_BRANCH_DTYPE_DEFAULT.
+   */
+  branchDtype?: LoraBranchDtype;
+  /**
+   * Packed projections (builder `qkv_proj`, Phi-3 `gate_up_proj`) with known parts: 'block-diagonal'
+   * (default) is one branch X·A·B with A = [A_q|A_k|A_v] and a block-diagonal B; 'per-part' is one narrow
+   * branch per part (inputs `lora.L.q_proj.A` …, targets named by the part), the outputs concatenated
+   * before the Add. The default is measured: see PACKED_LORA_DEFAULT.
+   */
+  packed?: PackedLoraMode;
 }
+
+/**
+ * Measured defaults (bench/README.md, "Branch variants"; `npm run bench -- --suite variants`). Both forms
+ * are exact against the PyTorch oracle within the same tolerance; the default is the faster one.
+ */
+export const LORA_BRANCH_DTYPE_DEFAULT: LoraBranchDtype = 'float32';
+export const PACKED_LORA_DEFAULT: PackedLoraMode = 'block-diagonal';
 
 /** The faster branch operator per onnxruntime-web execution provider (measured, see the file comment). */
 export function loraBranchOpFor(backend: 'webgpu' | 'wasm'): LoraBranchOp {
@@ -128,7 +156,23 @@ export function injectLora(
       );
     }
   }
-  const ranks = branchOp === 'einsum' ? knownRanks(g) : new Map<string, number>();
+  const branchDtype = opts.branchDtype ?? LORA_BRANCH_DTYPE_DEFAULT;
+  const packedMode = opts.packed ?? PACKED_LORA_DEFAULT;
+  if (branchDtype !== 'float32' && branchDtype !== 'float16') {
+    throw new ModelFormatError(
+      `unknown LoRA branchDtype '${String(branchDtype)}'; expected 'float32' or 'float16'`,
+      {
+        branchDtype,
+      },
+    );
+  }
+  if (packedMode !== 'block-diagonal' && packedMode !== 'per-part') {
+    throw new ModelFormatError(
+      `unknown packed LoRA mode '${String(packedMode)}'; expected 'block-diagonal' or 'per-part'`,
+      { packed: packedMode },
+    );
+  }
+  const ranks = knownRanks(g);
 
   const names = new Set<string>();
   for (const n of nodesOf(g)) for (const o of n.output) names.add(o);
@@ -143,6 +187,7 @@ export function injectLora(
   const casts = new Map<string, string>(); // fp16 activation -> its float32 Cast
   const nodes: NodeProto[] = [];
   const inputs = [...inputsOf(g)];
+  const targets: LoraTarget[] = [];
   nodesOf(g).forEach((node, i) => {
     const p = byIndex.get(i);
     if (!p) {
@@ -151,16 +196,14 @@ export function injectLora(
     }
     const x = node.input[0] ?? '';
     const y = node.output[0] ?? '';
-    const a = loraInputName(p.layer, p.module, 'A');
-    const b = loraInputName(p.layer, p.module, 'B');
+    const half = p.dtype === 'float16';
+    const castBranch = half && branchDtype === 'float32'; // fp32 branch between Casts
+    const inputDtype: ActivationDtype = half && branchDtype === 'float16' ? 'float16' : 'float32';
     const scope = `/lora.${p.layer}.${p.module}`;
     const yBase = fresh(`${y}_base`);
-    const xa = fresh(`${scope}/xA`); // (..., R)
-    const half = p.dtype === 'float16';
-    const xab = fresh(half ? `${scope}/xAB_fp32` : `${scope}/xAB`); // (..., out)
     nodes.push(onnx.NodeProto.create({ ...node, output: [yBase, ...node.output.slice(1)] }));
     let xIn = x;
-    if (half) {
+    if (castBranch) {
       // fp16 graph: one Cast of X to float32 per distinct activation (q/k/v share theirs).
       let c = casts.get(x);
       if (!c) {
@@ -170,47 +213,100 @@ export function injectLora(
       }
       xIn = c;
     }
-    if (branchOp === 'einsum') {
-      // Gemm activations are 2-D by definition; MatMul/MatMulNBits ones are (batch, seq, in) in decoder
-      // exports unless the graph says otherwise.
-      const rank = ranks.get(x) ?? (p.kind === 'Gemm' ? 2 : 3);
-      const lead = 'abcdefgh'.slice(0, Math.max(0, rank - 1));
-      nodes.push(einsum(`${scope}/Einsum_A`, `${lead}i,ir->${lead}r`, [xIn, a], xa));
-      nodes.push(einsum(`${scope}/Einsum_B`, `${lead}r,ro->${lead}o`, [xa, b], xab));
-    } else {
+    // Gemm activations are 2-D by definition; MatMul/MatMulNBits ones are (batch, seq, in) in decoder
+    // exports unless the graph says otherwise.
+    const rank = ranks.get(x) ?? (p.kind === 'Gemm' ? 2 : 3);
+    const branches = packedMode === 'per-part' && tiles(p) ? p.parts! : [null];
+    const outs: string[] = [];
+    for (const part of branches) {
+      const module = part ? part.module : p.module;
+      const s = part ? `${scope}/${part.module}` : scope;
+      const a = loraInputName(p.layer, module, 'A');
+      const b = loraInputName(p.layer, module, 'B');
+      const xa = fresh(`${s}/xA`); // (..., R)
+      const xab = fresh(castBranch ? `${s}/xAB_fp32` : `${s}/xAB`); // (..., out)
+      branch(nodes, branchOp, s, rank, xIn, a, b, xa, xab);
+      outs.push(xab);
+      targets.push({
+        layer: p.layer,
+        module,
+        in: p.in,
+        out: part ? part.size : p.out,
+        ...(p.parts && !part ? { parts: p.parts } : {}),
+        ...(part ? { packedIn: p.module } : {}),
+        dtype: p.dtype,
+        inputDtype,
+        node: p.label,
+        inputA: a,
+        inputB: b,
+      });
+    }
+    let delta = outs[0]!;
+    if (outs.length > 1) {
+      delta = fresh(castBranch ? `${scope}/xAB_fp32` : `${scope}/xAB`);
       nodes.push(
-        onnx.NodeProto.create({ name: `${scope}/MatMul_A`, opType: 'MatMul', input: [xIn, a], output: [xa] }),
-      );
-      nodes.push(
-        onnx.NodeProto.create({ name: `${scope}/MatMul_B`, opType: 'MatMul', input: [xa, b], output: [xab] }),
+        onnx.NodeProto.create({
+          name: `${scope}/Concat`,
+          opType: 'Concat',
+          input: outs,
+          output: [delta],
+          attribute: [intAttr('axis', rank - 1)],
+        }),
       );
     }
-    let delta = xab;
-    if (half) {
-      delta = fresh(`${scope}/xAB`);
-      nodes.push(cast(`${scope}/Cast_xAB`, xab, delta, DataType.FLOAT16));
+    if (castBranch) {
+      const d16 = fresh(`${scope}/xAB`);
+      nodes.push(cast(`${scope}/Cast_xAB`, delta, d16, DataType.FLOAT16));
+      delta = d16;
     }
     nodes.push(
       onnx.NodeProto.create({ name: `${scope}/Add`, opType: 'Add', input: [yBase, delta], output: [y] }),
     );
   });
 
-  const targets: LoraTarget[] = chosen.map((p) => ({
-    layer: p.layer,
-    module: p.module,
-    in: p.in,
-    out: p.out,
-    ...(p.parts ? { parts: p.parts } : {}),
-    dtype: p.dtype,
-    node: p.label,
-    inputA: loraInputName(p.layer, p.module, 'A'),
-    inputB: loraInputName(p.layer, p.module, 'B'),
-  }));
   for (const t of targets) {
-    inputs.push(tensorValueInfo(t.inputA, DataType.FLOAT, [t.in, LORA_RANK_DIM])); // (in, R)
-    inputs.push(tensorValueInfo(t.inputB, DataType.FLOAT, [LORA_RANK_DIM, t.out])); // (R, out)
+    const dt = t.inputDtype === 'float16' ? DataType.FLOAT16 : DataType.FLOAT;
+    inputs.push(tensorValueInfo(t.inputA, dt, [t.in, LORA_RANK_DIM])); // (in, R)
+    inputs.push(tensorValueInfo(t.inputB, dt, [LORA_RANK_DIM, t.out])); // (R, out)
   }
   return { model: withGraph(model, cloneGraph(g, { node: nodes, input: inputs })), targets };
+}
+
+/** A packed projection whose parts tile its output columns in order (each part can get its own branch). */
+function tiles(p: Projection): boolean {
+  if (!p.parts || p.parts.length < 2) return false;
+  let at = 0;
+  for (const part of p.parts) {
+    if (part.offset !== at || part.size <= 0) return false;
+    at += part.size;
+  }
+  return at === p.out;
+}
+
+/** X·A → xa (..., R), xa·B → xab (..., out), as MatMul or Einsum. */
+function branch(
+  nodes: NodeProto[],
+  op: LoraBranchOp,
+  scope: string,
+  rank: number,
+  x: string,
+  a: string,
+  b: string,
+  xa: string,
+  xab: string,
+): void {
+  if (op === 'einsum') {
+    const lead = 'abcdefgh'.slice(0, Math.max(0, rank - 1));
+    nodes.push(einsum(`${scope}/Einsum_A`, `${lead}i,ir->${lead}r`, [x, a], xa));
+    nodes.push(einsum(`${scope}/Einsum_B`, `${lead}r,ro->${lead}o`, [xa, b], xab));
+    return;
+  }
+  nodes.push(
+    onnx.NodeProto.create({ name: `${scope}/MatMul_A`, opType: 'MatMul', input: [x, a], output: [xa] }),
+  );
+  nodes.push(
+    onnx.NodeProto.create({ name: `${scope}/MatMul_B`, opType: 'MatMul', input: [xa, b], output: [xab] }),
+  );
 }
 
 function cast(name: string, input: string, output: string, to: number): NodeProto {
