@@ -16,7 +16,7 @@ import { decodeModel, encodeModel, graphOf, outputsOf } from '../model/onnx-io.t
 import { normalizeModelUrl, parseGenerationConfig, parseModelConfig } from '../model/package.ts';
 import type { FrozenWeights } from '../train/cpu-model.ts';
 import { decoderConfig, loadFrozenWeights } from '../train/weights.ts';
-import { chooseBackend, fallbackReason } from './backend-choice.ts';
+import { checkShaderF16, chooseBackend, fallbackReason } from './backend-choice.ts';
 import { parseJson } from './estimate.ts';
 import { fetchFiles } from './load-files.ts';
 import type { FetchModelFilesOptions } from './model-files.ts';
@@ -173,7 +173,8 @@ export async function loadModel(
       feature: 'webgpu',
     });
   }
-  const choice = chooseBackend(want, caps);
+  const f16Graph = layout.weights === 'fp16' || layout.weights === 'q4f16' || layout.kvDtype === 'float16';
+  const choice = checkShaderF16(chooseBackend(want, caps), want, caps, f16Graph, dtype);
   let backend: Backend = choice.backend;
   let backendReason = choice.reason;
 
