@@ -6,7 +6,7 @@
  * one browser, prints one table per backend and writes all raw samples to bench/out/<date>.json. It is not
  * a test: nothing fails the process but errors (FAIL rows are reported, exit code stays 0).
  *
- *   tsx bench/run.ts [--suite inference|train|all] [--backend wasm|webgpu|both] [--dtype q4|fp32]
+ *   tsx bench/run.ts [--suite inference|train|variants|all] [--backend wasm|webgpu|both] [--dtype q4|fp32]
  *                    [--tokens N] [--reps N] [--swaps N] [--no-transformers]
  *                    [--train-backend cpu|webgpu|both] [--ranks 1,4,16] [--steps N] [--warmup N]
  *                    [--batch B] [--seq T] [--no-profile]
@@ -23,6 +23,7 @@ import { createServer } from 'vite';
 import { ORT_APP_MOUNT, ORT_RESOLVE_CONDITIONS, serveOrtFiles } from '../vite.config.ts';
 import { CHROMIUM_ARGS } from '../vitest.config.ts';
 import { renderTable, rowsFor, rowsForTrain } from './report.ts';
+import { rowsForVariants, type VariantsResult } from './variants.ts';
 import type {
   BenchBackend,
   BenchDtype,
@@ -77,10 +78,14 @@ const int = (s: string | undefined, name: string): number | undefined => {
 };
 const suites =
   args.suite === 'all'
-    ? { inference: true, train: true }
-    : args.suite === 'inference' || args.suite === 'train'
-      ? { inference: args.suite === 'inference', train: args.suite === 'train' }
-      : fail(`--suite must be inference, train or all (got ${args.suite})`);
+    ? { inference: true, train: true, variants: false }
+    : args.suite === 'inference' || args.suite === 'train' || args.suite === 'variants'
+      ? {
+          inference: args.suite === 'inference',
+          train: args.suite === 'train',
+          variants: args.suite === 'variants',
+        }
+      : fail(`--suite must be inference, train, variants or all (got ${args.suite})`);
 const trainBackends: TrainBenchBackend[] =
   args['train-backend'] === 'both'
     ? ['cpu', 'webgpu']
@@ -156,7 +161,7 @@ async function main(): Promise<void> {
     args: CHROMIUM_ARGS,
   });
   const timeoutMs = Number(args.timeout) * 1000;
-  const results: (OursResult | TrainResult)[] = [];
+  const results: (OursResult | TrainResult | VariantsResult)[] = [];
   const tables: string[] = [];
   try {
     // Load once so Vite's dependency optimizer settles before anything is timed (a late
@@ -199,6 +204,20 @@ async function main(): Promise<void> {
       results.push(ours);
       const gpu = ours.adapterInfo ? ` on ${ours.adapterInfo.vendor}/${ours.adapterInfo.architecture}` : '';
       tables.push(renderTable(`${backend}${gpu}, ${dtype}`, rowsFor(ours, ours.transformers)));
+    }
+    for (const backend of suites.variants ? backends : []) {
+      // LoRA branch forms on the layout replicas (bench/variants.ts): fp16 branch, packed qkv.
+      const opts = {
+        backend,
+        decodeTokens: int(args.tokens, 'tokens') ?? (backend === 'webgpu' ? 16 : 96),
+        reps: int(args.reps, 'reps') ?? (backend === 'webgpu' ? 4 : 15),
+      };
+      console.log(`\n== variants / ${backend}`);
+      const v = await inPage(`variants/${backend}`, (page) =>
+        page.evaluate((o): Promise<VariantsResult> => window.wlBench!.variants(o), opts),
+      );
+      results.push(v);
+      tables.push(renderTable(`LoRA branch variants on the replicas: ${backend}`, rowsForVariants(v)));
     }
     for (const backend of suites.train ? trainBackends : []) {
       const opts = trainOptionsFor(backend);
