@@ -53,8 +53,9 @@ export interface LoadedModel {
   device: GPUDevice | null;
   report: LoadReport;
   /**
-   * The frozen base weights for training, read from the same ONNX bytes the session was built from —
-   * decoded on the first call and kept (q4 blocks stay views of those bytes: no full-precision copy).
+   * The frozen base weights for training, read from the same ONNX bytes (and external-data chunks) the
+   * session was built from — decoded on the first call and kept (q4 blocks stay views of those bytes: no
+   * full-precision copy).
    */
   trainWeights(): FrozenWeights;
   /** Frees the sessions and the no-adapter feeds. */
@@ -295,7 +296,8 @@ export async function loadModel(
       device,
       report,
       trainWeights() {
-        frozen ??= loadFrozenWeights(decodeModel(modelBytes), decoderConfig(config));
+        // External data: the chunks already fetched (tensors read as views of them, no second copy).
+        frozen ??= loadFrozenWeights(decodeModel(modelBytes), decoderConfig(config), externalData);
         return frozen;
       },
       async release() {
