@@ -3,14 +3,13 @@
  * B [lora_rank, out] as float32 graph inputs, so adapters are swapped by feeding tensors, never by
  * rebuilding the session. In a float16 graph (model_fp16, q4f16) the branch still runs in float32 between
  * Casts — X·A·B computed from fp16 X, rounded once to fp16 before the Add — so adapter feeds are float32
- * for every dtype and the whole adapter pipeline (store, mix, GPU cache) stays float32. Measured on the fp16
- * replicas (tests/unit/model/replicas.test.ts) with an adapter: 2.6e-2–4.5e-2 max |logit - PyTorch oracle| on
- * the wasm EP, bit-identical to an all-fp16 branch (fp16 A/B, no Casts): ORT's CPU EP runs those fp16 MatMuls
- * in float32 between its own Casts anyway. WebGPU fp16 needs shader-f16, absent here (SwiftShader), so the
- * branch dtype could not be compared for speed there. A packed projection (builder `qkv_proj`, Phi-3 `gate_up_proj`)
+ * for every dtype and the whole adapter pipeline (store, mix, GPU cache) stays float32. That is a measured
+ * choice against the all-fp16 branch (`branchDtype: 'float16'`: fp16 A/B, no Casts; see
+ * LORA_BRANCH_DTYPE_DEFAULT). A packed projection (builder `qkv_proj`, Phi-3 `gate_up_proj`)
  * is one target whose `parts` say which output columns belong to which module (src/adapters/peft.ts maps
- * q/k/v adapters onto it block-diagonally). Rank 0 (empty A/B) reproduces the base model exactly. The graph has no
- * scale: whoever feeds B folds alpha/r into it. The base projection's output is renamed `<Y>_base` and
+ * q/k/v adapters onto it block-diagonally), or with `packed: 'per-part'` one target per part, each with its
+ * own narrow branch, concatenated before the Add (see PACKED_LORA_DEFAULT). Rank 0 (empty A/B) reproduces
+ * the base model exactly. The graph has no scale: whoever feeds B folds alpha/r into it. The base projection's output is renamed `<Y>_base` and
  * the Add takes over the name Y, so consumers and value_info need no rewiring. Returns a new ModelProto
  * sharing all tensors with the input (no weight copies); the input model is not modified. LoRA on the
  * embedding or lm_head, dropout and merged (If) graphs are out of scope. Idea: Hu et al. 2021, arXiv:2106.09685.
@@ -109,10 +108,21 @@ export interface InjectOptions {
 }
 
 /**
- * Measured defaults (bench/README.md, "Branch variants"; `npm run bench -- --suite variants`). Both forms
- * are exact against the PyTorch oracle within the same tolerance; the default is the faster one.
+ * Measured defaults (bench/README.md "Branch variants": `npm run bench -- --suite variants`, 2026-11-29,
+ * on the layout replicas; errors from tests/unit/model/replicas.test.ts).
+ *
+ * float32 branch: on the wasm EP the float16 branch ran at 0.73–1.07× its speed (median of 8 paired ratios
+ * over 4 fp16/q4f16 replicas and 2 runs: 0.92) — ORT's CPU EP has no fp16 MatMul and casts internally —
+ * and its max |logit − PyTorch oracle| with an adapter was larger: 3.3e-2–5.7e-2 against 2.6e-2–4.5e-2.
+ * WebGPU could not be compared: SwiftShader has no shader-f16.
  */
 export const LORA_BRANCH_DTYPE_DEFAULT: LoraBranchDtype = 'float32';
+/**
+ * block-diagonal: same logits as per-part (max difference 0 on every builder replica); per-part ran at
+ * 0.77–0.86× its speed on wasm (builder fp32 and q4, 2 runs) and 0.78–0.88× on SwiftShader for fp32
+ * (q4 1.10–1.18×, within that machine's noise). Per-op overhead dominates a decode step: 6 MatMuls + a
+ * Concat cost more than 2 MatMuls whose B carries zero blocks.
+ */
 export const PACKED_LORA_DEFAULT: PackedLoraMode = 'block-diagonal';
 
 /** The faster branch operator per onnxruntime-web execution provider (measured, see the file comment). */
