@@ -23,7 +23,6 @@ import { createServer } from 'vite';
 import { ORT_APP_MOUNT, ORT_RESOLVE_CONDITIONS, serveOrtFiles } from '../vite.config.ts';
 import { CHROMIUM_ARGS } from '../vitest.config.ts';
 import { renderTable, rowsFor, rowsForTrain } from './report.ts';
-import { rowsForVariants, type VariantsResult } from './variants.ts';
 import type {
   BenchBackend,
   BenchDtype,
@@ -33,6 +32,7 @@ import type {
   TrainResult,
   TrainSuiteOptions,
 } from './types.ts';
+import { rowsForVariants, type VariantsResult } from './variants.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 

@@ -14,11 +14,11 @@
  * once), as the engine's GPU cache keeps them.
  */
 import * as ortWebgpu from 'onnxruntime-web/webgpu';
+import { argmax } from '../src/engine/sampling.ts';
 import type { Ort, OrtTensor } from '../src/engine/session.ts';
+import { type DecoderGraph, KvStepper } from '../src/engine/session.ts';
 import type { InjectOptions } from '../src/model/inject-lora.ts';
 import { loadReplica, loadReplicaSet, REPLICAS, type Replica } from '../tests/helpers/replicas.ts';
-import { argmax } from '../src/engine/sampling.ts';
-import { type DecoderGraph, KvStepper } from '../src/engine/session.ts';
 import { median, pairedRatio } from './stats.ts';
 import type { BenchBackend } from './types.ts';
 
