@@ -9,8 +9,9 @@
  * is one target whose `parts` say which output columns belong to which module (src/adapters/peft.ts maps
  * q/k/v adapters onto it block-diagonally), or with `packed: 'per-part'` one target per part, each with its
  * own narrow branch, concatenated before the Add (see PACKED_LORA_DEFAULT). Rank 0 (empty A/B) reproduces
- * the base model exactly. The graph has no scale: whoever feeds B folds alpha/r into it. The base projection's output is renamed `<Y>_base` and
- * the Add takes over the name Y, so consumers and value_info need no rewiring. Returns a new ModelProto
+ * the base model exactly. The graph has no scale: whoever feeds B folds alpha/r into it. The base
+ * projection's output is renamed `<Y>_base` and the Add takes over the name Y, so consumers and value_info
+ * need no rewiring. Returns a new ModelProto
  * sharing all tensors with the input (no weight copies); the input model is not modified. LoRA on the
  * embedding or lm_head, dropout and merged (If) graphs are out of scope. Idea: Hu et al. 2021, arXiv:2106.09685.
  *
@@ -197,7 +198,7 @@ export function injectLora(
   const casts = new Map<string, string>(); // fp16 activation -> its float32 Cast
   const nodes: NodeProto[] = [];
   const inputs = [...inputsOf(g)];
-  const targets: LoraTarget[] = [];
+  const made = new Map<number, LoraTarget[]>(); // node index -> its target(s)
   nodesOf(g).forEach((node, i) => {
     const p = byIndex.get(i);
     if (!p) {
@@ -228,6 +229,8 @@ export function injectLora(
     const rank = ranks.get(x) ?? (p.kind === 'Gemm' ? 2 : 3);
     const branches = packedMode === 'per-part' && tiles(p) ? p.parts! : [null];
     const outs: string[] = [];
+    const targets: LoraTarget[] = [];
+    made.set(i, targets);
     for (const part of branches) {
       const module = part ? part.module : p.module;
       const s = part ? `${scope}/${part.module}` : scope;
@@ -274,6 +277,8 @@ export function injectLora(
     );
   });
 
+  // In the selection's order (layer, then module order), not the graph's node order.
+  const targets = chosen.flatMap((p) => made.get(p.nodeIndex) ?? []);
   for (const t of targets) {
     const dt = t.inputDtype === 'float16' ? DataType.FLOAT16 : DataType.FLOAT;
     inputs.push(tensorValueInfo(t.inputA, dt, [t.in, LORA_RANK_DIM])); // (in, R)

@@ -247,6 +247,16 @@ describe('a packed gate_up_proj projection in the graph (Phi-3 exports)', () => 
     });
     const { targets } = injectLora(model, { targets: ['up_proj'] });
     expect(targets.map((t) => [t.module, t.in, t.out])).toEqual([['gate_up_proj', 4, 6]]);
+    // packed 'per-part': one narrow branch per part, each a target named by its part.
+    const perPart = injectLora(model, { packed: 'per-part' });
+    expect(perPart.targets.map((t) => [t.module, t.in, t.out, t.packedIn, t.inputA])).toEqual([
+      ['gate_proj', 4, 3, 'gate_up_proj', 'lora.0.gate_proj.A'],
+      ['up_proj', 4, 3, 'gate_up_proj', 'lora.0.up_proj.A'],
+    ]);
+    expect(graphOf(perPart.model).node.find((n) => n.opType === 'Concat')?.input).toEqual([
+      '/lora.0.gate_up_proj/gate_proj/xAB',
+      '/lora.0.gate_up_proj/up_proj/xAB',
+    ]);
     expect(targets[0]!.parts).toEqual([
       { module: 'gate_proj', offset: 0, size: 3 },
       { module: 'up_proj', offset: 3, size: 3 },
