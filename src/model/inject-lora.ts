@@ -112,17 +112,16 @@ export interface InjectOptions {
  * Measured defaults (bench/README.md "Branch variants": `npm run bench -- --suite variants`, 2026-11-29,
  * on the layout replicas; errors from tests/unit/model/replicas.test.ts).
  *
- * float32 branch: on the wasm EP the float16 branch ran at 0.73–1.07× its speed (median of 8 paired ratios
- * over 4 fp16/q4f16 replicas and 2 runs: 0.92) — ORT's CPU EP has no fp16 MatMul and casts internally —
- * and its max |logit − PyTorch oracle| with an adapter was larger: 3.3e-2–5.7e-2 against 2.6e-2–4.5e-2.
- * WebGPU could not be compared: SwiftShader has no shader-f16.
+ * float32 branch: on the wasm EP the float16 branch ran at 0.87–0.96× its speed (fastest repetition per
+ * 16-step block, 4 fp16/q4f16 replicas; ORT's CPU EP has no fp16 MatMul and casts internally), and its
+ * max |logit − PyTorch oracle| with an adapter was larger: 3.3e-2–5.7e-2 against 2.6e-2–4.5e-2. WebGPU
+ * could not be compared: SwiftShader has no shader-f16.
  */
 export const LORA_BRANCH_DTYPE_DEFAULT: LoraBranchDtype = 'float32';
 /**
  * block-diagonal: same logits as per-part (max difference 0 on every builder replica); per-part ran at
- * 0.77–0.86× its speed on wasm (builder fp32 and q4, 2 runs) and 0.78–0.88× on SwiftShader for fp32
- * (q4 1.10–1.18×, within that machine's noise). Per-op overhead dominates a decode step: 6 MatMuls + a
- * Concat cost more than 2 MatMuls whose B carries zero blocks.
+ * 0.90–0.92× its speed on wasm (builder fp32, q4) and 1.00× / 0.74× on SwiftShader (fp32 / q4). Per-op
+ * overhead dominates a decode step: 6 MatMuls + a Concat cost more than 2 MatMuls whose B has zero blocks.
  */
 export const PACKED_LORA_DEFAULT: PackedLoraMode = 'block-diagonal';
 
