@@ -6,7 +6,7 @@
  * one browser, prints one table per backend and writes all raw samples to bench/out/<date>.json. It is not
  * a test: nothing fails the process but errors (FAIL rows are reported, exit code stays 0).
  *
- *   tsx bench/run.ts [--suite inference|train|variants|all] [--backend wasm|webgpu|both] [--dtype q4|fp32]
+ *   tsx bench/run.ts [--suite inference|train|derive|variants|all] [--backend wasm|webgpu|both] [--dtype q4|fp32]
  *                    [--tokens N] [--reps N] [--swaps N] [--no-transformers]
  *                    [--train-backend cpu|webgpu|both] [--ranks 1,4,16] [--steps N] [--warmup N]
  *                    [--batch B] [--seq T] [--no-profile]
@@ -22,6 +22,7 @@ import { chromium, type Page } from 'playwright';
 import { createServer } from 'vite';
 import { ORT_APP_MOUNT, ORT_RESOLVE_CONDITIONS, serveOrtFiles } from '../vite.config.ts';
 import { CHROMIUM_ARGS } from '../vitest.config.ts';
+import { type DeriveResult, rowsForDerive, runDeriveSuite } from './derive.ts';
 import { renderTable, rowsFor, rowsForTrain } from './report.ts';
 import type {
   BenchBackend,
@@ -78,14 +79,18 @@ const int = (s: string | undefined, name: string): number | undefined => {
 };
 const suites =
   args.suite === 'all'
-    ? { inference: true, train: true, variants: false }
-    : args.suite === 'inference' || args.suite === 'train' || args.suite === 'variants'
+    ? { inference: true, train: true, derive: true, variants: false }
+    : args.suite === 'inference' ||
+        args.suite === 'train' ||
+        args.suite === 'derive' ||
+        args.suite === 'variants'
       ? {
           inference: args.suite === 'inference',
           train: args.suite === 'train',
+          derive: args.suite === 'derive',
           variants: args.suite === 'variants',
         }
-      : fail(`--suite must be inference, train, variants or all (got ${args.suite})`);
+      : fail(`--suite must be inference, train, derive, variants or all (got ${args.suite})`);
 const trainBackends: TrainBenchBackend[] =
   args['train-backend'] === 'both'
     ? ['cpu', 'webgpu']
@@ -161,7 +166,7 @@ async function main(): Promise<void> {
     args: CHROMIUM_ARGS,
   });
   const timeoutMs = Number(args.timeout) * 1000;
-  const results: (OursResult | TrainResult | VariantsResult)[] = [];
+  const results: (OursResult | TrainResult | DeriveResult | VariantsResult)[] = [];
   const tables: string[] = [];
   try {
     // Load once so Vite's dependency optimizer settles before anything is timed (a late
@@ -235,6 +240,12 @@ async function main(): Promise<void> {
           rowsForTrain(tr),
         ),
       );
+    }
+    if (suites.derive) {
+      console.log('\n== derive (Node, ORT wasm, 1 thread)');
+      const d = await runDeriveSuite(int(args.reps, 'reps') ?? 5);
+      results.push(d);
+      tables.push(renderTable('derive: router overhead, merge, truncate (Node, wasm)', rowsForDerive(d)));
     }
   } finally {
     const version = browser.version();

@@ -134,6 +134,7 @@ export async function runTrain(opts: TrainSuiteOptions, log: Log): Promise<Train
           lora: grads,
           activations: afterAcc - afterCreate - grads,
           optimizer: total - afterAcc + grads,
+          embedding: cfg.V * cfg.C * 4,
           total,
         };
         if (afterEval < afterCreate) throw new Error('gpuBytes shrank');

@@ -146,8 +146,10 @@ export interface TrainGpuBytes {
   lora: number;
   /** Forward activations + uniforms of the (B, T) plan (first evalLoss), plus backward scratch (first accumulate). */
   activations: number;
-  /** Gradient buffer + AdamW m, v + grad-norm scratch (first accumulate / step). */
+  /** Gradient buffer + AdamW m|v (packed f16, one u32 per parameter) + grad-norm scratch (first accumulate / step). */
   optimizer: number;
+  /** Of the frozen base: the f32 embedding table (also the tied lm_head), V·C·4. */
+  embedding: number;
   /** gpuBytes after a full step: everything. */
   total: number;
 }

@@ -6,6 +6,12 @@
 //   x ← x − stepSize · m / (sqrt(v) / bc2sqrt + eps),  stepSize = lr / (1 − b1^t), bc2sqrt = sqrt(1 − b2^t)
 // (bias corrections and 1 − beta computed on the CPU in f64 per step). Parameters and moments are updated in place;
 // gradients are read only (the backend clears them after the step). Dispatch ceil(n / 64).
+// Moments are stored packed, 4 bytes per parameter instead of 8: mv[i] = pack2x16float(m·S, sqrt(v)·S),
+// f16 (11 significant bits) at the power-of-two scale S = stats[2] that gradnorm.wgsl `finish` picked so
+// that nothing overflows (|m|, sqrt(v) ≤ the largest gradient norm so far) and small moments stay
+// normal; the previous step's values are read at its scale stats[3] (0: none yet). sqrt(v) rather
+// than v halves the exponent range v needs. This step's update uses the unrounded f32 m and v; only
+// the carried state is rounded (relative 2^-11 per step).
 struct Params {
   n: u32,
   _pad0: u32,
@@ -26,11 +32,10 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read_write> param: array<f32>; // (n)
-@group(0) @binding(1) var<storage, read_write> m: array<f32>;     // (n)
-@group(0) @binding(2) var<storage, read_write> v: array<f32>;     // (n)
-@group(0) @binding(3) var<storage, read> grad: array<f32>;        // (n)
-@group(0) @binding(4) var<storage, read> stats: array<f32>;       // [norm, coef]
-@group(0) @binding(5) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> mv: array<u32>;    // (n) packed f16 (m·S, sqrt(v)·S)
+@group(0) @binding(2) var<storage, read> grad: array<f32>;        // (n)
+@group(0) @binding(3) var<storage, read> stats: array<f32>;       // [norm, coef, S, S_prev, gmax]
+@group(0) @binding(4) var<uniform> p: Params;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
@@ -40,10 +45,16 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   }
   let g = grad[i] * stats[1];
   var x = param[i] * (1.0 - p.lr * p.weightDecay);
-  let mi = p.beta1 * m[i] + p.oneMinusBeta1 * g;
-  let vi = p.beta2 * v[i] + p.oneMinusBeta2 * g * g;
-  m[i] = mi;
-  v[i] = vi;
+  var m0 = 0.0;
+  var v0 = 0.0;
+  if (stats[3] > 0.0) {
+    let u = unpack2x16float(mv[i]) / stats[3];
+    m0 = u.x;
+    v0 = u.y * u.y;
+  }
+  let mi = p.beta1 * m0 + p.oneMinusBeta1 * g;
+  let vi = p.beta2 * v0 + p.oneMinusBeta2 * g * g;
+  mv[i] = pack2x16float(vec2f(mi, sqrt(vi)) * stats[2]);
   x -= p.stepSize * mi / (sqrt(vi) / p.bc2sqrt + p.eps);
   param[i] = x;
 }

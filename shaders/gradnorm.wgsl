@@ -3,7 +3,12 @@
 // < 1 (and clipping is on), else 1. The gradients are NOT rewritten: adamw.wgsl multiplies by stats[1].
 // Two entry points sharing one layout, a two-level reduction:
 //   `partial`  one workgroup of 256 per chunk of p.chunk elements: Σ g² into partials[wg] (dispatch P).
-//   `finish`   one workgroup of 256: Σ partials → stats = [total, coef] (dispatch 1).
+//   `finish`   one workgroup of 256: Σ partials → stats = [total, coef, ...] (dispatch 1).
+// `finish` also keeps the scale of adamw.wgsl's packed f16 moments: stats[4] = gmax, the largest
+// clipped gradient norm so far, bounds every |g| ever seen, hence |m| and sqrt(v) (convex combinations
+// of past g and g²); stats[2] = the power of two S with gmax·S ≤ 2^14 (2^15 if log2 is off by one; f16
+// max 65504) that this step
+// stores moments at, stats[3] = the previous step's S (0: no moments stored yet).
 struct Params {
   n: u32,       // gradient elements
   chunk: u32,   // elements per `partial` workgroup
@@ -16,7 +21,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read_write> partials: array<f32>; // (P)
-@group(0) @binding(1) var<storage, read_write> stats: array<f32>;    // [total, coef]
+@group(0) @binding(1) var<storage, read_write> stats: array<f32>;    // [total, coef, S, S_prev, gmax]
 @group(0) @binding(2) var<storage, read> grad: array<f32>;           // (n)
 @group(0) @binding(3) var<uniform> p: Params;
 
@@ -68,5 +73,18 @@ fn finish(@builtin(local_invocation_id) lid: vec3u) {
     }
     stats[0] = total;
     stats[1] = coef;
+    let gmax = max(stats[4], total * coef);
+    stats[3] = stats[2];
+    stats[2] = momentScale(gmax);
+    stats[4] = gmax;
   }
+}
+
+// 2^e with gmax·2^e ≤ 2^14, e in [-100, 100] (gmax 0: 2^100); built from bits, so exact.
+fn momentScale(gmax: f32) -> f32 {
+  var e = 100;
+  if (gmax > 0.0) {
+    e = clamp(14 - i32(ceil(log2(gmax))), -100, 100);
+  }
+  return bitcast<f32>(u32(e + 127) << 23u);
 }

@@ -25,6 +25,12 @@ export { DEFAULT_ADAPTER_CACHE_BYTES, LocalEngine, type LocalEngineOptions } fro
 export { type DownloadEstimate, estimateDownload } from './engine/estimate.ts';
 export { BASE_SESSION_MAX_BYTES } from './engine/load.ts';
 export { deleteCachedModel, fetchModelFiles, listCachedModels } from './engine/model-files.ts';
+export {
+  type AdapterRequest,
+  type AutoAdapterOptions,
+  DEFAULT_ROUTE_TEMPERATURE,
+  type RoutingReport,
+} from './engine/route.ts';
 export { createSampler, type SamplingOptions, stopStringMatcher } from './engine/sampling.ts';
 export type {
   AdapterDeriveProgress,

@@ -9,12 +9,17 @@
  *    sign-aligned to their centroid before averaging.
  *  - Deterministic: k-means++ seeding from a seeded PRNG (mulberry32, `seed`, default 0), Lloyd steps until
  *    no unit changes cluster (≤ 100), an emptied cluster re-seeded with the unit farthest from its centroid.
- *  - Norm-aware re-weighting (our reading of the paper's "dual reweighting" against norm decay of averaged
- *    centroids and the changed output scale; its exact formulas were not at hand offline, so these two
- *    are ours and the tests measure them): (1) parameter re-weighting: each centroid's a and b are
- *    rescaled to the mean ‖a‖, ‖b‖ of its members (averaging differently directed units shrinks them);
- *    (2) output re-weighting: the merged module's ΔW is scaled so ‖ΔW_merged‖_F = ‖Σᵢ ΔWᵢ‖_F, the norm of
- *    the exact concatenation of the parents (computed from r×r Gram matrices, never the full ΔW).
+ *  - What a cluster becomes (`centroid`). Default 'sum': ΔW = Σ over units, so a cluster stands for the SUM
+ *    of its members' b·aᵀ, and its merged rank is the best rank-1 approximation of that sum (truncate.ts
+ *    on the members' factors). This is our norm-aware centroid: the direction is weighted by the members'
+ *    norms and the magnitude is the cluster's own output norm, which is what the paper's "dual
+ *    reweighting" corrects for (norm decay of averaged centroids, changed output scale); singletons stay
+ *    exact. 'mean' is the paper's averaged centroid with our reading of that re-weighting (its formulas were
+ *    not at hand offline): (1) parameter: each centroid's a and b rescaled to its members' mean ‖a‖, ‖b‖;
+ *    (2) output: the module's ΔW scaled so ‖ΔW_merged‖_F = ‖Σᵢ ΔWᵢ‖_F (from r×r Gram matrices).
+ *    Measured in tests/unit/adapters/merge.test.ts: 'mean' lost the romeo behaviour of shout + romeo at
+ *    rank 8 (ROMEO share 0.500, upper-case share 0.979); 'sum' keeps the upper-case share at 1.000 for
+ *    every seed tried and sits much closer to the concatenation on the held-out style NLLs.
  *  - A module with ≤ k units in total is the exact concatenation (nothing to cluster).
  * 'average' — the naive baseline: ΔW = (1/n)·Σᵢ ΔWᵢ, projected to its best rank-k approximation
  * (truncate.ts, SVD of the concatenated factors). Parents may cover different modules (the union is
@@ -24,7 +29,7 @@ import { AdapterShapeError, InvalidOptionError } from '../errors.ts';
 import type { FactoredAdapter, FactoredModule } from './factored.ts';
 import { moduleKey } from './factored.ts';
 import { seededRandom } from './linalg.ts';
-import { checkRank, factoredSvd, factorsOfSvd } from './truncate.ts';
+import { checkRank, factoredSvd, factorsOfSvd, truncateModule } from './truncate.ts';
 
 export type MergeMethod = 'lego' | 'average';
 
@@ -32,7 +37,12 @@ export interface MergeFactoredOptions {
   rank: number;
   method?: MergeMethod;
   seed?: number;
-  /** LEGO re-weighting (ablations): 'dual' (default) = parameter + output, 'parameter', 'none'. */
+  /**
+   * What one cluster becomes: 'sum' (default) = the best rank-1 approximation of its members' summed ΔW;
+   * 'mean' = the averaged centroid with `reweight` (the paper's form, kept for ablations).
+   */
+  centroid?: 'sum' | 'mean';
+  /** Re-weighting of 'mean' centroids: 'dual' (default) = parameter + output, 'parameter', 'none'. */
   reweight?: 'dual' | 'parameter' | 'none';
   /** Called after each module (done, total). */
   onModule?: (done: number, total: number) => void;
@@ -222,10 +232,24 @@ export function clusterUnits(
   return { cluster, sign, centroids };
 }
 
+/** Best rank-1 approximation (a, b) of Σ b_i·a_iᵀ over `members` (truncate.ts, from the factors). */
+function sumRank1(members: readonly Unit[], n: number, out: number): { A: Float32Array; B: Float32Array } {
+  const r = members.length;
+  const A = new Float32Array(r * n); // (r, in)
+  const B = new Float32Array(out * r); // (out, r)
+  members.forEach((u, c) => {
+    for (let i = 0; i < n; i++) A[c * n + i] = u.v[i]!;
+    for (let o = 0; o < out; o++) B[o * r + c] = u.v[n + o]!;
+  });
+  const one = truncateModule({ layer: 0, module: 'q_proj', in: n, out, rank: r, A, B }, 1);
+  return { A: one.A, B: one.B };
+}
+
 function legoModule(
   group: readonly FactoredModule[],
   k: number,
   seed: number,
+  centroid: NonNullable<MergeFactoredOptions['centroid']>,
   reweight: NonNullable<MergeFactoredOptions['reweight']>,
 ): FactoredModule {
   const cat = concatModules(group);
@@ -239,6 +263,18 @@ function legoModule(
   );
   const A = new Float32Array(k * n);
   const B = new Float32Array(out * k);
+  if (centroid === 'sum') {
+    for (let j = 0; j < k; j++) {
+      const one = sumRank1(
+        units.filter((_, i) => cluster[i] === j),
+        n,
+        out,
+      );
+      A.set(one.A, j * n);
+      for (let o = 0; o < out; o++) B[o * k + j] = one.B[o]!;
+    }
+    return { ...cat, rank: k, A, B };
+  }
   for (let j = 0; j < k; j++) {
     const members = units.filter((_, i) => cluster[i] === j);
     const c = centroids[j]!;
@@ -302,7 +338,7 @@ export function mergeFactored(
   const modules = groups.map((g, i) => {
     const m =
       method === 'lego'
-        ? legoModule(g, k, seed, opts.reweight ?? 'dual')
+        ? legoModule(g, k, seed, opts.centroid ?? 'sum', opts.reweight ?? 'dual')
         : averageModule(g, k, parents.length);
     opts.onModule?.(i + 1, groups.length);
     return m;

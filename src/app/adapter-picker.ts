@@ -1,17 +1,19 @@
 /**
- * The per-prompt adapter picker: none (base model), one stored adapter, or a weighted mix with one
- * slider per stored adapter (weight 0 leaves it out). Re-rendered whenever the stored list changes,
+ * The per-prompt adapter picker: none (base model), one stored adapter, a weighted mix with one
+ * slider per stored adapter (weight 0 leaves it out), or Auto: the engine scores the prompt under every
+ * stored adapter and picks the best or mixes them (engine/route.ts; the chosen adapters and weights are
+ * shown with the result, generate.ts `describeRouting`). Re-rendered whenever the stored list changes,
  * keeping the user's choices for adapters that still exist; known descriptions (adapters/index.json)
  * are shown next to the names. `selection()` returns the engine's
- * `AdapterSelection`; mixing math and validation live in the engine (src/adapters/mix.ts).
+ * `AdapterRequest`; mixing math and validation live in the engine (src/adapters/mix.ts).
  */
-import type { AdapterInfo, AdapterSelection } from '../engine/types.ts';
+import type { AdapterInfo, AdapterRequest } from '../engine/types.ts';
 import { h } from '../ui/dom.ts';
 
-type Mode = 'none' | 'one' | 'mix';
+type Mode = 'none' | 'one' | 'mix' | 'auto';
 
 export interface AdapterPicker {
-  selection(): AdapterSelection;
+  selection(): AdapterRequest;
   /** A short label of the current selection, e.g. "shout ×0.5 + romeo ×1". */
   describe(): string;
 }
@@ -26,6 +28,7 @@ export function mountAdapterPicker(
 ): AdapterPicker {
   let mode: Mode = 'none';
   let one = '';
+  let autoMode: 'pick' | 'mix' = 'pick';
   const weights = new Map<string, number>();
   let names: string[] = [];
 
@@ -38,6 +41,7 @@ export function mountAdapterPicker(
     ['none', 'None (base model)'],
     ['one', 'One adapter'],
     ['mix', 'Weighted mix'],
+    ['auto', 'Auto (per prompt)'],
   ] as const) {
     const input = h('input', { type: 'radio', name: 'adapter-mode', value: m, id: `adapter-mode-${m}` });
     input.checked = m === mode;
@@ -94,6 +98,28 @@ export function mountAdapterPicker(
       body.append(select, desc);
       return;
     }
+    if (mode === 'auto') {
+      const select = h(
+        'select',
+        { id: 'adapter-auto-mode', 'aria-label': 'Auto mode' },
+        h('option', { value: 'pick' }, 'Pick the best adapter'),
+        h('option', { value: 'mix' }, 'Mix by score (softmax)'),
+      );
+      select.value = autoMode;
+      select.addEventListener('change', () => {
+        autoMode = select.value === 'mix' ? 'mix' : 'pick';
+      });
+      body.append(
+        select,
+        h(
+          'p',
+          { class: 'hint' },
+          `Scores the prompt under each of the ${names.length} stored adapters (mean token loss) and ` +
+            'uses the best, or a mix weighted by the scores; the choice is shown with the result.',
+        ),
+      );
+      return;
+    }
     const list = h('div', { class: 'mix' });
     for (const n of names) {
       const id = `mix-${CSS.escape(n)}`;
@@ -131,12 +157,14 @@ export function mountAdapterPicker(
     names.map((name) => ({ name, weight: weights.get(name) ?? 0 })).filter((p) => p.weight !== 0);
 
   return {
-    selection(): AdapterSelection {
+    selection(): AdapterRequest {
+      if (mode === 'auto') return autoMode === 'pick' ? 'auto' : { auto: { mode: 'mix' } };
       if (mode === 'one' && one) return one;
       if (mode === 'mix') return mixParts();
       return null;
     },
     describe(): string {
+      if (mode === 'auto') return `auto (${autoMode})`;
       if (mode === 'one' && one) return one;
       if (mode === 'mix') {
         const parts = mixParts();

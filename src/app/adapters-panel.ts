@@ -12,6 +12,7 @@ import { h } from '../ui/dom.ts';
 import { formatBytes } from '../ui/format.ts';
 import { compressButton, mountMergeForm } from './derive-actions.ts';
 import { byId, download, errorText, setMessage } from './dom.ts';
+import { mountRankPlot } from './rank-plot.ts';
 import type { AppState } from './state.ts';
 
 const STAGES: AdapterImportProgress['stage'][] = ['read', 'validate', 'store', 'done'];
@@ -295,6 +296,7 @@ export function mountAdaptersPanel(state: AppState): { importUrl(url: string): P
   }
 
   mountMergeForm(state, list, act);
+  mountRankPlot(state, list);
   state.onAdapters((adapters) => {
     list.replaceChildren(
       ...(adapters.length ? adapters.map(item) : [h('li', { class: 'empty' }, 'No adapters stored yet.')]),

@@ -3,7 +3,7 @@
  * hooks them in: a Compress button per stored adapter (best rank-k approximation, stored as
  * `<name>-r<k>`), and a Merge form above the list (two or more stored adapters, a rank, LoRA-LEGO or
  * the averaging baseline, a name) with a progress bar. The math and checks are the engine's
- * (adapters/derive.ts); errors show through the panel's `act`. No rank-vs-metric plot yet.
+ * (adapters/derive.ts); errors show through the panel's `act`. The rank-vs-behaviour plot is rank-plot.ts.
  */
 import type { AdapterInfo } from '../engine/types.ts';
 import { h } from '../ui/dom.ts';

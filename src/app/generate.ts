@@ -8,7 +8,7 @@
  * runs go to "Recent runs" (run-history.ts). Also exports `streamView`, the output box both this panel
  * and the compare columns use. Errors are shown as "TypedName: message" under the output.
  */
-import type { ChatMessage, GenerateResult } from '../engine/types.ts';
+import type { ChatMessage, GenerateResult, RoutingReport } from '../engine/types.ts';
 import { h } from '../ui/dom.ts';
 import type { AdapterPicker } from './adapter-picker.ts';
 import { byId, errorText, setMessage } from './dom.ts';
@@ -84,6 +84,14 @@ export function describeResult(r: GenerateResult): string {
   const n = r.tokenIds.length;
   const speed = t.tokensPerSecond > 0 ? `, ${t.tokensPerSecond.toFixed(1)} tok/s` : '';
   return `${n} token${n === 1 ? '' : 's'} (${r.finishReason}) · prompt ${t.promptTokens} tokens in ${t.prefillMs.toFixed(0)} ms${speed}`;
+}
+
+/** "auto chose shout ×1.00 (prompt loss: shout 2.31, romeo 3.90 nats/token)"; base model = "base". */
+export function describeRouting(r: RoutingReport): string {
+  const nm = (a: string | null): string => a ?? 'base';
+  const chosen = r.chosen.map((a, i) => `${nm(a)} ×${r.weights[i]!.toFixed(2)}`).join(' + ');
+  const scores = r.scores.map((s) => `${nm(s.adapter)} ${s.nll.toFixed(2)}`).join(', ');
+  return `auto chose ${chosen} (prompt loss: ${scores} nats/token)`;
 }
 
 export function mountGenerate(
@@ -200,12 +208,12 @@ export function mountGenerate(
       );
       if (chat) mode.commit(text, r.text);
       samplingForm.setContext(state.report?.config.maxPositionEmbeddings ?? null, r.timings.promptTokens);
-      stats.textContent = `${describeResult(r)} · ${label}`;
+      stats.textContent = `${describeResult(r)} · ${r.routing ? describeRouting(r.routing) : label}`;
       output.dataset.status = r.finishReason;
       copyText = chat ? r.text : text + r.text;
       copy.disabled = false;
       history.add({
-        label,
+        label: r.routing ? describeRouting(r.routing) : label,
         mode: chat ? 'chat' : 'completion',
         prompt: text,
         output: r.text,

@@ -41,6 +41,8 @@ export interface TrainFormValues {
   evalSplit: string;
   seed: string;
   device: string;
+  /** 'off' | 'on': activation recomputation (TrainOptions.recompute). */
+  recompute: string;
 }
 
 export type TrainField = keyof TrainFormValues;
@@ -61,6 +63,7 @@ export const TRAIN_DEFAULTS: Omit<TrainFormValues, 'name' | 'data'> = {
   evalSplit: '0.1',
   seed: '0',
   device: 'auto',
+  recompute: 'off',
 };
 
 export interface FieldProblem {
@@ -179,6 +182,8 @@ export function readTrainForm(v: TrainFormValues, ctx: TrainFormContext): TrainF
     bad('evalSplit', 'Eval split must be a share from 0 (no eval loss) to 0.5, e.g. 0.1 for 10 %.');
   const seed = int('seed', 'Seed', 0, 2 ** 31 - 1, 0);
   if (!DEVICES.includes(v.device as TrainDevice)) bad('device', 'Device must be auto, CPU or WebGPU.');
+  if (v.recompute !== 'off' && v.recompute !== 'on')
+    bad('recompute', 'Recompute activations must be off or on.');
 
   if (problems.length) return { ok: false, problems };
   return {
@@ -201,6 +206,7 @@ export function readTrainForm(v: TrainFormValues, ctx: TrainFormContext): TrainF
       evalSplit: evalSplit!,
       evalEvery: autoEvalEvery(steps),
       device: v.device as TrainDevice,
+      recompute: v.recompute === 'on',
     },
   };
 }

@@ -48,7 +48,15 @@ export interface TrainPanel {
 
 const SAMPLE_TOKENS = 12;
 /** Fields inside the "Advanced" details (opened when one of them has a problem). */
-const ADVANCED: readonly TrainField[] = ['alpha', 'warmup', 'weightDecay', 'evalSplit', 'seed', 'device'];
+const ADVANCED: readonly TrainField[] = [
+  'alpha',
+  'warmup',
+  'weightDecay',
+  'evalSplit',
+  'seed',
+  'device',
+  'recompute',
+];
 const STAGE_TEXT: Record<TrainProgress['stage'], string> = {
   prepare: 'preparing',
   train: 'training',
@@ -81,6 +89,7 @@ export function mountTrainPanel(state: AppState): TrainPanel {
     evalSplit: input('train-eval-split'),
     seed: input('train-seed'),
     device: input<HTMLSelectElement>('train-device'),
+    recompute: input<HTMLSelectElement>('train-recompute'),
   };
   const targetsBox = byId<HTMLFieldSetElement>('train-targets');
   const file = input('train-file');

@@ -74,6 +74,16 @@ export interface GenerateResult {
   tokenIds: number[];
   finishReason: FinishReason;
   timings: { prefillMs: number; decodeMs: number; tokensPerSecond: number; promptTokens: number };
+  /** Only with adapter 'auto': each stored adapter's prompt loss (nats/token) and what was chosen. */
+  routing?: {
+    mode: 'pick' | 'mix';
+    scores: { adapter: string | null; nll: number }[];
+    chosen: (string | null)[];
+    weights: number[];
+    scoredTokens: number;
+    temperature: number;
+    ms: number;
+  };
 }
 
 export interface WebLoraErrorDetail {
@@ -113,7 +123,7 @@ export declare class WebLoraChat extends HTMLElement {
   /** Absolute model folder URL (the `model` attribute resolved, or the default model). */
   get model(): string;
   set model(v: string);
-  /** Stored adapter name or PEFT folder URL (contains '/'); null = base model. */
+  /** Stored adapter name, PEFT folder URL (contains '/') or 'auto' (chosen per prompt); null = base model. */
   get adapter(): string | null;
   set adapter(v: string | null);
   /** 'chat' (history, chat template; default when the model has one) or 'completion' (raw continuation). */

@@ -2,7 +2,8 @@
  * `<weblora-chat>`: a self-contained chat box around the worker engine, for plain HTML pages.
  * Attributes: `model` (HF-layout folder URL — same origin, a CORS host, or a Hugging Face repo / tree /
  * resolve URL; default the bundled Shakespeare model), `adapter` (a stored
- * adapter name, or a PEFT folder URL — anything containing '/' — imported once; read at each prompt),
+ * adapter name, a PEFT folder URL — anything containing '/' — imported once, or `auto`: per prompt the
+ * engine picks the stored adapter that fits it best, shown in the status line; read at each prompt),
  * `mode` ('chat' | 'completion'; default chat when the model has a chat template, else completion),
  * `system` (chat only), `max-tokens`, `temperature`, and `backend` ('auto' | 'webgpu' | 'wasm'), `dtype`
  * ('fp32' | 'fp16' | 'q4' | 'q4f16'; default q4 when the model has it, else fp32).
@@ -285,7 +286,8 @@ export class WebLoraChat extends Base {
       const t = result.timings;
       this.#setStatus(
         `${result.tokenIds.length} tokens${t.tokensPerSecond > 0 ? `, ${t.tokensPerSecond.toFixed(1)} tok/s` : ''} ` +
-          `(${report.backend}${result.finishReason === 'abort' ? ', stopped' : ''})`,
+          `(${report.backend}${result.finishReason === 'abort' ? ', stopped' : ''})` +
+          (result.routing ? ` · auto: ${result.routing.chosen.map((a) => a ?? 'base').join(' + ')}` : ''),
       );
       this.#emit('done', result);
       return result;

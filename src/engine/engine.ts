@@ -28,6 +28,7 @@ import { abortedResult, callQuietly, decode, prepareRequest } from './decode.ts'
 import { type LoadedModel, loadModel } from './load.ts';
 import type { FetchModelFilesOptions } from './model-files.ts';
 import { SerialQueue } from './queue.ts';
+import { routeRequest } from './route.ts';
 import type { DecoderGraph, Ort, OrtTensor } from './session.ts';
 import { TrainingManager } from './train.ts';
 import type {
@@ -313,7 +314,10 @@ export class LocalEngine implements Engine {
     if (this.lost) throw this.lost;
     const { model: m, provider } = this.requireModel('generate');
     const prepared = prepareRequest(m, req);
-    const adapter = await provider.feedsFor(req.adapter ?? null, m.targets);
+    const graphFor = (a: AdapterFeeds | null) => this.graphFor(m, a);
+    const ctx = { model: m, provider, graphFor, store: () => this.adapterStore(), signal };
+    const routed = await routeRequest(ctx, req.adapter, prepared.promptIds); // 'auto' → route.ts
+    const adapter = await provider.feedsFor(routed.selection, m.targets);
     try {
       const { graph, loraFeeds } = this.graphFor(m, adapter);
       this.debug.lastGraph = graph === m.baseGraph ? 'base' : 'injected';
@@ -326,7 +330,7 @@ export class LocalEngine implements Engine {
         },
       });
       if (result.finishReason === 'abort' && this.lost) throw this.lost;
-      return result;
+      return routed.routing ? { ...result, routing: routed.routing } : result;
     } catch (e) {
       if (this.lost) throw this.lost;
       throw e;

@@ -35,14 +35,17 @@ import type {
   TrainProgress,
   TrainResult,
 } from '../train/types.ts';
+import type { AdapterRequest, AutoAdapterOptions, RoutingReport } from './route.ts';
 
 export type {
   AdapterDeriveProgress,
   AdapterFeedProvider,
   AdapterFeeds,
   AdapterImportInput,
+  AdapterRequest,
   AdapterSelection,
   AdapterStats,
+  AutoAdapterOptions,
   ChatMessage,
   DecoderLayout,
   LoraTarget,
@@ -50,6 +53,7 @@ export type {
   ModelDtype,
   PeftFiles,
   RankBudget,
+  RoutingReport,
   TrainCheckpointInfo,
   TrainDataFormat,
   TrainDevice,
@@ -183,7 +187,12 @@ export interface GenerateRequest {
   prompt?: string;
   /** Chat turns, rendered through the model's chat_template (ModelPackageError when it has none). */
   messages?: ChatMessage[];
-  adapter?: AdapterSelection;
+  /**
+   * null/absent = base model, a stored name, a weighted mix, or automatic choice per prompt: 'auto'
+   * (every stored adapter of the model) or `{ auto: { candidates, mode, temperature, includeBase } }`
+   * — route.ts scores the prompt under each candidate and picks or mixes; see GenerateResult.routing.
+   */
+  adapter?: AdapterRequest;
   /** Default 128; also capped by the model's max_position_embeddings (finishReason 'length'). */
   maxNewTokens?: number;
   /** 0 (default) = greedy. See sampling.ts for the exact semantics of each option. */
@@ -228,6 +237,8 @@ export interface GenerateResult {
   tokenIds: number[];
   finishReason: FinishReason;
   timings: GenerateTimings;
+  /** Only for `adapter: 'auto'`: each candidate's prompt score and the adapters/weights chosen. */
+  routing?: RoutingReport;
 }
 
 /** A stored adapter as `listAdapters`/`importAdapter` describe it (metadata only, no tensor bytes). */

@@ -1,6 +1,6 @@
 /**
- * The CPU training backend: `TrainBackend` (types.ts) over the plain-TypeScript reference —
- * CpuLoraModel (forward/backward), AdamW and clipGradNorm (optim.ts). What the trainer drives where
+ * The CPU training backend: `TrainBackend` (types.ts) over CpuLoraModel (forward/backward: ref/*.ts with
+ * the linear layers and attention on the wasm SIMD GEMM), AdamW and clipGradNorm (optim.ts). What the trainer drives where
  * WebGPU is missing, and the oracle the WebGPU backend (gpu-model.ts) is compared with step for step.
  * Gradients accumulate token-weighted across `accumulate` calls (backward(weight)), exactly as
  * optim.ts accumulateGradients, and are zeroed by `step`. Snapshots copy A, B and the float64 AdamW

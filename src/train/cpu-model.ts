@@ -1,7 +1,8 @@
 /**
  * Whole-model forward and backward of the Llama-family decoder (scripts/py/model.py) on the CPU, built
- * from the src/train/ref layer functions: the reference the WebGPU trainer must match, and the fallback
- * where WebGPU is missing. Only LoRA A/B receive gradients; the base (embedding, norms, projections,
+ * from the src/train/ref layer functions, with the linear layers and attention on the WebAssembly SIMD
+ * GEMM of wasm/ by default (`kernels: 'ref'` keeps everything plain TS, the oracle): the reference the
+ * WebGPU trainer must match, and the fallback where WebGPU is missing. Only LoRA A/B receive gradients; the base (embedding, norms, projections,
  * lm_head) is frozen, so the backward stops at the lowest layer that holds a LoRA branch. Lifecycle as in
  * llm.c: `forward` (loss), `zeroGrad`, `backward`, then an optimizer `step` (optim.ts); gradient buffers
  * are allocated on the first backward. With `recompute`, the forward keeps only each layer's input and
@@ -14,18 +15,20 @@ import type { ModuleName } from '../model/targets.ts';
 import { attentionBackward, attentionForward } from './ref/attention.ts';
 import { crossEntropyBackward, crossEntropyForward } from './ref/crossentropy.ts';
 import { embeddingForward } from './ref/embedding.ts';
-import {
-  type FrozenLinear,
-  type LoraBranch,
-  linearLoraBackward,
-  linearLoraForward,
-  matmulBackward,
-  matmulForward,
-} from './ref/linear.ts';
+import { type FrozenLinear, type LoraBranch, linearLoraBackward, linearLoraForward } from './ref/linear.ts';
 import { rmsnormBackward, rmsnormForward } from './ref/rmsnorm.ts';
 import { ropeBackward, ropeForward, ropeTables } from './ref/rope.ts';
 import { swigluBackward, swigluForward } from './ref/swiglu.ts';
 import { alloc, type Buf } from './ref/types.ts';
+import { attentionBackwardWasm, attentionForwardWasm } from './wasm/attention.ts';
+import { gemmModule } from './wasm/gemm.ts';
+import { WASM_WEIGHT_BUDGET, wasmLinearFor, wasmWeightBytes } from './wasm/linear.ts';
+
+/** Which implementation runs the linear layers (everything else is ref/*.ts either way). */
+export type CpuKernels = 'wasm' | 'ref';
+
+type LinearFwd = typeof linearLoraForward;
+type LinearBwd = typeof linearLoraBackward;
 
 export interface DecoderConfig {
   V: number; // vocab
@@ -145,22 +148,48 @@ export class CpuLoraModel {
   private readonly minLayer: number;
   private readonly f64: boolean;
   readonly recompute: boolean;
+  /** 'wasm': SIMD GEMMs (wasm/linear.ts), the default; 'ref': ref/linear.ts (f64 mode, or no wasm SIMD). */
+  readonly kernels: CpuKernels;
+  private readonly linFwd: LinearFwd;
+  private readonly linBwd: LinearBwd;
+  private readonly attFwd: typeof attentionForward;
+  private readonly attBwd: typeof attentionBackward;
   private acts: Acts | null = null;
   /** Recompute mode: the one layer's activation buffers, reused by every layer (keyed by N). */
   private scratch: { N: number; a: LayerActs } | null = null;
 
   /**
    * `f64`: float64 activations (finite-difference tests); default float32 like the GPU path.
-   * `recompute`: activation recomputation (see the header); default false.
+   * `recompute`: activation recomputation (see the header); default false. `kernels`: default 'wasm'
+   * where WebAssembly SIMD exists, except with `f64` or when the f32 copy of the weights would exceed
+   * WASM_WEIGHT_BUDGET (then 'ref', which dequantizes row by row and holds no copy).
    */
   constructor(
     readonly weights: FrozenWeights,
     modules: LoraModule[],
-    opts: { f64?: boolean; recompute?: boolean } = {},
+    opts: { f64?: boolean; recompute?: boolean; kernels?: CpuKernels } = {},
   ) {
     this.modules = modules;
     this.f64 = opts.f64 ?? false;
     this.recompute = opts.recompute ?? false;
+    const fits = wasmWeightBytes(weights) <= WASM_WEIGHT_BUDGET;
+    this.kernels = !this.f64 && (opts.kernels ?? 'wasm') === 'wasm' && fits && gemmModule() ? 'wasm' : 'ref';
+    if (this.kernels === 'wasm') {
+      // One wasm memory per FrozenWeights: each weight is dequantized once for every model sharing it.
+      const wl = wasmLinearFor(weights);
+      this.linFwd = wl.forward.bind(wl);
+      this.linBwd = wl.backward.bind(wl);
+    } else {
+      this.linFwd = linearLoraForward;
+      this.linBwd = linearLoraBackward;
+    }
+    this.attFwd = attentionForward;
+    this.attBwd = attentionBackward;
+    if (this.kernels === 'wasm' && weights.config.D % 8 === 0) {
+      const g = wasmLinearFor(weights).g;
+      this.attFwd = (...a) => attentionForwardWasm(g, ...a);
+      this.attBwd = (...a) => attentionBackwardWasm(g, ...a);
+    }
     this.byLayer = new Map();
     const { config: c } = weights;
     for (const m of modules) {
@@ -231,7 +260,7 @@ export class CpuLoraModel {
     const lnF = this.buf(N * C);
     rmsnormForward(lnF, rstdF, x, this.weights.finalNorm, N, C, c.eps);
     const logits = this.buf(N * V);
-    matmulForward(logits, lnF, this.weights.lmHead, N);
+    this.linFwd(logits, null, lnF, this.weights.lmHead, null, N);
 
     const targets = new Int32Array(N); // (N) next token; unused where weights are 0
     const weights = new Float64Array(N); // (N)
@@ -304,7 +333,7 @@ export class CpuLoraModel {
     const lin = (o: Buf, inp: Buf, mod: ModuleName) => {
       const br = lora[mod] ?? null;
       if (br) xa[mod] = a.xa[mod]?.length === N * br.R ? a.xa[mod] : this.buf(N * br.R);
-      linearLoraForward(o, xa[mod] ?? null, inp, W.proj[mod], br, N);
+      this.linFwd(o, xa[mod] ?? null, inp, W.proj[mod], br, N);
     };
     a.x = x;
     rmsnormForward(a.ln1, a.rstd1, x, W.inputNorm, N, C, c.eps);
@@ -313,7 +342,7 @@ export class CpuLoraModel {
     lin(a.v, a.ln1, 'v_proj');
     ropeForward(a.q, a.q, cos, sin, N, H, D);
     ropeForward(a.k, a.k, cos, sin, N, Hkv, D);
-    attentionForward(a.y, a.att, a.q, a.k, a.v, batch.attentionMask ?? null, B, T, H, Hkv, D);
+    this.attFwd(a.y, a.att, a.q, a.k, a.v, batch.attentionMask ?? null, B, T, H, Hkv, D);
     lin(a.x2, a.y, 'o_proj');
     for (let i = 0; i < N * C; i++) a.x2[i]! += x[i]!;
     rmsnormForward(a.ln2, a.rstd2, a.x2, W.postNorm, N, C, c.eps);
@@ -357,7 +386,7 @@ export class CpuLoraModel {
     const dlogits = this.buf(N * V);
     crossEntropyBackward(dlogits, acts.logits, acts.targets, w, N, V);
     const dlnF = this.buf(N * C);
-    matmulBackward(dlnF, dlogits, this.weights.lmHead, N);
+    this.linBwd(dlnF, dlogits, null, acts.lnF, this.weights.lmHead, null, N);
     const dres = this.buf(N * C); // (N, C) gradient of the residual stream
     rmsnormBackward(dres, null, dlnF, acts.xL, this.weights.finalNorm, acts.rstdF, N, C);
 
@@ -381,7 +410,7 @@ export class CpuLoraModel {
       }
       const lora = this.byLayer.get(l) ?? {};
       const back = (dinp: Buf | null, dout: Buf, inp: Buf, mod: ModuleName) =>
-        linearLoraBackward(dinp, dout, a.xa[mod] ?? null, inp, W.proj[mod], lora[mod] ?? null, N);
+        this.linBwd(dinp, dout, a.xa[mod] ?? null, inp, W.proj[mod], lora[mod] ?? null, N);
       // MLP: x3 = x2 + down(silu(gate(ln2))·up(ln2)); dres is dx3 and becomes dx2.
       dh.fill(0);
       back(dh, dres, a.h, 'down_proj');
@@ -393,7 +422,7 @@ export class CpuLoraModel {
       // Attention: x2 = x + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))); dres becomes dx.
       dy.fill(0);
       back(dy, dres, a.y, 'o_proj');
-      attentionBackward(dq, dk, dv, dy, a.att, a.q, a.k, a.v, B, T, H, Hkv, D);
+      this.attBwd(dq, dk, dv, dy, a.att, a.q, a.k, a.v, B, T, H, Hkv, D);
       ropeBackward(dq, dq, acts.cos, acts.sin, N, H, D);
       ropeBackward(dk, dk, acts.cos, acts.sin, N, Hkv, D);
       const bottom = l === this.minLayer; // nothing below needs dx

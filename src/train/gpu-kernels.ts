@@ -49,7 +49,7 @@ export const SHADERS = {
   residual: { code: residualSrc, kinds: ['rw', 'ro', 'u'] },
   crossentropy: { code: crossentropySrc, kinds: ['rw', 'rw', 'ro', 'ro', 'u'] },
   gradnorm: { code: gradnormSrc, kinds: ['rw', 'rw', 'ro', 'u'] },
-  adamw: { code: adamwSrc, kinds: ['rw', 'rw', 'rw', 'ro', 'ro', 'u'] },
+  adamw: { code: adamwSrc, kinds: ['rw', 'rw', 'ro', 'ro', 'u'] },
   lora_feeds: { code: loraFeedsSrc, kinds: ['rw', 'rw', 'ro', 'u'] },
 } satisfies Record<string, { code: string; kinds: BindingKind[] }>;
 

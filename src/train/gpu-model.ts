@@ -14,6 +14,7 @@
 import { DeviceLostError, InvalidOptionError, UnsupportedError } from '../errors.ts';
 import { MODULE_ORDER, type ModuleName } from '../model/targets.ts';
 import type { Batch, FrozenWeights, LoraModule } from './cpu-model.ts';
+import { packMoments, unpackMoments } from './f16.ts';
 import { prepareBatch, validateModules } from './gpu-batch.ts';
 import { type Cmd, GpuKernels, requireLimit, type ShaderName, wg64 } from './gpu-kernels.ts';
 import { packQ4ForGpu } from './gpu-layout.ts';
@@ -68,7 +69,8 @@ export class GpuTrainBackend implements TrainBackend {
   private readonly ctx: PlanCtx;
   private readonly plans = new Map<string, ShapePlan>();
   private grads: GPUBuffer | null = null;
-  private moments: { m: GPUBuffer; v: GPUBuffer } | null = null;
+  /** AdamW m and v, packed f16 at a power-of-two scale (adamw.wgsl): (n) u32. */
+  private moments: GPUBuffer | null = null;
   private step_ = 0;
   private readonly adam: Required<Omit<AdamWOptions, 'lr'>>;
   private opt: {
@@ -322,16 +324,9 @@ export class GpuTrainBackend implements TrainBackend {
     this.check();
     const k = this.kernels;
     const grads = this.ensureGrads();
-    this.moments ??= { m: k.buffer(this.n, 'adam m'), v: k.buffer(this.n, 'adam v') };
+    this.moments ??= k.buffer(this.n, 'adam m|v (packed f16)');
     const P = Math.ceil(this.n / GRADNORM_CHUNK);
-    this.opt ??= {
-      partials: k.buffer(P, 'grad norm partials'),
-      stats: k.buffer(2, 'grad norm stats'),
-      statsRead: k.staging(2, 'grad norm read'),
-      gnParams: k.uniform([0, 0, 0, 0, 0], 'uuuuf'),
-      adamParams: k.uniform(new Array(16).fill(0), ADAM_TYPES),
-    };
-    const o = this.opt;
+    const o = this.ensureOpt();
     this.step_++;
     const { beta1: b1, beta2: b2, eps, weightDecay: wd } = this.adam;
     const clip = Number.isFinite(maxGradNorm) ? 1 : 0;
@@ -344,14 +339,7 @@ export class GpuTrainBackend implements TrainBackend {
       ADAM_TYPES,
     );
     const gn = k.bindGroup('gradnorm', [o.partials, o.stats, grads, o.gnParams]);
-    const ad = k.bindGroup('adamw', [
-      this.lora,
-      this.moments.m,
-      this.moments.v,
-      grads,
-      o.stats,
-      o.adamParams,
-    ]);
+    const ad = k.bindGroup('adamw', [this.lora, this.moments, grads, o.stats, o.adamParams]);
     const enc = k.device.createCommandEncoder();
     k.encode(enc, [
       k.cmd('gradnorm', 'partial', gn, P),
@@ -365,6 +353,18 @@ export class GpuTrainBackend implements TrainBackend {
     const gradNorm = new Float32Array(o.statsRead.getMappedRange(0, 8))[0]!;
     o.statsRead.unmap();
     return { gradNorm };
+  }
+
+  private ensureOpt(): NonNullable<GpuTrainBackend['opt']> {
+    const k = this.kernels;
+    this.opt ??= {
+      partials: k.buffer(Math.ceil(this.n / GRADNORM_CHUNK), 'grad norm partials'),
+      stats: k.buffer(8, 'grad norm stats, moment scales'), // [norm, coef, S, S_prev, gmax]
+      statsRead: k.staging(2, 'grad norm read'),
+      gnParams: k.uniform([0, 0, 0, 0, 0], 'uuuuf'),
+      adamParams: k.uniform(new Array(16).fill(0), ADAM_TYPES),
+    };
+    return this.opt;
   }
 
   /**
@@ -400,9 +400,12 @@ export class GpuTrainBackend implements TrainBackend {
   private async snapshotNow(): Promise<TrainState> {
     const k = this.kernels;
     const lora = await k.read(this.lora, this.n);
-    const mv = this.moments
-      ? [await k.read(this.moments.m, this.n), await k.read(this.moments.v, this.n)]
-      : null;
+    let mv: [Float32Array, Float32Array] | null = null;
+    if (this.moments && this.opt) {
+      const S = (await k.read(this.opt.stats, 3))[2]!;
+      const packed = await k.read(this.moments, this.n);
+      mv = unpackMoments(new Uint32Array(packed.buffer, packed.byteOffset, this.n), S);
+    }
     const split = (all: Float32Array) =>
       this.slots.flatMap((s) => [
         all.slice(s.off, s.off + s.R * s.K),
@@ -440,7 +443,7 @@ export class GpuTrainBackend implements TrainBackend {
     this.writeLora(state.modules);
     const q = this.kernels.device.queue;
     if (state.adam) {
-      this.moments ??= { m: this.kernels.buffer(this.n, 'adam m'), v: this.kernels.buffer(this.n, 'adam v') };
+      this.moments ??= this.kernels.buffer(this.n, 'adam m|v (packed f16)');
       const pack = (xs: ArrayLike<number>[]) => {
         const all = new Float32Array(this.n);
         this.slots.forEach((s, i) => {
@@ -449,12 +452,14 @@ export class GpuTrainBackend implements TrainBackend {
         });
         return all;
       };
-      q.writeBuffer(this.moments.m, 0, pack(state.adam.m));
-      q.writeBuffer(this.moments.v, 0, pack(state.adam.v));
-    } else if (this.moments) {
-      this.kernels.free(this.moments.m);
-      this.kernels.free(this.moments.v);
+      const { packed, S, gmax } = packMoments(pack(state.adam.m), pack(state.adam.v));
+      q.writeBuffer(this.moments, 0, packed);
+      // As if gradnorm's `finish` had just stored them: the next step reads them at S.
+      q.writeBuffer(this.ensureOpt().stats, 0, Float32Array.of(0, 0, S, 0, gmax));
+    } else {
+      if (this.moments) this.kernels.free(this.moments);
       this.moments = null;
+      if (this.opt) q.writeBuffer(this.opt.stats, 0, new Float32Array(8));
     }
     if (this.grads) {
       const enc = this.kernels.device.createCommandEncoder();

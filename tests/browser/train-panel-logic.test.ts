@@ -49,6 +49,7 @@ describe('readTrainForm', () => {
       evalSplit: 0.1,
       evalEvery: 6,
       device: 'auto',
+      recompute: false,
     });
     expect('layers' in r.options).toBe(false);
     expect('alpha' in r.options).toBe(false);
@@ -56,7 +57,14 @@ describe('readTrainForm', () => {
 
   it('passes layers, alpha, warmup and a subset of targets (in module order)', () => {
     const r = readTrainForm(
-      form({ layers: '3-5', alpha: '8', warmup: '2', targets: ['v_proj', 'q_proj'], device: 'cpu' }),
+      form({
+        layers: '3-5',
+        alpha: '8',
+        warmup: '2',
+        targets: ['v_proj', 'q_proj'],
+        device: 'cpu',
+        recompute: 'on',
+      }),
       ctx,
     );
     expect(r.ok && r.options).toMatchObject({
@@ -65,6 +73,7 @@ describe('readTrainForm', () => {
       warmupSteps: 2,
       targets: ['q_proj', 'v_proj'],
       device: 'cpu',
+      recompute: true,
     });
   });
 
@@ -91,6 +100,7 @@ describe('readTrainForm', () => {
     expect(problemsOf({ evalSplit: '0.9' }).evalSplit).toContain('Eval split');
     expect(problemsOf({ seed: '-3' }).seed).toContain('Seed');
     expect(problemsOf({ device: 'tpu' }).device).toContain('Device');
+    expect(problemsOf({ recompute: 'yes' }).recompute).toBe('Recompute activations must be off or on.');
     expect(problemsOf({ format: 'csv' }).format).toContain('Format');
     // Several at once, in form order.
     const r = readTrainForm(form({ name: '', rank: '99', steps: 'x' }), ctx);

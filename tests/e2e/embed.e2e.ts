@@ -1,6 +1,7 @@
 /**
  * `<weblora-chat>` from the library build in a plain HTML page: two elements with different adapters
  * share one worker and one model download (every model file requested once), both stream output;
+ * adapter="auto" picks among the stored adapters and shows its choice in the status line;
  * a bad model URL fires `error` with a readable message and the typed error name; chat mode keeps the
  * conversation and clears the input while completion continues raw text; and the example page shipped
  * in dist-lib/ (index.html + adapters/) works as-is from a plain static server holding only that folder.
@@ -99,6 +100,37 @@ describe('embedding the library build', () => {
     const repeated = [...modelRequests].filter(([, n]) => n !== 1);
     expect(repeated, `model files fetched more than once: ${JSON.stringify(repeated)}`).toEqual([]);
     expect(swRequests).toEqual([]); // no service worker on this page: every fetch above went to the network
+    await context.close();
+  });
+
+  it('adapter="auto" picks among the stored adapters per prompt and shows its choice', async () => {
+    const { browser, server } = env;
+    const { a } = server.adapters;
+    server.files.set('/__e2e__/auto.html', {
+      body: libPage(`
+<weblora-chat id="one" backend="wasm" adapter="${a}" max-tokens="2"></weblora-chat>
+<weblora-chat id="auto" backend="wasm" adapter="auto" max-tokens="4"></weblora-chat>`),
+    });
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    const errors = collectPageErrors(page);
+    await page.goto(`${server.origin}/__e2e__/auto.html`);
+    await waitForModel(page, '#one');
+    const first = await generateIn(page, '#one', 'ROMEO:\n'); // imports adapter a into the store
+    expect(first.error, `${JSON.stringify(first.error)} ${errors.join('\n')}`).toBeNull();
+    const routing = await page.evaluate(async () => {
+      const el = document.querySelector('#auto') as HTMLElement & { generate(p: string): Promise<unknown> };
+      const r = (await el.generate('ROMEO:\nO Juliet!\n')) as {
+        routing?: { chosen: string[]; weights: number[] };
+      };
+      return {
+        routing: r.routing ?? null,
+        status: el.shadowRoot!.querySelector('[role=status]')?.textContent,
+      };
+    });
+    expect(routing.routing?.chosen).toHaveLength(1);
+    expect(routing.routing?.weights).toEqual([1]);
+    expect(routing.status).toContain(`auto: ${routing.routing?.chosen[0]}`);
     await context.close();
   });
 
