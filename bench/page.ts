@@ -4,10 +4,14 @@
  * dynamic import (transformers.js only when asked for), so loading the page runs nothing.
  */
 import type { BenchApi, GatesSuiteOptions, SuiteOptions, TrainSuiteOptions } from './types.ts';
+import type { VariantsOptions, VariantsResult } from './variants.ts';
 
 declare global {
   interface Window {
-    wlBench?: BenchApi & { preload(): Promise<void> };
+    wlBench?: BenchApi & {
+      preload(): Promise<void>;
+      variants(o: VariantsOptions): Promise<VariantsResult>;
+    };
   }
 }
 
@@ -19,7 +23,12 @@ function log(msg: string): void {
 
 window.wlBench = {
   async preload() {
-    await Promise.all([import('./ours.ts'), import('./transformers.ts'), import('./train.ts')]);
+    await Promise.all([
+      import('./ours.ts'),
+      import('./transformers.ts'),
+      import('./train.ts'),
+      import('./variants.ts'),
+    ]);
   },
   async ours(opts: SuiteOptions) {
     return (await import('./ours.ts')).runOurs(opts, log);
@@ -29,5 +38,8 @@ window.wlBench = {
   },
   async gates(opts: GatesSuiteOptions) {
     return (await import('./gates.ts')).runGates(opts, log);
+  },
+  async variants(opts: VariantsOptions) {
+    return (await import('./variants.ts')).runVariants(opts, log);
   },
 };

@@ -6,7 +6,7 @@
  * one browser, prints one table per backend and writes all raw samples to bench/out/<date>.json. It is not
  * a test: nothing fails the process but errors (FAIL rows are reported, exit code stays 0).
  *
- *   tsx bench/run.ts [--suite inference|train|derive|gates|all] [--backend wasm|webgpu|both] [--dtype q4|fp32]
+ *   tsx bench/run.ts [--suite inference|train|derive|gates|variants|all] [--backend wasm|webgpu|both] [--dtype q4|fp32]
  *                    [--tokens N] [--reps N] [--swaps N] [--no-transformers]
  *                    [--train-backend cpu|webgpu|both] [--ranks 1,4,16] [--steps N] [--warmup N]
  *                    [--batch B] [--seq T] [--no-profile]
@@ -34,6 +34,7 @@ import type {
   TrainResult,
   TrainSuiteOptions,
 } from './types.ts';
+import { rowsForVariants, type VariantsResult } from './variants.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 
@@ -82,16 +83,20 @@ const gatesSuite = args.suite === 'gates';
 if (gatesSuite) args.suite = 'none';
 const suites =
   args.suite === 'none'
-    ? { inference: false, train: false, derive: false }
+    ? { inference: false, train: false, derive: false, variants: false }
     : args.suite === 'all'
-      ? { inference: true, train: true, derive: true }
-      : args.suite === 'inference' || args.suite === 'train' || args.suite === 'derive'
+      ? { inference: true, train: true, derive: true, variants: false }
+      : args.suite === 'inference' ||
+          args.suite === 'train' ||
+          args.suite === 'derive' ||
+          args.suite === 'variants'
         ? {
             inference: args.suite === 'inference',
             train: args.suite === 'train',
             derive: args.suite === 'derive',
+            variants: args.suite === 'variants',
           }
-        : fail(`--suite must be inference, train, derive, gates or all (got ${args.suite})`);
+        : fail(`--suite must be inference, train, derive, gates, variants or all (got ${args.suite})`);
 const trainBackends: TrainBenchBackend[] =
   args['train-backend'] === 'both'
     ? ['cpu', 'webgpu']
@@ -167,7 +172,7 @@ async function main(): Promise<void> {
     args: CHROMIUM_ARGS,
   });
   const timeoutMs = Number(args.timeout) * 1000;
-  const results: (OursResult | TrainResult | DeriveResult | GatesResult)[] = [];
+  const results: (OursResult | TrainResult | DeriveResult | GatesResult | VariantsResult)[] = [];
   const tables: string[] = [];
   try {
     // Load once so Vite's dependency optimizer settles before anything is timed (a late
@@ -219,6 +224,20 @@ async function main(): Promise<void> {
       );
       results.push(g);
       tables.push(renderTable(`gates: ${backend}, ${dtype}`, rowsForGates(g)));
+    }
+    for (const backend of suites.variants ? backends : []) {
+      // LoRA branch forms on the layout replicas (bench/variants.ts): fp16 branch, packed qkv.
+      const opts = {
+        backend,
+        decodeTokens: int(args.tokens, 'tokens') ?? (backend === 'webgpu' ? 16 : 96),
+        reps: int(args.reps, 'reps') ?? (backend === 'webgpu' ? 4 : 15),
+      };
+      console.log(`\n== variants / ${backend}`);
+      const v = await inPage(`variants/${backend}`, (page) =>
+        page.evaluate((o): Promise<VariantsResult> => window.wlBench!.variants(o), opts),
+      );
+      results.push(v);
+      tables.push(renderTable(`LoRA branch variants on the replicas: ${backend}`, rowsForVariants(v)));
     }
     for (const backend of suites.train ? trainBackends : []) {
       const opts = trainOptionsFor(backend);

@@ -7,6 +7,7 @@
  * capabilities in, and tests pass made-up adapters.
  */
 import type { Capabilities } from '../env.ts';
+import { UnsupportedError } from '../errors.ts';
 import type { Backend, BackendPreference } from './types.ts';
 
 export interface AdapterIdentity {
@@ -77,4 +78,34 @@ export function chooseBackend(want: BackendPreference, caps: Caps): BackendChoic
 export function fallbackReason(error: unknown): string {
   const msg = error instanceof Error ? error.message : String(error);
   return `auto fell back to wasm: the WebGPU session failed (${msg.slice(0, 200)})`;
+}
+
+/**
+ * A float16 graph (fp16/q4f16 weights or a float16 KV cache) on WebGPU needs the adapter's `shader-f16`
+ * feature: without it onnxruntime-web fails deep inside session creation or the first run ("Program Gather
+ * requires f16"). Checked up front. 'auto' then loads on wasm (which runs float16 graphs) and says why in
+ * the load report; an explicit 'webgpu' is an UnsupportedError (data.feature 'shader-f16') naming the fix,
+ * because the caller asked for the GPU and silently getting the CPU would hide a 10×-class slowdown.
+ */
+export function checkShaderF16(
+  choice: BackendChoice,
+  want: BackendPreference,
+  caps: Pick<Capabilities, 'shaderF16' | 'adapterInfo'>,
+  f16Graph: boolean,
+  dtype: string,
+): BackendChoice {
+  if (choice.backend !== 'webgpu' || !f16Graph || caps.shaderF16) return choice;
+  const gpu = describe(caps.adapterInfo);
+  if (want === 'webgpu') {
+    throw new UnsupportedError(
+      `the ${dtype} model computes in float16, which WebGPU runs only with the adapter feature 'shader-f16', ` +
+        `and this adapter (${gpu}) lacks it; load it with backend "wasm" (or "auto"), or pick a float32 dtype ` +
+        '(q4 or fp32) to stay on WebGPU',
+      { feature: 'shader-f16', dtype, adapter: gpu },
+    );
+  }
+  return {
+    backend: 'wasm',
+    reason: `auto chose wasm: the ${dtype} model computes in float16 and this WebGPU adapter (${gpu}) has no shader-f16`,
+  };
 }

@@ -19,7 +19,7 @@ import { decodeModel, encodeModel, graphOf, outputsOf } from '../model/onnx-io.t
 import { normalizeModelUrl, parseGenerationConfig, parseModelConfig } from '../model/package.ts';
 import type { FrozenWeights } from '../train/cpu-model.ts';
 import { decoderConfig, loadFrozenWeights } from '../train/weights.ts';
-import { chooseBackend, fallbackReason } from './backend-choice.ts';
+import { checkShaderF16, chooseBackend, fallbackReason } from './backend-choice.ts';
 import { parseJson } from './estimate.ts';
 import { fetchFiles } from './load-files.ts';
 import type { FetchModelFilesOptions } from './model-files.ts';
@@ -58,8 +58,9 @@ export interface LoadedModel {
   device: GPUDevice | null;
   report: LoadReport;
   /**
-   * The frozen base weights for training, read from the same ONNX bytes the session was built from —
-   * decoded on the first call and kept (q4 blocks stay views of those bytes: no full-precision copy).
+   * The frozen base weights for training, read from the same ONNX bytes (and external-data chunks) the
+   * session was built from — decoded on the first call and kept (q4 blocks stay views of those bytes: no
+   * full-precision copy).
    */
   trainWeights(): FrozenWeights;
   /** Frees the sessions and the no-adapter feeds. */
@@ -89,23 +90,30 @@ export function noAdapterFeeds(
   device: GPUDevice | null,
 ): { feeds: Record<string, OrtTensor>; dispose(): void } {
   const feeds: Record<string, OrtTensor> = {};
+  // float16 inputs only where injectLora was asked for a float16 branch (branchDtype).
+  const half = (t: LoraTarget) => t.inputDtype === 'float16';
   if (!device) {
     for (const t of targets) {
-      feeds[t.inputA] = new ort.Tensor('float32', new Float32Array(0), [t.in, 0]); // (in, R=0)
-      feeds[t.inputB] = new ort.Tensor('float32', new Float32Array(0), [0, t.out]); // (R=0, out)
+      const empty = (dims: number[]) =>
+        half(t)
+          ? new ort.Tensor('float16', new Uint16Array(0), dims)
+          : new ort.Tensor('float32', new Float32Array(0), dims);
+      feeds[t.inputA] = empty([t.in, 0]); // (in, R=0)
+      feeds[t.inputB] = empty([0, t.out]); // (R=0, out)
     }
     return { feeds, dispose: () => {} };
   }
-  const zeros = (n: number, dims: number[]): OrtTensor => {
+  const zeros = (n: number, dims: number[], f16: boolean): OrtTensor => {
     const buffer = device.createBuffer({
-      size: Math.max(16, Math.ceil((n * 4) / 16) * 16),
+      size: Math.max(16, Math.ceil((n * (f16 ? 2 : 4)) / 16) * 16),
       usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
     });
-    return ort.Tensor.fromGpuBuffer(buffer, { dataType: 'float32', dims, dispose: () => buffer.destroy() });
+    const dataType = f16 ? 'float16' : 'float32';
+    return ort.Tensor.fromGpuBuffer(buffer, { dataType, dims, dispose: () => buffer.destroy() });
   };
   for (const t of targets) {
-    feeds[t.inputA] = zeros(t.in, [t.in, 1]); // (in, R=1)
-    feeds[t.inputB] = zeros(t.out, [1, t.out]); // (R=1, out)
+    feeds[t.inputA] = zeros(t.in, [t.in, 1], half(t)); // (in, R=1)
+    feeds[t.inputB] = zeros(t.out, [1, t.out], half(t)); // (R=1, out)
   }
   return {
     feeds,
@@ -171,7 +179,8 @@ export async function loadModel(
       feature: 'webgpu',
     });
   }
-  const choice = chooseBackend(want, caps);
+  const f16Graph = layout.weights === 'fp16' || layout.weights === 'q4f16' || layout.kvDtype === 'float16';
+  const choice = checkShaderF16(chooseBackend(want, caps), want, caps, f16Graph, dtype);
   let backend: Backend = choice.backend;
   let backendReason = choice.reason;
 
@@ -299,7 +308,8 @@ export async function loadModel(
       device,
       report,
       trainWeights() {
-        frozen ??= loadFrozenWeights(decodeModel(modelBytes), decoderConfig(config));
+        // External data: the chunks already fetched (tensors read as views of them, no second copy).
+        frozen ??= loadFrozenWeights(decodeModel(modelBytes), decoderConfig(config), externalData);
         return frozen;
       },
       async release() {

@@ -36,8 +36,8 @@ import type {
   TrainProgress,
   TrainResult,
 } from '../train/types.ts';
-import type { AdapterRequest, AutoAdapterOptions, RoutingReport } from './route.ts';
 import type { GateTrainProgress, GateTrainRequest, GateTrainResult } from './gates.ts';
+import type { AdapterRequest, AutoAdapterOptions, RoutingReport } from './route.ts';
 
 export type {
   AdapterDeriveProgress,

@@ -3,15 +3,15 @@
  * B [lora_rank, out] as float32 graph inputs, so adapters are swapped by feeding tensors, never by
  * rebuilding the session. In a float16 graph (model_fp16, q4f16) the branch still runs in float32 between
  * Casts — X·A·B computed from fp16 X, rounded once to fp16 before the Add — so adapter feeds are float32
- * for every dtype and the whole adapter pipeline (store, mix, GPU cache) stays float32. Measured on the fp16
- * replicas (tests/unit/model/replicas.test.ts) with an adapter: 2.6e-2–4.5e-2 max |logit - PyTorch oracle| on
- * the wasm EP, bit-identical to an all-fp16 branch (fp16 A/B, no Casts): ORT's CPU EP runs those fp16 MatMuls
- * in float32 between its own Casts anyway. WebGPU fp16 needs shader-f16, absent here (SwiftShader), so the
- * branch dtype could not be compared for speed there. A packed projection (builder `qkv_proj`, Phi-3 `gate_up_proj`)
+ * for every dtype and the whole adapter pipeline (store, mix, GPU cache) stays float32. That is a measured
+ * choice against the all-fp16 branch (`branchDtype: 'float16'`: fp16 A/B, no Casts; see
+ * LORA_BRANCH_DTYPE_DEFAULT). A packed projection (builder `qkv_proj`, Phi-3 `gate_up_proj`)
  * is one target whose `parts` say which output columns belong to which module (src/adapters/peft.ts maps
- * q/k/v adapters onto it block-diagonally). Rank 0 (empty A/B) reproduces the base model exactly. The graph has no
- * scale: whoever feeds B folds alpha/r into it. The base projection's output is renamed `<Y>_base` and
- * the Add takes over the name Y, so consumers and value_info need no rewiring. Returns a new ModelProto
+ * q/k/v adapters onto it block-diagonally), or with `packed: 'per-part'` one target per part, each with its
+ * own narrow branch, concatenated before the Add (see PACKED_LORA_DEFAULT). Rank 0 (empty A/B) reproduces
+ * the base model exactly. The graph has no scale: whoever feeds B folds alpha/r into it. The base
+ * projection's output is renamed `<Y>_base` and the Add takes over the name Y, so consumers and value_info
+ * need no rewiring. Returns a new ModelProto
  * sharing all tensors with the input (no weight copies); the input model is not modified. LoRA on the
  * embedding or lm_head, dropout and merged (If) graphs are out of scope. Idea: Hu et al. 2021, arXiv:2106.09685.
  *
@@ -70,14 +70,22 @@ export interface LoraTarget {
   out: number;
   /** Packed projections: each module's output columns (absent for plain ones, or when unknown). */
   parts?: PackedPart[];
-  /** The projection's activation dtype; the LoRA inputs are float32 either way. */
+  /** The projection's activation dtype. */
   dtype?: ActivationDtype;
+  /** The A/B inputs' dtype: float32 unless `branchDtype: 'float16'` put them on a float16 projection. */
+  inputDtype?: ActivationDtype;
+  /** `packed: 'per-part'`: the packed projection this part's branch writes into (e.g. `qkv_proj`). */
+  packedIn?: LoraTargetModule;
   node: string;
   inputA: string;
   inputB: string;
 }
 
 export type LoraBranchOp = 'matmul' | 'einsum';
+/** The LoRA inputs' and branch's dtype on a float16 projection (float32 projections are always float32). */
+export type LoraBranchDtype = 'float32' | 'float16';
+/** How a q/k/v (gate/up) adapter sits on a packed projection: one wide branch, or one branch per part. */
+export type PackedLoraMode = 'block-diagonal' | 'per-part';
 
 export interface InjectOptions {
   /** Module names to adapt (a packed projection is chosen by its name or any part's); default all. */
@@ -87,11 +95,41 @@ export interface InjectOptions {
   /** Operator for X·A and (X·A)·B; default 'matmul'. See the file comment. */
   branchOp?: LoraBranchOp;
   /**
+   * float16 projections only: 'float32' (default) runs the branch in float32 between Casts with float32
+   * A/B inputs; 'float16' declares A/B float16 and runs the branch in float16 without Casts (the feeds
+   * must then be float16). The default is measured: see LORA_BRANCH_DTYPE_DEFAULT.
+   */
+  branchDtype?: LoraBranchDtype;
+  /**
+   * Packed projections (builder `qkv_proj`, Phi-3 `gate_up_proj`) with known parts: 'block-diagonal'
+   * (default) is one branch X·A·B with A = [A_q|A_k|A_v] and a block-diagonal B; 'per-part' is one narrow
+   * branch per part (inputs `lora.L.q_proj.A` …, targets named by the part), the outputs concatenated
+   * before the Add. The default is measured: see PACKED_LORA_DEFAULT.
+   */
+  packed?: PackedLoraMode;
+  /**
    * Per-token routing gates over the experts of a concatenated mix (inject-gates.ts): one softmax gate
    * per adapted layer between X·A and ·B. Default false: the ordinary graph, which pays nothing for it.
    */
   gates?: boolean;
 }
+
+/**
+ * Measured defaults (bench/README.md "Branch variants": `npm run bench -- --suite variants`, 2026-11-29,
+ * on the layout replicas; errors from tests/unit/model/replicas.test.ts).
+ *
+ * float32 branch: on the wasm EP the float16 branch ran at 0.87–0.96× its speed (fastest repetition per
+ * 16-step block, 4 fp16/q4f16 replicas; ORT's CPU EP has no fp16 MatMul and casts internally), and its
+ * max |logit − PyTorch oracle| with an adapter was larger: 3.3e-2–5.7e-2 against 2.6e-2–4.5e-2. WebGPU
+ * could not be compared: SwiftShader has no shader-f16.
+ */
+export const LORA_BRANCH_DTYPE_DEFAULT: LoraBranchDtype = 'float32';
+/**
+ * block-diagonal: same logits as per-part (max difference 0 on every builder replica); per-part ran at
+ * 0.90–0.92× its speed on wasm (builder fp32, q4) and 1.00× / 0.74× on SwiftShader (fp32 / q4). Per-op
+ * overhead dominates a decode step: 6 MatMuls + a Concat cost more than 2 MatMuls whose B has zero blocks.
+ */
+export const PACKED_LORA_DEFAULT: PackedLoraMode = 'block-diagonal';
 
 /** The faster branch operator per onnxruntime-web execution provider (measured, see the file comment). */
 export function loraBranchOpFor(backend: 'webgpu' | 'wasm'): LoraBranchOp {
@@ -134,7 +172,23 @@ export function injectLora(
       );
     }
   }
-  const ranks = branchOp === 'einsum' ? knownRanks(g) : new Map<string, number>();
+  const branchDtype = opts.branchDtype ?? LORA_BRANCH_DTYPE_DEFAULT;
+  const packedMode = opts.packed ?? PACKED_LORA_DEFAULT;
+  if (branchDtype !== 'float32' && branchDtype !== 'float16') {
+    throw new ModelFormatError(
+      `unknown LoRA branchDtype '${String(branchDtype)}'; expected 'float32' or 'float16'`,
+      {
+        branchDtype,
+      },
+    );
+  }
+  if (packedMode !== 'block-diagonal' && packedMode !== 'per-part') {
+    throw new ModelFormatError(
+      `unknown packed LoRA mode '${String(packedMode)}'; expected 'block-diagonal' or 'per-part'`,
+      { packed: packedMode },
+    );
+  }
+  const ranks = knownRanks(g);
 
   const names = new Set<string>();
   for (const n of nodesOf(g)) for (const o of n.output) names.add(o);
@@ -149,7 +203,9 @@ export function injectLora(
   const casts = new Map<string, string>(); // fp16 activation -> its float32 Cast
   const nodes: NodeProto[] = [];
   const inputs = [...inputsOf(g)];
+  const made = new Map<number, LoraTarget[]>(); // node index -> its target(s)
   const float32 = (p: Projection, scope: string): string => {
+    // fp16 graph: one Cast of X to float32 per distinct activation (q/k/v share theirs).
     const x = p.node.input[0] ?? '';
     if (p.dtype !== 'float16') return x;
     let c = casts.get(x);
@@ -160,6 +216,11 @@ export function injectLora(
     }
     return c;
   };
+  if (opts.gates && branchDtype === 'float16') {
+    throw new ModelFormatError("gates need the float32 LoRA branch; got branchDtype 'float16'", {
+      branchDtype,
+    });
+  }
   const gates = opts.gates
     ? new GateEmitter(gateSources(findProjections(g), [...new Set(chosen.map((p) => p.layer))]), {
         push: (n) => nodes.push(n),
@@ -177,67 +238,124 @@ export function injectLora(
     }
     const x = node.input[0] ?? '';
     const y = node.output[0] ?? '';
-    const a = loraInputName(p.layer, p.module, 'A');
-    const b = loraInputName(p.layer, p.module, 'B');
+    const half = p.dtype === 'float16';
+    const castBranch = half && branchDtype === 'float32'; // fp32 branch between Casts
+    const inputDtype: ActivationDtype = half && branchDtype === 'float16' ? 'float16' : 'float32';
     const scope = `/lora.${p.layer}.${p.module}`;
     const yBase = fresh(`${y}_base`);
-    const xa = fresh(`${scope}/xA`); // (..., R)
-    const half = p.dtype === 'float16';
-    const xab = fresh(half ? `${scope}/xAB_fp32` : `${scope}/xAB`); // (..., out)
     nodes.push(onnx.NodeProto.create({ ...node, output: [yBase, ...node.output.slice(1)] }));
-    // fp16 graph: one Cast of X to float32 per distinct activation (q/k/v share theirs).
-    const xIn = float32(p, scope);
-    const xaUsed = gates ? fresh(`${scope}/xA_in`) : xa; // gated: xA ⊙ S_l feeds ·B
-    if (branchOp === 'einsum') {
-      // Gemm activations are 2-D by definition; MatMul/MatMulNBits ones are (batch, seq, in) in decoder
-      // exports unless the graph says otherwise.
-      const rank = ranks.get(x) ?? (p.kind === 'Gemm' ? 2 : 3);
-      const lead = 'abcdefgh'.slice(0, Math.max(0, rank - 1));
-      nodes.push(einsum(`${scope}/Einsum_A`, `${lead}i,ir->${lead}r`, [xIn, a], xa));
-      if (gates) gates.apply(p.layer, xa, scope, xaUsed);
-      nodes.push(einsum(`${scope}/Einsum_B`, `${lead}r,ro->${lead}o`, [xaUsed, b], xab));
-    } else {
-      nodes.push(
-        onnx.NodeProto.create({ name: `${scope}/MatMul_A`, opType: 'MatMul', input: [xIn, a], output: [xa] }),
-      );
-      if (gates) gates.apply(p.layer, xa, scope, xaUsed);
+    const xIn = castBranch ? float32(p, scope) : x;
+    // Gemm activations are 2-D by definition; MatMul/MatMulNBits ones are (batch, seq, in) in decoder
+    // exports unless the graph says otherwise.
+    const rank = ranks.get(x) ?? (p.kind === 'Gemm' ? 2 : 3);
+    const branches = packedMode === 'per-part' && tiles(p) ? p.parts! : [null];
+    const outs: string[] = [];
+    const targets: LoraTarget[] = [];
+    made.set(i, targets);
+    for (const part of branches) {
+      const module = part ? part.module : p.module;
+      const s = part ? `${scope}/${part.module}` : scope;
+      const a = loraInputName(p.layer, module, 'A');
+      const b = loraInputName(p.layer, module, 'B');
+      const xa = fresh(`${s}/xA`); // (..., R)
+      const xab = fresh(castBranch ? `${s}/xAB_fp32` : `${s}/xAB`); // (..., out)
+      // gated: xA ⊙ S_l feeds ·B
+      const gate = gates
+        ? (v: string) => {
+            const o = fresh(`${s}/xA_in`);
+            gates.apply(p.layer, v, s, o);
+            return o;
+          }
+        : undefined;
+      branch(nodes, branchOp, s, rank, xIn, a, b, xa, xab, gate);
+      outs.push(xab);
+      targets.push({
+        layer: p.layer,
+        module,
+        in: p.in,
+        out: part ? part.size : p.out,
+        ...(p.parts && !part ? { parts: p.parts } : {}),
+        ...(part ? { packedIn: p.module } : {}),
+        dtype: p.dtype,
+        inputDtype,
+        node: p.label,
+        inputA: a,
+        inputB: b,
+      });
+    }
+    let delta = outs[0]!;
+    if (outs.length > 1) {
+      delta = fresh(castBranch ? `${scope}/xAB_fp32` : `${scope}/xAB`);
       nodes.push(
         onnx.NodeProto.create({
-          name: `${scope}/MatMul_B`,
-          opType: 'MatMul',
-          input: [xaUsed, b],
-          output: [xab],
+          name: `${scope}/Concat`,
+          opType: 'Concat',
+          input: outs,
+          output: [delta],
+          attribute: [intAttr('axis', rank - 1)],
         }),
       );
     }
-    let delta = xab;
-    if (half) {
-      delta = fresh(`${scope}/xAB`);
-      nodes.push(cast(`${scope}/Cast_xAB`, xab, delta, DataType.FLOAT16));
+    if (castBranch) {
+      const d16 = fresh(`${scope}/xAB`);
+      nodes.push(cast(`${scope}/Cast_xAB`, delta, d16, DataType.FLOAT16));
+      delta = d16;
     }
     nodes.push(
       onnx.NodeProto.create({ name: `${scope}/Add`, opType: 'Add', input: [yBase, delta], output: [y] }),
     );
   });
 
-  const targets: LoraTarget[] = chosen.map((p) => ({
-    layer: p.layer,
-    module: p.module,
-    in: p.in,
-    out: p.out,
-    ...(p.parts ? { parts: p.parts } : {}),
-    dtype: p.dtype,
-    node: p.label,
-    inputA: loraInputName(p.layer, p.module, 'A'),
-    inputB: loraInputName(p.layer, p.module, 'B'),
-  }));
+  // In the selection's order (layer, then module order), not the graph's node order.
+  const targets = chosen.flatMap((p) => made.get(p.nodeIndex) ?? []);
   for (const t of targets) {
-    inputs.push(tensorValueInfo(t.inputA, DataType.FLOAT, [t.in, LORA_RANK_DIM])); // (in, R)
-    inputs.push(tensorValueInfo(t.inputB, DataType.FLOAT, [LORA_RANK_DIM, t.out])); // (R, out)
+    const dt = t.inputDtype === 'float16' ? DataType.FLOAT16 : DataType.FLOAT;
+    inputs.push(tensorValueInfo(t.inputA, dt, [t.in, LORA_RANK_DIM])); // (in, R)
+    inputs.push(tensorValueInfo(t.inputB, dt, [LORA_RANK_DIM, t.out])); // (R, out)
   }
   if (gates) inputs.push(...gates.inputs(LORA_RANK_DIM));
   const out = withGraph(model, cloneGraph(g, { node: nodes, input: inputs }));
   return gates ? { model: out, targets, gates: gates.sites } : { model: out, targets };
+}
+
+/** A packed projection whose parts tile its output columns in order (each part can get its own branch). */
+function tiles(p: Projection): boolean {
+  if (!p.parts || p.parts.length < 2) return false;
+  let at = 0;
+  for (const part of p.parts) {
+    if (part.offset !== at || part.size <= 0) return false;
+    at += part.size;
+  }
+  return at === p.out;
+}
+
+/** X·A → xa (..., R), xa·B → xab (..., out), as MatMul or Einsum. */
+function branch(
+  nodes: NodeProto[],
+  op: LoraBranchOp,
+  scope: string,
+  rank: number,
+  x: string,
+  a: string,
+  b: string,
+  xa: string,
+  xab: string,
+  between?: (xa: string) => string,
+): void {
+  if (op === 'einsum') {
+    const lead = 'abcdefgh'.slice(0, Math.max(0, rank - 1));
+    nodes.push(einsum(`${scope}/Einsum_A`, `${lead}i,ir->${lead}r`, [x, a], xa));
+    const xaB = between ? between(xa) : xa;
+    nodes.push(einsum(`${scope}/Einsum_B`, `${lead}r,ro->${lead}o`, [xaB, b], xab));
+    return;
+  }
+  nodes.push(
+    onnx.NodeProto.create({ name: `${scope}/MatMul_A`, opType: 'MatMul', input: [x, a], output: [xa] }),
+  );
+  const xaB = between ? between(xa) : xa;
+  nodes.push(
+    onnx.NodeProto.create({ name: `${scope}/MatMul_B`, opType: 'MatMul', input: [xaB, b], output: [xab] }),
+  );
 }
 
 function cast(name: string, input: string, output: string, to: number): NodeProto {

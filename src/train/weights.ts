@@ -4,8 +4,11 @@
  * (parseProjectionName on node / weight / output names), RMSNorm weights, the embedding Gather and the
  * MatMul that writes `logits`. fp32 and fp16 tensors become Float32Array (fp16 scales included); 4-bit
  * MatMulNBits weights stay packed (blocks + scales + optional zero points), dequantized per row by
- * ref/linear.ts. Everything else (Gemm projections, 2/3/8-bit blocks, g_idx, biases, float zero points,
- * a quantized embedding, external data, If/Loop subgraphs) is a ModelFormatError naming what and where.
+ * ref/linear.ts. Tensors in external data are read from the chunks the loader already holds (views, no
+ * extra copy of the file). A packed projection (onnxruntime-genai builder `qkv_proj`, Phi-3 `gate_up_proj`)
+ * is split by output rows into its q/k/v (gate/up) parts — views of the packed weight — so the trainer
+ * sees the 7 modules either way. Everything else (Gemm projections, 2/3/8-bit blocks, g_idx, biases,
+ * float zero points, a quantized embedding, If/Loop subgraphs) is a ModelFormatError naming what and where.
  */
 import { readFloat32 } from '../adapters/safetensors.ts';
 import { AmbiguousTargetError, ModelFormatError } from '../errors.ts';
@@ -23,11 +26,19 @@ import {
   MS_DOMAIN,
   type NodeProto,
   nodesOf,
+  onnx,
   type TensorProto,
   toNum,
 } from '../model/onnx-io.ts';
 import type { ModelConfig } from '../model/package.ts';
-import { MODULE_ORDER, type ModuleName, parseProjectionName } from '../model/targets.ts';
+import {
+  MODULE_ORDER,
+  type ModuleName,
+  PACKED_MODULES,
+  type PackedModuleName,
+  parseGraphModuleName,
+  parseProjectionName,
+} from '../model/targets.ts';
 import type { DecoderConfig, FrozenLayer, FrozenWeights } from './cpu-model.ts';
 import type { FrozenLinear } from './ref/linear.ts';
 
@@ -106,6 +117,7 @@ function transpose(w: Float32Array, K: number, O: number): Float32Array {
 interface Ctx {
   consts: Map<string, TensorProto>;
   producers: Map<string, NodeProto>;
+  consumers: Map<string, NodeProto[]>;
 }
 
 /** A MatMul's constant right operand as a frozen (O, K) weight; Transpose(perm 1,0) of a constant too. */
@@ -222,13 +234,115 @@ function findNorms(g: GraphProto, ctx: Ctx, C: number, L: number) {
   return { input: input as Float32Array[], post: post as Float32Array[], final: final! };
 }
 
+/** An external-data file by the name the graph's tensors reference (`location`), as the loader holds it. */
+export interface ExternalDataChunk {
+  path: string;
+  data: Uint8Array;
+}
+
+/**
+ * Constants with their external data resolved: each external tensor becomes an inline one whose raw_data
+ * is a view into its chunk (no copy). A missing chunk or a range past its end is a ModelFormatError.
+ */
+function resolveExternal(
+  consts: Map<string, TensorProto>,
+  chunks: readonly ExternalDataChunk[],
+): Map<string, TensorProto> {
+  const byPath = new Map(chunks.map((c) => [c.path.replace(/^\.\//, ''), c.data]));
+  for (const [name, t] of consts) {
+    if (!isExternal(t)) continue;
+    const field = (k: string) => t.externalData.find((e) => e.key === k)?.value;
+    const location = (field('location') ?? '').replace(/^\.\//, '');
+    const data = byPath.get(location);
+    if (!data) {
+      unsupported(
+        `tensor ${name} is in external data '${location}', which was not passed (have: ${[...byPath.keys()].join(', ') || 'none'})`,
+        { tensor: name, location },
+      );
+    }
+    const offset = Number(field('offset') ?? 0);
+    const length = Number(field('length') ?? data.byteLength - offset);
+    if (offset + length > data.byteLength)
+      unsupported(`tensor ${name}: bytes ${offset}..${offset + length} are past the end of '${location}'`, {
+        tensor: name,
+        location,
+      });
+    consts.set(
+      name,
+      onnx.TensorProto.create({
+        name,
+        dims: t.dims,
+        dataType: t.dataType,
+        rawData: data.subarray(offset, offset + length),
+      }),
+    );
+  }
+  return consts;
+}
+
+/** A packed projection (`qkv_proj`, `gate_up_proj`) by node, weight or output name, else null. */
+function packedName(n: NodeProto): { layer: number; module: PackedModuleName } | null {
+  for (const name of [n.name, n.input[1] ?? '', n.output[0] ?? '']) {
+    const id = parseGraphModuleName(name);
+    if (id && id.module in PACKED_MODULES) return { layer: id.layer, module: id.module as PackedModuleName };
+  }
+  return null;
+}
+
+/** Output rows [o0, o0 + n) of a frozen linear, as views (f32 rows, q4 blocks, scales, zero points). */
+function rowsOf(w: FrozenLinear, o0: number, n: number): FrozenLinear {
+  if (w.kind === 'f32') return { kind: 'f32', K: w.K, O: n, w: w.w.subarray(o0 * w.K, (o0 + n) * w.K) };
+  const nb = Math.ceil(w.K / w.blockSize);
+  const rowBytes = nb * (w.blockSize / 2);
+  const zpBytes = Math.ceil(nb / 2);
+  return {
+    kind: 'q4',
+    K: w.K,
+    O: n,
+    blockSize: w.blockSize,
+    packed: w.packed.subarray(o0 * rowBytes, (o0 + n) * rowBytes),
+    scales: w.scales.subarray(o0 * nb, (o0 + n) * nb),
+    zeroPoints: w.zeroPoints ? w.zeroPoints.subarray(o0 * zpBytes, (o0 + n) * zpBytes) : null,
+  };
+}
+
+/** A projection followed by an Add of a constant (a bias: Qwen2's q/k/v) is not what the trainer computes. */
+function checkNoBias(n: NodeProto, ctx: Ctx, where: string): void {
+  const y = n.output[0] ?? '';
+  for (const c of ctx.consumers.get(y) ?? []) {
+    if (c.opType !== 'Add' || !isOnnxDomain(c)) continue;
+    const other = c.input[0] === y ? c.input[1] : c.input[0];
+    if (other && ctx.consts.has(other))
+      unsupported(`${where} adds a bias (${other}); the trainer supports bias-free projections only`, {
+        node: n.name,
+        bias: other,
+      });
+  }
+}
+
 /**
  * Read every frozen weight the trainer needs. `config` gives the dims; they are checked against the graph.
  */
-export function loadFrozenWeights(model: ModelProto, config: DecoderConfig): FrozenWeights {
+export function loadFrozenWeights(
+  model: ModelProto,
+  config: DecoderConfig,
+  externalData: readonly ExternalDataChunk[] = [],
+): FrozenWeights {
   const g = graphOf(model);
-  const ctx: Ctx = { consts: constantTensors(g), producers: new Map() };
-  for (const n of nodesOf(g)) for (const o of n.output) if (o) ctx.producers.set(o, n);
+  const ctx: Ctx = {
+    consts: resolveExternal(constantTensors(g), externalData),
+    producers: new Map(),
+    consumers: new Map(),
+  };
+  for (const n of nodesOf(g)) {
+    for (const o of n.output) if (o) ctx.producers.set(o, n);
+    for (const i of n.input) {
+      if (!i) continue;
+      const list = ctx.consumers.get(i);
+      if (list) list.push(n);
+      else ctx.consumers.set(i, [n]);
+    }
+  }
   for (const n of nodesOf(g)) {
     if (n.opType === 'If' || n.opType === 'Loop' || n.opType === 'Scan')
       unsupported(`control flow (${n.opType} node ${n.name}): merged exports are not supported`, {});
@@ -276,7 +390,8 @@ export function loadFrozenWeights(model: ModelProto, config: DecoderConfig): Fro
     const id =
       parseProjectionName(n.name) ??
       parseProjectionName(n.input[1] ?? '') ??
-      parseProjectionName(n.output[0] ?? '');
+      parseProjectionName(n.output[0] ?? '') ??
+      packedName(n);
     if (!id) continue;
     const where = `${n.name || n.opType} (${id.module}, layer ${id.layer})`;
     // Activation × activation MatMuls inside a projection scope would not be projections; weights are constants.
@@ -285,19 +400,43 @@ export function loadFrozenWeights(model: ModelProto, config: DecoderConfig): Fro
     if (id.layer >= L) unsupported(`${where}: layer ${id.layer} beyond config num_hidden_layers ${L}`, {});
     const w = weightOf(n, ctx, where);
     if (!w) continue;
-    if (proj[id.layer]![id.module]) {
+    checkNoBias(n, ctx, where);
+    if (id.module in PACKED_MODULES) {
+      const packed = id.module as PackedModuleName;
+      const parts = PACKED_MODULES[packed];
+      const sizes = parts.map((m) => want[m][1]);
+      const total = sizes.reduce((a, b) => a + b, 0);
+      if (w.K !== want[parts[0]][0] || w.O !== total)
+        unsupported(`${where}: maps ${w.K} → ${w.O}, config implies ${want[parts[0]][0]} → ${total}`, {});
+      let at = 0;
+      parts.forEach((m, i) => {
+        if (proj[id.layer]![m])
+          throw new AmbiguousTargetError(
+            `training: two nodes for layer ${id.layer} ${m} (second: ${where})`,
+            {
+              layer: id.layer,
+              module: m,
+            },
+          );
+        proj[id.layer]![m] = rowsOf(w, at, sizes[i]!);
+        at += sizes[i]!;
+      });
+      continue;
+    }
+    const module = id.module as ModuleName;
+    if (proj[id.layer]![module]) {
       throw new AmbiguousTargetError(
-        `training: two nodes for layer ${id.layer} ${id.module} (second: ${where})`,
+        `training: two nodes for layer ${id.layer} ${module} (second: ${where})`,
         {
           layer: id.layer,
-          module: id.module,
+          module,
         },
       );
     }
-    const [K, O] = want[id.module];
+    const [K, O] = want[module];
     if (w.K !== K || w.O !== O) unsupported(`${where}: maps ${w.K} → ${w.O}, config implies ${K} → ${O}`, {});
     const { source: _s, ...lin } = w;
-    proj[id.layer]![id.module] = lin as FrozenLinear;
+    proj[id.layer]![module] = lin as FrozenLinear;
   }
   const norms = findNorms(g, ctx, C, L);
   const layers: FrozenLayer[] = proj.map((p, l) => {

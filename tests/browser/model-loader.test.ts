@@ -7,11 +7,11 @@
 // listing the dtypes the repo has; HTTP and CORS failures → FetchError. Real Cache Storage throughout.
 import * as ort from 'onnxruntime-web';
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { type LoadedModel, loadModel } from '../../src/engine/load.ts';
+import { BASE_SESSION_MAX_BYTES, type LoadedModel, loadModel } from '../../src/engine/load.ts';
 import { fetchModelFiles } from '../../src/engine/model-files.ts';
 import { KvStepper } from '../../src/engine/session.ts';
 import type { LoadProgress } from '../../src/engine/types.ts';
-import { DtypeUnavailableError, FetchError, QuotaError } from '../../src/errors.ts';
+import { DtypeUnavailableError, FetchError, QuotaError, UnsupportedError } from '../../src/errors.ts';
 import { expectClose } from '../helpers/expect-close.ts';
 import { replicaPackage } from '../helpers/replica-package.ts';
 import { loadReplicaSet, oracleLogits, type ReplicaSet } from '../helpers/replicas.ts';
@@ -450,5 +450,77 @@ describe('typed failures', () => {
     expect(eCors).toBeInstanceOf(FetchError);
     expect((eCors as Error).message).toMatch(/CORS/);
     expect((eCors as FetchError).data.url).toBe('https://elsewhere.example/model/config.json');
+  });
+});
+
+/** A package as a picked folder (File objects with webkitRelativePath), as the demo's folder input gives. */
+function pickedFolder(pkg: Map<string, Uint8Array>, name = 'tiny-replica'): File[] {
+  return [...pkg].map(([p, b]) => {
+    const f = new File([b as Uint8Array<ArrayBuffer>], p.split('/').at(-1)!);
+    Object.defineProperty(f, 'webkitRelativePath', { value: `${name}/${p}` });
+    return f;
+  });
+}
+
+const loadPicked = (files: File[], backend: 'wasm' | 'webgpu' | 'auto', dtype?: 'q4f16') =>
+  loadModel(
+    ort,
+    files,
+    { backend, ...(dtype ? { dtype } : {}) },
+    { beforeSessions: async () => {}, onDeviceLost: () => {} },
+    () => {},
+  );
+
+describe('BASE_SESSION_MAX_BYTES counts external data', () => {
+  it('a small .onnx whose external data passes the threshold gets no base session; under it, it does', async () => {
+    const pkg = await replicaPackage(read, { files: { fp32: 'builder/model.onnx' } });
+    const onnx = pkg.get('onnx/model.onnx')!.byteLength;
+    const data = pkg.get('onnx/model.onnx_data')!;
+    // Under: the replica as is (~280 KB in all) → the un-injected base session for "no adapter".
+    const small = await loadPicked(pickedFolder(pkg), 'wasm');
+    try {
+      expect(small.report.modelBytes).toBe(onnx + data.byteLength);
+      expect(small.report.baseSession).toBe(true);
+      expect(small.baseGraph).not.toBeNull();
+    } finally {
+      await small.release();
+    }
+    // Over: the same graph with its external data padded past the threshold (the tensors' offsets are
+    // unchanged; the tail is never read). The .onnx itself stays ~10 KB.
+    const padded = new Uint8Array(BASE_SESSION_MAX_BYTES + 1024);
+    padded.set(data);
+    const big = new Map(pkg).set('onnx/model.onnx_data', padded);
+    const m = await loadPicked(pickedFolder(big), 'wasm');
+    try {
+      expect(onnx).toBeLessThan(64 * 1024);
+      expect(m.report.modelBytes).toBe(onnx + padded.byteLength);
+      expect(m.report.modelBytes).toBeGreaterThan(BASE_SESSION_MAX_BYTES);
+      expect(m.report.externalDataBytes).toBe(padded.byteLength);
+      expect(m.report.baseSession).toBe(false);
+      expect(m.baseGraph).toBeNull();
+      // "No adapter" then runs on the injected graph with the no-adapter feeds: still the base model.
+      expectClose(await baseLogits(m), oracleLogits(set, 'base'), { atol: 1e-4, rtol: 1e-4 });
+    } finally {
+      await m.release();
+    }
+  });
+});
+
+describe('float16 models on a WebGPU adapter without shader-f16 (SwiftShader)', () => {
+  it('backend "webgpu" → UnsupportedError naming shader-f16 and the fix; auto → wasm', async () => {
+    const adapter = await navigator.gpu.requestAdapter();
+    expect(adapter!.features.has('shader-f16')).toBe(false); // SwiftShader: the premise of this test
+    const files = pickedFolder(await replicaPackage(read, { files: { q4f16: 'builder-q4f16/model.onnx' } }));
+    const err = await rejection(loadPicked(files, 'webgpu', 'q4f16'));
+    expect(err).toBeInstanceOf(UnsupportedError);
+    expect((err as UnsupportedError).data).toMatchObject({ feature: 'shader-f16', dtype: 'q4f16' });
+    expect((err as Error).message).toMatch(/float16.*shader-f16.*backend "wasm"/);
+    const m = await loadPicked(files, 'auto', 'q4f16');
+    try {
+      expect(m.report.backend).toBe('wasm');
+      expect(m.report.dtype).toBe('q4f16');
+    } finally {
+      await m.release();
+    }
   });
 });

@@ -107,4 +107,24 @@ describe('packed vs split projections (webgpu)', () => {
     expectClose(b, a, WEBGPU_REPLICA, 'webgpu packed vs split, same adapter');
     measured.push(`  packed vs split +adapter ${maxAbsDiff(a, b).toExponential(1)}`);
   });
+
+  it("packed: 'per-part' (three narrow Einsum branches + Concat) gives the split graph's logits too", async () => {
+    const split = loaded.get('optimum fp32')!;
+    const rep = REPLICAS.find((r) => r.name === 'builder fp32')!;
+    const narrow = await loadReplica(ort, read, rep, set.config, 'webgpu', { branchOp, packed: 'per-part' });
+    try {
+      expect(
+        narrow.targets
+          .filter((t) => t.layer === 0)
+          .map((t) => t.module)
+          .slice(0, 3),
+      ).toEqual(['q_proj', 'k_proj', 'v_proj']);
+      const a = await promptLogits(ort, split.graph, set.prompt, split.feedsOf(set.adapter));
+      const b = await promptLogits(ort, narrow.graph, set.prompt, narrow.feedsOf(set.adapter), [6, 2]);
+      expectClose(b, a, WEBGPU_REPLICA, 'webgpu per-part packed vs split, same adapter');
+      measured.push(`  per-part packed vs split +adapter ${maxAbsDiff(a, b).toExponential(1)}`);
+    } finally {
+      await narrow.release();
+    }
+  });
 });

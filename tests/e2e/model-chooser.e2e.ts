@@ -5,10 +5,13 @@
  * bundled model stays loaded; a replica package served by the e2e server (tests/helpers/replica-package.ts:
  * builder layout, external data in 2 chunks declared in config.json, a byte-level tokenizer with a chat
  * template) is sized by HEAD requests, loaded through the URL field, reported (layout, chunks, dtype),
- * defaults the demo to chat mode and generates.
+ * defaults the demo to chat mode and generates; the same package picked as a local folder (Playwright
+ * setInputFiles of a directory on the `webkitdirectory` input) loads from the files alone — no request to
+ * the server for it — and chats with the same greedy reply.
  */
-import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import type { Browser, BrowserContext, Page } from 'playwright';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { replicaPackage } from '../helpers/replica-package.ts';
@@ -23,6 +26,10 @@ let errors: string[];
 const blocked: string[] = [];
 const REPLICA = '/__e2e__/models/tiny-replica/';
 let replicaBytes = 0;
+let localRoot = '';
+let localDir = '';
+let urlReply: string | null = null;
+const requested: string[] = [];
 
 beforeAll(async () => {
   server = await startE2eServer();
@@ -33,11 +40,21 @@ beforeAll(async () => {
     replicaBytes += body.byteLength;
   }
   replicaBytes -= pkg.get('generation_config.json')!.byteLength; // optional: not in the estimate
+  // The same package on disk, as a user's folder (one external-data chunk, as the builder writes it).
+  localRoot = mkdtempSync(join(tmpdir(), 'weblora-e2e-'));
+  localDir = join(localRoot, 'tiny-local');
+  for (const [path, body] of await replicaPackage(read, { files: { fp32: 'builder/model.onnx' } })) {
+    mkdirSync(dirname(join(localDir, path)), { recursive: true });
+    writeFileSync(join(localDir, path), body);
+  }
   browser = await launchChromium();
   context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
   await context.route('**/*', (route) => {
     const url = route.request().url();
-    if (url.startsWith(server.origin)) return route.continue();
+    if (url.startsWith(server.origin)) {
+      requested.push(url);
+      return route.continue();
+    }
     blocked.push(url);
     return route.abort('internetdisconnected');
   });
@@ -51,7 +68,25 @@ afterAll(async () => {
   await context?.close();
   await browser?.close();
   await server?.close();
+  if (localRoot) rmSync(localRoot, { recursive: true, force: true });
 });
+
+/** Type a prompt, generate, wait for the end; returns the output text (status checked by the caller). */
+async function chat(prompt: string): Promise<{ status: string | null; text: string | null }> {
+  await page.fill('#max-tokens', '6');
+  await page.fill('#prompt', prompt);
+  await page.click('#generate');
+  await page.waitForFunction(
+    () =>
+      ['eos', 'length', 'stop', 'error'].includes(document.getElementById('output')?.dataset.status ?? ''),
+    null,
+    { timeout: 60_000 },
+  );
+  return {
+    status: await page.getAttribute('#output', 'data-status'),
+    text: await page.textContent('#output'),
+  };
+}
 
 describe('model chooser', () => {
   it('a known hub model shows its published size, then fails offline with a FetchError; the bundled model stays', async () => {
@@ -115,16 +150,57 @@ describe('model chooser', () => {
       'builder, packed qkv, fp32 weights, KV float32, 2 external-data chunks',
     );
     expect(await page.evaluate(() => document.body.dataset.mode)).toBe('chat');
-    await page.fill('#max-tokens', '6');
-    await page.fill('#prompt', 'hello');
-    await page.click('#generate');
+    const reply = await chat('hello');
+    expect(reply.status).not.toBe('error');
+    urlReply = reply.text;
+    expect(errors.filter((e) => !/Failed to load resource|net::ERR_INTERNET_DISCONNECTED/.test(e))).toEqual(
+      [],
+    );
+  });
+
+  it('a local folder picked with the folder input loads from the files alone and chats (same reply)', async () => {
+    await page.selectOption('#model-select', 'local');
+    await page.selectOption('#dtype-select', 'fp32');
+    await page.setInputFiles('#model-folder', localDir);
+    const picked = await page.evaluate(() =>
+      [...((document.getElementById('model-folder') as HTMLInputElement).files ?? [])]
+        .map((f) => f.webkitRelativePath)
+        .sort(),
+    );
+    expect(picked).toEqual([
+      'tiny-local/config.json',
+      'tiny-local/generation_config.json',
+      'tiny-local/onnx/model.onnx',
+      'tiny-local/onnx/model.onnx_data',
+      'tiny-local/tokenizer.json',
+      'tiny-local/tokenizer_config.json',
+    ]);
+    await page.waitForFunction(() => document.getElementById('model-estimate')?.dataset.bytes !== undefined);
+    requested.length = 0;
+    await page.click('#model-load');
     await page.waitForFunction(
       () =>
-        ['eos', 'length', 'stop', 'error'].includes(document.getElementById('output')?.dataset.status ?? ''),
+        document.getElementById('model-name')?.textContent === 'tiny-local' ||
+        !document.getElementById('load-error')?.hidden,
       null,
-      { timeout: 60_000 },
+      { timeout: 90_000 },
     );
-    expect(await page.getAttribute('#output', 'data-status')).not.toBe('error');
+    expect(await page.evaluate(() => document.getElementById('load-error')?.textContent ?? '')).toBe('');
+    await waitForDemoReady(page);
+    expect(await page.textContent('#model-name')).toBe('tiny-local');
+    expect(await page.textContent('#model-layout')).toBe(
+      'builder, packed qkv, fp32 weights, KV float32, 1 external-data chunk',
+    );
+    // Nothing of the model came from the network.
+    expect(requested.filter((u) => /tiny-replica|tiny-local|onnx|tokenizer|config\.json/.test(u))).toEqual(
+      [],
+    );
+    // The conversation carries over a model switch; a new chat gives the same context as the URL test's.
+    await page.click('#chat-reset');
+    const reply = await chat('hello');
+    expect(reply.status).not.toBe('error');
+    expect(urlReply).not.toBeNull();
+    expect(reply.text).toBe(urlReply);
     expect(errors.filter((e) => !/Failed to load resource|net::ERR_INTERNET_DISCONNECTED/.test(e))).toEqual(
       [],
     );

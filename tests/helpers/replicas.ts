@@ -16,8 +16,14 @@ import {
 import { noAdapterFeeds } from '../../src/engine/load.ts';
 import { createDecoderSession, type DecoderGraph, KvStepper } from '../../src/engine/session.ts';
 import type { Backend } from '../../src/engine/types.ts';
+import { toHalfBits } from '../../src/model/half.ts';
 import type { GateSite } from '../../src/model/inject-gates.ts';
-import { injectLora, type LoraBranchOp, type LoraTarget } from '../../src/model/inject-lora.ts';
+import {
+  type InjectOptions,
+  injectLora,
+  type LoraBranchOp,
+  type LoraTarget,
+} from '../../src/model/inject-lora.ts';
 import { decodeModel, encodeModel } from '../../src/model/onnx-io.ts';
 import { type ModelConfig, parseModelConfig } from '../../src/model/package.ts';
 import { FP16_LOGITS, FP32_LOGITS, type Tolerance } from './expect-close.ts';
@@ -144,15 +150,15 @@ export async function loadReplica(
   rep: Replica,
   config: ModelConfig,
   backend: Backend,
-  branchOp: LoraBranchOp = 'matmul',
-  gates = false,
+  inject: LoraBranchOp | InjectOptions = 'matmul',
 ): Promise<LoadedReplica> {
   const bytes = await read(rep.file);
   const dir = rep.file.slice(0, rep.file.lastIndexOf('/') + 1);
   const externalData = rep.externalData
     ? [{ path: rep.externalData, data: await read(rep.externalDataFile ?? dir + rep.externalData) }]
     : undefined;
-  const { model, targets, gates: sites } = injectLora(decodeModel(bytes), { branchOp, gates });
+  const opts: InjectOptions = typeof inject === 'string' ? { branchOp: inject } : inject;
+  const { model, targets, gates: sites } = injectLora(decodeModel(bytes), opts);
   const graph = await createDecoderSession(ort, encodeModel(model), config, {
     backend,
     ...(externalData ? { externalData } : {}),
@@ -168,7 +174,14 @@ export async function loadReplica(
     peft,
     feedsOf(a) {
       const out: Record<string, OrtModule.Tensor> = {};
-      for (const [k, f] of peft(a).feeds) out[k] = new ort.Tensor('float32', f.data, f.dims);
+      const half = new Set(
+        targets.filter((t) => t.inputDtype === 'float16').flatMap((t) => [t.inputA, t.inputB]),
+      );
+      for (const [k, f] of peft(a).feeds) {
+        out[k] = half.has(k)
+          ? new ort.Tensor('float16', toHalfBits(f.data), f.dims)
+          : new ort.Tensor('float32', f.data, f.dims);
+      }
       return out;
     },
     async release() {

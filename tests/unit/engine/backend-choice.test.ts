@@ -1,6 +1,12 @@
 /** Backend choice (src/engine/backend-choice.ts): auto skips software WebGPU adapters and says why. */
 import { describe, expect, it } from 'vitest';
-import { chooseBackend, fallbackReason, softwareAdapterName } from '../../../src/engine/backend-choice.ts';
+import {
+  checkShaderF16,
+  chooseBackend,
+  fallbackReason,
+  softwareAdapterName,
+} from '../../../src/engine/backend-choice.ts';
+import { UnsupportedError } from '../../../src/errors.ts';
 
 const adapter = (
   vendor: string,
@@ -65,5 +71,45 @@ describe('chooseBackend', () => {
     expect(fallbackReason(new Error('boom'))).toBe(
       'auto fell back to wasm: the WebGPU session failed (boom)',
     );
+  });
+});
+
+describe('checkShaderF16 (float16 graphs on WebGPU need shader-f16)', () => {
+  const hw = { webgpu: true, adapterInfo: adapter('nvidia', 'ampere') };
+  const noF16 = { ...hw, shaderF16: false };
+  const f16 = { ...hw, shaderF16: true };
+
+  it('auto on a hardware adapter without shader-f16: wasm, and the reason says why', () => {
+    const c = checkShaderF16(chooseBackend('auto', hw), 'auto', noF16, true, 'q4f16');
+    expect(c).toEqual({
+      backend: 'wasm',
+      reason:
+        'auto chose wasm: the q4f16 model computes in float16 and this WebGPU adapter (nvidia / ampere) has no shader-f16',
+    });
+  });
+
+  it('an explicit "webgpu" without shader-f16: UnsupportedError naming the feature and the fix', () => {
+    let err: unknown;
+    try {
+      checkShaderF16(chooseBackend('webgpu', noF16), 'webgpu', noF16, true, 'fp16');
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(UnsupportedError);
+    expect((err as UnsupportedError).data).toEqual({
+      feature: 'shader-f16',
+      dtype: 'fp16',
+      adapter: 'nvidia / ampere',
+    });
+    expect((err as Error).message).toMatch(/shader-f16.*backend "wasm".*q4 or fp32/);
+  });
+
+  it('leaves the choice alone with shader-f16, for float32 graphs, and on wasm', () => {
+    const gpu = chooseBackend('webgpu', f16);
+    expect(checkShaderF16(gpu, 'webgpu', f16, true, 'fp16')).toBe(gpu);
+    const q4 = chooseBackend('webgpu', noF16);
+    expect(checkShaderF16(q4, 'webgpu', noF16, false, 'q4')).toBe(q4);
+    const wasm = chooseBackend('wasm', noF16);
+    expect(checkShaderF16(wasm, 'wasm', noF16, true, 'fp16')).toBe(wasm);
   });
 });

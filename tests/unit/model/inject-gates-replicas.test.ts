@@ -35,7 +35,7 @@ describe.each(REPLICAS)('$name replica, gated graph (wasm)', (rep) => {
   let gated: LoadedReplica;
   beforeAll(async () => {
     plain = await loadReplica(ort, read, rep, set.config, 'wasm');
-    gated = await loadReplica(ort, read, rep, set.config, 'wasm', 'matmul', true);
+    gated = await loadReplica(ort, read, rep, set.config, 'wasm', { branchOp: 'matmul', gates: true });
   });
   afterAll(async () => {
     await plain?.release();

@@ -331,6 +331,16 @@ describe('injectLora errors', () => {
     expect(injectLora(old, { branchOp: 'matmul' }).targets).toHaveLength(1);
   });
 
+  it('branchDtype / packed: unknown values -> ModelFormatError naming the choices', () => {
+    expect(() => injectLora(base(), { branchDtype: 'bf16' as 'float16' })).toThrow(ModelFormatError);
+    expect(() => injectLora(base(), { branchDtype: 'bf16' as 'float16' })).toThrow(
+      /unknown LoRA branchDtype 'bf16'; expected 'float32' or 'float16'/,
+    );
+    expect(() => injectLora(base(), { packed: 'split' as 'per-part' })).toThrow(
+      /unknown packed LoRA mode 'split'; expected 'block-diagonal' or 'per-part'/,
+    );
+  });
+
   it('injecting twice -> ModelFormatError', () => {
     const once = injectLora(base()).model;
     expect(() => injectLora(once)).toThrow(ModelFormatError);

@@ -247,6 +247,16 @@ describe('a packed gate_up_proj projection in the graph (Phi-3 exports)', () => 
     });
     const { targets } = injectLora(model, { targets: ['up_proj'] });
     expect(targets.map((t) => [t.module, t.in, t.out])).toEqual([['gate_up_proj', 4, 6]]);
+    // packed 'per-part': one narrow branch per part, each a target named by its part.
+    const perPart = injectLora(model, { packed: 'per-part' });
+    expect(perPart.targets.map((t) => [t.module, t.in, t.out, t.packedIn, t.inputA])).toEqual([
+      ['gate_proj', 4, 3, 'gate_up_proj', 'lora.0.gate_proj.A'],
+      ['up_proj', 4, 3, 'gate_up_proj', 'lora.0.up_proj.A'],
+    ]);
+    expect(graphOf(perPart.model).node.find((n) => n.opType === 'Concat')?.input).toEqual([
+      '/lora.0.gate_up_proj/gate_proj/xAB',
+      '/lora.0.gate_up_proj/up_proj/xAB',
+    ]);
     expect(targets[0]!.parts).toEqual([
       { module: 'gate_proj', offset: 0, size: 3 },
       { module: 'up_proj', offset: 3, size: 3 },
@@ -272,5 +282,98 @@ describe('a packed gate_up_proj projection in the graph (Phi-3 exports)', () => 
     expect(f.rank).toBe(2);
     expect([...f.feeds.get('lora.0.gate_up_proj.A')!.data]).toEqual([1, 0, 0, 1, 0, 0, 0, 0]); // (4, 2)
     expect([...f.feeds.get('lora.0.gate_up_proj.B')!.data]).toEqual([1, 2, 3, 0, 0, 0, 0, 0, 0, 4, 5, 6]); // (2, 6)
+  });
+});
+
+// Issue 11: the two measured choices (bench/README.md "Branch variants") must both be exact-enough.
+describe('LoRA branch variants (wasm): float16 branch, per-part packed branches', () => {
+  const f16 = REPLICAS.filter((r) => r.f16);
+  it.each(f16.map((r) => [r.name, r] as const))(
+    '%s: branchDtype float16 (fp16 A/B, no Casts) matches the merged oracle like the fp32 branch',
+    async (_n, rep) => {
+      const m32 = await loadReplica(ort, read, rep, set.config, 'wasm');
+      const m16 = await loadReplica(ort, read, rep, set.config, 'wasm', { branchDtype: 'float16' });
+      try {
+        expect(m16.targets.every((t) => t.inputDtype === 'float16')).toBe(true);
+        expect(m32.targets.every((t) => t.inputDtype === 'float32')).toBe(true);
+        const want = oracleLogits(set, rep.loraOracle);
+        const a = await promptLogits(ort, m32.graph, set.prompt, m32.feedsOf(set.adapter));
+        const b = await promptLogits(ort, m16.graph, set.prompt, m16.feedsOf(set.adapter), [6, 2]);
+        expectClose(b, want, rep.tol, `${rep.name} fp16 branch vs merged oracle`);
+        expect(await greedy(ort, m16.graph, set.prompt, 8, { extraFeeds: m16.feedsOf(set.adapter) })).toEqual(
+          oracleGreedy(set, rep.loraOracle),
+        );
+        // Rank 0 (no adapter) feeds are float16 too and reproduce the base model.
+        const base = await promptLogits(ort, m16.graph, set.prompt, m16.noAdapter);
+        expectClose(base, oracleLogits(set, rep.oracle), rep.tol, `${rep.name} fp16 branch, rank 0`);
+        measured.push(
+          `  ${rep.name.padEnd(18)} +adapter fp32 branch ${maxAbsDiff(a, want).toExponential(2)}  fp16 branch ${maxAbsDiff(b, want).toExponential(2)}  fp16-vs-fp32 ${maxAbsDiff(a, b).toExponential(2)}`,
+        );
+      } finally {
+        await m32.release();
+        await m16.release();
+      }
+    },
+  );
+
+  it('branchDtype float16 leaves float32 projections alone (inputs stay float32)', async () => {
+    const { targets } = injectLora(decodeModel(await read('optimum/model.onnx')), { branchDtype: 'float16' });
+    expect(targets.every((t) => t.inputDtype === 'float32')).toBe(true);
+  });
+
+  const builders = REPLICAS.filter((r) => r.layout === 'builder');
+  it.each(builders.map((r) => [r.name, r] as const))(
+    '%s: per-part packed branches (q, k, v narrow) give the block-diagonal logits and the oracle',
+    async (_n, rep) => {
+      const wide = await loadReplica(ort, read, rep, set.config, 'wasm');
+      const narrow = await loadReplica(ort, read, rep, set.config, 'wasm', { packed: 'per-part' });
+      try {
+        expect(narrow.targets.filter((t) => t.layer === 0).map((t) => [t.module, t.out, t.packedIn])).toEqual(
+          [
+            ['q_proj', 64, 'qkv_proj'],
+            ['k_proj', 32, 'qkv_proj'],
+            ['v_proj', 32, 'qkv_proj'],
+            ['o_proj', 64, undefined],
+            ['gate_proj', 64, undefined],
+            ['up_proj', 64, undefined],
+            ['down_proj', 64, undefined],
+          ],
+        );
+        for (const [a, oracle] of [
+          [set.adapter, rep.loraOracle],
+          [set.phi3, rep.phi3Oracle],
+        ] as const) {
+          const x = await promptLogits(ort, wide.graph, set.prompt, wide.feedsOf(a));
+          const y = await promptLogits(ort, narrow.graph, set.prompt, narrow.feedsOf(a), [6, 2]);
+          expectClose(y, x, rep.f16 ? rep.tol : SAME_GRAPH, `${rep.name} per-part vs block-diagonal`);
+          expectClose(y, oracleLogits(set, oracle), rep.tol, `${rep.name} per-part vs merged oracle`);
+          measured.push(
+            `  ${rep.name.padEnd(18)} ${a === set.adapter ? 'adapter' : 'phi3   '} per-part vs block-diag ${maxAbsDiff(x, y).toExponential(2)}  vs oracle ${maxAbsDiff(y, oracleLogits(set, oracle)).toExponential(2)}`,
+          );
+        }
+        expectClose(
+          await promptLogits(ort, narrow.graph, set.prompt, narrow.noAdapter),
+          oracleLogits(set, rep.oracle),
+          rep.tol,
+          `${rep.name} per-part, rank 0`,
+        );
+      } finally {
+        await wide.release();
+        await narrow.release();
+      }
+    },
+  );
+
+  it('per-part on the packed graph equals the split (Optimum) graph with the same adapter', async () => {
+    const split = await loadReplica(ort, read, REPLICAS[0]!, set.config, 'wasm');
+    const narrow = await loadReplica(ort, read, REPLICAS[4]!, set.config, 'wasm', { packed: 'per-part' });
+    try {
+      const a = await promptLogits(ort, split.graph, set.prompt, split.feedsOf(set.adapter));
+      const b = await promptLogits(ort, narrow.graph, set.prompt, narrow.feedsOf(set.adapter));
+      expectClose(b, a, SAME_GRAPH, 'per-part packed vs split, same adapter');
+    } finally {
+      await split.release();
+      await narrow.release();
+    }
   });
 });
