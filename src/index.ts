@@ -119,13 +119,17 @@ export { GATE_EXPAND_INPUT, type GateSite, gateInputName } from './model/inject-
 export {
   type InjectOptions,
   injectLora,
+  LORA_BRANCH_DTYPE_DEFAULT,
   LORA_MODULES,
   LORA_RANK_DIM,
+  type LoraBranchDtype,
   type LoraBranchOp,
   type LoraModule,
   type LoraTarget,
   loraBranchOpFor,
   loraInputName,
+  PACKED_LORA_DEFAULT,
+  type PackedLoraMode,
 } from './model/inject-lora.ts';
 export { type DecoderLayout, detectLayout, type WeightFormat } from './model/layout.ts';
 export { decodeModel, encodeModel } from './model/onnx-io.ts';

@@ -31,6 +31,10 @@ describe('src/index.ts', () => {
       'up_proj',
       'down_proj',
     ]);
+    // injectLora's option defaults, next to its option types (LoraBranchDtype, PackedLoraMode).
+    const dtype: weblora.LoraBranchDtype = weblora.LORA_BRANCH_DTYPE_DEFAULT;
+    const packed: weblora.PackedLoraMode = weblora.PACKED_LORA_DEFAULT;
+    expect([dtype, packed]).toEqual(['float32', 'block-diagonal']);
   });
 
   it('revives typed errors as the same class with their data', () => {
