@@ -26,6 +26,7 @@ export type LibTypesMatch = [
 // Every public member of the implementation exists in the declaration with a compatible type.
 type PublicMembers =
   | 'model'
+  | 'modelFiles'
   | 'adapter'
   | 'mode'
   | 'history'

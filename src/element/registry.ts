@@ -34,8 +34,10 @@ function pageBase(): string {
 }
 
 export interface ModelKey {
-  /** Absolute folder URL. */
+  /** Absolute folder URL, or for picked files their id (localModelId). */
   model: string;
+  /** The files of a picked/dropped HF-layout folder: loaded from these instead of `model`. */
+  files?: readonly File[];
   backend: BackendPreference;
   dtype: ModelDtype | undefined;
 }
@@ -67,6 +69,23 @@ export function resolveModelUrl(value: string | null): string {
   return href.endsWith('/') ? href : `${href}/`;
 }
 
+const localIds = new WeakMap<object, string>();
+let localSeq = 0;
+
+/**
+ * The registry id of a set of local model files: `local:<n>/<folder>`, one per assigned object (a
+ * FileList or array), so elements given the same object share one load and a new pick loads anew.
+ */
+export function localModelId(assigned: object, files: readonly File[]): string {
+  let id = localIds.get(assigned);
+  if (!id) {
+    const folder = files.map((f) => f.webkitRelativePath.split('/')[0]).find((s) => s) ?? 'files';
+    id = `local:${++localSeq}/${folder}`;
+    localIds.set(assigned, id);
+  }
+  return id;
+}
+
 function createEngine(): ChatEngine {
   // The page's settings (runtime folder, threads) travel in the worker's name (config.ts).
   const worker = new Worker(new URL('./engine-worker.ts', import.meta.url), {
@@ -95,7 +114,7 @@ function makeShared(k: ModelKey): SharedModel {
   let last: LoadProgress | null = null;
   const imports = new Map<string, Promise<string>>();
 
-  const ready = engine.loadModel(k.model, {
+  const ready = engine.loadModel(k.files ? [...k.files] : k.model, {
     backend: k.backend,
     ...(k.dtype ? { dtype: k.dtype } : {}),
     onProgress: (p) => {

@@ -74,4 +74,6 @@ button:disabled { opacity: 0.5; cursor: default; }
 :focus-visible { outline: 3px solid var(--weblora-focus); outline-offset: 2px; }
 progress { width: 100%; height: 0.4rem; }
 progress[hidden] { display: none; }
+.picker-row { display: flex; gap: 0.5rem; margin-bottom: 0.5rem; }
+.picker-row[hidden] { display: none; }
 `;

@@ -116,13 +116,24 @@ export declare function getWebLoraConfig(): WebLoraConfig;
 export declare function defineWebLoraChat(tag?: string): void;
 
 /**
- * `<weblora-chat model adapter system max-tokens temperature backend dtype>`. Defined on import.
+ * `<weblora-chat model adapter system max-tokens temperature backend dtype model-picker>`. Defined on import.
+ * `model-picker` shows an "Open model folder…" button (part `picker`); without a `model` attribute such
+ * an element loads nothing until a folder is picked (a prompt before that: `error` with NoModelError).
  */
 export declare class WebLoraChat extends HTMLElement {
   static readonly observedAttributes: string[];
   /** Absolute model folder URL (the `model` attribute resolved, or the default model). */
   get model(): string;
   set model(v: string);
+  /**
+   * The files of a local Hugging Face-layout folder (config.json, tokenizer.json, onnx/model*.onnx …):
+   * a FileList from `<input type="file" webkitdirectory>` or Files whose `webkitRelativePath` keeps the
+   * folder layout. Loaded instead of `model` while set (setting `model` again switches back; null too).
+   * A folder without config.json (ModelPackageError) or the dtype's ONNX file (DtypeUnavailableError)
+   * fires `error` like a bad URL.
+   */
+  get modelFiles(): File[] | null;
+  set modelFiles(v: FileList | readonly File[] | null);
   /** Stored adapter name, PEFT folder URL (contains '/') or 'auto' (chosen per prompt); null = base model. */
   get adapter(): string | null;
   set adapter(v: string | null);

@@ -7,6 +7,9 @@
  * `mode` ('chat' | 'completion'; default chat when the model has a chat template, else completion),
  * `system` (chat only), `max-tokens`, `temperature`, and `backend` ('auto' | 'webgpu' | 'wasm'), `dtype`
  * ('fp32' | 'fp16' | 'q4' | 'q4f16'; default q4 when the model has it, else fp32).
+ * Local models: property `modelFiles` (a folder's files, e.g. from `<input webkitdirectory>`) loads
+ * instead of `model` until `model` is set again; attribute `model-picker` adds an "Open model folder…"
+ * button (part `picker`) that sets it, and without `model` waits for a folder (prompts: NoModelError).
  * Chat keeps the conversation (`history`) and sends it through the model's chat template, shows each
  * reply on its own line and clears the input; completion continues the raw prompt text, shown inline.
  * Methods `generate(prompt)` (resolves to the GenerateResult), `stop()` and `clear()` (new conversation). Events (bubbling, composed):
@@ -14,7 +17,7 @@
  * data } — name is the typed error class, e.g. 'FetchError'). Elements naming the same model share one
  * worker and one load (registry.ts). Keyboard: Enter sends, Shift+Enter is a newline, Escape stops.
  * Parts: container, output, turn, prompt, response, status, progress, error, form, label, input,
- * send, stop, clear. Changing `mode`, `model`, `backend` or `dtype` starts a new conversation.
+ * send, stop, clear, picker. Changing `mode`, `model`, `backend` or `dtype` starts a new conversation.
  */
 import type {
   ChatMessage,
@@ -24,9 +27,11 @@ import type {
   LoadReport,
   TokenDelta,
 } from '../engine/types.ts';
+import { NoModelError } from '../errors.ts';
 import { isModelDtype } from '../model/package.ts';
 import { formatBytes } from '../ui/format.ts';
-import { type ModelKey, resolveModelUrl, type SharedModel, sharedModel } from './registry.ts';
+import { FOLDER_PICKER_HTML, wireFolderPicker } from './folder-picker.ts';
+import { localModelId, type ModelKey, resolveModelUrl, type SharedModel, sharedModel } from './registry.ts';
 import { STYLES } from './styles.ts';
 
 export interface WebLoraErrorDetail {
@@ -54,6 +59,7 @@ const OBSERVED = [
   'system',
   'max-tokens',
   'temperature',
+  'model-picker',
 ] as const;
 
 export type ChatMode = 'chat' | 'completion';
@@ -94,6 +100,9 @@ export class WebLoraChat extends Base {
   #report: LoadReport | null = null;
   /** Chat turns so far (user/assistant pairs; the system prompt is added per request). */
   #history: ChatMessage[] = [];
+  #files: File[] | null = null; // modelFiles (null: the `model` URL) and their registry id
+  #filesId = '';
+  readonly #pickerRow: HTMLElement;
 
   constructor() {
     super();
@@ -101,7 +110,7 @@ export class WebLoraChat extends Base {
     const uid = `weblora-chat-${this.#id}`;
     this.#root.innerHTML = `
       <style>${STYLES}</style>
-      <div part="container" class="container">
+      <div part="container" class="container">${FOLDER_PICKER_HTML}
         <div part="output" class="output" role="log" aria-live="polite" aria-atomic="false"
           aria-label="Conversation" tabindex="0" data-placeholder="Output appears here."></div>
         <progress part="progress" max="1" value="0" hidden aria-label="Model download"></progress>
@@ -125,6 +134,9 @@ export class WebLoraChat extends Base {
     this.#error = q('.error');
     this.#input = q('textarea');
     this.#stop = q('.stop');
+    this.#pickerRow = wireFolderPicker(this.#root, (files) => {
+      this.modelFiles = files;
+    });
 
     q<HTMLFormElement>('form').addEventListener('submit', (ev) => {
       ev.preventDefault();
@@ -150,9 +162,7 @@ export class WebLoraChat extends Base {
 
   connectedCallback(): void {
     // After the parser set every attribute: load eagerly so progress shows before the first prompt.
-    queueMicrotask(() => {
-      if (this.isConnected) this.#ensureModel().ready.catch(() => {});
-    });
+    queueMicrotask(() => this.#load());
   }
 
   disconnectedCallback(): void {
@@ -161,11 +171,27 @@ export class WebLoraChat extends Base {
 
   attributeChangedCallback(name: string, old: string | null, value: string | null): void {
     if (old === value) return;
+    if (name === 'model-picker') this.#pickerRow.hidden = value === null;
+    if (name === 'model') this.#files = null; // the URL set last wins over picked files
     if (name === 'mode' || name === 'model' || name === 'backend' || name === 'dtype') this.#history = [];
-    if ((name === 'model' || name === 'backend' || name === 'dtype') && this.#shared) {
-      this.#detach();
-      if (this.isConnected) this.#ensureModel().ready.catch(() => {});
-    }
+    if (name === 'model' || name === 'backend' || name === 'dtype') this.#reload();
+  }
+
+  /** Drops the current model and loads the new choice once the attributes set in this task are in. */
+  #reload(): void {
+    if (this.#shared) this.#detach();
+    queueMicrotask(() => this.#load());
+  }
+
+  /** Starts the load when connected, unless a picker element still waits for its folder. */
+  #load(): void {
+    if (!this.isConnected) return;
+    if (this.#waitsForFolder()) this.#setStatus('Open a model folder to start.');
+    else this.#ensureModel().ready.catch(() => {});
+  }
+
+  #waitsForFolder(): boolean {
+    return !this.#files && this.hasAttribute('model-picker') && !this.hasAttribute('model');
   }
 
   // ---------------------------------------------------------------- attributes as properties
@@ -175,6 +201,17 @@ export class WebLoraChat extends Base {
   }
   set model(v: string) {
     this.setAttribute('model', v);
+  }
+  /** A local HF-layout folder's files, loaded instead of `model` while set (null: the URL); new conversation. */
+  get modelFiles(): File[] | null {
+    return this.#files ? [...this.#files] : null;
+  }
+  set modelFiles(v: FileList | readonly File[] | null) {
+    const files = v ? Array.from(v) : [];
+    this.#files = files.length > 0 ? files : null;
+    this.#filesId = v && this.#files ? localModelId(v, files) : '';
+    this.#history = [];
+    this.#reload();
   }
   get adapter(): string | null {
     return this.getAttribute('adapter');
@@ -355,8 +392,9 @@ export class WebLoraChat extends Base {
   #key(): ModelKey {
     const b = this.getAttribute('backend');
     const d = this.getAttribute('dtype');
+    const files = this.#files ? { model: this.#filesId, files: this.#files } : { model: this.model };
     return {
-      model: this.model,
+      ...files,
       backend: b === 'webgpu' || b === 'wasm' ? b : 'auto',
       dtype: isModelDtype(d) ? d : undefined,
     };
@@ -364,6 +402,10 @@ export class WebLoraChat extends Base {
 
   #ensureModel(): SharedModel {
     if (this.#shared) return this.#shared;
+    if (this.#waitsForFolder())
+      throw new NoModelError('no model folder yet: "Open model folder…" or set modelFiles', {
+        state: 'no-model',
+      });
     const shared = sharedModel(this.#key());
     this.#shared = shared;
     this.#report = null;
