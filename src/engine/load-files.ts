@@ -31,6 +31,7 @@ import {
   localFilesSource,
   type ModelFileProgress,
   type ModelFileSpec,
+  pickedPaths,
 } from './model-files.ts';
 import type { LoadProgress, ModelSource } from './types.ts';
 
@@ -160,7 +161,7 @@ async function pickedFiles(
   forced: ModelDtype | undefined,
   progress: (p: LoadProgress) => void,
 ): Promise<FetchedFiles> {
-  const all = await localFilesSource(source);
+  const all = pickedPaths(source); // names only: the dtypes there are, without reading every file
   const available = MODEL_DTYPES.filter((d) => hasPicked(all, modelFileName(d)));
   const dtype: ModelDtype = forced ?? (available.includes('q4') ? 'q4' : 'fp32');
   const modelFile = modelFileName(dtype);
@@ -197,7 +198,7 @@ async function pickedFiles(
 }
 
 /** A picked file at `path`, or at a unique path ending in `/path` (a parent folder was picked). */
-function hasPicked(files: Map<string, Uint8Array>, path: string): boolean {
+function hasPicked(files: Map<string, unknown>, path: string): boolean {
   if (files.has(path)) return true;
   return [...files.keys()].filter((p) => p.endsWith(`/${path}`)).length === 1;
 }

@@ -442,6 +442,15 @@ function relativePath(f: File): string {
   return f.webkitRelativePath || f.name;
 }
 
+/** Picked files by their path inside the picked folder (as localFilesSource keys them), none read. */
+export function pickedPaths(files: readonly File[] | FileList): Map<string, File> {
+  const list = Array.from(files);
+  const paths = list.map(relativePath);
+  const first = paths[0]?.split('/')[0];
+  const sharedTop = first !== undefined && paths.every((p) => p.includes('/') && p.split('/')[0] === first);
+  return new Map(list.map((f, i) => [sharedTop ? paths[i]!.slice(first!.length + 1) : paths[i]!, f]));
+}
+
 /**
  * User-picked files (`<input type=file webkitdirectory>` or a multi-file pick) → path → bytes, keyed
  * like fetchModelFiles. The picked folder's own name (the common first segment of every
@@ -454,14 +463,7 @@ export async function localFilesSource(
   files: readonly File[] | FileList,
   specs?: readonly ModelFileSpec[],
 ): Promise<Map<string, Uint8Array>> {
-  const list = Array.from(files);
-  const paths = list.map(relativePath);
-  const first = paths[0]?.split('/')[0];
-  const sharedTop = first !== undefined && paths.every((p) => p.includes('/') && p.split('/')[0] === first);
-  const byPath = new Map<string, File>();
-  list.forEach((f, i) => {
-    byPath.set(sharedTop ? paths[i]!.slice(first!.length + 1) : paths[i]!, f);
-  });
+  const byPath = pickedPaths(files);
 
   const out = new Map<string, Uint8Array>();
   if (!specs) {
