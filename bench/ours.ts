@@ -19,6 +19,7 @@ import { LocalEngine } from '../src/engine/engine.ts';
 import { noAdapterFeeds } from '../src/engine/load.ts';
 import type { Ort } from '../src/engine/session.ts';
 import { TextTokenizer } from '../src/engine/tokenizer.ts';
+import { wasmGraphOf } from '../src/model/dequantize.ts';
 import type { LoraTarget } from '../src/model/inject-lora.ts';
 import { injectLora, type LoraBranchOp, loraBranchOpFor } from '../src/model/inject-lora.ts';
 import { decodeModel, encodeModel } from '../src/model/onnx-io.ts';
@@ -140,8 +141,11 @@ export async function runOurs(opts: SuiteOptions, log: Log): Promise<OursResult>
   log(
     `ours/${backend}/${dtype}: creating bench sessions (${opts.baseGraph ? 'base, ' : ''}injected ${branchOp}, injected ${altBranchOp})`,
   );
-  const decoded = decodeModel(pkg.model);
-  const base = opts.baseGraph ? await createBenchSession(ort, pkg.model, backend, pkg.config) : null;
+  // As the engine does (load.ts): on wasm, 4-bit MatMulNBits become fp32 MatMuls at load.
+  const prepared = backend === 'wasm' ? wasmGraphOf(decodeModel(pkg.model)) : null;
+  const decoded = prepared?.model ?? decodeModel(pkg.model);
+  const baseBytes = prepared?.dequantized ? encodeModel(decoded) : pkg.model;
+  const base = opts.baseGraph ? await createBenchSession(ort, baseBytes, backend, pkg.config) : null;
   const injected = await createBenchSession(
     ort,
     encodeModel(injectLora(decoded, { branchOp }).model),
@@ -260,6 +264,7 @@ export async function runOurs(opts: SuiteOptions, log: Log): Promise<OursResult>
     engineR8,
     swap,
     loadMs: report.loadMs,
+    dequantizedAtLoad: report.dequantizedAtLoad,
     transformers: tjs?.result ?? null,
   };
 }

@@ -47,6 +47,11 @@ export function rowsFor(o: OursResult, t: TjsResult | null): Row[] {
     `${o.modelFile}, ${o.targetCount} LoRA targets, ${o.promptTokens}-token prompt, ${decodeTokens} decode tokens × ${reps} reps`,
   );
   info('LoRA branch operator: engine (b, c) / comparison (d)', `${o.branchOp} / ${o.altBranchOp}`);
+  const dq = o.dequantizedAtLoad;
+  info(
+    'engine load ms; 4-bit weights dequantized at load',
+    `${f(o.loadMs, 0)}; ${dq ? `${dq.nodes} MatMulNBits → fp32 MatMul (${(dq.fp32Bytes / 2 ** 20).toFixed(0)} MiB f32)` : 'none'}`,
+  );
   if (o.base.stepMs.length === 0) {
     rowsWithoutBase(o, info);
   } else {

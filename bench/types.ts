@@ -108,6 +108,8 @@ export interface OursResult {
   engineR8: EngineSeries;
   swap: SwapResult;
   loadMs: number;
+  /** LoadReport.dequantizedAtLoad: 4-bit projections the engine ran as fp32 (wasm). */
+  dequantizedAtLoad: { nodes: number; fp32Bytes: number; reason: string } | null;
   transformers: TjsResult | null;
 }
 
