@@ -1,7 +1,8 @@
 // scripts/py/replica_135m.py, the smoke test: the same code at `--size tiny` (2 layers, hidden 64, vocab 2048;
 // ~2 s) writes a package that our loader and onnxruntime-web (wasm, Node) take as they would the 135M one:
 // config shape, a tokenizer whose encoding matches the Python BPE (scripts/py/bpe.py, the oracle), an fp32
-// file and a q4 file made by our quantizer (every projection MatMulNBits), and q4 greedy = fp32 greedy.
+// file and a q4 file made by our quantizer (default options: projections and lm_head MatMulNBits, the tied
+// embedding read from the lm_head's blocks), and q4 greedy = fp32 greedy.
 // The full 135M replica (~650 MB, ~30 s here, ~1 GB with q4) is for `npm run bench -- --model`, not CI.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -60,9 +61,10 @@ describe('replica_135m.py --size tiny', () => {
     expect(tok.decode(tok.encode(TEXT))).toBe(TEXT);
   });
 
-  it('q4 file: every projection MatMulNBits; greedy on wasm equals the fp32 file', async () => {
+  it('q4 file: projections and lm_head MatMulNBits, embedding from their blocks; greedy = fp32 file', async () => {
     const ops = (f: string) => nodesOf(graphOf(decodeModel(read(f)))).map((n) => n.opType);
-    expect(ops('onnx/model_q4.onnx').filter((o) => o === 'MatMulNBits')).toHaveLength(7 * 2);
+    expect(ops('onnx/model_q4.onnx').filter((o) => o === 'MatMulNBits')).toHaveLength(7 * 2 + 1);
+    expect(ops('onnx/model_q4.onnx').filter((o) => o === 'GatherBlockQuantized')).toHaveLength(1);
     expect(ops('onnx/model.onnx')).not.toContain('MatMulNBits');
     const config = parseModelConfig(json('config.json'));
     const prompt = [5, 300, 1200, 77, 9, 2000];
