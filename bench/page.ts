@@ -3,7 +3,7 @@
  * through Playwright, and mirrors progress to the console (which the driver prints). The suite is a
  * dynamic import (transformers.js only when asked for), so loading the page runs nothing.
  */
-import type { BenchApi, SuiteOptions, TrainSuiteOptions } from './types.ts';
+import type { BenchApi, SuiteOptions, TrainSuiteOptions, WasmQ4Options } from './types.ts';
 
 declare global {
   interface Window {
@@ -19,12 +19,20 @@ function log(msg: string): void {
 
 window.wlBench = {
   async preload() {
-    await Promise.all([import('./ours.ts'), import('./transformers.ts'), import('./train.ts')]);
+    await Promise.all([
+      import('./ours.ts'),
+      import('./transformers.ts'),
+      import('./train.ts'),
+      import('./wasm-q4.ts'),
+    ]);
   },
   async ours(opts: SuiteOptions) {
     return (await import('./ours.ts')).runOurs(opts, log);
   },
   async train(opts: TrainSuiteOptions) {
     return (await import('./train.ts')).runTrain(opts, log);
+  },
+  async wasmQ4(opts: WasmQ4Options) {
+    return (await import('./wasm-q4.ts')).runWasmQ4(opts, log);
   },
 };
