@@ -3,7 +3,7 @@
  * through Playwright, and mirrors progress to the console (which the driver prints). The suite is a
  * dynamic import (transformers.js only when asked for), so loading the page runs nothing.
  */
-import type { BenchApi, GatesSuiteOptions, SuiteOptions, TrainSuiteOptions } from './types.ts';
+import type { BenchApi, GatesSuiteOptions, SuiteOptions, TrainSuiteOptions, WasmQ4Options } from './types.ts';
 import type { VariantsOptions, VariantsResult } from './variants.ts';
 
 declare global {
@@ -28,6 +28,7 @@ window.wlBench = {
       import('./transformers.ts'),
       import('./train.ts'),
       import('./variants.ts'),
+      import('./wasm-q4.ts'),
     ]);
   },
   async ours(opts: SuiteOptions) {
@@ -41,5 +42,8 @@ window.wlBench = {
   },
   async variants(opts: VariantsOptions) {
     return (await import('./variants.ts')).runVariants(opts, log);
+  },
+  async wasmQ4(opts: WasmQ4Options) {
+    return (await import('./wasm-q4.ts')).runWasmQ4(opts, log);
   },
 };

@@ -6,13 +6,16 @@
  * one browser, prints one table per backend and writes all raw samples to bench/out/<date>.json. It is not
  * a test: nothing fails the process but errors (FAIL rows are reported, exit code stays 0).
  *
- *   tsx bench/run.ts [--suite inference|train|derive|gates|variants|all] [--backend wasm|webgpu|both] [--dtype q4|fp32]
+ *   tsx bench/run.ts [--suite inference|train|derive|gates|variants|wasm-q4|all] [--backend wasm|webgpu|both] [--dtype q4|fp32]
  *                    [--tokens N] [--reps N] [--swaps N] [--no-transformers]
  *                    [--train-backend cpu|webgpu|both] [--ranks 1,4,16] [--steps N] [--warmup N]
  *                    [--batch B] [--seq T] [--no-profile]
+ *                    [--model <folder>] [--no-base-graph] [--prompt-tokens N]
  * Defaults: the inference suite only; both backends (wasm first), q4; wasm 32 decode tokens × 5 reps,
  * webgpu 8 × 3; 20 swaps. Training suite (bench/train.ts): cpu then webgpu, ranks 1,4,16, B 2 × T 32,
  * 2 warm-up + 7 measured steps per rank, one kernel profile per rank on webgpu.
+ * `--model <folder>`: a model package outside public/ (e.g. scripts/py/replica_135m.py's), served at
+ * /models/<folder name>/ (model-mount.ts); `--no-base-graph` skips loop (a); `--prompt-tokens` (default 128).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
@@ -20,21 +23,26 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { chromium, type Page } from 'playwright';
 import { createServer } from 'vite';
+import { isModelDtype, MODEL_DTYPES } from '../src/model/package.ts';
 import { ORT_APP_MOUNT, ORT_RESOLVE_CONDITIONS, serveOrtFiles } from '../vite.config.ts';
 import { CHROMIUM_ARGS } from '../vitest.config.ts';
 import { type DeriveResult, rowsForDerive, runDeriveSuite } from './derive.ts';
+import { mountModelFolder } from './model-mount.ts';
 import { renderTable, rowsFor, rowsForGates, rowsForTrain } from './report.ts';
 import type {
   BenchBackend,
   BenchDtype,
+  BenchModel,
   GatesResult,
   OursResult,
   SuiteOptions,
   TrainBenchBackend,
   TrainResult,
   TrainSuiteOptions,
+  WasmQ4Result,
 } from './types.ts';
 import { rowsForVariants, type VariantsResult } from './variants.ts';
+import { rowsForWasmQ4 } from './wasm-q4-rows.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 
@@ -55,6 +63,9 @@ const { values: args } = parseArgs({
     batch: { type: 'string', default: '2' },
     seq: { type: 'string', default: '32' },
     'no-profile': { type: 'boolean', default: false },
+    model: { type: 'string' },
+    'no-base-graph': { type: 'boolean', default: false },
+    'prompt-tokens': { type: 'string', default: '128' },
   },
 });
 
@@ -69,18 +80,19 @@ const backends: BenchBackend[] =
     : args.backend === 'wasm' || args.backend === 'webgpu'
       ? [args.backend]
       : fail(`--backend must be wasm, webgpu or both (got ${args.backend})`);
-const dtype: BenchDtype =
-  args.dtype === 'q4' || args.dtype === 'fp32'
-    ? args.dtype
-    : fail(`--dtype must be q4 or fp32 (got ${args.dtype})`);
+const dtype: BenchDtype = isModelDtype(args.dtype)
+  ? args.dtype
+  : fail(`--dtype must be one of ${MODEL_DTYPES.join(', ')} (got ${args.dtype})`);
 const int = (s: string | undefined, name: string): number | undefined => {
   if (s === undefined) return undefined;
   const n = Number(s);
   return Number.isInteger(n) && n > 0 ? n : fail(`--${name} must be a positive integer (got ${s})`);
 };
-// --suite gates (bench/gates.ts): only that suite, on --backend (decode cost of routing gates).
+// --suite gates (bench/gates.ts) and --suite wasm-q4 (bench/wasm-q4.ts: fp32 vs q4 files on wasm,
+// lockstep) run alone.
 const gatesSuite = args.suite === 'gates';
-if (gatesSuite) args.suite = 'none';
+const wasmQ4Suite = args.suite === 'wasm-q4';
+if (gatesSuite || wasmQ4Suite) args.suite = 'none';
 const suites =
   args.suite === 'none'
     ? { inference: false, train: false, derive: false, variants: false }
@@ -96,7 +108,9 @@ const suites =
             derive: args.suite === 'derive',
             variants: args.suite === 'variants',
           }
-        : fail(`--suite must be inference, train, derive, gates, variants or all (got ${args.suite})`);
+        : fail(
+            `--suite must be inference, train, derive, gates, variants, wasm-q4 or all (got ${args.suite})`,
+          );
 const trainBackends: TrainBenchBackend[] =
   args['train-backend'] === 'both'
     ? ['cpu', 'webgpu']
@@ -108,10 +122,17 @@ const ranks = args.ranks!.split(',').map((r) => {
   return Number.isInteger(n) && n >= 1 && n <= 64 ? n : fail(`--ranks: each rank must be 1..64 (got ${r})`);
 });
 
+const mount = args.model === undefined ? null : mountModelFolder(args.model, fail);
+const model: BenchModel = mount?.model ?? {
+  name: 'weblora-shakespeare',
+  base: '/models/weblora-shakespeare/',
+};
+
 function trainOptionsFor(backend: TrainBenchBackend): TrainSuiteOptions {
   return {
     backend,
     dtype,
+    model,
     ranks,
     batch: int(args.batch, 'batch')!,
     seqLen: int(args.seq, 'seq')!,
@@ -129,6 +150,9 @@ function optionsFor(backend: BenchBackend): SuiteOptions {
     reps: int(args.reps, 'reps') ?? (backend === 'webgpu' ? 3 : 5),
     swaps: int(args.swaps, 'swaps')!,
     transformers: !args['no-transformers'],
+    model,
+    baseGraph: !args['no-base-graph'],
+    promptTokens: int(args['prompt-tokens'], 'prompt-tokens')!,
   };
 }
 
@@ -146,7 +170,7 @@ async function main(): Promise<void> {
     publicDir: 'public',
     cacheDir: 'node_modules/.vite-bench',
     logLevel: 'warn',
-    plugins: [serveOrtFiles([ORT_APP_MOUNT, ORT_TRANSFORMERS_MOUNT])],
+    plugins: [serveOrtFiles([ORT_APP_MOUNT, ORT_TRANSFORMERS_MOUNT]), ...(mount ? [mount.plugin] : [])],
     resolve: { conditions: ORT_RESOLVE_CONDITIONS },
     optimizeDeps: {
       entries: ['bench/index.html'],
@@ -172,7 +196,8 @@ async function main(): Promise<void> {
     args: CHROMIUM_ARGS,
   });
   const timeoutMs = Number(args.timeout) * 1000;
-  const results: (OursResult | TrainResult | DeriveResult | GatesResult | VariantsResult)[] = [];
+  const results: (OursResult | TrainResult | DeriveResult | GatesResult | VariantsResult | WasmQ4Result)[] =
+    [];
   const tables: string[] = [];
   try {
     // Load once so Vite's dependency optimizer settles before anything is timed (a late
@@ -208,7 +233,7 @@ async function main(): Promise<void> {
 
     for (const backend of suites.inference ? backends : []) {
       const opts = optionsFor(backend);
-      console.log(`\n== ${backend} / ${dtype}`);
+      console.log(`\n== ${backend} / ${dtype}${mount ? ` / ${model.name}` : ''}`);
       const ours = await inPage(backend, (page) =>
         page.evaluate((o): Promise<OursResult> => window.wlBench!.ours(o), opts),
       );
@@ -238,6 +263,18 @@ async function main(): Promise<void> {
       );
       results.push(v);
       tables.push(renderTable(`LoRA branch variants on the replicas: ${backend}`, rowsForVariants(v)));
+    }
+    if (wasmQ4Suite) {
+      const o = {
+        model,
+        promptTokens: int(args['prompt-tokens'], 'prompt-tokens')!,
+        decodeTokens: int(args.tokens, 'tokens') ?? 16,
+        reps: int(args.reps, 'reps') ?? 3,
+      };
+      console.log(`\n== wasm-q4 / ${model.name}`);
+      const r = await inPage('wasm-q4', (page) => page.evaluate((x) => window.wlBench!.wasmQ4(x), o));
+      results.push(r);
+      tables.push(renderTable(`wasm: fp32 vs q4 files, ${model.name}`, rowsForWasmQ4(r)));
     }
     for (const backend of suites.train ? trainBackends : []) {
       const opts = trainOptionsFor(backend);

@@ -4,10 +4,11 @@
  * samples travel too, so the JSON file can be re-analysed later.
  */
 import type { LoraBranchOp } from '../src/model/inject-lora.ts';
+import type { ModelDtype } from '../src/model/package.ts';
 import type { Summary } from './stats.ts';
 
 export type BenchBackend = 'webgpu' | 'wasm';
-export type BenchDtype = 'q4' | 'fp32';
+export type BenchDtype = ModelDtype;
 
 export interface SuiteOptions {
   backend: BenchBackend;
@@ -19,6 +20,19 @@ export interface SuiteOptions {
   swaps: number;
   /** Also run transformers.js in the same page, repetitions interleaved with engine.generate. */
   transformers: boolean;
+  /** The model package: its name and the URL path it is served at (`--model <folder>` mounts one). */
+  model: BenchModel;
+  /** Measure (a), the base graph, too (`--no-base-graph` skips it; the engine makes none above 32 MiB). */
+  baseGraph: boolean;
+  /** Prompt length in tokens (`--prompt-tokens`, default PROMPT_TOKENS). */
+  promptTokens: number;
+}
+
+export interface BenchModel {
+  /** Folder name under /models/ (what transformers.js is given). */
+  name: string;
+  /** URL path of the package, `/models/<name>/`. */
+  base: string;
 }
 
 /** One decode configuration measured with the bench loop (decode-loop.ts). */
@@ -94,6 +108,8 @@ export interface OursResult {
   engineR8: EngineSeries;
   swap: SwapResult;
   loadMs: number;
+  /** LoadReport.dequantizedAtLoad: 4-bit projections the engine ran as fp32 (wasm). */
+  dequantizedAtLoad: { nodes: number; fp32Bytes: number; reason: string } | null;
   transformers: TjsResult | null;
 }
 
@@ -116,6 +132,7 @@ export interface BenchApi {
   ours(opts: SuiteOptions): Promise<OursResult>;
   train(opts: TrainSuiteOptions): Promise<TrainResult>;
   gates(opts: GatesSuiteOptions): Promise<GatesResult>;
+  wasmQ4(opts: WasmQ4Options): Promise<WasmQ4Result>;
 }
 
 /** `npm run bench -- --suite train`: the training engine (src/train/) on one backend. */
@@ -125,6 +142,8 @@ export interface TrainSuiteOptions {
   /** 'cpu': CpuTrainBackend, ORT forward on 'wasm'. 'webgpu': GpuTrainBackend on ORT's GPUDevice, ORT on 'webgpu'. */
   backend: TrainBenchBackend;
   dtype: BenchDtype;
+  /** The model package, as SuiteOptions.model. */
+  model: BenchModel;
   ranks: number[];
   /** Sequences per step (B) and tokens per sequence (T). */
   batch: number;
@@ -195,10 +214,30 @@ export interface GatesSuiteOptions {
   reps: number;
 }
 
+/** `--suite wasm-q4` (bench/wasm-q4.ts). */
+export interface WasmQ4Options {
+  model: BenchModel;
+  promptTokens: number;
+  decodeTokens: number;
+  reps: number;
+}
+
 export interface GatesResult {
   kind: 'gates';
   backend: BenchBackend;
   dtype: BenchDtype;
   /** Per configuration: the bench loop's series (decode tok/s per repetition, step times in lockstep). */
   rows: { label: string; series: LoopSeries }[];
+}
+
+export interface WasmQ4Result {
+  suite: 'wasm-q4';
+  options: WasmQ4Options;
+  promptTokens: number;
+  q4Bytes: number;
+  dequantized: { nodes: number; fp32Bytes: number; reason: string } | null;
+  /** Decode + dequantizeNBits + encode of the q4 file, ms. */
+  dequantizeMs: number;
+  /** fp32 file, q4 as shipped, q4 dequantized at load; steps in lockstep. */
+  configs: { name: string; fileBytes: number; createMs: number; series: LoopSeries }[];
 }

@@ -12,6 +12,7 @@ import { toOrtFeeds } from '../adapters/gated-provider.ts';
 import { detectCapabilities } from '../env.ts';
 import { DeviceLostError, UnsupportedError } from '../errors.ts';
 import { specialTokensOf } from '../model/chat.ts';
+import { wasmGraphOf } from '../model/dequantize.ts';
 import type { GateSite } from '../model/inject-gates.ts';
 import { injectLora, type LoraTarget, loraBranchOpFor } from '../model/inject-lora.ts';
 import { detectLayout } from '../model/layout.ts';
@@ -190,12 +191,16 @@ export async function loadModel(
   const presentNames = outputsOf(graphOf(decoded))
     .map((o) => o.name)
     .filter((n) => n.startsWith('present.'));
+  // On wasm, 4-bit MatMulNBits run as fp32 MatMuls dequantized here (model/dequantize.ts says why).
+  const forBackend = (b: Backend) =>
+    b === 'wasm' ? wasmGraphOf(decoded) : { model: decoded, dequantized: null };
   const inject = (b: Backend) => {
-    const { model, targets, gates } = injectLora(decoded, {
+    const prepared = forBackend(b);
+    const { model, targets, gates } = injectLora(prepared.model, {
       branchOp: loraBranchOpFor(b),
       gates: !!opts.gates,
     });
-    return { bytes: encodeModel(model), targets, gates };
+    return { bytes: encodeModel(model), targets, gates, prepared };
   };
   let injected = inject(backend);
 
@@ -222,12 +227,16 @@ export async function loadModel(
   const { targets } = injected;
 
   let baseGraph: DecoderGraph | null = null;
+  let baseSessionBytes = 0;
   let noAdapter: ReturnType<typeof noAdapterFeeds> | null = null;
   try {
     if (settings.baseGraphForNoAdapter ?? weightBytes <= BASE_SESSION_MAX_BYTES) {
       // The original bytes, same EP/options (on webgpu ORT shares its one GPUDevice between sessions).
       try {
-        baseGraph = await create(modelBytes, backend);
+        const p = injected.prepared;
+        const bytes = p.dequantized ? encodeModel(p.model) : modelBytes;
+        baseGraph = await create(bytes, backend);
+        baseSessionBytes = bytes.byteLength + externalDataBytes;
       } catch (e) {
         console.warn('weblora: the un-injected base session failed; "no adapter" uses the LoRA graph', e);
       }
@@ -281,13 +290,14 @@ export async function loadModel(
       externalDataBytes,
       baseSession: baseGraph !== null,
       // External data is handed to both sessions: count it once per session.
-      sessionBytes: injected.bytes.byteLength + externalDataBytes + (baseGraph ? weightBytes : 0),
+      sessionBytes: injected.bytes.byteLength + externalDataBytes + baseSessionBytes,
       targets,
       targetCount: targets.length,
       loraBranchOp: loraBranchOpFor(backend),
       loadMs: performance.now() - t0,
       modelId,
       modelAliases: aliasesOf(configJson, opts.modelAliases, modelId),
+      dequantizedAtLoad: injected.prepared.dequantized,
     };
     const feeds = noAdapter;
     const sessions = { graph, baseGraph };
