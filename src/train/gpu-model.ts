@@ -5,7 +5,8 @@
  * reference (cpu-model.ts + optim.ts) op for op, in fp32 with f32 sums. Frozen weights are uploaded once
  * (4-bit MatMulNBits blocks stay 4-bit: dequantized inside the matmul kernels); activations live in one
  * ShapePlan per (B, T) (gpu-plan.ts) and are reused; the LoRA gradient buffer and the AdamW moments are
- * allocated on first use. All LoRA A/B live in ONE buffer (each module's [A | B] at an aligned offset),
+ * allocated on first use (gradients packed 16-bit "g16", f16.ts; moments packed f16). All LoRA A/B live
+ * in ONE buffer (each module's [A | B] at an aligned offset),
  * so gradient norm, clipping and AdamW are three dispatches over everything. One readback per call:
  * the per-row losses (accumulate / evalLoss) or the gradient norm (step).
  * Optional activation recomputation (`recompute`, gpu-plan.ts). Not here: the trainer loop, schedules,
@@ -14,7 +15,7 @@
 import { DeviceLostError, InvalidOptionError, UnsupportedError } from '../errors.ts';
 import { MODULE_ORDER, type ModuleName } from '../model/targets.ts';
 import type { Batch, FrozenWeights, LoraModule } from './cpu-model.ts';
-import { packMoments, unpackMoments } from './f16.ts';
+import { packMoments, unpackG16, unpackMoments } from './f16.ts';
 import { prepareBatch, validateModules } from './gpu-batch.ts';
 import { type Cmd, GpuKernels, requireLimit, type ShaderName, wg64 } from './gpu-kernels.ts';
 import { packQ4ForGpu } from './gpu-layout.ts';
@@ -190,10 +191,18 @@ export class GpuTrainBackend implements TrainBackend {
         off,
         len,
       };
-      off += Math.ceil(len / k.alignFloats) * k.alignFloats;
+      if ((s.R * K) % 2)
+        throw new UnsupportedError(
+          `${m.path}: rank × input size ${s.R} × ${K} is odd (packed gradients need it even)`,
+          {
+            limit: 'packed gradients',
+          },
+        );
+      // 2 · alignFloats: the g16 gradient buffer (2 bytes per element) is bound at off · 2 bytes.
+      off += Math.ceil(len / (2 * k.alignFloats)) * 2 * k.alignFloats;
       return s;
     });
-    this.n = Math.max(off, 4);
+    this.n = Math.max(off, 4); // even (g16 pairs)
     this.lora = k.buffer(this.n, 'lora A|B');
     this.writeLora(modules.map((m) => m.branch));
     this.ctx = {
@@ -260,7 +269,7 @@ export class GpuTrainBackend implements TrainBackend {
   }
 
   private ensureGrads(): GPUBuffer {
-    this.grads ??= this.kernels.buffer(this.n, 'lora grads');
+    this.grads ??= this.kernels.buffer(this.n / 2, 'lora grads (packed g16)');
     return this.grads;
   }
 
@@ -382,7 +391,8 @@ export class GpuTrainBackend implements TrainBackend {
   }
 
   private async readGradsNow(): Promise<Float32Array[]> {
-    const all = await this.kernels.read(this.ensureGrads(), this.n);
+    const words = await this.kernels.read(this.ensureGrads(), this.n / 2);
+    const all = unpackG16(new Uint32Array(words.buffer, words.byteOffset, this.n / 2), this.n);
     return this.slots.flatMap((s) => [
       all.slice(s.off, s.off + s.R * s.K),
       all.slice(s.off + s.R * s.K, s.off + s.len),

@@ -324,7 +324,8 @@ export class ShapePlan {
     const g = k.bindGroup(name, [
       dinp ?? dummyRw[0]!,
       slot ? { buffer: s.dxa, offset: 0, size: this.N * slot.R * 4 } : dummyRw[1]!,
-      slot ? { buffer: s.grads, offset: slot.off * 4, size: slot.len * 4 } : dummyRw[2]!,
+      // g16 gradients: 2 bytes per element (slot.off is a multiple of 2 · alignFloats).
+      slot ? { buffer: s.grads, offset: slot.off * 2, size: Math.ceil(slot.len / 2) * 4 } : dummyRw[2]!,
       dout,
       inp,
       slot ? this.xaRange(i) : dummyRo,
@@ -334,8 +335,8 @@ export class ShapePlan {
     ]);
     if (slot) {
       cmds.push(k.cmd(name, 'lora_dxa', g, wg64(this.N * slot.R)));
-      cmds.push(k.cmd(name, 'lora_db', g, wg64(slot.O * slot.R)));
-      cmds.push(k.cmd(name, 'lora_da', g, wg64(slot.R * slot.K)));
+      cmds.push(k.cmd(name, 'lora_db', g, wg64(Math.ceil((slot.O * slot.R) / 2))));
+      cmds.push(k.cmd(name, 'lora_da', g, wg64((slot.R * slot.K) / 2)));
     }
     if (dinp) {
       // f32: 4 rows × 4 k per invocation; q4: 8 rows × one packed word (8 k).
