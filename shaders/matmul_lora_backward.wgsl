@@ -14,8 +14,8 @@ struct Params {
   O: u32,
   R: u32,
   scale: f32,
-  _pad0: u32,
-  _pad1: u32,
+  wf16: u32,  // 0: w is f32; else f16 pairs at scale 1 / wInv (f16.ts packF16Scaled; the tied lm_head)
+  wInv: f32,
   _pad2: u32,
 }
 
@@ -25,7 +25,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read> dout: array<f32>;        // (M, O)
 @group(0) @binding(4) var<storage, read> inp: array<f32>;         // (M, K)
 @group(0) @binding(5) var<storage, read> xa: array<f32>;          // (M, R) saved by the forward
-@group(0) @binding(6) var<storage, read> w: array<f32>;           // (O, K)
+@group(0) @binding(6) var<storage, read> w: array<u32>;           // (O, K) f32 bits or f16 pairs
 @group(0) @binding(7) var<storage, read> lora: array<f32>;        // A (R, K) | B (O, R)
 @group(0) @binding(8) var<uniform> p: Params;
 
@@ -112,7 +112,7 @@ fn dinp_main(@builtin(global_invocation_id) gid: vec3u) {
   var acc = array<vec4f, 4>(vec4f(0.0), vec4f(0.0), vec4f(0.0), vec4f(0.0)); // acc[row][k]
   for (var o = 0u; o < p.O; o++) {
     let wo = o * p.K;
-    let wk = vec4f(w[wo + k0], w[wo + k1], w[wo + k2], w[wo + k3]);
+    let wk = vec4f(wAt(wo + k0), wAt(wo + k1), wAt(wo + k2), wAt(wo + k3));
     acc[0] += dout[r0 + o] * wk;
     acc[1] += dout[r1 + o] * wk;
     acc[2] += dout[r2 + o] * wk;
@@ -172,4 +172,11 @@ fn g16Dec(h: u32) -> f32 {
 // Adds (a, b) to the pair in word w (a to the low half, b to the high one).
 fn g16Add2(w: u32, a: f32, b: f32) -> u32 {
   return g16Enc(g16Dec(w & 0xffffu) + a) | (g16Enc(g16Dec(w >> 16u) + b) << 16u);
+}
+
+fn wAt(i: u32) -> f32 {
+  if (p.wf16 == 0u) {
+    return bitcast<f32>(w[i]);
+  }
+  return unpack2x16float(w[i >> 1u])[i & 1u] * p.wInv;
 }

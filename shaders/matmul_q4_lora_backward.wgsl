@@ -17,9 +17,10 @@ struct Params {
   R: u32,
   bs: u32,       // block size (power of two >= 16)
   nb: u32,       // ceil(K / bs)
-  scalesOff: u32, // word offset of the f32 scales in qweight
+  scalesOff: u32, // word offset of the f16 scale pairs in qweight
   zpOff: u32,    // word offset of the packed zero points in qweight; 0 = none (zero point 8)
   scale: f32,    // LoRA scale (alpha / r or alpha / sqrt(r))
+  sInv: f32,     // the f16 block scales are stored times 1 / sInv (gpu-layout.ts packQ4ForGpu)
 }
 
 @group(0) @binding(0) var<storage, read_write> dinp: array<f32>;  // (M, K) +=
@@ -44,7 +45,7 @@ fn weightAt(o: u32, k: u32) -> f32 {
   if (p.zpOff != 0u) {
     z = (byteAt(p.zpOff * 4u + o * ((p.nb + 1u) / 2u) + b / 2u) >> ((b & 1u) * 4u)) & 0xfu;
   }
-  return (f32(q) - f32(z)) * bitcast<f32>(qweight[p.scalesOff + o * p.nb + b]);
+  return (f32(q) - f32(z)) * scaleAt(o * p.nb + b);
 }
 
 @compute @workgroup_size(64)
@@ -135,7 +136,7 @@ fn dinp_main(@builtin(global_invocation_id) gid: vec3u) {
     if (p.zpOff != 0u) {
       z = f32((byteAt(p.zpOff * 4u + o * ((p.nb + 1u) / 2u) + b / 2u) >> ((b & 1u) * 4u)) & 0xfu);
     }
-    let sc = bitcast<f32>(qweight[p.scalesOff + o * p.nb + b]);
+    let sc = scaleAt(o * p.nb + b);
     let d0 = vec4f(dout[ro[0] + o], dout[ro[1] + o], dout[ro[2] + o], dout[ro[3] + o]) * sc;
     let d1 = vec4f(dout[ro[4] + o], dout[ro[5] + o], dout[ro[6] + o], dout[ro[7] + o]) * sc;
     for (var j = 0u; j < 8u; j++) {
@@ -201,4 +202,9 @@ fn g16Dec(h: u32) -> f32 {
 // Adds (a, b) to the pair in word w (a to the low half, b to the high one).
 fn g16Add2(w: u32, a: f32, b: f32) -> u32 {
   return g16Enc(g16Dec(w & 0xffffu) + a) | (g16Enc(g16Dec(w >> 16u) + b) << 16u);
+}
+
+// Block scale i (= o * nb + b): f16 pairs, element 2j in the low half.
+fn scaleAt(i: u32) -> f32 {
+  return unpack2x16float(qweight[p.scalesOff + (i >> 1u)])[i & 1u] * p.sInv;
 }

@@ -118,3 +118,26 @@ export function packG16(g: ArrayLike<number>): Uint32Array {
   for (let i = 0; i < g.length; i++) out[i >>> 1]! |= g16Bits(g[i]!) << ((i & 1) * 16);
   return out;
 }
+
+/**
+ * A frozen f32 tensor as f16 pairs (element 2j in the low half) at a power-of-two scale S with
+ * absmax·S ≤ 2^15, so nothing overflows and values down to absmax·2^-29 stay normal (11 significant
+ * bits: relative error ≤ 2^-11 = 4.9e-4). The kernels read unpack2x16float(w[i / 2])[i % 2] · inv,
+ * inv = 1/S (exact). Used for the WebGPU backend's embedding / tied lm_head and 4-bit block scales.
+ */
+export function packF16Scaled(x: ArrayLike<number>): { words: Uint32Array; inv: number } {
+  let absmax = 0;
+  for (let i = 0; i < x.length; i++) absmax = Math.max(absmax, Math.abs(x[i]!));
+  const e = absmax > 0 ? Math.min(100, Math.max(-100, 15 - Math.ceil(Math.log2(absmax)))) : 0;
+  const S = 2 ** e;
+  const words = new Uint32Array(Math.ceil(x.length / 2));
+  for (let i = 0; i < x.length; i++) words[i >>> 1]! |= f16Bits(x[i]! * S) << ((i & 1) * 16);
+  return { words, inv: 2 ** -e };
+}
+
+/** The f32 values the kernels read from packF16Scaled's words (tests and the CPU mirror use it). */
+export function unpackF16Scaled(words: Uint32Array, inv: number, n: number): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = f16Value((words[i >>> 1]! >>> ((i & 1) * 16)) & 0xffff) * inv;
+  return out;
+}

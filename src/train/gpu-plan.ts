@@ -29,6 +29,9 @@ export interface GpuLinear {
   nb: number;
   scalesOffset: number;
   zpOffset: number;
+  scaleInv?: number; // q4: the f16 block scales' power-of-two factor (gpu-layout.ts)
+  /** f32 kind only: set when buf holds f16 pairs at scale 1 / wInv (f16.ts packF16Scaled). */
+  wInv?: number;
 }
 
 /** One trained LoRA module: where its [A (R, K) | B (O, R)] lives in the backend's one LoRA buffer. */
@@ -47,7 +50,8 @@ export interface GpuSlot {
 export interface PlanCtx {
   k: GpuKernels;
   cfg: DecoderConfig;
-  embed: GPUBuffer; // (V, C)
+  embed: GPUBuffer; // (V, C) f32, or f16 pairs at scale 1 / embedInv (f16.ts packF16Scaled)
+  embedInv: number; // 0: f32
   layers: { inputNorm: GPUBuffer; postNorm: GPUBuffer; proj: Record<ModuleName, GpuLinear> }[];
   finalNorm: GPUBuffer; // (C)
   lmHead: GpuLinear; // (V, C)
@@ -145,7 +149,12 @@ export class ShapePlan {
       k.cmd(
         'embedding',
         'main',
-        k.bindGroup('embedding', [this.xs[0]!, this.tokens, ctx.embed, this.uni([N, C], 'uu')]),
+        k.bindGroup('embedding', [
+          this.xs[0]!,
+          this.tokens,
+          ctx.embed,
+          this.uni([N, C, ctx.embedInv ? 1 : 0, ctx.embedInv], 'uuuf'),
+        ]),
         wg64(N * C),
       ),
     );
@@ -283,10 +292,10 @@ export class ShapePlan {
     const R = s?.R ?? 0;
     const scale = s?.scale ?? 0;
     return lin.kind === 'f32'
-      ? this.uni([this.N, lin.K, lin.O, R, scale], 'uuuuf')
+      ? this.uni([this.N, lin.K, lin.O, R, scale, lin.wInv ? 1 : 0, lin.wInv ?? 0], 'uuuufuf')
       : this.uni(
-          [this.N, lin.K, lin.O, R, lin.bs, lin.nb, lin.scalesOffset, lin.zpOffset, scale],
-          'uuuuuuuuf',
+          [this.N, lin.K, lin.O, R, lin.bs, lin.nb, lin.scalesOffset, lin.zpOffset, scale, lin.scaleInv ?? 1],
+          'uuuuuuuuff',
         );
   }
 

@@ -9,7 +9,7 @@ import rmsnormSrc from '../../shaders/rmsnorm.wgsl?raw';
 import rmsnormBackwardSrc from '../../shaders/rmsnorm_backward.wgsl?raw';
 import { quantizeBlock4 } from '../../src/model/quantize.ts';
 import { packG16, unpackG16 } from '../../src/train/f16.ts';
-import { packLoraForGpu, packQ4ForGpu } from '../../src/train/gpu-layout.ts';
+import { gpuStoredLinear, packLoraForGpu, packQ4ForGpu } from '../../src/train/gpu-layout.ts';
 import {
   type FrozenLinear,
   type LoraBranch,
@@ -157,7 +157,7 @@ describe('matmul_q4_lora(.wgsl, _backward.wgsl) vs src/train/ref/linear.ts', () 
       const [M, K, O, R, bs, scale] = [5, 40, 6, 3, 16, 1.5];
       const nb = Math.ceil(K / bs);
       const q = quantizeBlock4(rand(K * O, 5, 0.5), K, O, { blockSize: bs, zeroPoints });
-      const w: FrozenLinear = {
+      const file: FrozenLinear = {
         kind: 'q4',
         K,
         O,
@@ -166,6 +166,8 @@ describe('matmul_q4_lora(.wgsl, _backward.wgsl) vs src/train/ref/linear.ts', () 
         scales: q.scales,
         zeroPoints: q.zeroPoints ?? null,
       };
+      // The reference runs on the weight as the GPU stores it (f16 block scales, gpu-layout.ts).
+      const w = gpuStoredLinear(file);
       const inp = rand(M * K, 6);
       const lora: LoraBranch = {
         R,
@@ -179,9 +181,9 @@ describe('matmul_q4_lora(.wgsl, _backward.wgsl) vs src/train/ref/linear.ts', () 
       const xa = new Float32Array(M * R);
       linearLoraForward(out, xa, inp, w, lora, M);
 
-      const qw = packQ4ForGpu(w);
+      const qw = packQ4ForGpu(file);
       expect(qw.nb).toBe(nb);
-      const p = params([M, K, O, R, bs, nb, qw.scalesOffset, qw.zpOffset], [scale]);
+      const p = params([M, K, O, R, bs, nb, qw.scalesOffset, qw.zpOffset], [scale, qw.scaleInv]);
       const gQ = buffer(new Uint8Array(qw.words.buffer));
       const gInp = buffer(inp);
       const gLora = buffer(packLoraForGpu(lora));
