@@ -5,7 +5,7 @@
 // cache and layouts). Gradient contracts are checked by pre-filling outputs: `+=` outputs keep what was
 // there, `=` outputs overwrite it. (RMSNorm and the 4-bit matmul are in train-kernels.test.ts.)
 import { beforeAll, describe, expect, it } from 'vitest';
-import { packG16, unpackG16, unpackMoments } from '../../src/train/f16.ts';
+import { packF16Scaled, packG16, unpackF16Scaled, unpackG16, unpackMoments } from '../../src/train/f16.ts';
 import {
   type Binding,
   GpuKernels,
@@ -102,6 +102,19 @@ describe('embedding, residual, swiglu', () => {
     const out = up(rand(N * C, 2)); // overwritten (=)
     await run('embedding', [['main', wg64(N * C)]], [out, up(tokens), up(wte), k.uniform([N, C], 'uu')]);
     expectClose(await k.read(out, N * C), want, { atol: 0, rtol: 0 }, 'embedding');
+  });
+
+  it('embedding forward from an f16 table (wf16): exactly the rows of the decoded table', async () => {
+    const [N, C, V] = [7, 12, 9];
+    const packed = packF16Scaled(rand(V * C, 1, 0.01)); // small values: the power-of-two scale matters
+    expect(Math.log2(packed.inv)).toBe(-21); // absmax ≈ 0.01: 2^(15 − ceil(log2 0.01)) = 2^21
+    const tokens = Uint32Array.from([3, 0, 8, 3, 5, 1, 8]);
+    const want = new Float32Array(N * C);
+    embeddingForward(want, tokens, unpackF16Scaled(packed.words, packed.inv, V * C), N, C);
+    const out = up(rand(N * C, 2));
+    const p = k.uniform([N, C, 1, packed.inv], 'uuuf');
+    await run('embedding', [['main', wg64(N * C)]], [out, up(tokens), up(packed.words), p]);
+    expectClose(await k.read(out, N * C), want, { atol: 0, rtol: 0 }, 'embedding f16');
   });
 
   it('residual: out += inp', async () => {
@@ -246,10 +259,17 @@ describe('crossentropy (losses, dlogits in place) vs ref/crossentropy.ts', () =>
 });
 
 describe('matmul_lora(.wgsl, _backward.wgsl): fp32 base + LoRA vs ref/linear.ts', () => {
-  for (const R of [3, 0]) {
-    it(`forward (out, xa) and backward (dinp, dA, dB +=), M 5, K 42, O 6 (not multiples of 4), R ${R}`, async () => {
+  for (const [R, f16] of [
+    [3, false],
+    [0, false],
+    [3, true],
+  ] as const) {
+    it(`forward (out, xa) and backward (dinp, dA, dB +=), M 5, K 42, O 6 (not multiples of 4), R ${R}${f16 ? ', W as f16 pairs (wf16)' : ''}`, async () => {
       const [M, K, O, scale] = [5, 42, 6, 1.5];
-      const w: FrozenLinear = { kind: 'f32', K, O, w: rand(O * K, 23, 0.3) };
+      const w0 = rand(O * K, 23, 0.3);
+      // wf16: W stored as f16 pairs at a power-of-two scale; the reference gets the decoded W.
+      const pw = packF16Scaled(w0);
+      const w: FrozenLinear = { kind: 'f32', K, O, w: f16 ? unpackF16Scaled(pw.words, pw.inv, O * K) : w0 };
       const inp = rand(M * K, 24);
       const lora: LoraBranch | null = R
         ? { R, scale, A: rand(R * K, 25, 0.3), B: rand(O * R, 26, 0.3), dA: null, dB: null }
@@ -257,11 +277,11 @@ describe('matmul_lora(.wgsl, _backward.wgsl): fp32 base + LoRA vs ref/linear.ts'
       const out = new Float32Array(M * O);
       const xa = new Float32Array(M * Math.max(R, 1));
       linearLoraForward(out, lora ? xa : null, inp, w, lora, M);
-      const p = k.uniform([M, K, O, R, scale], 'uuuuf');
+      const p = k.uniform([M, K, O, R, scale, f16 ? 1 : 0, f16 ? pw.inv : 0], 'uuuufuf');
       const gOut = up(rand(M * O, 27));
       const gXa = k.buffer(M * Math.max(R, 1), 'xa');
       const gInp = up(inp);
-      const gW = up(w.w);
+      const gW = up(f16 ? pw.words : w.w);
       const gLora = lora ? up(packLoraForGpu(lora)) : k.buffer(4, 'none');
       const fwd: [string, number][] = [['main', wg64(Math.ceil(M / 4) * Math.ceil(O / 4))]];
       if (R) fwd.unshift(['lora_xa', wg64(M * R)]);
