@@ -290,10 +290,11 @@ export function rowsForTrain(t: TrainResult): Row[] {
         `${p}: GPU bytes (gpuBytes) by part`,
         `frozen base ${mib(frozen)} + LoRA ${mib(b.lora)} + grads & AdamW ${mib(b.optimizer)} + activations ${mib(b.activations)} = ${mib(b.total)}`,
       );
-      // The gradient buffer and the packed m|v buffer are each one 4-byte word per LoRA parameter.
+      // LoRA A|B and the packed m|v are 4 bytes per LoRA parameter, the g16 gradients 2.
+      const e = b.embeddingF16 ? 'f16' : 'f32';
       info(
         `${p}: frozen base, LoRA state by buffer`,
-        `embedding (= tied lm_head, f32) ${mib(b.embedding)} + 4-bit projections, scales, norms ${mib(frozen - b.embedding)}; LoRA A|B f32 ${mib(b.lora)} + grads f32 ${mib(b.lora)} + AdamW m|v packed f16 ${mib(b.lora)} + grad-norm scratch ${mib(b.optimizer - 2 * b.lora)} (12 bytes per LoRA parameter: ${f((3 * b.lora) / t.modelFileBytes, 2)}× the file)`,
+        `embedding (= tied lm_head, ${e}) ${mib(b.embedding)} + 4-bit projections, f16 scales, norms ${mib(frozen - b.embedding)}; LoRA A|B f32 ${mib(b.lora)} + grads g16 ${mib(b.grads)} + AdamW m|v packed f16 ${mib(b.lora)} + grad-norm scratch ${mib(b.optimizer - b.grads - b.lora)} (10 bytes per LoRA parameter: ${f((2 * b.lora + b.grads) / t.modelFileBytes, 2)}× the file)`,
       );
       const noAct = (b.total - b.activations) / t.modelFileBytes;
       const q4 = o.dtype === 'q4';

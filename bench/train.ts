@@ -24,6 +24,7 @@ import { fetchModelPackage, modelFileName } from '../src/model/package.ts';
 import { MODULE_ORDER } from '../src/model/targets.ts';
 import { CpuTrainBackend } from '../src/train/cpu-backend.ts';
 import type { Batch } from '../src/train/cpu-model.ts';
+import { f16Embedding } from '../src/train/gpu-layout.ts';
 import { GpuTrainBackend } from '../src/train/gpu-model.ts';
 import { profilePass } from '../src/train/gpu-profile.ts';
 import { initLora } from '../src/train/lora.ts';
@@ -127,13 +128,17 @@ export async function runTrain(opts: TrainSuiteOptions, log: Log): Promise<Train
         const afterAcc = gpu.gpuBytes;
         await gpu.step(LR, MAX_GRAD_NORM);
         const total = gpu.gpuBytes;
-        const grads = Math.max(16, Math.ceil((gpu.n * 4) / 16) * 16);
+        const lora = Math.max(16, Math.ceil((gpu.n * 4) / 16) * 16);
+        const grads = Math.max(16, Math.ceil((gpu.n * 2) / 16) * 16); // g16: 2 bytes per parameter
+        const embF16 = f16Embedding(weights); // f16 on a 4-bit base (gpu-layout.ts)
         bytes = {
           afterCreate,
-          lora: grads,
+          lora,
+          grads,
           activations: afterAcc - afterCreate - grads,
           optimizer: total - afterAcc + grads,
-          embedding: cfg.V * cfg.C * 4,
+          embedding: embF16 ? Math.ceil((cfg.V * cfg.C) / 2) * 4 : cfg.V * cfg.C * 4,
+          embeddingF16: embF16,
           total,
         };
         if (afterEval < afterCreate) throw new Error('gpuBytes shrank');

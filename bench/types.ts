@@ -164,12 +164,15 @@ export interface TrainGpuBytes {
   afterCreate: number;
   /** LoRA A|B buffer (n floats). */
   lora: number;
+  /** The gradient buffer (n g16 values, 2 bytes each; allocated by the first accumulate). */
+  grads: number;
   /** Forward activations + uniforms of the (B, T) plan (first evalLoss), plus backward scratch (first accumulate). */
   activations: number;
-  /** Gradient buffer + AdamW m|v (packed f16, one u32 per parameter) + grad-norm scratch (first accumulate / step). */
+  /** Gradient buffer (g16) + AdamW m|v (packed f16, one u32 per parameter) + grad-norm scratch (first accumulate / step). */
   optimizer: number;
-  /** Of the frozen base: the f32 embedding table (also the tied lm_head), V·C·4. */
+  /** Of the frozen base: the embedding table (also the tied lm_head): V·C·2 as f16 on a 4-bit base, else V·C·4. */
   embedding: number;
+  embeddingF16: boolean;
   /** gpuBytes after a full step: everything. */
   total: number;
 }

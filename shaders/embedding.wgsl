@@ -6,13 +6,13 @@
 struct Params {
   N: u32,
   C: u32,
-  _pad0: u32,
-  _pad1: u32,
+  wf16: u32,  // 0: wte is f32; else f16 pairs at scale 1 / wInv (src/train/f16.ts packF16Scaled)
+  wInv: f32,
 }
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>; // (N, C)
 @group(0) @binding(1) var<storage, read> tokens: array<u32>;    // (N)
-@group(0) @binding(2) var<storage, read> wte: array<f32>;       // (V, C)
+@group(0) @binding(2) var<storage, read> wte: array<u32>;       // (V, C) f32 bits or f16 pairs
 @group(0) @binding(3) var<uniform> p: Params;
 
 @compute @workgroup_size(64)
@@ -23,5 +23,12 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   }
   let n = i / p.C;
   let c = i % p.C;
-  out[i] = wte[tokens[n] * p.C + c];
+  out[i] = wAt(tokens[n] * p.C + c);
+}
+
+fn wAt(i: u32) -> f32 {
+  if (p.wf16 == 0u) {
+    return bitcast<f32>(wte[i]);
+  }
+  return unpack2x16float(wte[i >> 1u])[i & 1u] * p.wInv;
 }

@@ -1,5 +1,5 @@
 // Global gradient norm and clip coefficient (torch.nn.utils.clip_grad_norm_, as src/train/optim.ts
-// clipGradNorm, its test oracle): total = ‖all LoRA grads‖₂, coef = maxNorm / (total + 1e-6) if that is
+// clipGradNorm, its test oracle): total = ‖all LoRA grads‖₂ (read as g16 pairs, see below), coef = maxNorm / (total + 1e-6) if that is
 // < 1 (and clipping is on), else 1. The gradients are NOT rewritten: adamw.wgsl multiplies by stats[1].
 // Two entry points sharing one layout, a two-level reduction:
 //   `partial`  one workgroup of 256 per chunk of p.chunk elements: Σ g² into partials[wg] (dispatch P).
@@ -11,7 +11,7 @@
 // stores moments at, stats[3] = the previous step's S (0: no moments stored yet).
 struct Params {
   n: u32,       // gradient elements
-  chunk: u32,   // elements per `partial` workgroup
+  chunk: u32,   // elements per `partial` workgroup (even: chunks start on a g16 word)
   P: u32,       // number of partials
   clip: u32,    // 0: no clipping (coef 1)
   maxNorm: f32,
@@ -22,7 +22,7 @@ struct Params {
 
 @group(0) @binding(0) var<storage, read_write> partials: array<f32>; // (P)
 @group(0) @binding(1) var<storage, read_write> stats: array<f32>;    // [total, coef, S, S_prev, gmax]
-@group(0) @binding(2) var<storage, read> grad: array<f32>;           // (n)
+@group(0) @binding(2) var<storage, read> grad: array<u32>;           // (n / 2) g16 pairs
 @group(0) @binding(3) var<uniform> p: Params;
 
 const WG: u32 = 256u;
@@ -43,9 +43,10 @@ fn partial(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: 
   let start = wg.x * p.chunk;
   let end = min(p.n, start + p.chunk);
   var ss = 0.0;
-  for (var i = start + lid.x; i < end; i += WG) {
-    let g = grad[i];
-    ss += g * g;
+  for (var i = start / 2u + lid.x; i < (end + 1u) / 2u; i += WG) {
+    let a = g16Dec(grad[i] & 0xffffu);
+    let b = g16Dec(grad[i] >> 16u);
+    ss += a * a + b * b;
   }
   red[lid.x] = ss;
   reduce(lid.x);
@@ -87,4 +88,45 @@ fn momentScale(gmax: f32) -> f32 {
     e = clamp(14 - i32(ceil(log2(gmax))), -100, 100);
   }
   return bitcast<f32>(u32(e + 127) << 23u);
+}
+
+// Packed LoRA gradients, "g16" (src/train/f16.ts g16Bits / g16Value are the CPU twins): two 16-bit
+// values per u32 (element 2j low): sign | 6-bit exponent field f | 9-bit mantissa; f 0 = ±0, 63 = ±Inf
+// (mantissa 0) / NaN, else ±(1 + m/512)·2^(f − 41). Range 2^-40 … 2^22, relative rounding ≤ 2^-10,
+// round to nearest (ties away from zero); no scale. The same two functions are in every shader that
+// reads or writes gradients (matmul_lora_backward, matmul_q4_lora_backward, gradnorm, adamw).
+fn g16Enc(x: f32) -> u32 {
+  let b = bitcast<u32>(x);
+  let s = (b >> 16u) & 0x8000u;
+  let mag = b & 0x7fffffffu;
+  if (mag > 0x7f800000u) {
+    return s | 0x7fffu;
+  }
+  let a = mag + 0x2000u;
+  let e = i32(a >> 23u) - 127;
+  if (e < -40) {
+    return s;
+  }
+  if (e > 21) {
+    return s | 0x7e00u;
+  }
+  return s | (u32(e + 41) << 9u) | ((a >> 14u) & 0x1ffu);
+}
+
+fn g16Dec(h: u32) -> f32 {
+  let s = (h & 0x8000u) << 16u;
+  let f = (h >> 9u) & 0x3fu;
+  let m = h & 0x1ffu;
+  if (f == 0u) {
+    return bitcast<f32>(s);
+  }
+  if (f == 63u) {
+    return bitcast<f32>(s | 0x7f800000u | (m << 14u));
+  }
+  return bitcast<f32>(s | ((f + 86u) << 23u) | (m << 14u));
+}
+
+// Adds (a, b) to the pair in word w (a to the low half, b to the high one).
+fn g16Add2(w: u32, a: f32, b: f32) -> u32 {
+  return g16Enc(g16Dec(w & 0xffffu) + a) | (g16Enc(g16Dec(w >> 16u) + b) << 16u);
 }

@@ -14,15 +14,15 @@ struct Params {
   O: u32,
   R: u32,
   scale: f32, // LoRA scale (alpha / r or alpha / sqrt(r))
-  _pad0: u32,
-  _pad1: u32,
+  wf16: u32,  // 0: w is f32; else f16 pairs at scale 1 / wInv (f16.ts packF16Scaled; the tied lm_head)
+  wInv: f32,
   _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>; // (M, O)
 @group(0) @binding(1) var<storage, read_write> xa: array<f32>;  // (M, R) saved
 @group(0) @binding(2) var<storage, read> inp: array<f32>;       // (M, K)
-@group(0) @binding(3) var<storage, read> w: array<f32>;         // (O, K)
+@group(0) @binding(3) var<storage, read> w: array<u32>;         // (O, K) f32 bits or f16 pairs
 @group(0) @binding(4) var<storage, read> lora: array<f32>;      // A (R, K) | B (O, R)
 @group(0) @binding(5) var<uniform> p: Params;
 
@@ -63,7 +63,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   let c3 = min(o0 + 3u, p.O - 1u) * p.K;
   var acc = array<vec4f, 4>(vec4f(0.0), vec4f(0.0), vec4f(0.0), vec4f(0.0)); // acc[row][output]
   for (var k = 0u; k < p.K; k++) {
-    let wk = vec4f(w[c0 + k], w[c1 + k], w[c2 + k], w[c3 + k]);
+    let wk = vec4f(wAt(c0 + k), wAt(c1 + k), wAt(c2 + k), wAt(c3 + k));
     acc[0] += inp[r0 + k] * wk;
     acc[1] += inp[r1 + k] * wk;
     acc[2] += inp[r2 + k] * wk;
@@ -83,4 +83,11 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
       }
     }
   }
+}
+
+fn wAt(i: u32) -> f32 {
+  if (p.wf16 == 0u) {
+    return bitcast<f32>(w[i]);
+  }
+  return unpack2x16float(w[i >> 1u])[i & 1u] * p.wInv;
 }

@@ -4,8 +4,8 @@
 // Gradient contract: dA and dB ACCUMULATE (+=) (gradient accumulation over micro-batches); dinp
 // ACCUMULATES (+=) (q/k/v and gate/up share one input); dxa is scratch, assigned.
 //   dxa = scale · dout · B            (M, R)   entry `lora_dxa`,  n = M*R   (run first)
-//   dB += scale · doutᵀ · xa          (O, R)   entry `lora_db`,   n = O*R
-//   dA += dxaᵀ · inp                  (R, K)   entry `lora_da`,   n = R*K
+//   dB += scale · doutᵀ · xa          (O, R)   entry `lora_db`,   n = ceil(O*R/2) (one g16 word each)
+//   dA += dxaᵀ · inp                  (R, K)   entry `lora_da`,   n = R*K/2 (one g16 word each; R*K even)
 //   dinp += dout · W + dxa · A        (M, K)   entry `dinp_main`, n = ceil(M/4)*ceil(K/4) (4 rows × 4 k)
 // Dispatch ceil(n / 64) workgroups each. Not here: base-weight gradients (frozen).
 struct Params {
@@ -14,18 +14,18 @@ struct Params {
   O: u32,
   R: u32,
   scale: f32,
-  _pad0: u32,
-  _pad1: u32,
+  wf16: u32,  // 0: w is f32; else f16 pairs at scale 1 / wInv (f16.ts packF16Scaled; the tied lm_head)
+  wInv: f32,
   _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> dinp: array<f32>;  // (M, K) +=
 @group(0) @binding(1) var<storage, read_write> dxa: array<f32>;   // (M, R) scratch
-@group(0) @binding(2) var<storage, read_write> dlora: array<f32>; // dA (R, K) | dB (O, R), +=
+@group(0) @binding(2) var<storage, read_write> dlora: array<u32>; // dA (R, K) | dB (O, R), +=, g16 pairs
 @group(0) @binding(3) var<storage, read> dout: array<f32>;        // (M, O)
 @group(0) @binding(4) var<storage, read> inp: array<f32>;         // (M, K)
 @group(0) @binding(5) var<storage, read> xa: array<f32>;          // (M, R) saved by the forward
-@group(0) @binding(6) var<storage, read> w: array<f32>;           // (O, K)
+@group(0) @binding(6) var<storage, read> w: array<u32>;           // (O, K) f32 bits or f16 pairs
 @group(0) @binding(7) var<storage, read> lora: array<f32>;        // A (R, K) | B (O, R)
 @group(0) @binding(8) var<uniform> p: Params;
 
@@ -45,34 +45,50 @@ fn lora_dxa(@builtin(global_invocation_id) gid: vec3u) {
   dxa[i] = p.scale * s;
 }
 
-@compute @workgroup_size(64)
-fn lora_db(@builtin(global_invocation_id) gid: vec3u) {
-  let i = gid.x;
-  if (i >= p.O * p.R) {
-    return;
-  }
+fn dbAt(i: u32) -> f32 {
   let o = i / p.R;
   let r = i % p.R;
   var s = 0.0;
   for (var m = 0u; m < p.M; m++) {
     s += dout[m * p.O + o] * xa[m * p.R + r];
   }
-  dlora[p.R * p.K + i] += p.scale * s;
+  return p.scale * s;
 }
 
+// One invocation per g16 word: dB elements 2j, 2j + 1 (R*K is even, so dB starts on a word).
 @compute @workgroup_size(64)
-fn lora_da(@builtin(global_invocation_id) gid: vec3u) {
-  let i = gid.x;
-  if (i >= p.R * p.K) {
+fn lora_db(@builtin(global_invocation_id) gid: vec3u) {
+  let j = gid.x;
+  let n = p.O * p.R;
+  if (2u * j >= n) {
     return;
   }
+  var b = 0.0;
+  if (2u * j + 1u < n) {
+    b = dbAt(2u * j + 1u);
+  }
+  let wi = p.R * p.K / 2u + j;
+  dlora[wi] = g16Add2(dlora[wi], dbAt(2u * j), b);
+}
+
+fn daAt(i: u32) -> f32 {
   let r = i / p.K;
   let k = i % p.K;
   var s = 0.0;
   for (var m = 0u; m < p.M; m++) {
     s += dxa[m * p.R + r] * inp[m * p.K + k];
   }
-  dlora[i] += s;
+  return s;
+}
+
+// One invocation per g16 word: dA elements 2j, 2j + 1.
+@compute @workgroup_size(64)
+fn lora_da(@builtin(global_invocation_id) gid: vec3u) {
+  let j = gid.x;
+  if (2u * j >= p.R * p.K) {
+    return;
+  }
+  dlora[j] = g16Add2(dlora[j], daAt(2u * j), daAt(2u * j + 1u));
 }
 
 // One invocation per 4 rows × 4 consecutive k (a register tile: 8 loads per 16 multiply-adds).
@@ -96,7 +112,7 @@ fn dinp_main(@builtin(global_invocation_id) gid: vec3u) {
   var acc = array<vec4f, 4>(vec4f(0.0), vec4f(0.0), vec4f(0.0), vec4f(0.0)); // acc[row][k]
   for (var o = 0u; o < p.O; o++) {
     let wo = o * p.K;
-    let wk = vec4f(w[wo + k0], w[wo + k1], w[wo + k2], w[wo + k3]);
+    let wk = vec4f(wAt(wo + k0), wAt(wo + k1), wAt(wo + k2), wAt(wo + k3));
     acc[0] += dout[r0 + o] * wk;
     acc[1] += dout[r1 + o] * wk;
     acc[2] += dout[r2 + o] * wk;
@@ -115,4 +131,52 @@ fn dinp_main(@builtin(global_invocation_id) gid: vec3u) {
       }
     }
   }
+}
+
+// Packed LoRA gradients, "g16" (src/train/f16.ts g16Bits / g16Value are the CPU twins): two 16-bit
+// values per u32 (element 2j low): sign | 6-bit exponent field f | 9-bit mantissa; f 0 = ±0, 63 = ±Inf
+// (mantissa 0) / NaN, else ±(1 + m/512)·2^(f − 41). Range 2^-40 … 2^22, relative rounding ≤ 2^-10,
+// round to nearest (ties away from zero); no scale. The same two functions are in every shader that
+// reads or writes gradients (matmul_lora_backward, matmul_q4_lora_backward, gradnorm, adamw).
+fn g16Enc(x: f32) -> u32 {
+  let b = bitcast<u32>(x);
+  let s = (b >> 16u) & 0x8000u;
+  let mag = b & 0x7fffffffu;
+  if (mag > 0x7f800000u) {
+    return s | 0x7fffu;
+  }
+  let a = mag + 0x2000u;
+  let e = i32(a >> 23u) - 127;
+  if (e < -40) {
+    return s;
+  }
+  if (e > 21) {
+    return s | 0x7e00u;
+  }
+  return s | (u32(e + 41) << 9u) | ((a >> 14u) & 0x1ffu);
+}
+
+fn g16Dec(h: u32) -> f32 {
+  let s = (h & 0x8000u) << 16u;
+  let f = (h >> 9u) & 0x3fu;
+  let m = h & 0x1ffu;
+  if (f == 0u) {
+    return bitcast<f32>(s);
+  }
+  if (f == 63u) {
+    return bitcast<f32>(s | 0x7f800000u | (m << 14u));
+  }
+  return bitcast<f32>(s | ((f + 86u) << 23u) | (m << 14u));
+}
+
+// Adds (a, b) to the pair in word w (a to the low half, b to the high one).
+fn g16Add2(w: u32, a: f32, b: f32) -> u32 {
+  return g16Enc(g16Dec(w & 0xffffu) + a) | (g16Enc(g16Dec(w >> 16u) + b) << 16u);
+}
+
+fn wAt(i: u32) -> f32 {
+  if (p.wf16 == 0u) {
+    return bitcast<f32>(w[i]);
+  }
+  return unpack2x16float(w[i >> 1u])[i & 1u] * p.wInv;
 }

@@ -16,9 +16,10 @@ struct Params {
   R: u32,
   bs: u32,       // block size (power of two >= 16)
   nb: u32,       // ceil(K / bs)
-  scalesOff: u32, // word offset of the f32 scales in qweight
+  scalesOff: u32, // word offset of the f16 scale pairs in qweight
   zpOff: u32,    // word offset of the packed zero points in qweight; 0 = none (zero point 8)
   scale: f32,    // LoRA scale (alpha / r or alpha / sqrt(r))
+  sInv: f32,     // the f16 block scales are stored times 1 / sInv (gpu-layout.ts packQ4ForGpu)
 }
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>; // (M, O)
@@ -40,7 +41,7 @@ fn weightAt(o: u32, k: u32) -> f32 {
   if (p.zpOff != 0u) {
     z = (byteAt(p.zpOff * 4u + o * ((p.nb + 1u) / 2u) + b / 2u) >> ((b & 1u) * 4u)) & 0xfu;
   }
-  return (f32(q) - f32(z)) * bitcast<f32>(qweight[p.scalesOff + o * p.nb + b]);
+  return (f32(q) - f32(z)) * scaleAt(o * p.nb + b);
 }
 
 @compute @workgroup_size(64)
@@ -92,10 +93,10 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
       );
     }
     let sc = vec4f(
-      bitcast<f32>(qweight[p.scalesOff + oc.x * p.nb + b]),
-      bitcast<f32>(qweight[p.scalesOff + oc.y * p.nb + b]),
-      bitcast<f32>(qweight[p.scalesOff + oc.z * p.nb + b]),
-      bitcast<f32>(qweight[p.scalesOff + oc.w * p.nb + b]),
+      scaleAt(oc.x * p.nb + b),
+      scaleAt(oc.y * p.nb + b),
+      scaleAt(oc.z * p.nb + b),
+      scaleAt(oc.w * p.nb + b),
     );
     var blk = array<vec4f, 4>(vec4f(0.0), vec4f(0.0), vec4f(0.0), vec4f(0.0)); // explicit: reset per block
     for (var w = 0u; w < wpb; w++) {
@@ -139,4 +140,9 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
       }
     }
   }
+}
+
+// Block scale i (= o * nb + b): f16 pairs, element 2j in the low half.
+fn scaleAt(i: u32) -> f32 {
+  return unpack2x16float(qweight[p.scalesOff + (i >> 1u)])[i & 1u] * p.sInv;
 }

@@ -4,8 +4,8 @@
 // (gradient accumulation over micro-batches); dinp ACCUMULATES (+=) (q/k/v and gate/up share one input);
 // dxa is scratch, assigned.
 //   dxa = scale · dout · B            (M, R)   entry `lora_dxa`,  n = M*R   (run first)
-//   dB += scale · doutᵀ · xa          (O, R)   entry `lora_db`,   n = O*R
-//   dA += dxaᵀ · inp                  (R, K)   entry `lora_da`,   n = R*K
+//   dB += scale · doutᵀ · xa          (O, R)   entry `lora_db`,   n = ceil(O*R/2) (one g16 word each)
+//   dA += dxaᵀ · inp                  (R, K)   entry `lora_da`,   n = R*K/2 (one g16 word each; R*K even)
 //   dinp += dout · W + dxa · A        (M, K)   entry `dinp_main`, n = ceil(M/8)*ceil(K/8) (8 rows × one
 //                                                packed word of 8 k per invocation; more, e.g. M*K, is harmless)
 // Dispatch ceil(n / 64) workgroups each.
@@ -17,14 +17,15 @@ struct Params {
   R: u32,
   bs: u32,       // block size (power of two >= 16)
   nb: u32,       // ceil(K / bs)
-  scalesOff: u32, // word offset of the f32 scales in qweight
+  scalesOff: u32, // word offset of the f16 scale pairs in qweight
   zpOff: u32,    // word offset of the packed zero points in qweight; 0 = none (zero point 8)
   scale: f32,    // LoRA scale (alpha / r or alpha / sqrt(r))
+  sInv: f32,     // the f16 block scales are stored times 1 / sInv (gpu-layout.ts packQ4ForGpu)
 }
 
 @group(0) @binding(0) var<storage, read_write> dinp: array<f32>;  // (M, K) +=
 @group(0) @binding(1) var<storage, read_write> dxa: array<f32>;   // (M, R) scratch
-@group(0) @binding(2) var<storage, read_write> dlora: array<f32>; // dA (R, K) | dB (O, R), +=
+@group(0) @binding(2) var<storage, read_write> dlora: array<u32>; // dA (R, K) | dB (O, R), +=, g16 pairs
 @group(0) @binding(3) var<storage, read> dout: array<f32>;        // (M, O)
 @group(0) @binding(4) var<storage, read> inp: array<f32>;         // (M, K)
 @group(0) @binding(5) var<storage, read> xa: array<f32>;          // (M, R) saved by the forward
@@ -44,7 +45,7 @@ fn weightAt(o: u32, k: u32) -> f32 {
   if (p.zpOff != 0u) {
     z = (byteAt(p.zpOff * 4u + o * ((p.nb + 1u) / 2u) + b / 2u) >> ((b & 1u) * 4u)) & 0xfu;
   }
-  return (f32(q) - f32(z)) * bitcast<f32>(qweight[p.scalesOff + o * p.nb + b]);
+  return (f32(q) - f32(z)) * scaleAt(o * p.nb + b);
 }
 
 @compute @workgroup_size(64)
@@ -63,34 +64,50 @@ fn lora_dxa(@builtin(global_invocation_id) gid: vec3u) {
   dxa[i] = p.scale * s;
 }
 
-@compute @workgroup_size(64)
-fn lora_db(@builtin(global_invocation_id) gid: vec3u) {
-  let i = gid.x;
-  if (i >= p.O * p.R) {
-    return;
-  }
+fn dbAt(i: u32) -> f32 {
   let o = i / p.R;
   let r = i % p.R;
   var s = 0.0;
   for (var m = 0u; m < p.M; m++) {
     s += dout[m * p.O + o] * xa[m * p.R + r];
   }
-  dlora[p.R * p.K + i] += p.scale * s;
+  return p.scale * s;
 }
 
+// One invocation per g16 word: dB elements 2j, 2j + 1 (R*K is even, so dB starts on a word).
 @compute @workgroup_size(64)
-fn lora_da(@builtin(global_invocation_id) gid: vec3u) {
-  let i = gid.x;
-  if (i >= p.R * p.K) {
+fn lora_db(@builtin(global_invocation_id) gid: vec3u) {
+  let j = gid.x;
+  let n = p.O * p.R;
+  if (2u * j >= n) {
     return;
   }
+  var b = 0.0;
+  if (2u * j + 1u < n) {
+    b = dbAt(2u * j + 1u);
+  }
+  let wi = p.R * p.K / 2u + j;
+  dlora[wi] = g16Add2(dlora[wi], dbAt(2u * j), b);
+}
+
+fn daAt(i: u32) -> f32 {
   let r = i / p.K;
   let k = i % p.K;
   var s = 0.0;
   for (var m = 0u; m < p.M; m++) {
     s += dxa[m * p.R + r] * inp[m * p.K + k];
   }
-  dlora[i] += s;
+  return s;
+}
+
+// One invocation per g16 word: dA elements 2j, 2j + 1.
+@compute @workgroup_size(64)
+fn lora_da(@builtin(global_invocation_id) gid: vec3u) {
+  let j = gid.x;
+  if (2u * j >= p.R * p.K) {
+    return;
+  }
+  dlora[j] = g16Add2(dlora[j], daAt(2u * j), daAt(2u * j + 1u));
 }
 
 // One invocation per 8 rows × 8 consecutive k (one packed word, never straddling a block): per output o
@@ -119,7 +136,7 @@ fn dinp_main(@builtin(global_invocation_id) gid: vec3u) {
     if (p.zpOff != 0u) {
       z = f32((byteAt(p.zpOff * 4u + o * ((p.nb + 1u) / 2u) + b / 2u) >> ((b & 1u) * 4u)) & 0xfu);
     }
-    let sc = bitcast<f32>(qweight[p.scalesOff + o * p.nb + b]);
+    let sc = scaleAt(o * p.nb + b);
     let d0 = vec4f(dout[ro[0] + o], dout[ro[1] + o], dout[ro[2] + o], dout[ro[3] + o]) * sc;
     let d1 = vec4f(dout[ro[4] + o], dout[ro[5] + o], dout[ro[6] + o], dout[ro[7] + o]) * sc;
     for (var j = 0u; j < 8u; j++) {
@@ -144,4 +161,50 @@ fn dinp_main(@builtin(global_invocation_id) gid: vec3u) {
       }
     }
   }
+}
+
+// Packed LoRA gradients, "g16" (src/train/f16.ts g16Bits / g16Value are the CPU twins): two 16-bit
+// values per u32 (element 2j low): sign | 6-bit exponent field f | 9-bit mantissa; f 0 = ±0, 63 = ±Inf
+// (mantissa 0) / NaN, else ±(1 + m/512)·2^(f − 41). Range 2^-40 … 2^22, relative rounding ≤ 2^-10,
+// round to nearest (ties away from zero); no scale. The same two functions are in every shader that
+// reads or writes gradients (matmul_lora_backward, matmul_q4_lora_backward, gradnorm, adamw).
+fn g16Enc(x: f32) -> u32 {
+  let b = bitcast<u32>(x);
+  let s = (b >> 16u) & 0x8000u;
+  let mag = b & 0x7fffffffu;
+  if (mag > 0x7f800000u) {
+    return s | 0x7fffu;
+  }
+  let a = mag + 0x2000u;
+  let e = i32(a >> 23u) - 127;
+  if (e < -40) {
+    return s;
+  }
+  if (e > 21) {
+    return s | 0x7e00u;
+  }
+  return s | (u32(e + 41) << 9u) | ((a >> 14u) & 0x1ffu);
+}
+
+fn g16Dec(h: u32) -> f32 {
+  let s = (h & 0x8000u) << 16u;
+  let f = (h >> 9u) & 0x3fu;
+  let m = h & 0x1ffu;
+  if (f == 0u) {
+    return bitcast<f32>(s);
+  }
+  if (f == 63u) {
+    return bitcast<f32>(s | 0x7f800000u | (m << 14u));
+  }
+  return bitcast<f32>(s | ((f + 86u) << 23u) | (m << 14u));
+}
+
+// Adds (a, b) to the pair in word w (a to the low half, b to the high one).
+fn g16Add2(w: u32, a: f32, b: f32) -> u32 {
+  return g16Enc(g16Dec(w & 0xffffu) + a) | (g16Enc(g16Dec(w >> 16u) + b) << 16u);
+}
+
+// Block scale i (= o * nb + b): f16 pairs, element 2j in the low half.
+fn scaleAt(i: u32) -> f32 {
+  return unpack2x16float(qweight[p.scalesOff + (i >> 1u)])[i & 1u] * p.sInv;
 }

@@ -5,7 +5,8 @@
  * reference (cpu-model.ts + optim.ts) op for op, in fp32 with f32 sums. Frozen weights are uploaded once
  * (4-bit MatMulNBits blocks stay 4-bit: dequantized inside the matmul kernels); activations live in one
  * ShapePlan per (B, T) (gpu-plan.ts) and are reused; the LoRA gradient buffer and the AdamW moments are
- * allocated on first use. All LoRA A/B live in ONE buffer (each module's [A | B] at an aligned offset),
+ * allocated on first use (gradients packed 16-bit "g16", f16.ts; moments packed f16). All LoRA A/B live
+ * in ONE buffer (each module's [A | B] at an aligned offset),
  * so gradient norm, clipping and AdamW are three dispatches over everything. One readback per call:
  * the per-row losses (accumulate / evalLoss) or the gradient norm (step).
  * Optional activation recomputation (`recompute`, gpu-plan.ts). Not here: the trainer loop, schedules,
@@ -14,10 +15,10 @@
 import { DeviceLostError, InvalidOptionError, UnsupportedError } from '../errors.ts';
 import { MODULE_ORDER, type ModuleName } from '../model/targets.ts';
 import type { Batch, FrozenWeights, LoraModule } from './cpu-model.ts';
-import { packMoments, unpackMoments } from './f16.ts';
+import { packF16Scaled, packMoments, unpackG16, unpackMoments } from './f16.ts';
 import { prepareBatch, validateModules } from './gpu-batch.ts';
 import { type Cmd, GpuKernels, requireLimit, type ShaderName, wg64 } from './gpu-kernels.ts';
-import { packQ4ForGpu } from './gpu-layout.ts';
+import { f16Embedding, packQ4ForGpu } from './gpu-layout.ts';
 import { type GpuLinear, type GpuSlot, type PlanCtx, ShapePlan } from './gpu-plan.ts';
 import type { AdamWOptions } from './optim.ts';
 import type { FrozenLinear } from './ref/linear.ts';
@@ -136,19 +137,13 @@ export class GpuTrainBackend implements TrainBackend {
     for (const [name, entries] of Object.entries(ENTRIES))
       for (const e of entries) k.pipeline(name as ShaderName, e);
     const { config: c } = weights;
+    const f32Lin = (K: number, O: number, buf: GPUBuffer, wInv?: number): GpuLinear => {
+      return { kind: 'f32', K, O, buf, bs: 0, nb: 0, scalesOffset: 0, zpOffset: 0, wInv };
+    };
     const lin = (w: FrozenLinear, label: string): GpuLinear => {
       if (w.kind === 'f32') {
         requireLimit(gpu, 'maxStorageBufferBindingSize', w.w.byteLength, label);
-        return {
-          kind: 'f32',
-          K: w.K,
-          O: w.O,
-          buf: k.upload(w.w, label),
-          bs: 0,
-          nb: 0,
-          scalesOffset: 0,
-          zpOffset: 0,
-        };
+        return f32Lin(w.K, w.O, k.upload(w.w, label));
       }
       const q = packQ4ForGpu(w);
       return {
@@ -160,10 +155,15 @@ export class GpuTrainBackend implements TrainBackend {
         nb: q.nb,
         scalesOffset: q.scalesOffset,
         zpOffset: q.zpOffset,
+        scaleInv: q.scaleInv,
       };
     };
-    requireLimit(gpu, 'maxStorageBufferBindingSize', weights.embed.byteLength, 'the embedding table');
-    const embed = k.upload(weights.embed, 'embed');
+    // On a 4-bit base, the embedding (and a tied lm_head) as f16 pairs at a power-of-two scale: half
+    // the bytes, each weight within 2^-11 relative (f16.ts packF16Scaled; gpu-layout.ts f16Embedding).
+    const emb = f16Embedding(weights) ? packF16Scaled(weights.embed) : null;
+    const embData = emb?.words ?? weights.embed;
+    requireLimit(gpu, 'maxStorageBufferBindingSize', embData.byteLength, 'the embedding table');
+    const embed = k.upload(embData, emb ? 'embed (f16)' : 'embed');
     const layers = weights.layers.map((l, i) => ({
       inputNorm: k.upload(l.inputNorm, `input norm ${i}`),
       postNorm: k.upload(l.postNorm, `post norm ${i}`),
@@ -172,9 +172,7 @@ export class GpuTrainBackend implements TrainBackend {
         GpuLinear
       >,
     }));
-    const lmHead: GpuLinear = weights.tied
-      ? { kind: 'f32', K: c.C, O: c.V, buf: embed, bs: 0, nb: 0, scalesOffset: 0, zpOffset: 0 }
-      : lin(weights.lmHead, 'lm_head');
+    const lmHead = weights.tied ? f32Lin(c.C, c.V, embed, emb?.inv) : lin(weights.lmHead, 'lm_head');
     let off = 0;
     this.slots = modules.map((m) => {
       const { K, O } = weights.layers[m.layer]!.proj[m.module];
@@ -190,16 +188,22 @@ export class GpuTrainBackend implements TrainBackend {
         off,
         len,
       };
-      off += Math.ceil(len / k.alignFloats) * k.alignFloats;
+      if ((s.R * K) % 2)
+        throw new UnsupportedError(`${m.path}: rank × input size ${s.R} × ${K} is odd (packed gradients)`, {
+          limit: 'packed gradients',
+        });
+      // 2 · alignFloats: the g16 gradient buffer (2 bytes per element) is bound at off · 2 bytes.
+      off += Math.ceil(len / (2 * k.alignFloats)) * 2 * k.alignFloats;
       return s;
     });
-    this.n = Math.max(off, 4);
+    this.n = Math.max(off, 4); // even (g16 pairs)
     this.lora = k.buffer(this.n, 'lora A|B');
     this.writeLora(modules.map((m) => m.branch));
     this.ctx = {
       k,
       cfg: c,
       embed,
+      embedInv: emb?.inv ?? 0,
       layers,
       finalNorm: k.upload(weights.finalNorm, 'final norm'),
       lmHead,
@@ -260,7 +264,7 @@ export class GpuTrainBackend implements TrainBackend {
   }
 
   private ensureGrads(): GPUBuffer {
-    this.grads ??= this.kernels.buffer(this.n, 'lora grads');
+    this.grads ??= this.kernels.buffer(this.n / 2, 'lora grads (packed g16)');
     return this.grads;
   }
 
@@ -382,7 +386,8 @@ export class GpuTrainBackend implements TrainBackend {
   }
 
   private async readGradsNow(): Promise<Float32Array[]> {
-    const all = await this.kernels.read(this.ensureGrads(), this.n);
+    const words = await this.kernels.read(this.ensureGrads(), this.n / 2);
+    const all = unpackG16(new Uint32Array(words.buffer, words.byteOffset, this.n / 2), this.n);
     return this.slots.flatMap((s) => [
       all.slice(s.off, s.off + s.R * s.K),
       all.slice(s.off + s.R * s.K, s.off + s.len),

@@ -29,6 +29,9 @@ export interface GpuLinear {
   nb: number;
   scalesOffset: number;
   zpOffset: number;
+  scaleInv?: number; // q4: the f16 block scales' power-of-two factor (gpu-layout.ts)
+  /** f32 kind only: set when buf holds f16 pairs at scale 1 / wInv (f16.ts packF16Scaled). */
+  wInv?: number;
 }
 
 /** One trained LoRA module: where its [A (R, K) | B (O, R)] lives in the backend's one LoRA buffer. */
@@ -47,7 +50,8 @@ export interface GpuSlot {
 export interface PlanCtx {
   k: GpuKernels;
   cfg: DecoderConfig;
-  embed: GPUBuffer; // (V, C)
+  embed: GPUBuffer; // (V, C) f32, or f16 pairs at scale 1 / embedInv (f16.ts packF16Scaled)
+  embedInv: number; // 0: f32
   layers: { inputNorm: GPUBuffer; postNorm: GPUBuffer; proj: Record<ModuleName, GpuLinear> }[];
   finalNorm: GPUBuffer; // (C)
   lmHead: GpuLinear; // (V, C)
@@ -145,7 +149,12 @@ export class ShapePlan {
       k.cmd(
         'embedding',
         'main',
-        k.bindGroup('embedding', [this.xs[0]!, this.tokens, ctx.embed, this.uni([N, C], 'uu')]),
+        k.bindGroup('embedding', [
+          this.xs[0]!,
+          this.tokens,
+          ctx.embed,
+          this.uni([N, C, ctx.embedInv ? 1 : 0, ctx.embedInv], 'uuuf'),
+        ]),
         wg64(N * C),
       ),
     );
@@ -283,10 +292,10 @@ export class ShapePlan {
     const R = s?.R ?? 0;
     const scale = s?.scale ?? 0;
     return lin.kind === 'f32'
-      ? this.uni([this.N, lin.K, lin.O, R, scale], 'uuuuf')
+      ? this.uni([this.N, lin.K, lin.O, R, scale, lin.wInv ? 1 : 0, lin.wInv ?? 0], 'uuuufuf')
       : this.uni(
-          [this.N, lin.K, lin.O, R, lin.bs, lin.nb, lin.scalesOffset, lin.zpOffset, scale],
-          'uuuuuuuuf',
+          [this.N, lin.K, lin.O, R, lin.bs, lin.nb, lin.scalesOffset, lin.zpOffset, scale, lin.scaleInv ?? 1],
+          'uuuuuuuuff',
         );
   }
 
@@ -324,7 +333,8 @@ export class ShapePlan {
     const g = k.bindGroup(name, [
       dinp ?? dummyRw[0]!,
       slot ? { buffer: s.dxa, offset: 0, size: this.N * slot.R * 4 } : dummyRw[1]!,
-      slot ? { buffer: s.grads, offset: slot.off * 4, size: slot.len * 4 } : dummyRw[2]!,
+      // g16 gradients: 2 bytes per element (slot.off is a multiple of 2 · alignFloats).
+      slot ? { buffer: s.grads, offset: slot.off * 2, size: Math.ceil(slot.len / 2) * 4 } : dummyRw[2]!,
       dout,
       inp,
       slot ? this.xaRange(i) : dummyRo,
@@ -334,8 +344,8 @@ export class ShapePlan {
     ]);
     if (slot) {
       cmds.push(k.cmd(name, 'lora_dxa', g, wg64(this.N * slot.R)));
-      cmds.push(k.cmd(name, 'lora_db', g, wg64(slot.O * slot.R)));
-      cmds.push(k.cmd(name, 'lora_da', g, wg64(slot.R * slot.K)));
+      cmds.push(k.cmd(name, 'lora_db', g, wg64(Math.ceil((slot.O * slot.R) / 2))));
+      cmds.push(k.cmd(name, 'lora_da', g, wg64((slot.R * slot.K) / 2)));
     }
     if (dinp) {
       // f32: 4 rows × 4 k per invocation; q4: 8 rows × one packed word (8 k).

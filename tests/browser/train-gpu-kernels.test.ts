@@ -5,7 +5,7 @@
 // cache and layouts). Gradient contracts are checked by pre-filling outputs: `+=` outputs keep what was
 // there, `=` outputs overwrite it. (RMSNorm and the 4-bit matmul are in train-kernels.test.ts.)
 import { beforeAll, describe, expect, it } from 'vitest';
-import { unpackMoments } from '../../src/train/f16.ts';
+import { packF16Scaled, packG16, unpackF16Scaled, unpackG16, unpackMoments } from '../../src/train/f16.ts';
 import {
   type Binding,
   GpuKernels,
@@ -50,6 +50,14 @@ const CE_TOL: Tolerance = { atol: 5e-5, rtol: 1e-4 };
  * the step, 2e-3 of the largest |m| (sqrt(v)) absolute plus 2e-3 relative.
  */
 const ADAM_F16_TOL: Tolerance = { atol: 5e-5, rtol: 1e-5 };
+/**
+ * LoRA gradients are stored as g16 (src/train/f16.ts: 10 significant bits, round to nearest): the
+ * pre-filled dA / dB are g16 values (the reference starts from the same decoded values) and the kernel's
+ * sum is rounded once more, so on top of GPU_VS_REF each element is off by ≤ 2^-10 (9.8e-4) of its
+ * magnitude; 1.1e-3 relative. A wrong index or scale is still off by > 1e-2.
+ */
+const G16_VS_REF: Tolerance = { atol: 2e-5, rtol: 1.1e-3 };
+const g16 = (x: Float32Array) => unpackG16(packG16(x), x.length);
 
 function rand(n: number, seed: number, scale = 1): Float32Array {
   const out = new Float32Array(n);
@@ -94,6 +102,19 @@ describe('embedding, residual, swiglu', () => {
     const out = up(rand(N * C, 2)); // overwritten (=)
     await run('embedding', [['main', wg64(N * C)]], [out, up(tokens), up(wte), k.uniform([N, C], 'uu')]);
     expectClose(await k.read(out, N * C), want, { atol: 0, rtol: 0 }, 'embedding');
+  });
+
+  it('embedding forward from an f16 table (wf16): exactly the rows of the decoded table', async () => {
+    const [N, C, V] = [7, 12, 9];
+    const packed = packF16Scaled(rand(V * C, 1, 0.01)); // small values: the power-of-two scale matters
+    expect(Math.log2(packed.inv)).toBe(-21); // absmax ≈ 0.01: 2^(15 − ceil(log2 0.01)) = 2^21
+    const tokens = Uint32Array.from([3, 0, 8, 3, 5, 1, 8]);
+    const want = new Float32Array(N * C);
+    embeddingForward(want, tokens, unpackF16Scaled(packed.words, packed.inv, V * C), N, C);
+    const out = up(rand(N * C, 2));
+    const p = k.uniform([N, C, 1, packed.inv], 'uuuf');
+    await run('embedding', [['main', wg64(N * C)]], [out, up(tokens), up(packed.words), p]);
+    expectClose(await k.read(out, N * C), want, { atol: 0, rtol: 0 }, 'embedding f16');
   });
 
   it('residual: out += inp', async () => {
@@ -238,10 +259,17 @@ describe('crossentropy (losses, dlogits in place) vs ref/crossentropy.ts', () =>
 });
 
 describe('matmul_lora(.wgsl, _backward.wgsl): fp32 base + LoRA vs ref/linear.ts', () => {
-  for (const R of [3, 0]) {
-    it(`forward (out, xa) and backward (dinp, dA, dB +=), M 5, K 42, O 6 (not multiples of 4), R ${R}`, async () => {
+  for (const [R, f16] of [
+    [3, false],
+    [0, false],
+    [3, true],
+  ] as const) {
+    it(`forward (out, xa) and backward (dinp, dA, dB +=), M 5, K 42, O 6 (not multiples of 4), R ${R}${f16 ? ', W as f16 pairs (wf16)' : ''}`, async () => {
       const [M, K, O, scale] = [5, 42, 6, 1.5];
-      const w: FrozenLinear = { kind: 'f32', K, O, w: rand(O * K, 23, 0.3) };
+      const w0 = rand(O * K, 23, 0.3);
+      // wf16: W stored as f16 pairs at a power-of-two scale; the reference gets the decoded W.
+      const pw = packF16Scaled(w0);
+      const w: FrozenLinear = { kind: 'f32', K, O, w: f16 ? unpackF16Scaled(pw.words, pw.inv, O * K) : w0 };
       const inp = rand(M * K, 24);
       const lora: LoraBranch | null = R
         ? { R, scale, A: rand(R * K, 25, 0.3), B: rand(O * R, 26, 0.3), dA: null, dB: null }
@@ -249,11 +277,11 @@ describe('matmul_lora(.wgsl, _backward.wgsl): fp32 base + LoRA vs ref/linear.ts'
       const out = new Float32Array(M * O);
       const xa = new Float32Array(M * Math.max(R, 1));
       linearLoraForward(out, lora ? xa : null, inp, w, lora, M);
-      const p = k.uniform([M, K, O, R, scale], 'uuuuf');
+      const p = k.uniform([M, K, O, R, scale, f16 ? 1 : 0, f16 ? pw.inv : 0], 'uuuufuf');
       const gOut = up(rand(M * O, 27));
       const gXa = k.buffer(M * Math.max(R, 1), 'xa');
       const gInp = up(inp);
-      const gW = up(w.w);
+      const gW = up(f16 ? pw.words : w.w);
       const gLora = lora ? up(packLoraForGpu(lora)) : k.buffer(4, 'none');
       const fwd: [string, number][] = [['main', wg64(Math.ceil(M / 4) * Math.ceil(O / 4))]];
       if (R) fwd.unshift(['lora_xa', wg64(M * R)]);
@@ -266,13 +294,18 @@ describe('matmul_lora(.wgsl, _backward.wgsl): fp32 base + LoRA vs ref/linear.ts'
       const gDinp = up(dinp);
       let gDlora = k.buffer(4, 'none dlora');
       if (lora) {
-        lora.dA = rand(R * K, 30);
-        lora.dB = rand(O * R, 31);
-        gDlora = up(packLoraForGpu({ ...lora, A: lora.dA, B: lora.dB }));
+        lora.dA = g16(rand(R * K, 30));
+        lora.dB = g16(rand(O * R, 31));
+        gDlora = up(packG16(packLoraForGpu({ ...lora, A: lora.dA, B: lora.dB })));
       }
       linearLoraBackward(dinp, dout, lora ? xa : null, inp, w, lora, M);
       const bwd: [string, number][] = [['dinp_main', wg64(Math.ceil(M / 4) * Math.ceil(K / 4))]];
-      if (R) bwd.unshift(['lora_dxa', wg64(M * R)], ['lora_db', wg64(O * R)], ['lora_da', wg64(R * K)]);
+      if (R)
+        bwd.unshift(
+          ['lora_dxa', wg64(M * R)],
+          ['lora_db', wg64(Math.ceil((O * R) / 2))],
+          ['lora_da', wg64((R * K) / 2)],
+        );
       await run('matmul_lora_backward', bwd, [
         gDinp,
         k.buffer(M * Math.max(R, 1), 'dxa'),
@@ -286,9 +319,10 @@ describe('matmul_lora(.wgsl, _backward.wgsl): fp32 base + LoRA vs ref/linear.ts'
       ]);
       expectClose(await k.read(gDinp, M * K), dinp, GPU_VS_REF, 'dinp');
       if (lora) {
-        const dl = await k.read(gDlora, R * K + O * R);
-        expectClose(dl.subarray(0, R * K), lora.dA!, GPU_VS_REF, 'dA');
-        expectClose(dl.subarray(R * K), lora.dB!, GPU_VS_REF, 'dB');
+        const w = await k.read(gDlora, Math.ceil((R * K + O * R) / 2));
+        const dl = unpackG16(new Uint32Array(w.buffer, w.byteOffset, w.length), R * K + O * R);
+        expectClose(dl.subarray(0, R * K), lora.dA!, G16_VS_REF, 'dA (g16)');
+        expectClose(dl.subarray(R * K), lora.dB!, G16_VS_REF, 'dB (g16)');
       }
     });
   }
@@ -312,11 +346,12 @@ describe('gradnorm + adamw vs optim.ts clipGradNorm + AdamW (3 steps, clipping o
       [2, 1e9],
       [3, Number.POSITIVE_INFINITY],
     ] as const) {
-      const grad = rand(n, 40 + t, 0.05);
+      // The kernels read g16 gradients: the reference gets the same (decoded) values.
+      const grad = g16(rand(n, 40 + t, 0.05));
       const g64 = Float64Array.from(grad);
       const norm = clipGradNorm([{ value: cpu, grad: g64 }], maxNorm);
       opt.step([{ value: cpu, grad: g64 }]);
-      const gG = up(grad);
+      const gG = up(packG16(grad));
       const clip = Number.isFinite(maxNorm) ? 1 : 0;
       const gn = k.uniform([n, chunk, P, clip, clip ? maxNorm : 0], 'uuuuf');
       await run(

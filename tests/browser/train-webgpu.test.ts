@@ -16,10 +16,16 @@ setupOrt();
 const RUN = Date.now().toString(36);
 
 /**
- * GPU vs CPU after 2 AdamW steps: the gradients agree to ~2e-6 relative (train-gpu-model.test.ts), and
- * the first Adam steps move each weight by about ±lr, so weights agree to a small fraction of lr (1e-3).
+ * GPU vs CPU after 2 AdamW steps: the first Adam steps move each weight by about ±lr (2e-3), and with
+ * identical math weights agree to a small fraction of lr (1e-3). But on this 4-bit base the GPU holds
+ * the embedding and block scales as f16 (≤ 2^-11 relative each; gpu-layout.ts) and stores gradients as
+ * g16 (2^-10), so it trains a very slightly different model: an element whose gradient is near zero can
+ * take a visibly different Adam step. Measured: 5 of the 3,584 elements outside GPU_VS_CPU_WEIGHTS, the
+ * worst 2.2e-4 (11% of lr) off. So: ≤ 1% of elements outside it, all within GPU_VS_CPU_ALL (25% of lr);
+ * a wrong step, mask or target module moves most elements by ~lr.
  */
 const GPU_VS_CPU_WEIGHTS: Tolerance = { atol: 2e-5, rtol: 1e-3 };
+const GPU_VS_CPU_ALL: Tolerance = { atol: 5e-4, rtol: 1e-3 };
 
 const TEXT =
   'ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n' +
@@ -69,7 +75,18 @@ describe('Engine.train on webgpu', () => {
     const c = tensors(await engine.exportAdapter(`cpu-${RUN}`));
     expect([...g.keys()].sort()).toEqual([...c.keys()].sort());
     expect(g.size).toBe(2 * 2 * 2); // 2 layers × (q, v) × (A, B)
-    for (const [k, v] of g) expectClose(v, c.get(k)!, GPU_VS_CPU_WEIGHTS, k);
+    let outside = 0;
+    let total = 0;
+    for (const [k, v] of g) {
+      expectClose(v, c.get(k)!, GPU_VS_CPU_ALL, k);
+      const w = c.get(k)!;
+      v.forEach((x, i) => {
+        if (Math.abs(x - w[i]!) > 2e-5 + 1e-3 * Math.abs(w[i]!)) outside++; // GPU_VS_CPU_WEIGHTS
+      });
+      total += v.length;
+    }
+    console.log(`webgpu vs cpu after 2 steps: ${outside}/${total} elements outside atol 2e-5 + 1e-3·|x|`);
+    expect(outside).toBeLessThanOrEqual(total / 100);
     // Trained: B moved away from its zero init.
     const someB = [...g].find(([k]) => k.endsWith('lora_B.weight'))![1];
     expect(Math.max(...Array.from(someB, Math.abs))).toBeGreaterThan(1e-4);

@@ -2,7 +2,16 @@
 // against known bit patterns and round-to-nearest-even, and packMoments ∘ unpackMoments within f16
 // rounding at the power-of-two scale adamw.wgsl uses. The GPU side is tests/browser/train-gpu-kernels.
 import { describe, expect, test } from 'vitest';
-import { f16Bits, f16Value, packMoments, unpackMoments } from '../../../src/train/f16.ts';
+import {
+  f16Bits,
+  f16Value,
+  g16Bits,
+  g16Value,
+  packG16,
+  packMoments,
+  unpackG16,
+  unpackMoments,
+} from '../../../src/train/f16.ts';
 import { expectClose } from '../../helpers/expect-close.ts';
 import { rand } from './helpers.ts';
 
@@ -48,5 +57,39 @@ describe('binary16', () => {
       { atol: 2 ** -24 / S, rtol: 2 ** -11 },
       'sqrt v',
     );
+  });
+});
+
+describe('g16 (packed LoRA gradients of the WebGPU backend)', () => {
+  test('encodes exactly representable values exactly, and rounds to nearest with ties away from zero', () => {
+    for (const x of [0, 1, -1, 1.5, 0.1171875, -3 * 2 ** -30, 2 ** -40, -(2 ** 21) * (1 + 511 / 512)])
+      expect(g16Value(g16Bits(x))).toBe(x);
+    const ulp = 2 ** -9;
+    expect(g16Value(g16Bits(1 + ulp / 2))).toBe(1 + ulp); // tie → away from zero
+    expect(g16Value(g16Bits(-(1 + ulp / 2)))).toBe(-(1 + ulp));
+    expect(g16Value(g16Bits(1 + ulp * 0.49))).toBe(1);
+    expect(g16Value(g16Bits(2 - ulp / 4))).toBe(2); // carry into the exponent
+  });
+
+  test('flushes below 2^-40 to zero, overflows above 2^22 to ±Infinity, keeps NaN', () => {
+    expect(g16Value(g16Bits(2 ** -41))).toBe(0);
+    expect(g16Value(g16Bits(-(2 ** 22)))).toBe(Number.NEGATIVE_INFINITY);
+    expect(g16Value(g16Bits(Number.POSITIVE_INFINITY))).toBe(Number.POSITIVE_INFINITY);
+    expect(g16Value(g16Bits(Number.NaN))).toBeNaN();
+  });
+
+  test('relative error ≤ 2^-10 over the range; pack / unpack two per word (odd length)', () => {
+    let worst = 0;
+    const xs: number[] = [];
+    for (let i = 0; i < 20001; i++) {
+      const x = Math.fround((i % 2 ? -1 : 1) * Math.exp(-25 + (i / 20000) * 35));
+      xs.push(x);
+      worst = Math.max(worst, Math.abs(g16Value(g16Bits(x)) - x) / Math.abs(x));
+    }
+    expect(worst).toBeLessThanOrEqual(2 ** -10);
+    expect(worst).toBeGreaterThan(2 ** -10 * 0.99);
+    const back = unpackG16(packG16(xs), xs.length);
+    expect(packG16(xs).length).toBe(10001);
+    expect(Array.from(back)).toEqual(xs.map((x) => g16Value(g16Bits(x))));
   });
 });

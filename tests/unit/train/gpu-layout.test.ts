@@ -1,26 +1,32 @@
 /**
  * The GPU buffer layouts of src/train/gpu-layout.ts, checked in Node: a line-by-line TypeScript copy of
  * the WGSL `weightAt` (shaders/matmul_q4_lora*.wgsl) reading the packed u32 buffer must reproduce the CPU
- * reference's dequantized rows exactly, with and without zero points and with odd byte counts; and the
- * LoRA pair is [A | B]. (The kernels themselves run in tests/browser/train-kernels.test.ts.)
+ * reference's dequantized rows of the weight as stored (f16 block scales: gpuStoredLinear) exactly, with
+ * and without zero points and with odd byte counts; the stored scales are within 2^-11 of the file's;
+ * and the LoRA pair is [A | B]. (The kernels themselves run in tests/browser/train-kernels.test.ts.)
  */
 import { describe, expect, test } from 'vitest';
 import { quantizeBlock4 } from '../../../src/model/quantize.ts';
-import { packLoraForGpu, packQ4ForGpu } from '../../../src/train/gpu-layout.ts';
+import { f16Value } from '../../../src/train/f16.ts';
+import { gpuStoredLinear, packLoraForGpu, packQ4ForGpu } from '../../../src/train/gpu-layout.ts';
 import { type FrozenLinear, weightRow } from '../../../src/train/ref/linear.ts';
 import { expectClose } from '../../helpers/expect-close.ts';
 import { rand } from './helpers.ts';
 
 /** shaders/matmul_q4_lora.wgsl weightAt, transcribed (u32 words, byte and nibble extraction, bitcast). */
-function wgslWeightAt(words: Uint32Array, p: { bs: number; nb: number; scalesOff: number; zpOff: number }) {
-  const f = new Float32Array(words.buffer);
+function wgslWeightAt(
+  words: Uint32Array,
+  p: { bs: number; nb: number; scalesOff: number; zpOff: number; sInv: number },
+) {
+  const scaleAt = (i: number) =>
+    Math.fround(f16Value((words[p.scalesOff + (i >>> 1)]! >>> ((i & 1) * 16)) & 0xffff) * p.sInv);
   const byteAt = (bi: number) => (words[bi >>> 2]! >>> ((bi & 3) * 8)) & 0xff;
   return (o: number, k: number): number => {
     const b = Math.floor(k / p.bs);
     const q = (byteAt((o * p.nb + b) * (p.bs / 2) + ((k % p.bs) >> 1)) >> ((k & 1) * 4)) & 0xf;
     let z = 8;
     if (p.zpOff !== 0) z = (byteAt(p.zpOff * 4 + o * ((p.nb + 1) >> 1) + (b >> 1)) >> ((b & 1) * 4)) & 0xf;
-    return Math.fround((q - z) * f[p.scalesOff + o * p.nb + b]!);
+    return Math.fround((q - z) * scaleAt(o * p.nb + b));
   };
 }
 
@@ -46,10 +52,19 @@ describe('packQ4ForGpu', () => {
       };
       const g = packQ4ForGpu(w);
       expect(g.zpOffset === 0).toBe(!zeroPoints);
-      const at = wgslWeightAt(g.words, { bs, nb: g.nb, scalesOff: g.scalesOffset, zpOff: g.zpOffset });
+      const at = wgslWeightAt(g.words, {
+        bs,
+        nb: g.nb,
+        scalesOff: g.scalesOffset,
+        zpOff: g.zpOffset,
+        sInv: g.scaleInv,
+      });
+      const stored = gpuStoredLinear(w);
+      if (stored.kind !== 'q4') throw new Error('unreachable');
+      expectClose(stored.scales, w.scales, { atol: 0, rtol: 2 ** -11 }, 'f16 scales');
       const scratch = new Float32Array(K);
       for (let o = 0; o < O; o++) {
-        const row = weightRow(scratch, w, o);
+        const row = weightRow(scratch, stored, o);
         expectClose(
           Float32Array.from({ length: K }, (_, k) => at(o, k)),
           row,
