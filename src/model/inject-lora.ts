@@ -85,7 +85,21 @@ export interface InjectOptions {
   layers?: readonly number[];
   /** Operator for X·A and (X·A)·B; default 'matmul'. See the file comment. */
   branchOp?: LoraBranchOp;
+  /**
+   * Adds the input LORA_ROW_MASK: X·A is multiplied by it before ·B, so a batch
+   * fed concatenated adapters gives each row only its own rank columns (src/engine/batch-feeds.ts).
+   * Default false. Only 3-D (batch, seq, in) activations get it; 2-D Gemm branches stay unmasked.
+   */
+  rowMask?: boolean;
 }
+
+/**
+ * The per-row rank mask input (rowMask): float32 (rows | 1, 1, lora_rank | 1). Fed [[[1]]] (`rowMaskOne`,
+ * what KvStepper does when it is not given) a run is exactly the run without it. Not an overridable
+ * initializer: onnxruntime-web only accepts feeds named in `session.inputNames`, which lists none. Not
+ * named `lora.*`: it is not part of an adapter's feeds.
+ */
+export const LORA_ROW_MASK = 'lora_row_mask';
 
 /** The faster branch operator per onnxruntime-web execution provider (measured, see the file comment). */
 export function loraBranchOpFor(backend: 'webgpu' | 'wasm'): LoraBranchOp {
@@ -170,19 +184,30 @@ export function injectLora(
       }
       xIn = c;
     }
+    let rank3 = p.kind !== 'Gemm';
     if (branchOp === 'einsum') {
       // Gemm activations are 2-D by definition; MatMul/MatMulNBits ones are (batch, seq, in) in decoder
       // exports unless the graph says otherwise.
       const rank = ranks.get(x) ?? (p.kind === 'Gemm' ? 2 : 3);
+      rank3 = rank === 3;
       const lead = 'abcdefgh'.slice(0, Math.max(0, rank - 1));
+      const masked = opts.rowMask && rank3 ? fresh(`${scope}/xA_masked`) : xa;
       nodes.push(einsum(`${scope}/Einsum_A`, `${lead}i,ir->${lead}r`, [xIn, a], xa));
-      nodes.push(einsum(`${scope}/Einsum_B`, `${lead}r,ro->${lead}o`, [xa, b], xab));
+      if (masked !== xa) nodes.push(rowMaskMul(scope, xa, masked));
+      nodes.push(einsum(`${scope}/Einsum_B`, `${lead}r,ro->${lead}o`, [masked, b], xab));
     } else {
+      const masked = opts.rowMask && rank3 ? fresh(`${scope}/xA_masked`) : xa;
       nodes.push(
         onnx.NodeProto.create({ name: `${scope}/MatMul_A`, opType: 'MatMul', input: [xIn, a], output: [xa] }),
       );
+      if (masked !== xa) nodes.push(rowMaskMul(scope, xa, masked));
       nodes.push(
-        onnx.NodeProto.create({ name: `${scope}/MatMul_B`, opType: 'MatMul', input: [xa, b], output: [xab] }),
+        onnx.NodeProto.create({
+          name: `${scope}/MatMul_B`,
+          opType: 'MatMul',
+          input: [masked, b],
+          output: [xab],
+        }),
       );
     }
     let delta = xab;
@@ -210,7 +235,19 @@ export function injectLora(
     inputs.push(tensorValueInfo(t.inputA, DataType.FLOAT, [t.in, LORA_RANK_DIM])); // (in, R)
     inputs.push(tensorValueInfo(t.inputB, DataType.FLOAT, [LORA_RANK_DIM, t.out])); // (R, out)
   }
+  if (opts.rowMask && nodes.some((n) => n.input.includes(LORA_ROW_MASK))) {
+    inputs.push(tensorValueInfo(LORA_ROW_MASK, DataType.FLOAT, ['lora_rows', 1, 'lora_mask_rank']));
+  }
   return { model: withGraph(model, cloneGraph(g, { node: nodes, input: inputs })), targets };
+}
+
+function rowMaskMul(scope: string, xa: string, out: string): NodeProto {
+  return onnx.NodeProto.create({
+    name: `${scope}/Mul_row_mask`,
+    opType: 'Mul',
+    input: [xa, LORA_ROW_MASK],
+    output: [out],
+  });
 }
 
 function cast(name: string, input: string, output: string, to: number): NodeProto {
