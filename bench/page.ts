@@ -3,6 +3,7 @@
  * through Playwright, and mirrors progress to the console (which the driver prints). The suite is a
  * dynamic import (transformers.js only when asked for), so loading the page runs nothing.
  */
+import type { BatchSuiteOptions } from './batch.ts';
 import type { BenchApi, SuiteOptions, TrainSuiteOptions } from './types.ts';
 
 declare global {
@@ -19,12 +20,20 @@ function log(msg: string): void {
 
 window.wlBench = {
   async preload() {
-    await Promise.all([import('./ours.ts'), import('./transformers.ts'), import('./train.ts')]);
+    await Promise.all([
+      import('./ours.ts'),
+      import('./transformers.ts'),
+      import('./train.ts'),
+      import('./batch.ts'),
+    ]);
   },
   async ours(opts: SuiteOptions) {
     return (await import('./ours.ts')).runOurs(opts, log);
   },
   async train(opts: TrainSuiteOptions) {
     return (await import('./train.ts')).runTrain(opts, log);
+  },
+  async batch(opts: BatchSuiteOptions) {
+    return (await import('./batch.ts')).runBatch(opts, log);
   },
 };

@@ -9,10 +9,12 @@
  *   tsx bench/run.ts [--suite inference|train|all] [--backend wasm|webgpu|both] [--dtype q4|fp32]
  *                    [--tokens N] [--reps N] [--swaps N] [--no-transformers]
  *                    [--train-backend cpu|webgpu|both] [--ranks 1,4,16] [--steps N] [--warmup N]
- *                    [--batch B] [--seq T] [--no-profile]
+ *                    [--batch B] [--seq T] [--no-profile] [--columns 2,4,8]
  * Defaults: the inference suite only; both backends (wasm first), q4; wasm 32 decode tokens × 5 reps,
  * webgpu 8 × 3; 20 swaps. Training suite (bench/train.ts): cpu then webgpu, ranks 1,4,16, B 2 × T 32,
- * 2 warm-up + 7 measured steps per rank, one kernel profile per rank on webgpu.
+ * 2 warm-up + 7 measured steps per rank, one kernel profile per rank on webgpu. Batch suite
+ * (bench/batch.ts, `--suite batch`): batched vs sequential Compare for --columns × --tokens (default 32),
+ * reps 3 on wasm, 1 on webgpu.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
@@ -22,6 +24,7 @@ import { chromium, type Page } from 'playwright';
 import { createServer } from 'vite';
 import { ORT_APP_MOUNT, ORT_RESOLVE_CONDITIONS, serveOrtFiles } from '../vite.config.ts';
 import { CHROMIUM_ARGS } from '../vitest.config.ts';
+import { type BatchResult, type BatchSuiteOptions, rowsForBatch } from './batch.ts';
 import { renderTable, rowsFor, rowsForTrain } from './report.ts';
 import type {
   BenchBackend,
@@ -52,6 +55,7 @@ const { values: args } = parseArgs({
     batch: { type: 'string', default: '2' },
     seq: { type: 'string', default: '32' },
     'no-profile': { type: 'boolean', default: false },
+    columns: { type: 'string', default: '2,4,8' },
   },
 });
 
@@ -77,10 +81,14 @@ const int = (s: string | undefined, name: string): number | undefined => {
 };
 const suites =
   args.suite === 'all'
-    ? { inference: true, train: true }
-    : args.suite === 'inference' || args.suite === 'train'
-      ? { inference: args.suite === 'inference', train: args.suite === 'train' }
-      : fail(`--suite must be inference, train or all (got ${args.suite})`);
+    ? { inference: true, train: true, batch: true }
+    : args.suite === 'inference' || args.suite === 'train' || args.suite === 'batch'
+      ? {
+          inference: args.suite === 'inference',
+          train: args.suite === 'train',
+          batch: args.suite === 'batch',
+        }
+      : fail(`--suite must be inference, train, batch or all (got ${args.suite})`);
 const trainBackends: TrainBenchBackend[] =
   args['train-backend'] === 'both'
     ? ['cpu', 'webgpu']
@@ -216,6 +224,21 @@ async function main(): Promise<void> {
           rowsForTrain(tr),
         ),
       );
+    }
+    for (const backend of suites.batch ? backends : []) {
+      const opts: BatchSuiteOptions = {
+        backend,
+        dtype,
+        sizes: args.columns!.split(',').map((c) => int(c, 'columns')!),
+        tokens: int(args.tokens, 'tokens') ?? 32,
+        reps: int(args.reps, 'reps') ?? (backend === 'webgpu' ? 1 : 3),
+      };
+      console.log(`\n== batch / ${backend} / ${dtype}`);
+      const r = await inPage(`batch/${backend}`, (page) =>
+        page.evaluate((o): Promise<BatchResult> => window.wlBench!.batch(o), opts),
+      );
+      results.push(r as never);
+      tables.push(renderTable(`batched vs sequential Compare: ${backend}, ${dtype}`, rowsForBatch(r)));
     }
   } finally {
     const version = browser.version();

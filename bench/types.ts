@@ -115,6 +115,7 @@ export interface TjsResult {
 export interface BenchApi {
   ours(opts: SuiteOptions): Promise<OursResult>;
   train(opts: TrainSuiteOptions): Promise<TrainResult>;
+  batch(opts: import('./batch.ts').BatchSuiteOptions): Promise<import('./batch.ts').BatchResult>;
 }
 
 /** `npm run bench -- --suite train`: the training engine (src/train/) on one backend. */

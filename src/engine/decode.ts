@@ -110,6 +110,87 @@ export function callQuietly<A>(fn: ((a: A) => unknown) | undefined, arg: A): voi
   }
 }
 
+/**
+ * One request's output side: takes each sampled token, detokenizes incrementally (holding back a trailing
+ * U+FFFD, a multi-byte character whose remaining bytes come with the next token), matches stop strings,
+ * streams the visible delta and says when the request is done. decode() and the batch loop (batch.ts)
+ * share it, so a row of a batch streams exactly what the same request streams alone.
+ */
+export class TokenStream {
+  readonly history: number[];
+  readonly generated: number[] = [];
+  finish: FinishReason = 'length';
+  prefillMs = 0;
+  decodeMs = 0;
+  private decoded = ''; // tokenizer text of `generated` already turned into deltas
+  private text = '';
+
+  constructor(
+    private readonly m: LoadedModel,
+    private readonly req: PreparedRequest,
+    private readonly onToken: ((delta: TokenDelta) => void) | undefined,
+  ) {
+    this.history = [...req.promptIds];
+  }
+
+  /** Samples the next token from `logits`, streams it; true when the request is finished. */
+  push(logits: Float32Array, ms: number): boolean {
+    const { m, req } = this;
+    const step = this.generated.length;
+    const next = req.sampler.next(logits, this.history);
+    if (step === 0) this.prefillMs = ms;
+    else this.decodeMs += ms;
+    this.generated.push(next);
+    this.history.push(next);
+    const isEos = m.eosIds.has(next);
+    const last = isEos || step === req.maxNew - 1;
+    let piece = '';
+    const full = m.tokenizer.decode(this.generated);
+    if (last || !full.endsWith('\uFFFD')) {
+      piece = full.startsWith(this.decoded)
+        ? full.slice(this.decoded.length)
+        : full.slice(Math.min(this.decoded.length, full.length));
+      this.decoded = full;
+    }
+    let visible = piece;
+    if (req.matcher) {
+      const r = req.matcher.push(piece);
+      visible = r.text;
+      if (r.stopped) this.finish = 'stop';
+      else if (last) visible += req.matcher.flush();
+    }
+    this.text += visible;
+    callQuietly(this.onToken, { tokenId: next, text: visible });
+    if (this.finish === 'stop') return true;
+    if (isEos) {
+      this.finish = 'eos';
+      return true;
+    }
+    return last;
+  }
+
+  /** The last sampled token (the next step's input). */
+  get last(): number {
+    return this.generated[this.generated.length - 1]!;
+  }
+
+  result(): GenerateResult {
+    const decodeSteps = Math.max(0, this.generated.length - 1);
+    const { decodeMs } = this;
+    return {
+      text: this.text,
+      tokenIds: this.generated,
+      finishReason: this.finish,
+      timings: {
+        prefillMs: this.prefillMs,
+        decodeMs,
+        tokensPerSecond: decodeSteps > 0 && decodeMs > 0 ? (decodeSteps * 1000) / decodeMs : 0,
+        promptTokens: this.req.promptIds.length,
+      },
+    };
+  }
+}
+
 export async function decode(
   m: LoadedModel,
   graph: DecoderGraph,
@@ -119,80 +200,29 @@ export async function decode(
   onToken: ((delta: TokenDelta) => void) | undefined,
   observer: DecodeObserver = {},
 ): Promise<GenerateResult> {
-  const { promptIds, maxNew, sampler, matcher } = req;
   const stepper = new KvStepper(m.ort, graph, loraFeeds);
-  let input: readonly number[] = promptIds;
-  const history = [...promptIds];
-  const generated: number[] = [];
-  let decoded = ''; // tokenizer text of `generated` already turned into deltas
-  let text = '';
-  let finish: FinishReason = 'length';
-  let prefillMs = 0;
-  let decodeMs = 0;
+  const out = new TokenStream(m, req, onToken);
+  let input: readonly number[] = req.promptIds;
   try {
-    for (let step = 0; step < maxNew; step++) {
+    for (let step = 0; step < req.maxNew; step++) {
       // ORT's wasm run resolves through microtasks only: without a macrotask turn here, an abort
       // message (worker) or a paint (page) would wait for the whole generation.
       if (step > 0) await yieldToEventLoop();
       if (signal.aborted) {
-        finish = 'abort';
+        out.finish = 'abort';
         break;
       }
       const t0 = performance.now();
       const logits = await stepper.step(input);
       observer.kvLocations?.(stepper.lastKvLocations);
-      const next = sampler.next(logits, history);
-      const dt = performance.now() - t0;
-      if (step === 0) {
-        prefillMs = dt;
-        observer.prefillLogits?.(logits);
-      } else decodeMs += dt;
-      generated.push(next);
-      history.push(next);
-
-      const isEos = m.eosIds.has(next);
-      const last = isEos || step === maxNew - 1;
-      // Incremental detokenization: decode everything, emit the new suffix; hold back a trailing U+FFFD
-      // (a multi-byte character whose remaining bytes come with the next token).
-      let piece = '';
-      const full = m.tokenizer.decode(generated);
-      if (last || !full.endsWith('\uFFFD')) {
-        piece = full.startsWith(decoded)
-          ? full.slice(decoded.length)
-          : full.slice(Math.min(decoded.length, full.length));
-        decoded = full;
-      }
-      let visible = piece;
-      if (matcher) {
-        const r = matcher.push(piece);
-        visible = r.text;
-        if (r.stopped) finish = 'stop';
-        else if (last) visible += matcher.flush();
-      }
-      text += visible;
-      callQuietly(onToken, { tokenId: next, text: visible });
-      if (finish === 'stop') break;
-      if (isEos) {
-        finish = 'eos';
-        break;
-      }
-      input = [next];
+      if (step === 0) observer.prefillLogits?.(logits);
+      if (out.push(logits, performance.now() - t0)) break;
+      input = [out.last];
     }
   } finally {
     stepper.dispose();
   }
-  const decodeSteps = Math.max(0, generated.length - 1);
-  return {
-    text,
-    tokenIds: generated,
-    finishReason: finish,
-    timings: {
-      prefillMs,
-      decodeMs,
-      tokensPerSecond: decodeSteps > 0 && decodeMs > 0 ? (decodeSteps * 1000) / decodeMs : 0,
-      promptTokens: promptIds.length,
-    },
-  };
+  return out.result();
 }
 
 /** The result of a request aborted before it started. */

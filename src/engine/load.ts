@@ -177,7 +177,7 @@ export async function loadModel(
     .map((o) => o.name)
     .filter((n) => n.startsWith('present.'));
   const inject = (b: Backend) => {
-    const { model, targets } = injectLora(decoded, { branchOp: loraBranchOpFor(b) });
+    const { model, targets } = injectLora(decoded, { branchOp: loraBranchOpFor(b), rowMask: true });
     return { bytes: encodeModel(model), targets };
   };
   let injected = inject(backend);

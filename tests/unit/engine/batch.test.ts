@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { peftToFeeds } from '../../../src/adapters/peft.ts';
 import { BatchKv } from '../../../src/engine/batch-kv.ts';
 import { type BatchRowAdapter, batchLoraFeeds } from '../../../src/engine/batch-feeds.ts';
+import { promptNll, scoreUnderAdapters } from '../../../src/engine/batch-score.ts';
 import { argmax } from '../../../src/engine/sampling.ts';
 import {
   createDecoderSession,
@@ -229,5 +230,37 @@ describe('batched multi-adapter decode (wasm)', () => {
     await kv.join(a.kv);
     await expect(kv.step([1, 2], none)).rejects.toThrow(InvalidOptionError);
     kv.dispose();
+  });
+
+  it('scoreUnderAdapters: one forward, per-candidate prompt logits equal each candidate alone', async () => {
+    const ids = PROMPTS[0]!;
+    const keys = ['peft-adapter', null, 'peft-adapter-rslora', 'peft-adapter'] as const;
+    const rows = await scoreUnderAdapters(
+      { ort, graph: g, targets, noAdapterFeeds: none },
+      ids,
+      keys.map((k) => ({ key: k ?? '', feeds: k ? adapters.get(k)! : null })),
+    );
+    expect(rows).toHaveLength(keys.length);
+    const V = config.vocabSize;
+    for (const [i, k] of keys.entries()) {
+      const s = new KvStepper(ort, g, feedsOf(k));
+      const ref = await s.step(ids, { allLogits: true });
+      s.dispose();
+      expect(rows[i]!.length).toBe(ids.length * V);
+      expectClose(rows[i]!, ref, FP32_LOGITS, `candidate ${i} (${k})`);
+      // NLL from float64 log-softmax of the reference logits.
+      let nll = 0;
+      for (let t = 0; t + 1 < ids.length; t++) {
+        const row = Array.from(ref.subarray(t * V, (t + 1) * V));
+        const max = Math.max(...row);
+        const lse = max + Math.log(row.reduce((z, x) => z + Math.exp(x - max), 0));
+        nll += lse - row[ids[t + 1]!]!;
+      }
+      expect(promptNll(rows[i]!, ids)).toBeCloseTo(nll / (ids.length - 1), 4);
+    }
+    expect(promptNll(rows[0]!, [5])).toBeNaN();
+    await expect(
+      scoreUnderAdapters({ ort, graph: g, targets, noAdapterFeeds: none }, [], []),
+    ).rejects.toThrow(InvalidOptionError);
   });
 });
