@@ -98,18 +98,18 @@ export class Batcher {
       if (this.active && q.pending === 0) b = this.active;
       else if (this.next && q.enqueued === this.next.seq) b = this.next;
       if (!b) {
-        const fresh: Batch = { pending: [], rows: [], seq: 0 };
+        // The row goes in before the task is enqueued: an idle queue starts it synchronously.
+        const fresh: Batch = { pending: [row], rows: [], seq: 0 };
+        this.next = fresh;
         q.enqueue(() => this.loop(fresh)).catch((e) => {
           // Never started (engine disposed): every row waiting for it fails the same way.
           if (this.next === fresh) this.next = null;
           for (const r of fresh.pending.splice(0)) r.reject(e);
         });
         fresh.seq = q.enqueued;
-        this.next = fresh;
         b = fresh;
-      }
+      } else b.pending.push(row);
       const batch = b;
-      batch.pending.push(row);
       // Aborted before it was admitted: leave at once, as a queued request does.
       signal.addEventListener(
         'abort',
