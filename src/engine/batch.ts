@@ -72,9 +72,12 @@ export class Batcher {
 
   constructor(private readonly host: BatchHost) {}
 
-  /** Requests waiting to join a batch (running or queued). */
+  /**
+   * Requests waiting to join a batch, running or queued, beyond the one queue entry a queued batch holds
+   * (the engine adds `queue.pending`, so a queued batch of n requests counts n).
+   */
   get waiting(): number {
-    return (this.active?.pending.length ?? 0) + (this.next?.pending.length ?? 0);
+    return (this.active?.pending.length ?? 0) + (this.next ? this.next.pending.length - 1 : 0);
   }
 
   /**

@@ -4,11 +4,23 @@
 // step (debugState().lastBatchRows > 1 while they stream) and each returns exactly what it returns alone
 // (tokens, text, deltas). Also: aborting one row leaves the others untouched; a request that arrives
 // mid-batch joins it. WebGPU (SwiftShader, ~1 token/s): the same equality with 3 rows × 3 tokens, and
-// the batch step's logits against each row's solo step within WEBGPU_VS_WASM (BatchKv directly).
+// the batch step's logits against each row's solo step within WEBGPU_VS_WASM (BatchKv directly, with the
+// adapter's rank-4 columns uploaded by batchLoraFeeds).
 // Per-row logits on wasm are checked in tests/unit/engine/batch.test.ts (FP32_LOGITS).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parsePeftConfig, peftToFeeds } from '../../src/adapters/peft.ts';
+import { parseSafetensors } from '../../src/adapters/safetensors.ts';
 import { AdapterStore } from '../../src/adapters/store.ts';
+import { type BatchRowAdapter, batchLoraFeeds } from '../../src/engine/batch-feeds.ts';
+import { BatchKv } from '../../src/engine/batch-kv.ts';
 import { LocalEngine } from '../../src/engine/engine.ts';
+import { noAdapterFeeds } from '../../src/engine/load.ts';
+import { argmax } from '../../src/engine/sampling.ts';
+import { createDecoderSession, KvStepper, type Ort, type OrtTensor } from '../../src/engine/session.ts';
+import { injectLora, loraBranchOpFor } from '../../src/model/inject-lora.ts';
+import { decodeModel, encodeModel } from '../../src/model/onnx-io.ts';
+import { parseModelConfig } from '../../src/model/package.ts';
+import { expectClose, WEBGPU_VS_WASM } from '../helpers/expect-close.ts';
 import type {
   AdapterSelection,
   GenerateRequest,
@@ -17,7 +29,7 @@ import type {
 } from '../../src/engine/types.ts';
 import { MODEL_BASE, setupOrt } from './helpers/model.ts';
 
-setupOrt();
+const ort = setupOrt() as unknown as Ort;
 const DB = `weblora-test-batch-${Date.now()}`;
 const A = 'peft-adapter';
 const B = 'rslora';
@@ -193,5 +205,77 @@ describe('continuous batching (webgpu)', () => {
     });
     expect(Math.max(...together.map((t) => t.maxRows))).toBe(3);
     expect(engine.debugState().lastKvLocations.every((l) => l === 'gpu-buffer')).toBe(true);
+  });
+});
+
+describe('BatchKv on webgpu: per-row logits of a batch step', () => {
+  it('2 rows (adapter A, none; prompts of 8 and 3 tokens) × 3 steps equal their solo steps', async () => {
+    const cfg = parseModelConfig(await (await fetch(`${MODEL_BASE}config.json`)).json());
+    const inj = injectLora(decodeModel(await bytes(`${MODEL_BASE}onnx/model.onnx`)), {
+      branchOp: loraBranchOpFor('webgpu'),
+      rowMask: true,
+    });
+    const g = await createDecoderSession(ort, encodeModel(inj.model), cfg, { backend: 'webgpu' });
+    const device = (await ort.env.webgpu.device) as GPUDevice;
+    const none = noAdapterFeeds(ort, inj.targets, device);
+    const base = '/tests/fixtures/peft-adapter/';
+    const peft = peftToFeeds(
+      parsePeftConfig(new TextDecoder().decode(await bytes(`${base}adapter_config.json`))),
+      parseSafetensors(await bytes(`${base}adapter_model.safetensors`)).tensors,
+      inj.targets,
+    );
+    const aFeeds: Record<string, OrtTensor> = {};
+    for (const [k, v] of peft.feeds) aFeeds[k] = new ort.Tensor('float32', v.data, v.dims);
+    const prompts = [
+      [813, 58, 10, 449, 365, 102, 116, 44],
+      [813, 58, 10],
+    ];
+    const rowFeeds = [aFeeds, none.feeds];
+    const STEPS = 3;
+    try {
+      // Solo: prefill + STEPS greedy steps each.
+      const solo: Float32Array[][] = [];
+      for (const [i, p] of prompts.entries()) {
+        const s = new KvStepper(ort, g, rowFeeds[i]);
+        const out: Float32Array[] = [];
+        let input = p;
+        for (let k = 0; k <= STEPS; k++) {
+          const l = await s.step(input);
+          out.push(l);
+          input = [argmax(l)];
+        }
+        s.dispose();
+        solo.push(out);
+      }
+      // Batched: each row prefilled alone, then STEPS batch steps.
+      const kv = new BatchKv(ort, g);
+      const last: number[] = [];
+      for (const [i, p] of prompts.entries()) {
+        const s = new KvStepper(ort, g, rowFeeds[i]);
+        last.push(argmax(await s.step(p)));
+        await kv.join(s.takeKv());
+        s.dispose();
+      }
+      const spec: BatchRowAdapter[] = [
+        { key: 'A', feeds: { feeds: aFeeds, release: () => {} } },
+        { key: 'none', feeds: null },
+      ];
+      const lora = await batchLoraFeeds(ort, spec, inj.targets, { device, noAdapter: none.feeds });
+      expect(lora.rank).toBe(4);
+      for (let k = 1; k <= STEPS; k++) {
+        const rows = await kv.step(last, lora.feeds);
+        rows.forEach((l, b) => {
+          expectClose(l, solo[b]![k]!, WEBGPU_VS_WASM, `row ${b} step ${k}`);
+          expect(argmax(l), `row ${b} step ${k} token`).toBe(argmax(solo[b]![k]!));
+          last[b] = argmax(l);
+        });
+      }
+      expect(kv.locations.every((l) => l === 'gpu-buffer')).toBe(true);
+      lora.dispose();
+      kv.dispose();
+    } finally {
+      none.dispose();
+      await g.session.release();
+    }
   });
 });
