@@ -3,7 +3,7 @@
  * through Playwright, and mirrors progress to the console (which the driver prints). The suite is a
  * dynamic import (transformers.js only when asked for), so loading the page runs nothing.
  */
-import type { BatchSuiteOptions } from './batch.ts';
+import type { BatchSuiteOptions } from './batch-report.ts';
 import type { BenchApi, SuiteOptions, TrainSuiteOptions } from './types.ts';
 
 declare global {

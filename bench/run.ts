@@ -24,7 +24,7 @@ import { chromium, type Page } from 'playwright';
 import { createServer } from 'vite';
 import { ORT_APP_MOUNT, ORT_RESOLVE_CONDITIONS, serveOrtFiles } from '../vite.config.ts';
 import { CHROMIUM_ARGS } from '../vitest.config.ts';
-import { type BatchResult, type BatchSuiteOptions, rowsForBatch } from './batch.ts';
+import { type BatchResult, type BatchSuiteOptions, rowsForBatch } from './batch-report.ts';
 import { renderTable, rowsFor, rowsForTrain } from './report.ts';
 import type {
   BenchBackend,

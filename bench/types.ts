@@ -115,7 +115,9 @@ export interface TjsResult {
 export interface BenchApi {
   ours(opts: SuiteOptions): Promise<OursResult>;
   train(opts: TrainSuiteOptions): Promise<TrainResult>;
-  batch(opts: import('./batch.ts').BatchSuiteOptions): Promise<import('./batch.ts').BatchResult>;
+  batch(
+    opts: import('./batch-report.ts').BatchSuiteOptions,
+  ): Promise<import('./batch-report.ts').BatchResult>;
 }
 
 /** `npm run bench -- --suite train`: the training engine (src/train/) on one backend. */
