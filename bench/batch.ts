@@ -13,9 +13,9 @@ import { AdapterStore } from '../src/adapters/store.ts';
 import { LocalEngine } from '../src/engine/engine.ts';
 import type { Ort } from '../src/engine/session.ts';
 import type { AdapterSelection, GenerateRequest, GenerateResult } from '../src/engine/types.ts';
+import type { BatchResult, BatchSizeResult, BatchSuiteOptions } from './batch-report.ts';
 import { MODEL_BASE, randomAdapter } from './ours.ts';
 import { PASSAGE } from './prompt.ts';
-import type { BatchResult, BatchSizeResult, BatchSuiteOptions } from './batch-report.ts';
 
 type Log = (msg: string) => void;
 

@@ -17,16 +17,16 @@ import { LocalEngine } from '../../src/engine/engine.ts';
 import { noAdapterFeeds } from '../../src/engine/load.ts';
 import { argmax } from '../../src/engine/sampling.ts';
 import { createDecoderSession, KvStepper, type Ort, type OrtTensor } from '../../src/engine/session.ts';
-import { injectLora, loraBranchOpFor } from '../../src/model/inject-lora.ts';
-import { decodeModel, encodeModel } from '../../src/model/onnx-io.ts';
-import { parseModelConfig } from '../../src/model/package.ts';
-import { expectClose, WEBGPU_VS_WASM } from '../helpers/expect-close.ts';
 import type {
   AdapterSelection,
   GenerateRequest,
   GenerateResult,
   TokenDelta,
 } from '../../src/engine/types.ts';
+import { injectLora, loraBranchOpFor } from '../../src/model/inject-lora.ts';
+import { decodeModel, encodeModel } from '../../src/model/onnx-io.ts';
+import { parseModelConfig } from '../../src/model/package.ts';
+import { expectClose, WEBGPU_VS_WASM } from '../helpers/expect-close.ts';
 import { MODEL_BASE, setupOrt } from './helpers/model.ts';
 
 const ort = setupOrt() as unknown as Ort;

@@ -3,7 +3,7 @@
  * `?backend=wasm&mode=completion` (SwiftShader WebGPU is far too slow for a test; chat mode and auto are
  * first-run.e2e.ts's): the model loads, a greedy
  * continuation streams into the output, Stop ends a long one mid-stream, the compare view makes one
- * column per selected adapter and runs them one after another, a broken file shows the typed import
+ * column per selected adapter and decodes them together in one batch, a broken file shows the typed import
  * error, and stored adapters can be exported, renamed and deleted. Adapters: the example adapters
  * when the build ships them (preinstalled by the app), else test adapters imported through the URL
  * field (helpers.ts). A screenshot goes to $WEBLORA_DEMO_SHOT (default /tmp/weblora-demo.png).

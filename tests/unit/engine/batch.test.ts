@@ -7,8 +7,8 @@ import { readFileSync } from 'node:fs';
 import * as ort from 'onnxruntime-web';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { peftToFeeds } from '../../../src/adapters/peft.ts';
-import { BatchKv } from '../../../src/engine/batch-kv.ts';
 import { type BatchRowAdapter, batchLoraFeeds } from '../../../src/engine/batch-feeds.ts';
+import { BatchKv } from '../../../src/engine/batch-kv.ts';
 import { promptNll, scoreUnderAdapters } from '../../../src/engine/batch-score.ts';
 import { argmax } from '../../../src/engine/sampling.ts';
 import {
