@@ -11,12 +11,13 @@ import { InvalidOptionError } from '../errors.ts';
 import { LORA_ROW_MASK, type LoraTarget } from '../model/inject-lora.ts';
 import { type BatchRowAdapter, batchLoraFeeds } from './batch-feeds.ts';
 import { type DecoderGraph, logitsToFloat32, type Ort, type OrtTensor } from './session.ts';
+import type { AdapterFeedProvider, AdapterFeeds, AdapterSelection } from './types.ts';
 
 export interface ScoreModel {
   ort: Ort;
   /** The injected graph (with the row-mask input when candidates differ). */
   graph: DecoderGraph;
-  targets: readonly LoraTarget[];
+  targets: LoraTarget[];
   noAdapterFeeds: Record<string, OrtTensor>;
   device?: GPUDevice | null;
 }
@@ -97,6 +98,30 @@ export async function scoreUnderAdapters(
   } finally {
     for (const x of own) x.dispose();
     lora.dispose();
+  }
+}
+
+/**
+ * scoreUnderAdapters with the candidates given as selections (names, mixes, null), resolved by the
+ * engine's AdapterFeedProvider and released afterwards. Run it inside the engine's queue.
+ */
+export async function scoreSelections(
+  m: ScoreModel,
+  provider: AdapterFeedProvider,
+  ids: readonly number[],
+  selections: readonly AdapterSelection[],
+): Promise<Float32Array[]> {
+  const held: AdapterFeeds[] = [];
+  try {
+    const rows: BatchRowAdapter[] = [];
+    for (const sel of selections) {
+      const feeds = await provider.feedsFor(sel, m.targets);
+      if (feeds) held.push(feeds);
+      rows.push({ key: JSON.stringify(sel ?? null), feeds });
+    }
+    return await scoreUnderAdapters(m, ids, rows);
+  } finally {
+    for (const f of held) f.release();
   }
 }
 

@@ -45,6 +45,8 @@ export interface BatchHost {
 }
 
 interface Row {
+  /** Unique per request: the batch feeds are rebuilt when the set of rows changes (see loop). */
+  id: number;
   req: GenerateRequest;
   signal: AbortSignal;
   onToken: ((delta: TokenDelta) => void) | undefined;
@@ -63,6 +65,8 @@ interface Batch {
 
 /** Cache key of a selection: equal for selections that give the same feeds. */
 export const selectionKey = (req: GenerateRequest): string => JSON.stringify(req.adapter ?? null);
+
+let rowCounter = 0;
 
 export class Batcher {
   /** The batch decoding now. */
@@ -95,7 +99,7 @@ export class Batcher {
         reject(new AbortError('request aborted before it started', { queued: true }));
         return;
       }
-      const row: Row = { req, signal, onToken, resolve, reject };
+      const row: Row = { id: ++rowCounter, req, signal, onToken, resolve, reject };
       const q = this.host.queue;
       let b: Batch | null = null;
       if (this.active && q.pending === 0) b = this.active;
@@ -164,7 +168,8 @@ export class Batcher {
         }
         if (b.pending.some((r) => this.fits(m, b.rows, r))) continue; // they join this step
         if (b.rows.length === 0) continue;
-        const key = b.rows.map((r) => r.adapter!.key).join('\u0000');
+        // Rows, not only their adapters: shared feeds are a row's own provider tensors, released with it.
+        const key = b.rows.map((r) => `${r.id}:${r.adapter!.key}`).join('\u0000');
         if (feeds?.key !== key) {
           feeds?.lora.dispose();
           feeds = null;

@@ -24,6 +24,7 @@ import {
 } from '../errors.ts';
 import type { CheckpointStore } from '../train/checkpoints.ts';
 import { Batcher } from './batch.ts';
+import { scoreSelections } from './batch-score.ts';
 import { abortedResult, callQuietly } from './decode.ts';
 import { type LoadedModel, loadModel } from './load.ts';
 import type { FetchModelFilesOptions } from './model-files.ts';
@@ -312,6 +313,17 @@ export class LocalEngine implements Engine {
       queued: this.queue.pending + this.batcher.waiting,
       inputNames: this.loaded ? [...this.loaded.model.graph.session.inputNames] : [],
     };
+  }
+
+  /**
+   * Logits (T, V) of `prompt` under each selection, all in one batched forward (batch-score.ts; `promptNll`
+   * turns a row into the prompt's NLL). Internal: for adapter routing, not part of the Engine contract.
+   */
+  scoreAdapters(prompt: string, selections: readonly AdapterSelection[]): Promise<Float32Array[]> {
+    return this.queue.enqueue(async () => {
+      const { model: m, provider } = this.requireModel('scoreAdapters');
+      return scoreSelections(m, provider, m.tokenizer.encode(prompt), selections);
+    });
   }
 
   // ---------------------------------------------------------------- dispose

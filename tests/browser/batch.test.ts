@@ -26,7 +26,7 @@ import type {
 import { injectLora, loraBranchOpFor } from '../../src/model/inject-lora.ts';
 import { decodeModel, encodeModel } from '../../src/model/onnx-io.ts';
 import { parseModelConfig } from '../../src/model/package.ts';
-import { expectClose, WEBGPU_VS_WASM } from '../helpers/expect-close.ts';
+import { expectClose, FP32_LOGITS, maxAbsDiff, WEBGPU_VS_WASM } from '../helpers/expect-close.ts';
 import { MODEL_BASE, setupOrt } from './helpers/model.ts';
 
 const ort = setupOrt() as unknown as Ort;
@@ -171,6 +171,20 @@ describe('continuous batching (wasm)', () => {
     expectSame(l, aloneLate, 'late joiner');
     expect(l.maxRows).toBe(2);
     expect(firstRun.result.tokenIds.length).toBe(16);
+  });
+
+  it('scoreAdapters: one prompt under A, none and the mix in one forward equals each scored alone', async () => {
+    const sels: AdapterSelection[] = [A, null, MIX];
+    const prompt = ROWS[0]!.prompt;
+    const together = await engine.scoreAdapters(prompt, sels);
+    expect(together).toHaveLength(3);
+    for (const [i, sel] of sels.entries()) {
+      const [alone] = await engine.scoreAdapters(prompt, [sel]);
+      expectClose(together[i]!, alone!, FP32_LOGITS, `candidate ${i}`);
+    }
+    expect(together[0]!.length % 1024).toBe(0); // (T, V = 1024)
+    expect(together[0]!.length).toBeGreaterThan(1024);
+    expect(maxAbsDiff(together[0]!, together[1]!)).toBeGreaterThan(1e-3); // adapter A changes the logits
   });
 
   it('rows with no adapter only run on the base graph', async () => {
