@@ -10,9 +10,10 @@
  * adapters concatenated along the rank and a per-row mask (batch-feeds.ts). Rows stream on their own
  * (decode.ts's TokenStream), stop on their own (eos, length, stop string, abort — checked before every
  * step) and leave; the loop ends when no row is left. A lone request decodes exactly as decode() would.
- * Graphs without `position_ids` (GroupQueryAttention with rotary from the mask, which expects
- * right-padded caches) and graphs without the row-mask input for different adapters never batch: such
- * requests run one after another, as before.
+ * GroupQueryAttention graphs (LoadedModel.leftPadding false: GQA takes each row's length from the mask
+ * and expects its positions at the start of the cache), graphs without `position_ids`, and — for
+ * different adapters — graphs without the row-mask input never batch: such requests run one after
+ * another, as before.
  */
 import { AbortError, AdapterMismatchError, type DeviceLostError } from '../errors.ts';
 import { LORA_ROW_MASK } from '../model/inject-lora.ts';
@@ -134,7 +135,7 @@ export class Batcher {
   /** Whether `row` may decode together with `rows` on this model's graphs. */
   private fits(m: LoadedModel, rows: readonly Row[], row: Row): boolean {
     if (rows.length === 0) return true;
-    if (!m.graph.hasPositionIds) return false;
+    if (!m.graph.hasPositionIds || m.leftPadding === false) return false;
     if (m.graph.session.inputNames.includes(LORA_ROW_MASK)) return true;
     const key = selectionKey(row.req);
     return rows.every((r) => selectionKey(r.req) === key);

@@ -51,6 +51,11 @@ export interface LoadedModel {
   maxPositions: number;
   /** The GPUDevice ORT runs on (webgpu), else null. */
   device: GPUDevice | null;
+  /**
+   * Whether rows of a batch may be left-padded (engine/batch.ts): false for GroupQueryAttention graphs,
+   * which read each row's length from the mask and expect its positions at the start of the cache.
+   */
+  leftPadding: boolean;
   report: LoadReport;
   /**
    * The frozen base weights for training, read from the same ONNX bytes the session was built from —
@@ -285,6 +290,7 @@ export async function loadModel(
       bosId: config.bosTokenId,
       maxPositions: config.maxPositionEmbeddings,
       device,
+      leftPadding: !graphOf(decoded).node.some((n) => n.opType === 'GroupQueryAttention'),
       report,
       trainWeights() {
         frozen ??= loadFrozenWeights(decodeModel(modelBytes), decoderConfig(config));
