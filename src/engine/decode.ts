@@ -1,16 +1,15 @@
 /**
- * One generate request on a loaded model, after the engine chose its graph and feeds: `prepareRequest`
- * validates the request and turns the prompt (or chat messages) into ids; `decode` runs the KV-cached
- * loop through a KvStepper (session.ts) — sample, detokenize incrementally, match stop strings, stream
- * deltas, stop on eos / length / stop string / abort. Abort is cooperative, checked before every step,
- * and reported as finishReason 'abort', never thrown. It deliberately knows nothing about queues,
- * adapters or workers: engine.ts does.
+ * One generate request's own side, after the engine chose its graph and feeds: `prepareRequest`
+ * validates the request and turns the prompt (or chat messages) into ids; `TokenStream` takes each
+ * sampled token — detokenize incrementally, match stop strings, stream deltas, stop on eos / length /
+ * stop string — for the batch loop (batch.ts), which steps the model for every running request at once.
+ * Abort is cooperative, checked by the loop before every step, and reported as finishReason 'abort',
+ * never thrown. It deliberately knows nothing about queues, adapters, KV caches or workers.
  */
 import { InvalidOptionError } from '../errors.ts';
 import { renderChat } from '../model/chat.ts';
 import type { LoadedModel } from './load.ts';
 import { createSampler, type Sampler, type StopStringMatcher, stopStringMatcher } from './sampling.ts';
-import { type DecoderGraph, KvStepper, type OrtTensor } from './session.ts';
 import type { FinishReason, GenerateRequest, GenerateResult, TokenDelta } from './types.ts';
 
 export const DEFAULT_MAX_NEW_TOKENS = 128;
@@ -66,14 +65,6 @@ export function prepareRequest(m: LoadedModel, req: GenerateRequest): PreparedRe
     }),
     matcher: req.stop?.length ? stopStringMatcher(req.stop) : null,
   };
-}
-
-/** Where the loop reports what tests and diagnostics read (EngineDebugState). */
-export interface DecodeObserver {
-  /** The prompt pass's logits row (the first generated token's distribution). */
-  prefillLogits?(logits: Float32Array): void;
-  /** KV tensor locations after each step. */
-  kvLocations?(locations: readonly string[]): void;
 }
 
 let yieldChannel: MessageChannel | null = null;
@@ -189,40 +180,6 @@ export class TokenStream {
       },
     };
   }
-}
-
-export async function decode(
-  m: LoadedModel,
-  graph: DecoderGraph,
-  loraFeeds: Record<string, OrtTensor>,
-  req: PreparedRequest,
-  signal: AbortSignal,
-  onToken: ((delta: TokenDelta) => void) | undefined,
-  observer: DecodeObserver = {},
-): Promise<GenerateResult> {
-  const stepper = new KvStepper(m.ort, graph, loraFeeds);
-  const out = new TokenStream(m, req, onToken);
-  let input: readonly number[] = req.promptIds;
-  try {
-    for (let step = 0; step < req.maxNew; step++) {
-      // ORT's wasm run resolves through microtasks only: without a macrotask turn here, an abort
-      // message (worker) or a paint (page) would wait for the whole generation.
-      if (step > 0) await yieldToEventLoop();
-      if (signal.aborted) {
-        out.finish = 'abort';
-        break;
-      }
-      const t0 = performance.now();
-      const logits = await stepper.step(input);
-      observer.kvLocations?.(stepper.lastKvLocations);
-      if (step === 0) observer.prefillLogits?.(logits);
-      if (out.push(logits, performance.now() - t0)) break;
-      input = [out.last];
-    }
-  } finally {
-    stepper.dispose();
-  }
-  return out.result();
 }
 
 /** The result of a request aborted before it started. */

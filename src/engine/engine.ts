@@ -1,11 +1,12 @@
 /**
  * LocalEngine: the in-thread `Engine` (types.ts) — the worker (worker.ts) runs one of these too. It owns
- * the request lifecycle: a SerialQueue runs loads, training and batches one at a time; generate requests
- * go through batch.ts (continuous batching: requests arriving while a batch decodes join it), each
- * validated, its adapter selection resolved by the AdapterFeedProvider (adapters/provider.ts: LRU cache,
- * GPU buffers on ORT's own device), streamed, and aborted by requestId or signal within one decode step. "No adapter" (the provider answers null) runs the un-injected base
- * session when load.ts made one, else the injected graph with load.ts's `noAdapterFeeds`. Loading is
- * load.ts, the decode loop batch.ts + decode.ts, adapter bytes adapters/import*.ts, training runs (queued like
+ * the request lifecycle: a SerialQueue runs loads, training and batches one at a time; generate
+ * requests go through batch.ts (continuous batching: requests arriving while a batch decodes join it),
+ * each validated, its adapter selection resolved by the AdapterFeedProvider (adapters/provider.ts: LRU
+ * cache, GPU buffers on ORT's own device), streamed, and aborted by requestId or signal within one decode
+ * step. "No adapter" (the provider answers null) runs the un-injected base session when load.ts made
+ * one, else the injected graph with load.ts's `noAdapterFeeds`. Loading is load.ts, the decode loop
+ * batch.ts + decode.ts, adapter bytes adapters/import*.ts, training runs (queued like
  * requests) train.ts. It deliberately does no prefix caching or speculative decoding.
  */
 import * as ortWebgpu from 'onnxruntime-web/webgpu';
