@@ -48,19 +48,19 @@ export function rowsForBatch(r: BatchResult): Row[] {
     });
     const pass = ratio <= 0.5;
     rows.push({
-      metric: `  batched / sequential (median of paired reps)`,
+      metric: `${s.columns} columns: batched / sequential (median of paired reps)`,
       value: f(ratio, 2),
       target: s.columns === 4 ? '≤ 0.50' : '',
       result: s.columns === 4 ? (pass ? 'PASS' : 'FAIL') : 'info',
     });
     rows.push({
-      metric: `  aggregate tok/s: sequential → batched (B = ${s.columns})`,
+      metric: `${s.columns} columns: aggregate tok/s, sequential → batched`,
       value: `${f((s.tokens * 1000) / seqMs, 1)} → ${f((s.tokens * 1000) / batMs, 1)}`,
       target: '',
       result: 'info',
     });
     rows.push({
-      metric: `  batched columns with the sequential run's tokens`,
+      metric: `${s.columns} columns: batched columns with the sequential run's tokens`,
       value: `${s.equalColumns}/${s.columns}`,
       target: `${s.columns}/${s.columns}`,
       result: s.equalColumns === s.columns ? 'PASS' : 'FAIL',
