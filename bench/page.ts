@@ -3,6 +3,7 @@
  * through Playwright, and mirrors progress to the console (which the driver prints). The suite is a
  * dynamic import (transformers.js only when asked for), so loading the page runs nothing.
  */
+import type { BatchSuiteOptions } from './batch-report.ts';
 import type { BenchApi, GatesSuiteOptions, SuiteOptions, TrainSuiteOptions, WasmQ4Options } from './types.ts';
 import type { VariantsOptions, VariantsResult } from './variants.ts';
 
@@ -29,6 +30,7 @@ window.wlBench = {
       import('./train.ts'),
       import('./variants.ts'),
       import('./wasm-q4.ts'),
+      import('./batch.ts'),
     ]);
   },
   async ours(opts: SuiteOptions) {
@@ -45,5 +47,8 @@ window.wlBench = {
   },
   async wasmQ4(opts: WasmQ4Options) {
     return (await import('./wasm-q4.ts')).runWasmQ4(opts, log);
+  },
+  async batch(opts: BatchSuiteOptions) {
+    return (await import('./batch.ts')).runBatch(opts, log);
   },
 };

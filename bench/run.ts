@@ -9,13 +9,15 @@
  *   tsx bench/run.ts [--suite inference|train|derive|gates|variants|wasm-q4|all] [--backend wasm|webgpu|both] [--dtype q4|fp32]
  *                    [--tokens N] [--reps N] [--swaps N] [--no-transformers]
  *                    [--train-backend cpu|webgpu|both] [--ranks 1,4,16] [--steps N] [--warmup N]
- *                    [--batch B] [--seq T] [--no-profile]
+ *                    [--batch B] [--seq T] [--no-profile] [--columns 2,4,8]
  *                    [--model <folder>] [--no-base-graph] [--prompt-tokens N]
  * Defaults: the inference suite only; both backends (wasm first), q4; wasm 32 decode tokens × 5 reps,
  * webgpu 8 × 3; 20 swaps. Training suite (bench/train.ts): cpu then webgpu, ranks 1,4,16, B 2 × T 32,
  * 2 warm-up + 7 measured steps per rank, one kernel profile per rank on webgpu.
  * `--model <folder>`: a model package outside public/ (e.g. scripts/py/replica_135m.py's), served at
  * /models/<folder name>/ (model-mount.ts); `--no-base-graph` skips loop (a); `--prompt-tokens` (default 128).
+ * Batch suite (bench/batch.ts, `--suite batch`): batched vs sequential Compare for --columns × --tokens
+ * (default 32), reps 3 on wasm, 1 on webgpu.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
@@ -26,6 +28,7 @@ import { createServer } from 'vite';
 import { isModelDtype, MODEL_DTYPES } from '../src/model/package.ts';
 import { ORT_APP_MOUNT, ORT_RESOLVE_CONDITIONS, serveOrtFiles } from '../vite.config.ts';
 import { CHROMIUM_ARGS } from '../vitest.config.ts';
+import { type BatchResult, type BatchSuiteOptions, rowsForBatch } from './batch-report.ts';
 import { type DeriveResult, rowsForDerive, runDeriveSuite } from './derive.ts';
 import { mountModelFolder } from './model-mount.ts';
 import { renderTable, rowsFor, rowsForGates, rowsForTrain } from './report.ts';
@@ -66,6 +69,7 @@ const { values: args } = parseArgs({
     model: { type: 'string' },
     'no-base-graph': { type: 'boolean', default: false },
     'prompt-tokens': { type: 'string', default: '128' },
+    columns: { type: 'string', default: '2,4,8' },
   },
 });
 
@@ -95,21 +99,23 @@ const wasmQ4Suite = args.suite === 'wasm-q4';
 if (gatesSuite || wasmQ4Suite) args.suite = 'none';
 const suites =
   args.suite === 'none'
-    ? { inference: false, train: false, derive: false, variants: false }
+    ? { inference: false, train: false, derive: false, variants: false, batch: false }
     : args.suite === 'all'
-      ? { inference: true, train: true, derive: true, variants: false }
+      ? { inference: true, train: true, derive: true, variants: false, batch: true }
       : args.suite === 'inference' ||
           args.suite === 'train' ||
           args.suite === 'derive' ||
-          args.suite === 'variants'
+          args.suite === 'variants' ||
+          args.suite === 'batch'
         ? {
             inference: args.suite === 'inference',
             train: args.suite === 'train',
             derive: args.suite === 'derive',
             variants: args.suite === 'variants',
+            batch: args.suite === 'batch',
           }
         : fail(
-            `--suite must be inference, train, derive, gates, variants, wasm-q4 or all (got ${args.suite})`,
+            `--suite must be inference, train, derive, batch, gates, variants, wasm-q4 or all (got ${args.suite})`,
           );
 const trainBackends: TrainBenchBackend[] =
   args['train-backend'] === 'both'
@@ -298,6 +304,21 @@ async function main(): Promise<void> {
       const d = await runDeriveSuite(int(args.reps, 'reps') ?? 5);
       results.push(d);
       tables.push(renderTable('derive: router overhead, merge, truncate (Node, wasm)', rowsForDerive(d)));
+    }
+    for (const backend of suites.batch ? backends : []) {
+      const opts: BatchSuiteOptions = {
+        backend,
+        dtype,
+        sizes: args.columns!.split(',').map((c) => int(c, 'columns')!),
+        tokens: int(args.tokens, 'tokens') ?? 32,
+        reps: int(args.reps, 'reps') ?? (backend === 'webgpu' ? 1 : 3),
+      };
+      console.log(`\n== batch / ${backend} / ${dtype}`);
+      const r = await inPage(`batch/${backend}`, (page) =>
+        page.evaluate((o): Promise<BatchResult> => window.wlBench!.batch(o), opts),
+      );
+      results.push(r as never);
+      tables.push(renderTable(`batched vs sequential Compare: ${backend}, ${dtype}`, rowsForBatch(r)));
     }
   } finally {
     const version = browser.version();

@@ -133,6 +133,9 @@ export interface BenchApi {
   train(opts: TrainSuiteOptions): Promise<TrainResult>;
   gates(opts: GatesSuiteOptions): Promise<GatesResult>;
   wasmQ4(opts: WasmQ4Options): Promise<WasmQ4Result>;
+  batch(
+    opts: import('./batch-report.ts').BatchSuiteOptions,
+  ): Promise<import('./batch-report.ts').BatchResult>;
 }
 
 /** `npm run bench -- --suite train`: the training engine (src/train/) on one backend. */

@@ -2,10 +2,11 @@
  * Compare view: the prompt from the Generate panel (in chat mode: as a single message, without the
  * conversation), with the same sampling settings, run once per selected column: the base model, stored
  * adapters, and the Generate panel's current picker selection (one adapter or a weighted mix). All
- * requests are submitted at once and the engine's queue runs them one after another, so each column
- * shows "queued" until its turn and then streams, and the line above the columns counts ("Running 2 of
- * 4…"). Up to four columns share one row on a desktop screen. Stop aborts every request of the run
- * (queued ones say "Cancelled"). It deliberately keeps no history of earlier runs.
+ * requests are submitted at once and the engine decodes them together as one batch (engine/batch.ts: one
+ * forward per step for every column), so each column shows "queued" until its prompt has run and then
+ * streams alongside the others, and the line above the columns counts ("Running 4 of 4…"). Up to four
+ * columns share one row on a desktop screen. Stop aborts every request of the run (columns that had not
+ * started say "Cancelled"). It deliberately keeps no history of earlier runs.
  */
 import type { AdapterInfo, GenerateResult } from '../engine/types.ts';
 import { h } from '../ui/dom.ts';

@@ -1,16 +1,15 @@
 /**
- * One generate request on a loaded model, after the engine chose its graph and feeds: `prepareRequest`
- * validates the request and turns the prompt (or chat messages) into ids; `decode` runs the KV-cached
- * loop through a KvStepper (session.ts) — sample, detokenize incrementally, match stop strings, stream
- * deltas, stop on eos / length / stop string / abort. Abort is cooperative, checked before every step,
- * and reported as finishReason 'abort', never thrown. It deliberately knows nothing about queues,
- * adapters or workers: engine.ts does.
+ * One generate request's own side, after the engine chose its graph and feeds: `prepareRequest`
+ * validates the request and turns the prompt (or chat messages) into ids; `TokenStream` takes each
+ * sampled token — detokenize incrementally, match stop strings, stream deltas, stop on eos / length /
+ * stop string — for the batch loop (batch.ts), which steps the model for every running request at once.
+ * Abort is cooperative, checked by the loop before every step, and reported as finishReason 'abort',
+ * never thrown. It deliberately knows nothing about queues, adapters, KV caches or workers.
  */
 import { InvalidOptionError } from '../errors.ts';
 import { renderChat } from '../model/chat.ts';
 import type { LoadedModel } from './load.ts';
 import { createSampler, type Sampler, type StopStringMatcher, stopStringMatcher } from './sampling.ts';
-import { type DecoderGraph, KvStepper, type OrtTensor } from './session.ts';
 import type { FinishReason, GenerateRequest, GenerateResult, TokenDelta } from './types.ts';
 
 export const DEFAULT_MAX_NEW_TOKENS = 128;
@@ -68,14 +67,6 @@ export function prepareRequest(m: LoadedModel, req: GenerateRequest): PreparedRe
   };
 }
 
-/** Where the loop reports what tests and diagnostics read (EngineDebugState). */
-export interface DecodeObserver {
-  /** The prompt pass's logits row (the first generated token's distribution). */
-  prefillLogits?(logits: Float32Array): void;
-  /** KV tensor locations after each step. */
-  kvLocations?(locations: readonly string[]): void;
-}
-
 let yieldChannel: MessageChannel | null = null;
 const yieldWaiters: (() => void)[] = [];
 
@@ -110,89 +101,85 @@ export function callQuietly<A>(fn: ((a: A) => unknown) | undefined, arg: A): voi
   }
 }
 
-export async function decode(
-  m: LoadedModel,
-  graph: DecoderGraph,
-  loraFeeds: Record<string, OrtTensor>,
-  req: PreparedRequest,
-  signal: AbortSignal,
-  onToken: ((delta: TokenDelta) => void) | undefined,
-  observer: DecodeObserver = {},
-): Promise<GenerateResult> {
-  const { promptIds, maxNew, sampler, matcher } = req;
-  const stepper = new KvStepper(m.ort, graph, loraFeeds);
-  let input: readonly number[] = promptIds;
-  const history = [...promptIds];
-  const generated: number[] = [];
-  let decoded = ''; // tokenizer text of `generated` already turned into deltas
-  let text = '';
-  let finish: FinishReason = 'length';
-  let prefillMs = 0;
-  let decodeMs = 0;
-  try {
-    for (let step = 0; step < maxNew; step++) {
-      // ORT's wasm run resolves through microtasks only: without a macrotask turn here, an abort
-      // message (worker) or a paint (page) would wait for the whole generation.
-      if (step > 0) await yieldToEventLoop();
-      if (signal.aborted) {
-        finish = 'abort';
-        break;
-      }
-      const t0 = performance.now();
-      const logits = await stepper.step(input);
-      observer.kvLocations?.(stepper.lastKvLocations);
-      const next = sampler.next(logits, history);
-      const dt = performance.now() - t0;
-      if (step === 0) {
-        prefillMs = dt;
-        observer.prefillLogits?.(logits);
-      } else decodeMs += dt;
-      generated.push(next);
-      history.push(next);
+/**
+ * One request's output side: takes each sampled token, detokenizes incrementally (holding back a trailing
+ * U+FFFD, a multi-byte character whose remaining bytes come with the next token), matches stop strings,
+ * streams the visible delta and says when the request is done. decode() and the batch loop (batch.ts)
+ * share it, so a row of a batch streams exactly what the same request streams alone.
+ */
+export class TokenStream {
+  readonly history: number[];
+  readonly generated: number[] = [];
+  finish: FinishReason = 'length';
+  prefillMs = 0;
+  decodeMs = 0;
+  private decoded = ''; // tokenizer text of `generated` already turned into deltas
+  private text = '';
 
-      const isEos = m.eosIds.has(next);
-      const last = isEos || step === maxNew - 1;
-      // Incremental detokenization: decode everything, emit the new suffix; hold back a trailing U+FFFD
-      // (a multi-byte character whose remaining bytes come with the next token).
-      let piece = '';
-      const full = m.tokenizer.decode(generated);
-      if (last || !full.endsWith('\uFFFD')) {
-        piece = full.startsWith(decoded)
-          ? full.slice(decoded.length)
-          : full.slice(Math.min(decoded.length, full.length));
-        decoded = full;
-      }
-      let visible = piece;
-      if (matcher) {
-        const r = matcher.push(piece);
-        visible = r.text;
-        if (r.stopped) finish = 'stop';
-        else if (last) visible += matcher.flush();
-      }
-      text += visible;
-      callQuietly(onToken, { tokenId: next, text: visible });
-      if (finish === 'stop') break;
-      if (isEos) {
-        finish = 'eos';
-        break;
-      }
-      input = [next];
-    }
-  } finally {
-    stepper.dispose();
+  constructor(
+    private readonly m: LoadedModel,
+    private readonly req: PreparedRequest,
+    private readonly onToken: ((delta: TokenDelta) => void) | undefined,
+  ) {
+    this.history = [...req.promptIds];
   }
-  const decodeSteps = Math.max(0, generated.length - 1);
-  return {
-    text,
-    tokenIds: generated,
-    finishReason: finish,
-    timings: {
-      prefillMs,
-      decodeMs,
-      tokensPerSecond: decodeSteps > 0 && decodeMs > 0 ? (decodeSteps * 1000) / decodeMs : 0,
-      promptTokens: promptIds.length,
-    },
-  };
+
+  /** Samples the next token from `logits`, streams it; true when the request is finished. */
+  push(logits: Float32Array, ms: number): boolean {
+    const { m, req } = this;
+    const step = this.generated.length;
+    const next = req.sampler.next(logits, this.history);
+    if (step === 0) this.prefillMs = ms;
+    else this.decodeMs += ms;
+    this.generated.push(next);
+    this.history.push(next);
+    const isEos = m.eosIds.has(next);
+    const last = isEos || step === req.maxNew - 1;
+    let piece = '';
+    const full = m.tokenizer.decode(this.generated);
+    if (last || !full.endsWith('\uFFFD')) {
+      piece = full.startsWith(this.decoded)
+        ? full.slice(this.decoded.length)
+        : full.slice(Math.min(this.decoded.length, full.length));
+      this.decoded = full;
+    }
+    let visible = piece;
+    if (req.matcher) {
+      const r = req.matcher.push(piece);
+      visible = r.text;
+      if (r.stopped) this.finish = 'stop';
+      else if (last) visible += req.matcher.flush();
+    }
+    this.text += visible;
+    callQuietly(this.onToken, { tokenId: next, text: visible });
+    if (this.finish === 'stop') return true;
+    if (isEos) {
+      this.finish = 'eos';
+      return true;
+    }
+    return last;
+  }
+
+  /** The last sampled token (the next step's input). */
+  get last(): number {
+    return this.generated[this.generated.length - 1]!;
+  }
+
+  result(): GenerateResult {
+    const decodeSteps = Math.max(0, this.generated.length - 1);
+    const { decodeMs } = this;
+    return {
+      text: this.text,
+      tokenIds: this.generated,
+      finishReason: this.finish,
+      timings: {
+        prefillMs: this.prefillMs,
+        decodeMs,
+        tokensPerSecond: decodeSteps > 0 && decodeMs > 0 ? (decodeSteps * 1000) / decodeMs : 0,
+        promptTokens: this.req.promptIds.length,
+      },
+    };
+  }
 }
 
 /** The result of a request aborted before it started. */

@@ -1,12 +1,13 @@
 /**
  * LocalEngine: the in-thread `Engine` (types.ts) — the worker (worker.ts) runs one of these too. It owns
- * the request lifecycle: a SerialQueue runs loads and requests one at a time (one KV cache), each
- * request is validated, its adapter selection resolved by the AdapterFeedProvider (adapters/provider.ts:
- * LRU cache, GPU buffers on ORT's own device), run by decode.ts, streamed, and aborted by requestId or
- * signal within one decode step. "No adapter" (the provider answers null) runs the un-injected base
- * session when load.ts made one, else the injected graph with load.ts's `noAdapterFeeds`. Loading is
- * load.ts, the decode loop decode.ts, adapter bytes adapters/import*.ts, training runs (queued like
- * requests) train.ts. It deliberately does no batching, prefix caching or speculative decoding.
+ * the request lifecycle: a SerialQueue runs loads, training and batches one at a time; generate
+ * requests go through batch.ts (continuous batching: requests arriving while a batch decodes join it),
+ * each validated, its adapter selection resolved by the AdapterFeedProvider (adapters/provider.ts: LRU
+ * cache, GPU buffers on ORT's own device), streamed, and aborted by requestId or signal within one decode
+ * step. "No adapter" (the provider answers null) runs the un-injected base session when load.ts made
+ * one, else the injected graph with load.ts's `noAdapterFeeds`. Loading is load.ts, the decode loop
+ * batch.ts + decode.ts, adapter bytes adapters/import*.ts, training runs (queued like
+ * requests) train.ts. It deliberately does no prefix caching or speculative decoding.
  */
 import * as ortWebgpu from 'onnxruntime-web/webgpu';
 import { mergeStoredAdapters, truncateStoredAdapter } from '../adapters/derive.ts';
@@ -17,31 +18,31 @@ import { AdapterStore } from '../adapters/store.ts';
 import { getWebLoraConfig } from '../config.ts';
 import {
   AbortError,
-  AdapterMismatchError,
   type DeviceLostError,
   InvalidOptionError,
   NoModelError,
   UnsupportedError,
 } from '../errors.ts';
 import type { CheckpointStore } from '../train/checkpoints.ts';
-import { abortedResult, callQuietly, decode, prepareRequest } from './decode.ts';
+import { Batcher } from './batch.ts';
+import { scoreSelections } from './batch-score.ts';
+import { abortedResult, callQuietly } from './decode.ts';
 import type { GateTrainProgress, GateTrainRequest, GateTrainResult } from './gates.ts';
 import { type LoadedModel, loadModel } from './load.ts';
 import type { FetchModelFilesOptions } from './model-files.ts';
 import { DEFAULT_ADAPTER_CACHE_BYTES, noStoreProvider, storeAdapterProvider } from './providers.ts';
 import { SerialQueue } from './queue.ts';
-import { routeRequest } from './route.ts';
-import type { DecoderGraph, Ort, OrtTensor } from './session.ts';
+import type { Ort } from './session.ts';
 import { TrainingManager } from './train.ts';
 import type {
   AdapterDeriveProgress,
   AdapterFeedProvider,
-  AdapterFeeds,
   AdapterImportInput,
   AdapterImportOptions,
   AdapterImportProgress,
   AdapterInfo,
   AdapterProviderFactory,
+  AdapterSelection,
   AdapterStats,
   Engine,
   GenerateRequest,
@@ -98,7 +99,7 @@ export interface LocalEngineOptions {
 export interface EngineDebugState {
   /** `tensor.location` of each KV tensor the last decode step produced (e.g. 'gpu-buffer'). */
   lastKvLocations: string[];
-  /** Requests waiting behind the running one. */
+  /** Requests waiting behind the running one (in the queue, or to join the running batch). */
   queued: number;
   /** Session input names (incl. `lora.*`). */
   inputNames: string[];
@@ -106,6 +107,8 @@ export interface EngineDebugState {
   lastPrefillLogits: Float32Array | null;
   /** Which session ran the last request: the un-injected 'base' graph or the LoRA-'injected' one. */
   lastGraph: 'base' | 'injected' | null;
+  /** Rows of the last decode step (batch.ts: > 1 when requests decoded together). */
+  lastBatchRows: number;
 }
 
 let requestCounter = 0;
@@ -121,9 +124,17 @@ export class LocalEngine implements Engine {
     lastKvLocations: [],
     lastPrefillLogits: null,
     lastGraph: null,
+    lastBatchRows: 0,
   };
   private store: AdapterStore | null | undefined;
   private readonly training: TrainingManager;
+  private readonly batcher = new Batcher({
+    queue: this.queue,
+    model: () => this.requireModel('generate'),
+    lost: () => this.lost,
+    store: () => this.adapterStore(),
+    debug: this.debug,
+  });
 
   constructor(opts: LocalEngineOptions = {}) {
     this.opts = opts;
@@ -237,7 +248,7 @@ export class LocalEngine implements Engine {
     else outer?.addEventListener('abort', onOuterAbort, { once: true });
     this.requests.set(id, ac);
     try {
-      return await this.queue.enqueue(() => this.run(request, ac.signal, onToken), ac.signal);
+      return await this.batcher.generate(request, ac.signal, onToken);
     } catch (e) {
       if (e instanceof AbortError && e.data.queued === true) {
         if (this.lost) throw this.lost;
@@ -266,64 +277,20 @@ export class LocalEngine implements Engine {
     return {
       ...this.debug,
       lastKvLocations: [...this.debug.lastKvLocations],
-      queued: this.queue.pending,
+      queued: this.queue.pending + this.batcher.waiting,
       inputNames: this.loaded ? [...this.loaded.model.graph.session.inputNames] : [],
     };
   }
 
-  private async run(
-    req: GenerateRequest,
-    signal: AbortSignal,
-    onToken?: (delta: TokenDelta) => void,
-  ): Promise<GenerateResult> {
-    if (this.lost) throw this.lost;
-    const { model: m, provider } = this.requireModel('generate');
-    const prepared = prepareRequest(m, req);
-    const graphFor = (a: AdapterFeeds | null) => this.graphFor(m, a);
-    const ctx = { model: m, provider, graphFor, store: () => this.adapterStore(), signal };
-    const routed = await routeRequest(ctx, req.adapter, prepared.promptIds); // 'auto' → route.ts
-    const adapter = await provider.feedsFor(routed.selection, m.targets);
-    try {
-      const { graph, loraFeeds } = this.graphFor(m, adapter);
-      this.debug.lastGraph = graph === m.baseGraph ? 'base' : 'injected';
-      const result = await decode(m, graph, loraFeeds, prepared, signal, onToken, {
-        prefillLogits: (l) => {
-          this.debug.lastPrefillLogits = l;
-        },
-        kvLocations: (l) => {
-          this.debug.lastKvLocations = [...l];
-        },
-      });
-      if (result.finishReason === 'abort' && this.lost) throw this.lost;
-      return routed.routing ? { ...result, routing: routed.routing } : result;
-    } catch (e) {
-      if (this.lost) throw this.lost;
-      throw e;
-    } finally {
-      adapter?.release();
-    }
-  }
-
-  /** The session and LoRA feeds for a request: "no adapter" (null) → the base graph, or the off feeds. */
-  private graphFor(
-    m: LoadedModel,
-    adapter: AdapterFeeds | null,
-  ): { graph: DecoderGraph; loraFeeds: Record<string, OrtTensor> } {
-    if (!adapter) {
-      return m.baseGraph
-        ? { graph: m.baseGraph, loraFeeds: {} }
-        : { graph: m.graph, loraFeeds: m.noAdapterFeeds };
-    }
-    const missing = m.graph.session.inputNames.filter((n) => n.startsWith('lora.') && !(n in adapter.feeds));
-    if (missing.length > 0) {
-      throw new AdapterMismatchError(
-        `adapter provider gave no tensor for ${missing.length} LoRA input(s), e.g. ${missing[0]}`,
-        {
-          missing: missing.slice(0, 10),
-        },
-      );
-    }
-    return { graph: m.graph, loraFeeds: adapter.feeds };
+  /**
+   * Logits (T, V) of `prompt` under each selection, all in one batched forward (batch-score.ts; `promptNll`
+   * turns a row into the prompt's NLL). Internal: for adapter routing, not part of the Engine contract.
+   */
+  scoreAdapters(prompt: string, selections: readonly AdapterSelection[]): Promise<Float32Array[]> {
+    return this.queue.enqueue(async () => {
+      const { model: m, provider } = this.requireModel('scoreAdapters');
+      return scoreSelections(m, provider, m.tokenizer.encode(prompt), selections);
+    });
   }
 
   // ---------------------------------------------------------------- dispose

@@ -57,6 +57,11 @@ export interface LoadedModel {
   maxPositions: number;
   /** The GPUDevice ORT runs on (webgpu), else null. */
   device: GPUDevice | null;
+  /**
+   * Whether rows of a batch may be left-padded (engine/batch.ts): false for GroupQueryAttention graphs,
+   * which read each row's length from the mask and expect its positions at the start of the cache.
+   */
+  leftPadding: boolean;
   report: LoadReport;
   /**
    * The frozen base weights for training, read from the same ONNX bytes (and external-data chunks) the
@@ -199,6 +204,7 @@ export async function loadModel(
     const { model, targets, gates } = injectLora(prepared.model, {
       branchOp: loraBranchOpFor(b),
       gates: !!opts.gates,
+      rowMask: true,
     });
     return { bytes: encodeModel(model), targets, gates, prepared };
   };
@@ -316,6 +322,7 @@ export async function loadModel(
       bosId: config.bosTokenId,
       maxPositions: config.maxPositionEmbeddings,
       device,
+      leftPadding: !graphOf(decoded).node.some((n) => n.opType === 'GroupQueryAttention'),
       report,
       trainWeights() {
         // External data: the chunks already fetched (tensors read as views of them, no second copy).

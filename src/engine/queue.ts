@@ -15,10 +15,16 @@ interface Entry {
 export class SerialQueue {
   private readonly waiting: Entry[] = [];
   private running = false;
+  private count = 0;
 
   /** Tasks waiting to start (the running one excluded). */
   get pending(): number {
     return this.waiting.length;
+  }
+
+  /** Tasks enqueued so far (a serial number: equal twice means nothing was enqueued in between). */
+  get enqueued(): number {
+    return this.count;
   }
 
   /** True while a task runs. */
@@ -31,6 +37,7 @@ export class SerialQueue {
    * `{ queued: true }`) without ever calling `task` when `signal` aborts first.
    */
   enqueue<T>(task: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    this.count++;
     return new Promise<T>((resolve, reject) => {
       if (signal?.aborted) {
         reject(new AbortError('request aborted before it started', { queued: true }));

@@ -15,6 +15,7 @@
  */
 import type * as OrtModule from 'onnxruntime-web';
 import { InvalidOptionError, ModelFormatError, WebLoraError } from '../errors.ts';
+import { LORA_ROW_MASK } from '../model/inject-lora.ts';
 import type { ModelConfig } from '../model/package.ts';
 import { argmax } from './sampling.ts';
 import type { Backend } from './types.ts';
@@ -60,6 +61,11 @@ export function stepFeeds(
     );
   }
   return feeds;
+}
+
+/** The LORA_ROW_MASK feed that leaves every row its whole rank: (1, 1, 1) = 1. */
+export function rowMaskOne(ort: Ort): OrtTensor {
+  return new ort.Tensor('float32', Float32Array.of(1), [1, 1, 1]);
 }
 
 /** Reads the KV layout from the graph's input/output names, cross-checked against config.json. */
@@ -296,6 +302,9 @@ export class KvStepper {
       );
     }
     const feeds: Record<string, OrtTensor> = { ...this.extraFeeds, ...tokenFeeds };
+    if (!(LORA_ROW_MASK in feeds) && session.inputNames.includes(LORA_ROW_MASK)) {
+      feeds[LORA_ROW_MASK] = tokenFeeds[LORA_ROW_MASK] = rowMaskOne(this.ort);
+    }
     for (const [n, t] of this.past) feeds[n] = t;
     const out = await session.run(feeds, ['logits', ...layout.presentNames]);
     for (const t of Object.values(tokenFeeds)) t.dispose();
@@ -315,6 +324,15 @@ export class KvStepper {
     this.length += T;
     this.kvLocations = [...this.past.values()].map((t) => t.location);
     return logits;
+  }
+
+  /** Hands the cache over (tensors in `layout.pastNames` order) and empties this stepper. */
+  takeKv(): { tensors: OrtTensor[]; length: number } {
+    const tensors = this.graph.layout.pastNames.map((n) => this.past.get(n)!);
+    const length = this.length;
+    this.past = new Map();
+    this.length = 0;
+    return { tensors, length };
   }
 
   dispose(): void {

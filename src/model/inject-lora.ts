@@ -25,6 +25,7 @@
  */
 import { AmbiguousTargetError, ModelFormatError, NoTargetsError, UnknownTargetError } from '../errors.ts';
 import { GateEmitter, type GateSite, gateSources } from './inject-gates.ts';
+import { branch, cast, knownRanks, LORA_ROW_MASK, rowMaskMul, tiles } from './lora-nodes.ts';
 import {
   cloneGraph,
   DataType,
@@ -38,7 +39,6 @@ import {
   onnx,
   tensorValueInfo,
   toNum,
-  type ValueInfoProto,
   withGraph,
 } from './onnx-io.ts';
 import {
@@ -112,6 +112,12 @@ export interface InjectOptions {
    * per adapted layer between X·A and ·B. Default false: the ordinary graph, which pays nothing for it.
    */
   gates?: boolean;
+  /**
+   * Adds the input LORA_ROW_MASK: X·A is multiplied by it before ·B, so a batch
+   * fed concatenated adapters gives each row only its own rank columns (src/engine/batch-feeds.ts).
+   * Default false. Only 3-D (batch, seq, in) activations get it; 2-D Gemm branches stay unmasked.
+   */
+  rowMask?: boolean;
 }
 
 /**
@@ -130,6 +136,8 @@ export const LORA_BRANCH_DTYPE_DEFAULT: LoraBranchDtype = 'float32';
  * overhead dominates a decode step: 6 MatMuls + a Concat cost more than 2 MatMuls whose B has zero blocks.
  */
 export const PACKED_LORA_DEFAULT: PackedLoraMode = 'block-diagonal';
+
+export { LORA_ROW_MASK };
 
 /** The faster branch operator per onnxruntime-web execution provider (measured, see the file comment). */
 export function loraBranchOpFor(backend: 'webgpu' | 'wasm'): LoraBranchOp {
@@ -216,8 +224,8 @@ export function injectLora(
     }
     return c;
   };
-  if (opts.gates && branchDtype === 'float16') {
-    throw new ModelFormatError("gates need the float32 LoRA branch; got branchDtype 'float16'", {
+  if ((opts.gates || opts.rowMask) && branchDtype === 'float16') {
+    throw new ModelFormatError("gates and rowMask need the float32 LoRA branch; got branchDtype 'float16'", {
       branchDtype,
     });
   }
@@ -260,14 +268,27 @@ export function injectLora(
       const xa = fresh(`${s}/xA`); // (..., R)
       const xab = fresh(castBranch ? `${s}/xAB_fp32` : `${s}/xAB`); // (..., out)
       // gated: xA ⊙ S_l feeds ·B
-      const gate = gates
-        ? (v: string) => {
-            const o = fresh(`${s}/xA_in`);
-            gates.apply(p.layer, v, s, o);
-            return o;
-          }
-        : undefined;
-      branch(nodes, branchOp, s, rank, xIn, a, b, xa, xab, gate);
+      // Between X·A and ·B: the batch's per-row rank mask (rowMask, 3-D activations only), then the
+      // gate (gated: xA ⊙ S_l feeds ·B).
+      const masked = !!opts.rowMask && rank === 3;
+      const between =
+        masked || gates
+          ? (v: string) => {
+              let cur = v;
+              if (masked) {
+                const o = fresh(`${s}/xA_masked`);
+                nodes.push(rowMaskMul(s, cur, o));
+                cur = o;
+              }
+              if (gates) {
+                const o = fresh(`${s}/xA_in`);
+                gates.apply(p.layer, cur, s, o);
+                cur = o;
+              }
+              return cur;
+            }
+          : undefined;
+      branch(nodes, branchOp, s, rank, xIn, a, b, xa, xab, between);
       outs.push(xab);
       targets.push({
         layer: p.layer,
@@ -314,97 +335,16 @@ export function injectLora(
     inputs.push(tensorValueInfo(t.inputB, dt, [LORA_RANK_DIM, t.out])); // (R, out)
   }
   if (gates) inputs.push(...gates.inputs(LORA_RANK_DIM));
+  if (opts.rowMask && nodes.some((n) => n.input.includes(LORA_ROW_MASK))) {
+    inputs.push(tensorValueInfo(LORA_ROW_MASK, DataType.FLOAT, ['lora_rows', 1, 'lora_mask_rank']));
+  }
   const out = withGraph(model, cloneGraph(g, { node: nodes, input: inputs }));
   return gates ? { model: out, targets, gates: gates.sites } : { model: out, targets };
-}
-
-/** A packed projection whose parts tile its output columns in order (each part can get its own branch). */
-function tiles(p: Projection): boolean {
-  if (!p.parts || p.parts.length < 2) return false;
-  let at = 0;
-  for (const part of p.parts) {
-    if (part.offset !== at || part.size <= 0) return false;
-    at += part.size;
-  }
-  return at === p.out;
-}
-
-/** X·A → xa (..., R), xa·B → xab (..., out), as MatMul or Einsum. */
-function branch(
-  nodes: NodeProto[],
-  op: LoraBranchOp,
-  scope: string,
-  rank: number,
-  x: string,
-  a: string,
-  b: string,
-  xa: string,
-  xab: string,
-  between?: (xa: string) => string,
-): void {
-  if (op === 'einsum') {
-    const lead = 'abcdefgh'.slice(0, Math.max(0, rank - 1));
-    nodes.push(einsum(`${scope}/Einsum_A`, `${lead}i,ir->${lead}r`, [x, a], xa));
-    const xaB = between ? between(xa) : xa;
-    nodes.push(einsum(`${scope}/Einsum_B`, `${lead}r,ro->${lead}o`, [xaB, b], xab));
-    return;
-  }
-  nodes.push(
-    onnx.NodeProto.create({ name: `${scope}/MatMul_A`, opType: 'MatMul', input: [x, a], output: [xa] }),
-  );
-  const xaB = between ? between(xa) : xa;
-  nodes.push(
-    onnx.NodeProto.create({ name: `${scope}/MatMul_B`, opType: 'MatMul', input: [xaB, b], output: [xab] }),
-  );
-}
-
-function cast(name: string, input: string, output: string, to: number): NodeProto {
-  return onnx.NodeProto.create({
-    name,
-    opType: 'Cast',
-    input: [input],
-    output: [output],
-    attribute: [intAttr('to', to)],
-  });
-}
-
-function einsum(name: string, equation: string, input: string[], output: string): NodeProto {
-  return onnx.NodeProto.create({
-    name,
-    opType: 'Einsum',
-    input,
-    output: [output],
-    attribute: [
-      onnx.AttributeProto.create({
-        name: 'equation',
-        type: onnx.AttributeProto.AttributeType.STRING,
-        s: new TextEncoder().encode(equation),
-      }),
-    ],
-  });
 }
 
 function defaultOpset(m: ModelProto): number {
   const entry = m.opsetImport.find((o) => !o.domain || o.domain === 'ai.onnx');
   return entry ? toNum(entry.version) : 0;
-}
-
-/**
- * Tensor ranks the graph declares (inputs, outputs, value_info). An Einsum equation fixes its operands'
- * ranks (onnxruntime-web 1.30's WebGPU Einsum fails to compile '...' equations), so a declared rank wins
- * over the default guess.
- */
-function knownRanks(g: GraphProto): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const v of [
-    ...inputsOf(g),
-    ...((g.valueInfo ?? []) as ValueInfoProto[]),
-    ...((g.output ?? []) as ValueInfoProto[]),
-  ]) {
-    const dims = v.type?.tensorType?.shape?.dim;
-    if (v.name && dims) out.set(v.name, dims.length);
-  }
-  return out;
 }
 
 /** Found projections filtered by opts, validated, sorted by (layer, module order). */

@@ -190,7 +190,13 @@ describe('LocalEngine', () => {
     const req = { prompt: PROMPT, maxNewTokens: 8 };
     const alone = await cpu.generate(req);
     let queuedTokens = 0;
-    const running = cpu.generate(req);
+    // Once `running` streams, a new request waits (to join its batch at the next step, batch.ts).
+    let started!: () => void;
+    const streaming = new Promise<void>((r) => {
+      started = r;
+    });
+    const running = cpu.generate(req, () => started());
+    await streaming;
     const queued = cpu.generate({ ...req, requestId: 'queued' }, () => queuedTokens++);
     expect(cpu.debugState().queued).toBe(1);
     expect(await cpu.abort('queued')).toBe(true);

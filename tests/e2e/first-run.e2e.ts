@@ -264,7 +264,8 @@ describe('first run of the demo', () => {
     expect(new Set(cols.map((c) => c.top)).size, JSON.stringify(cols)).toBe(1); // one row (1400 px wide)
     expect(cols.every((c) => c.status === 'length')).toBe(true);
 
-    // Stop while the first column streams: the queued ones say "Cancelled", not "0 tokens (abort)".
+    // Stop while the columns stream (one batch: they stream together): streaming ones say "Stopped after
+    // N tokens", any not yet started "Cancelled", never "0 tokens (abort)".
     await page.fill('#max-tokens', '300');
     await page.click('#compare-run');
     await page.waitForSelector('#compare-columns .column[data-status="streaming"]');
@@ -273,8 +274,8 @@ describe('first run of the demo', () => {
     const statuses = await page.$$eval('#compare-columns .column-status', (els) =>
       els.map((e) => e.textContent),
     );
-    expect(statuses.slice(1)).toEqual(['Cancelled', 'Cancelled', 'Cancelled']);
     expect(statuses[0]).toMatch(/^Stopped after \d+ tokens?$/);
+    for (const s of statuses) expect(s).toMatch(/^(Stopped after \d+ tokens?|Cancelled)$/);
     expect(await page.textContent('#compare-progress')).toBe('Stopped: 0 of 4 done');
     await page.check('#adapter-mode-none');
   });
