@@ -24,6 +24,7 @@ function hinted(path: string, a: Availability): ModelFileSpec {
   return a.size !== null && !a.cached ? { path, sizeHint: a.size } : { path };
 }
 
+import type { PhaseClock } from './load-phases.ts';
 import {
   DEFAULT_MODEL_CACHE,
   type FetchModelFilesOptions,
@@ -77,7 +78,23 @@ export async function fetchFiles(
   forced: ModelDtype | undefined,
   fileOptions: Pick<FetchModelFilesOptions, 'cacheName' | 'useCache' | 'fetch' | 'estimate'> | undefined,
   progress: (p: LoadProgress) => void,
+  clock?: PhaseClock,
 ): Promise<FetchedFiles> {
+  const t0 = performance.now();
+  const got = await fetchAll(source, forced, fileOptions, progress);
+  // files = everything but the decode (which fetchAll times into `decodeMs`).
+  clock?.add('decode', got.decodeMs);
+  clock?.add('files', performance.now() - t0 - got.decodeMs);
+  const { decodeMs: _d, ...fetched } = got;
+  return fetched;
+}
+
+async function fetchAll(
+  source: ModelSource,
+  forced: ModelDtype | undefined,
+  fileOptions: Pick<FetchModelFilesOptions, 'cacheName' | 'useCache' | 'fetch' | 'estimate'> | undefined,
+  progress: (p: LoadProgress) => void,
+): Promise<FetchedFiles & { decodeMs: number }> {
   if (typeof source !== 'string') {
     if (!Array.isArray(source)) {
       throw new InvalidOptionError('model source must be a base URL or an array of Files', {
@@ -147,11 +164,13 @@ export async function fetchFiles(
   const specs: ModelFileSpec[] = [...JSON_FILES, hinted(modelFile, found)];
   for (const path of chunks) specs.push(hinted(path, await probe(path)));
   const files = await fetchSet(specs, { prefetched: new Map([['config.json', configBytes]]) });
+  const t0 = performance.now();
   const decoded = decodeModel(files.get(modelFile)!);
+  const decodeMs = performance.now() - t0;
   const externalData = await externalDataFor(decoded, modelFile, files, (paths) =>
     fetchSet(paths.map((path) => ({ path }))),
   );
-  return { files, dtype, modelFile, decoded, externalData };
+  return { files, dtype, modelFile, decoded, externalData, decodeMs };
 }
 
 /** The same for user-picked files (a folder through `<input webkitdirectory>`). */
@@ -159,7 +178,7 @@ async function pickedFiles(
   source: File[],
   forced: ModelDtype | undefined,
   progress: (p: LoadProgress) => void,
-): Promise<FetchedFiles> {
+): Promise<FetchedFiles & { decodeMs: number }> {
   const all = await localFilesSource(source);
   const available = MODEL_DTYPES.filter((d) => hasPicked(all, modelFileName(d)));
   const dtype: ModelDtype = forced ?? (available.includes('q4') ? 'q4' : 'fp32');
@@ -173,7 +192,9 @@ async function pickedFiles(
     { path: modelFile },
     ...chunks.map((path) => ({ path })),
   ]);
+  const t0 = performance.now();
   const decoded = decodeModel(files.get(modelFile)!);
+  const decodeMs = performance.now() - t0;
   const externalData = await externalDataFor(decoded, modelFile, files, (paths) =>
     localFilesSource(
       source,
@@ -193,11 +214,30 @@ async function pickedFiles(
       total,
     });
   }
-  return { files, dtype, modelFile, decoded, externalData };
+  return { files, dtype, modelFile, decoded, externalData, decodeMs };
 }
 
 /** A picked file at `path`, or at a unique path ending in `/path` (a parent folder was picked). */
 function hasPicked(files: Map<string, Uint8Array>, path: string): boolean {
   if (files.has(path)) return true;
   return [...files.keys()].filter((p) => p.endsWith(`/${path}`)).length === 1;
+}
+
+/**
+ * Reads one file of a package again (trainWeights, after load dropped the bytes): the same URL through
+ * the same cache options (a cached package is read from Cache Storage, else downloaded again), or the
+ * picked File. Holds only the source (a URL, or File handles: no bytes).
+ */
+export function modelFileReader(
+  source: ModelSource,
+  fileOptions: Pick<FetchModelFilesOptions, 'cacheName' | 'useCache' | 'fetch' | 'estimate'> | undefined,
+  path: string,
+): () => Promise<Uint8Array> {
+  if (typeof source !== 'string') {
+    const picked = [...source];
+    return async () => (await localFilesSource(picked, [{ path }])).get(path)!;
+  }
+  const base = normalizeModelUrl(source);
+  return async () =>
+    (await fetchModelFiles(base, [{ path }], { ...fileOptions, checkQuota: false })).get(path)!;
 }

@@ -10,15 +10,22 @@
 import { detectCapabilities } from '../env.ts';
 import { DeviceLostError, UnsupportedError } from '../errors.ts';
 import { specialTokensOf } from '../model/chat.ts';
+import { FILE_WEIGHTS_LOCATION, weightsAsExternal } from '../model/external-weights.ts';
 import { injectLora, type LoraTarget, loraBranchOpFor } from '../model/inject-lora.ts';
 import { detectLayout } from '../model/layout.ts';
 import { decodeModel, encodeModel, graphOf, outputsOf } from '../model/onnx-io.ts';
-import { normalizeModelUrl, parseGenerationConfig, parseModelConfig } from '../model/package.ts';
+import {
+  type ModelConfig,
+  normalizeModelUrl,
+  parseGenerationConfig,
+  parseModelConfig,
+} from '../model/package.ts';
 import type { FrozenWeights } from '../train/cpu-model.ts';
 import { decoderConfig, loadFrozenWeights } from '../train/weights.ts';
 import { chooseBackend, fallbackReason } from './backend-choice.ts';
 import { parseJson } from './estimate.ts';
-import { fetchFiles } from './load-files.ts';
+import { fetchFiles, modelFileReader } from './load-files.ts';
+import { phaseClock } from './load-phases.ts';
 import type { FetchModelFilesOptions } from './model-files.ts';
 import { createDecoderSession, type DecoderGraph, type Ort, type OrtTensor } from './session.ts';
 import { TextTokenizer } from './tokenizer.ts';
@@ -53,10 +60,12 @@ export interface LoadedModel {
   device: GPUDevice | null;
   report: LoadReport;
   /**
-   * The frozen base weights for training, read from the same ONNX bytes the session was built from —
-   * decoded on the first call and kept (q4 blocks stay views of those bytes: no full-precision copy).
+   * The frozen base weights for training, read from the same ONNX file the session was built from. The
+   * loaded model keeps no copy of the file's bytes once its sessions own the weights, so the first call
+   * reads the file again (Cache Storage, the picked File, else the network), decodes it and keeps the
+   * result (q4 blocks stay views of those bytes: no full-precision copy).
    */
-  trainWeights(): FrozenWeights;
+  trainWeights(): Promise<FrozenWeights>;
   /** Frees the sessions and the no-adapter feeds. */
   release(): Promise<void>;
 }
@@ -65,6 +74,11 @@ export interface LoadSettings {
   files?: Pick<FetchModelFilesOptions, 'cacheName' | 'useCache' | 'fetch' | 'estimate'>;
   /** Force (true) or forbid (false) the base session; default: by BASE_SESSION_MAX_BYTES. */
   baseGraphForNoAdapter?: boolean;
+  /**
+   * Hand the injected graph's weights to onnxruntime-web as external data pointing into the fetched file
+   * (external-weights.ts) instead of re-encoding them into a second buffer. Default true.
+   */
+  fileWeights?: boolean;
   /** Runs once the new package is valid and just before its sessions are created (frees the old model). */
   beforeSessions(): Promise<void>;
   /** The device was lost (not destroyed on purpose) while this model was loaded. */
@@ -135,9 +149,10 @@ export async function loadModel(
   progress: (p: LoadProgress) => void,
 ): Promise<LoadedModel> {
   const t0 = performance.now();
+  const clock = phaseClock();
 
   // 1. Files (q4 when present unless a dtype is forced), external data included.
-  const fetched = await fetchFiles(source, opts.dtype, settings.files, progress);
+  const fetched = await fetchFiles(source, opts.dtype, settings.files, progress, clock);
   const { files, dtype, decoded, externalData } = fetched;
   const modelBytes = files.get(fetched.modelFile)!;
   const externalDataBytes = externalData.reduce((n, c) => n + c.data.byteLength, 0);
@@ -176,31 +191,42 @@ export async function loadModel(
   const presentNames = outputsOf(graphOf(decoded))
     .map((o) => o.name)
     .filter((n) => n.startsWith('present.'));
+  // The injected graph is encoded without its weights: they stay in the fetched file's buffer and reach
+  // onnxruntime-web from there as external data (external-weights.ts), so no weight is copied in JS.
   const inject = (b: Backend) => {
-    const { model, targets } = injectLora(decoded, { branchOp: loraBranchOpFor(b) });
-    return { bytes: encodeModel(model), targets };
+    const { model, targets } = clock.time('inject', () =>
+      injectLora(decoded, { branchOp: loraBranchOpFor(b) }),
+    );
+    const slim =
+      settings.fileWeights === false ? null : weightsAsExternal(model, modelBytes, FILE_WEIGHTS_LOCATION);
+    const bytes = clock.time('encode', () => encodeModel(slim?.model ?? model));
+    return { bytes, targets, fileWeights: (slim?.externalized ?? 0) > 0 };
   };
   let injected = inject(backend);
 
   // 4. Sessions. The new package is valid: only now free the old model (a failed fetch keeps it usable).
   progress({ stage: 'session', loaded: total, total });
   await settings.beforeSessions();
-  const create = (bytes: Uint8Array, b: Backend) =>
-    createDecoderSession(ort, bytes, config, {
+  const create = (bytes: Uint8Array, b: Backend, fileWeights: boolean) => {
+    const ext = fileWeights
+      ? [...externalData, { path: FILE_WEIGHTS_LOCATION, data: modelBytes }]
+      : externalData;
+    return createDecoderSession(ort, bytes, config, {
       backend: b,
       presentNames,
-      ...(externalData.length ? { externalData } : {}),
+      ...(ext.length ? { externalData: ext } : {}),
     });
+  };
   let graph: DecoderGraph;
   try {
-    graph = await create(injected.bytes, backend);
+    graph = await clock.timeAsync('session', () => create(injected.bytes, backend, injected.fileWeights));
   } catch (e) {
     if (want !== 'auto' || backend !== 'webgpu') throw e;
     console.warn('weblora: WebGPU session failed, falling back to wasm', e);
     backend = 'wasm';
     backendReason = fallbackReason(e);
     injected = inject(backend);
-    graph = await create(injected.bytes, backend);
+    graph = await clock.timeAsync('session', () => create(injected.bytes, backend, injected.fileWeights));
   }
   const { targets } = injected;
 
@@ -210,7 +236,7 @@ export async function loadModel(
     if (settings.baseGraphForNoAdapter ?? weightBytes <= BASE_SESSION_MAX_BYTES) {
       // The original bytes, same EP/options (on webgpu ORT shares its one GPUDevice between sessions).
       try {
-        baseGraph = await create(modelBytes, backend);
+        baseGraph = await clock.timeAsync('baseSession', () => create(modelBytes, backend, false));
       } catch (e) {
         console.warn('weblora: the un-injected base session failed; "no adapter" uses the LoRA graph', e);
       }
@@ -261,23 +287,25 @@ export async function loadModel(
       externalDataBytes,
       baseSession: baseGraph !== null,
       // External data is handed to both sessions: count it once per session.
-      sessionBytes: injected.bytes.byteLength + externalDataBytes + (baseGraph ? weightBytes : 0),
+      sessionBytes:
+        injected.bytes.byteLength +
+        (injected.fileWeights ? modelBytes.byteLength : 0) +
+        externalDataBytes +
+        (baseGraph ? weightBytes : 0),
       targets,
       targetCount: targets.length,
       loraBranchOp: loraBranchOpFor(backend),
       loadMs: performance.now() - t0,
+      phases: clock.done(),
       modelId,
       modelAliases: aliasesOf(configJson, opts.modelAliases, modelId),
     };
-    const feeds = noAdapter;
-    const sessions = { graph, baseGraph };
-    let frozen: FrozenWeights | null = null;
-    return {
+    return loadedModel({
       ort,
       backend,
       graph,
       baseGraph,
-      noAdapterFeeds: feeds.feeds,
+      noAdapter,
       targets,
       tokenizer,
       specialTokens: specialTokensOf(tokenizerConfig),
@@ -286,26 +314,54 @@ export async function loadModel(
       maxPositions: config.maxPositionEmbeddings,
       device,
       report,
-      trainWeights() {
-        frozen ??= loadFrozenWeights(decodeModel(modelBytes), decoderConfig(config));
-        return frozen;
-      },
-      async release() {
-        frozen = null;
-        feeds.dispose();
-        try {
-          await sessions.baseGraph?.session.release();
-        } finally {
-          await sessions.graph.session.release();
-        }
-      },
-    };
+      // trainWeights reads the file again: the loaded model holds no reference to the fetched bytes.
+      readFile: modelFileReader(source, settings.files, fetched.modelFile),
+      config,
+    });
   } catch (e) {
     noAdapter?.dispose();
     await baseGraph?.session.release().catch(() => {});
     await graph.session.release().catch(() => {});
     throw e;
   }
+}
+
+/**
+ * The `LoadedModel` around finished sessions. A separate function on purpose: closures made inside
+ * loadModel would share its scope and keep the fetched bytes, the decoded graph and the external data
+ * alive for as long as the model is loaded.
+ */
+function loadedModel(
+  parts: Omit<LoadedModel, 'noAdapterFeeds' | 'trainWeights' | 'release'> & {
+    noAdapter: ReturnType<typeof noAdapterFeeds>;
+    readFile(): Promise<Uint8Array>;
+    config: ModelConfig;
+  },
+): LoadedModel {
+  const { noAdapter, readFile, config, ...rest } = parts;
+  const readWeights = async () => loadFrozenWeights(decodeModel(await readFile()), decoderConfig(config));
+  const sessions = { graph: parts.graph, baseGraph: parts.baseGraph };
+  let frozen: Promise<FrozenWeights> | null = null;
+  return {
+    ...rest,
+    noAdapterFeeds: noAdapter.feeds,
+    trainWeights() {
+      frozen ??= readWeights();
+      frozen.catch(() => {
+        frozen = null; // a failed read (offline, evicted cache) may be retried
+      });
+      return frozen;
+    },
+    async release() {
+      frozen = null;
+      noAdapter.dispose();
+      try {
+        await sessions.baseGraph?.session.release();
+      } finally {
+        await sessions.graph.session.release();
+      }
+    },
+  };
 }
 
 /** Last non-empty path segment of a URL or path ("…/weblora-shakespeare/" → "weblora-shakespeare"). */

@@ -135,6 +135,24 @@ export interface ModelSummary {
   hasChatTemplate: boolean;
 }
 
+/** Wall-clock ms of each phase of a model load (LoadReport.phases; engine/load-phases.ts). */
+export interface LoadPhases {
+  /** Every file read: downloads or Cache Storage reads, HEAD probes, size checks. */
+  files: number;
+  /** Protobuf decode of the ONNX file (weights stay views of the fetched bytes). */
+  decode: number;
+  /** The LoRA injection pass (inject-lora.ts). */
+  inject: number;
+  /** Encoding the injected graph (structure only: its weights go to onnxruntime-web as external data). */
+  encode: number;
+  /** Creating the injected session. */
+  session: number;
+  /** Creating the un-injected base session (0 when there is none). */
+  baseSession: number;
+  /** The rest: JSON and tokenizer parsing, backend detection, device setup. */
+  other: number;
+}
+
 export interface LoadReport {
   backend: Backend;
   /**
@@ -173,6 +191,8 @@ export interface LoadReport {
   /** Operator of the LoRA branch in the injected graph: 'einsum' on webgpu, 'matmul' on wasm (inject-lora.ts). */
   loraBranchOp: LoraBranchOp;
   loadMs: number;
+  /** Where `loadMs` went, per phase (ms). */
+  phases: LoadPhases;
   /** What imported adapters are validated against (LoadOptions.modelId / modelAliases). */
   modelId: string;
   modelAliases: string[];
