@@ -3,11 +3,16 @@
  * through Playwright, and mirrors progress to the console (which the driver prints). The suite is a
  * dynamic import (transformers.js only when asked for), so loading the page runs nothing.
  */
+import type { LoadOnceOptions } from './load.ts';
 import type { BenchApi, SuiteOptions, TrainSuiteOptions } from './types.ts';
 
 declare global {
   interface Window {
-    wlBench?: BenchApi & { preload(): Promise<void> };
+    wlBench?: BenchApi & {
+      preload(): Promise<void>;
+      load(o: LoadOnceOptions): Promise<import('./load.ts').LoadOnceResult>;
+      unload(): Promise<void>;
+    };
   }
 }
 
@@ -23,6 +28,12 @@ window.wlBench = {
   },
   async ours(opts: SuiteOptions) {
     return (await import('./ours.ts')).runOurs(opts, log);
+  },
+  async load(opts: LoadOnceOptions) {
+    return (await import('./load.ts')).loadOnce(opts);
+  },
+  async unload() {
+    await (await import('./load.ts')).unload();
   },
   async train(opts: TrainSuiteOptions) {
     return (await import('./train.ts')).runTrain(opts, log);

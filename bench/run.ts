@@ -10,6 +10,7 @@
  *                    [--tokens N] [--reps N] [--swaps N] [--no-transformers]
  *                    [--train-backend cpu|webgpu|both] [--ranks 1,4,16] [--steps N] [--warmup N]
  *                    [--batch B] [--seq T] [--no-profile]
+ *                    [--suite load [--load-reps N] [--load-libs ours,ours-reencode,transformers]]
  * Defaults: the inference suite only; both backends (wasm first), q4; wasm 32 decode tokens × 5 reps,
  * webgpu 8 × 3; 20 swaps. Training suite (bench/train.ts): cpu then webgpu, ranks 1,4,16, B 2 × T 32,
  * 2 warm-up + 7 measured steps per rank, one kernel profile per rank on webgpu.
@@ -22,6 +23,7 @@ import { chromium, type Page } from 'playwright';
 import { createServer } from 'vite';
 import { ORT_APP_MOUNT, ORT_RESOLVE_CONDITIONS, serveOrtFiles } from '../vite.config.ts';
 import { CHROMIUM_ARGS } from '../vitest.config.ts';
+import { type LoadSuiteResult, loadLibs, rowsForLoad, runLoadSuite } from './load-run.ts';
 import { renderTable, rowsFor, rowsForTrain } from './report.ts';
 import type {
   BenchBackend,
@@ -52,6 +54,8 @@ const { values: args } = parseArgs({
     batch: { type: 'string', default: '2' },
     seq: { type: 'string', default: '32' },
     'no-profile': { type: 'boolean', default: false },
+    'load-reps': { type: 'string', default: '2' },
+    'load-libs': { type: 'string', default: 'ours,transformers' },
   },
 });
 
@@ -77,10 +81,10 @@ const int = (s: string | undefined, name: string): number | undefined => {
 };
 const suites =
   args.suite === 'all'
-    ? { inference: true, train: true }
-    : args.suite === 'inference' || args.suite === 'train'
-      ? { inference: args.suite === 'inference', train: args.suite === 'train' }
-      : fail(`--suite must be inference, train or all (got ${args.suite})`);
+    ? { inference: true, train: true, load: false }
+    : args.suite === 'inference' || args.suite === 'train' || args.suite === 'load'
+      ? { inference: args.suite === 'inference', train: args.suite === 'train', load: args.suite === 'load' }
+      : fail(`--suite must be inference, train, load or all (got ${args.suite})`);
 const trainBackends: TrainBenchBackend[] =
   args['train-backend'] === 'both'
     ? ['cpu', 'webgpu']
@@ -114,6 +118,13 @@ function optionsFor(backend: BenchBackend): SuiteOptions {
     swaps: int(args.swaps, 'swaps')!,
     transformers: !args['no-transformers'],
   };
+}
+
+function loadOptions() {
+  const name = process.env.WEBLORA_BENCH_MODEL ?? 'weblora-shakespeare';
+  const libs = loadLibs(args['load-libs']!) ?? fail(`--load-libs: ours, ours-reencode, transformers`);
+  const reps = int(args['load-reps'], 'load-reps')!;
+  return { backends, dtype, model: name, modelDir: resolve(ROOT, 'public/models', name), reps, libs };
 }
 
 /** transformers.js brings its own onnxruntime-web build; its runtime is served too (no CDN). */
@@ -156,7 +167,7 @@ async function main(): Promise<void> {
     args: CHROMIUM_ARGS,
   });
   const timeoutMs = Number(args.timeout) * 1000;
-  const results: (OursResult | TrainResult)[] = [];
+  const results: (OursResult | TrainResult | LoadSuiteResult)[] = [];
   const tables: string[] = [];
   try {
     // Load once so Vite's dependency optimizer settles before anything is timed (a late
@@ -199,6 +210,12 @@ async function main(): Promise<void> {
       results.push(ours);
       const gpu = ours.adapterInfo ? ` on ${ours.adapterInfo.vendor}/${ours.adapterInfo.architecture}` : '';
       tables.push(renderTable(`${backend}${gpu}, ${dtype}`, rowsFor(ours, ours.transformers)));
+    }
+    for (const backend of suites.load ? backends : []) {
+      console.log(`\n== load / ${backend} / ${dtype}`);
+      const r = await runLoadSuite(browser, pageUrl, loadOptions(), backend, (m) => console.log(`  ${m}`));
+      results.push(r);
+      tables.push(renderTable(`load: ${backend}, ${dtype}`, rowsForLoad(r)));
     }
     for (const backend of suites.train ? trainBackends : []) {
       const opts = trainOptionsFor(backend);
