@@ -1,16 +1,19 @@
 /**
  * The load suite's driver (Node side of `npm run bench -- --suite load`): for each backend and
  * repetition, each library (ours, ours with the weights re-encoded, transformers.js; order rotating)
- * loads the model in a FRESH browser context (empty Cache Storage: the first load downloads and stores),
- * then the page is reloaded and the model loaded again (cached). Load time comes from the page
- * (load.ts). Memory comes from outside the page: Chromium 156 headless has no per-process memory in CDP
- * (`SystemInfo.getProcessInfo` lists process ids and CPU time only) and
+ * loads the model in a FRESH browser context (empty Cache Storage: the first load downloads and
+ * stores), then again in a new page of that context (cached). Load time comes from the page (load.ts).
+ * CPU time and memory come from outside the page. Chromium 156 headless has no per-process memory in
+ * CDP (`SystemInfo.getProcessInfo` lists process ids and CPU time only), and
  * `performance.measureUserAgentSpecificMemory` needs cross-origin isolation and counts neither the wasm
- * heap's native pages nor GPU memory, so the driver takes the renderer's and the GPU process's ids from
- * `SystemInfo.getProcessInfo` and samples their resident set (`VmRSS` in /proc/<pid>/status, Linux)
- * every 25 ms during the load: peak = the highest sample minus the sample just before the load;
- * held = the RSS once loaded minus the same baseline. SwiftShader's "GPU memory" is the GPU process's
- * ordinary memory, so on webgpu the GPU-process figure is the weights on the "device".
+ * heap's native pages nor GPU memory. So the driver takes the process ids and CPU times from
+ * `SystemInfo.getProcessInfo` (every renderer of this browser, summed: which one hosts the page cannot
+ * be told, and the others are idle) and samples their resident set (`VmRSS` in /proc/<pid>/status,
+ * Linux) every 25 ms during the load: peak = the highest sample minus the sample just before the load;
+ * held = the RSS after the load and a forced GC (CDP `HeapProfiler.collectGarbage`) minus the same
+ * baseline. SwiftShader's "GPU memory" is the GPU process's ordinary memory, so on webgpu the
+ * GPU-process figure is the weights on the "device". CPU time (renderers + GPU process) is reported
+ * next to wall time: on a shared machine it does not include the time spent waiting for other processes.
  */
 import { readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -49,6 +52,12 @@ export interface LoadSample extends LoadOnceResult {
   rendererHeldMb: number;
   gpuPeakMb: number;
   gpuHeldMb: number;
+  /**
+   * CPU time the renderers (and the GPU process) spent from the load's start to after the GC: on a
+   * shared machine far steadier than wall time, which waits for other processes.
+   */
+  rendererCpuMs: number;
+  gpuCpuMs: number;
 }
 
 export interface LoadSuiteResult {
@@ -73,13 +82,19 @@ function rssBytes(pid: number): number {
   }
 }
 
-async function processIds(cdp: CDPSession): Promise<{ renderers: number[]; gpu: number | null }> {
+async function processIds(
+  cdp: CDPSession,
+): Promise<{ renderers: number[]; gpu: number | null; rendererCpuS: number; gpuCpuS: number }> {
   const { processInfo } = (await cdp.send('SystemInfo.getProcessInfo')) as {
-    processInfo: { type: string; id: number }[];
+    processInfo: { type: string; id: number; cpuTime: number }[];
   };
+  const renderers = processInfo.filter((p) => p.type === 'renderer');
+  const gpu = processInfo.find((p) => p.type === 'GPU');
   return {
-    renderers: processInfo.filter((p) => p.type === 'renderer').map((p) => p.id),
-    gpu: processInfo.find((p) => p.type === 'GPU')?.id ?? null,
+    renderers: renderers.map((p) => p.id),
+    gpu: gpu?.id ?? null,
+    rendererCpuS: renderers.reduce((n, p) => n + p.cpuTime, 0),
+    gpuCpuS: gpu?.cpuTime ?? 0,
   };
 }
 
@@ -133,26 +148,21 @@ export async function runLoadSuite(
   for (let rep = 0; rep < opts.reps; rep++) {
     const libs = opts.libs.map((_, i) => opts.libs[(i + rep) % opts.libs.length]!);
     for (const lib of libs) {
-      const before = new Set((await processIds(cdp)).renderers);
       const ctx = await browser.newContext();
       try {
-        const page: Page = await ctx.newPage();
-        const pageCdp = await ctx.newCDPSession(page);
-        page.on('pageerror', (e) => log(`[page error] ${e.message}`));
-        const ready = async (): Promise<void> => {
+        for (const mode of ['first', 'cached'] as const) {
+          // Each load in a new page, so in a renderer process of its own (what the previous load left
+          // in its allocator would hide in the baseline); the context keeps Cache Storage between them.
+          const page: Page = await ctx.newPage();
+          page.on('pageerror', (e) => log(`[page error] ${e.message}`));
+          const pageCdp = await ctx.newCDPSession(page);
           await page.goto(pageUrl);
           await page.waitForFunction(() => window.wlBench !== undefined);
           await page.evaluate(() => window.wlBench!.preload());
-        };
-        await ready();
-        const ids = await processIds(cdp);
-        // The renderers this context started (the page's, and spare ones that stay small): summed.
-        const renderers = ids.renderers.filter((r) => !before.has(r));
-        for (const mode of ['first', 'cached'] as const) {
-          if (mode === 'cached') {
-            await page.evaluate(() => window.wlBench!.unload());
-            await ready();
-          }
+          // Every renderer of this browser, summed: the others are idle (closed pages, spares), and which
+          // one hosts the page cannot be told from CDP.
+          const ids = await processIds(cdp);
+          const renderers = ids.renderers;
           const o: LoadOnceOptions = { lib, backend, dtype: opts.dtype, model: opts.model };
           const s = await sampled(
             [renderers, ids.gpu === null ? [] : [ids.gpu]],
@@ -163,8 +173,11 @@ export async function runLoadSuite(
               await new Promise((r) => setTimeout(r, 300));
             },
           );
+          const after = await processIds(cdp);
           const sample: LoadSample = {
             ...s.value,
+            rendererCpuMs: (after.rendererCpuS - ids.rendererCpuS) * 1000,
+            gpuCpuMs: (after.gpuCpuS - ids.gpuCpuS) * 1000,
             lib,
             mode,
             rep,
@@ -175,10 +188,11 @@ export async function runLoadSuite(
           };
           samples.push(sample);
           log(
-            `load/${backend}/${lib}/${mode}: ${sample.loadMs.toFixed(0)} ms, renderer +${sample.rendererPeakMb.toFixed(0)} MB peak / +${sample.rendererHeldMb.toFixed(0)} held, GPU process +${sample.gpuPeakMb.toFixed(0)} / +${sample.gpuHeldMb.toFixed(0)}${sample.phases ? ` phases ${JSON.stringify(Object.fromEntries(Object.entries(sample.phases).map(([k, v]) => [k, Math.round(v)])))}` : ''}`,
+            `load/${backend}/${lib}/${mode}: ${sample.loadMs.toFixed(0)} ms (CPU: renderers ${sample.rendererCpuMs.toFixed(0)}, GPU process ${sample.gpuCpuMs.toFixed(0)}), renderer +${sample.rendererPeakMb.toFixed(0)} MB peak / +${sample.rendererHeldMb.toFixed(0)} held, GPU process +${sample.gpuPeakMb.toFixed(0)} / +${sample.gpuHeldMb.toFixed(0)}${sample.phases ? ` phases ${JSON.stringify(Object.fromEntries(Object.entries(sample.phases).map(([k, v]) => [k, Math.round(v)])))}` : ''}`,
           );
+          await page.evaluate(() => window.wlBench!.unload());
+          await page.close();
         }
-        await page.evaluate(() => window.wlBench!.unload());
       } finally {
         await ctx.close();
       }
@@ -217,6 +231,25 @@ export function rowsForLoad(
       rows.push({
         metric: `${mode} load ms: ${lib}`,
         value: med(xs.map((s) => s.loadMs)),
+        target: '',
+        result: 'info',
+      });
+    }
+    for (const lib of r.options.libs) {
+      const xs = pick(lib, mode);
+      if (xs.length === 0) continue;
+      rows.push({
+        metric: `${mode} load CPU ms (renderers + GPU process): ${lib}`,
+        value: med(xs.map((s) => s.rendererCpuMs + s.gpuCpuMs)),
+        target: '',
+        result: 'info',
+      });
+    }
+    const cpu = (lib: LoadLib) => pick(lib, mode).map((s) => s.rendererCpuMs + s.gpuCpuMs);
+    if (cpu('ours').length && cpu('transformers').length) {
+      rows.push({
+        metric: `${mode} load CPU: ours / transformers.js`,
+        value: pairedRatio(cpu('ours'), cpu('transformers')).toFixed(2),
         target: '',
         result: 'info',
       });

@@ -19,6 +19,7 @@ import { LocalEngine } from '../src/engine/engine.ts';
 import { noAdapterFeeds } from '../src/engine/load.ts';
 import type { Ort } from '../src/engine/session.ts';
 import { TextTokenizer } from '../src/engine/tokenizer.ts';
+import { wasmGraphOf } from '../src/model/dequantize.ts';
 import type { LoraTarget } from '../src/model/inject-lora.ts';
 import { injectLora, type LoraBranchOp, loraBranchOpFor } from '../src/model/inject-lora.ts';
 import { decodeModel, encodeModel } from '../src/model/onnx-io.ts';
@@ -30,8 +31,8 @@ import type { EngineSeries, OursResult, SuiteOptions, SwapResult } from './types
 
 export const MODEL_NAME = 'weblora-shakespeare';
 export const MODEL_BASE = `/models/${MODEL_NAME}/`;
-const ADAPTER = 'bench-r8';
-const RANK = 8;
+export const ADAPTER = 'bench-r8';
+export const RANK = 8;
 const ACQUIRE_BATCH = 1000;
 
 type Log = (msg: string) => void;
@@ -49,12 +50,16 @@ function rng(seed: number): () => number {
 }
 
 /** PEFT files of a random rank-`r` adapter on every target (small values: outputs stay finite). */
-export function randomAdapter(targets: readonly LoraTarget[], r: number): ReturnType<typeof buildPeftFiles> {
+export function randomAdapter(
+  targets: readonly LoraTarget[],
+  r: number,
+  baseModel = MODEL_NAME,
+): ReturnType<typeof buildPeftFiles> {
   const rand = rng(1234);
   const fill = (n: number, scale: number): Float32Array =>
     Float32Array.from({ length: n }, () => rand() * scale);
   return buildPeftFiles({
-    baseModel: MODEL_NAME,
+    baseModel,
     r,
     loraAlpha: 2 * r,
     modules: targets.map((t) => ({
@@ -68,10 +73,16 @@ export function randomAdapter(targets: readonly LoraTarget[], r: number): Return
   });
 }
 
-export function promptIdsOf(encode: (text: string) => number[]): number[] {
-  const ids = encode(PASSAGE).slice(0, PROMPT_TOKENS);
-  if (ids.length < PROMPT_TOKENS) throw new Error(`bench prompt has only ${ids.length} tokens`);
-  return ids;
+/** The first `n` ids of the passage (repeated when one copy is too short for `n`). */
+export function promptIdsOf(encode: (text: string) => number[], n = PROMPT_TOKENS): number[] {
+  let text = PASSAGE;
+  let ids = encode(text);
+  for (let i = 0; ids.length < n && i < 64; i++) {
+    text += `\n\n${PASSAGE}`;
+    ids = encode(text);
+  }
+  if (ids.length < n) throw new Error(`bench prompt has only ${ids.length} tokens`);
+  return ids.slice(0, n);
 }
 
 async function timeMs(fn: () => Promise<unknown>): Promise<number> {
@@ -83,6 +94,7 @@ async function timeMs(fn: () => Promise<unknown>): Promise<number> {
 export async function runOurs(opts: SuiteOptions, log: Log): Promise<OursResult> {
   const ort = ortWebgpu as unknown as Ort;
   const { backend, dtype, decodeTokens, reps } = opts;
+  const modelBase = opts.model.base;
   ort.env.wasm.numThreads = 1;
 
   // Engine with its own store (fresh DB per run) and its provider captured for the swap timings.
@@ -104,18 +116,18 @@ export async function runOurs(opts: SuiteOptions, log: Log): Promise<OursResult>
     },
   });
   log(`ours/${backend}/${dtype}: loading model`);
-  const report = await engine.loadModel(MODEL_BASE, { dtype, backend });
+  const report = await engine.loadModel(modelBase, { dtype, backend });
   if (report.backend !== backend) throw new Error(`engine loaded on ${report.backend}, not ${backend}`);
   const p = provider as AdapterProvider | null;
   if (!p) throw new Error('adapter provider factory was not called');
   const targets = report.targets;
 
-  const pkg = await fetchModelPackage(MODEL_BASE, { dtype });
+  const pkg = await fetchModelPackage(modelBase, { dtype });
   const tok = TextTokenizer.fromJSON(pkg.tokenizerJson, pkg.tokenizerConfig, pkg.config.eosTokenIds[0]);
-  const promptIds = promptIdsOf((t) => tok.encode(t));
+  const promptIds = promptIdsOf((t) => tok.encode(t), opts.promptTokens);
   const promptText = tok.decode(promptIds);
 
-  const files = randomAdapter(targets, RANK);
+  const files = randomAdapter(targets, RANK, opts.model.name);
   await engine.importAdapter(
     { config: files['adapter_config.json'], weights: files['adapter_model.safetensors'] },
     { name: ADAPTER },
@@ -127,10 +139,13 @@ export async function runOurs(opts: SuiteOptions, log: Log): Promise<OursResult>
   if (report.loraBranchOp !== branchOp)
     throw new Error(`engine used ${report.loraBranchOp}, bench ${branchOp}`);
   log(
-    `ours/${backend}/${dtype}: creating bench sessions (base, injected ${branchOp}, injected ${altBranchOp})`,
+    `ours/${backend}/${dtype}: creating bench sessions (${opts.baseGraph ? 'base, ' : ''}injected ${branchOp}, injected ${altBranchOp})`,
   );
-  const decoded = decodeModel(pkg.model);
-  const base = await createBenchSession(ort, pkg.model, backend, pkg.config);
+  // As the engine does (load.ts): on wasm, 4-bit MatMulNBits become fp32 MatMuls at load.
+  const prepared = backend === 'wasm' ? wasmGraphOf(decodeModel(pkg.model)) : null;
+  const decoded = prepared?.model ?? decodeModel(pkg.model);
+  const baseBytes = prepared?.dequantized ? encodeModel(decoded) : pkg.model;
+  const base = opts.baseGraph ? await createBenchSession(ort, baseBytes, backend, pkg.config) : null;
   const injected = await createBenchSession(
     ort,
     encodeModel(injectLora(decoded, { branchOp }).model),
@@ -147,14 +162,16 @@ export async function runOurs(opts: SuiteOptions, log: Log): Promise<OursResult>
   const none = noAdapterFeeds(ort, targets, device);
   const r8 = await adapterFeeds(p, targets);
 
+  const baseSeries = emptySeries(); // stays empty with --no-base-graph
   const configs = [
-    { name: '(a) base', s: base, feeds: {}, series: emptySeries() },
+    ...(base ? [{ name: '(a) base', s: base, feeds: {}, series: baseSeries }] : []),
     { name: '(b) injected, no adapter', s: injected, feeds: none.feeds, series: emptySeries() },
     { name: '(c) injected, rank-8', s: injected, feeds: r8.feeds, series: emptySeries() },
     { name: `(d) ${altBranchOp} branch, rank-8`, s: injectedAlt, feeds: r8.feeds, series: emptySeries() },
   ];
+  const [injectedNoneSeries, injectedR8Series, injectedR8AltSeries] = configs.slice(-3).map((c) => c.series);
   try {
-    log(`ours/${backend}: warm-up (a), (b), (c), (d)`);
+    log(`ours/${backend}: warm-up ${configs.map((c) => c.name.slice(0, 3)).join(', ')}`);
     await lockstepGreedy(ort, configs, promptIds, 2);
     for (let rep = 0; rep < reps; rep++) {
       const runs = await lockstepGreedy(ort, configs, promptIds, decodeTokens);
@@ -168,7 +185,7 @@ export async function runOurs(opts: SuiteOptions, log: Log): Promise<OursResult>
   } finally {
     r8.release();
     none.dispose();
-    await base.session.release();
+    await base?.session.release();
     await injected.session.release();
     await injectedAlt.session.release();
   }
@@ -237,16 +254,17 @@ export async function runOurs(opts: SuiteOptions, log: Log): Promise<OursResult>
     targetCount: report.targetCount,
     promptTokens: promptIds.length,
     promptIds,
-    base: configs[0]!.series,
-    injectedNone: configs[1]!.series,
-    injectedR8: configs[2]!.series,
+    base: baseSeries,
+    injectedNone: injectedNoneSeries!,
+    injectedR8: injectedR8Series!,
     branchOp,
     altBranchOp,
-    injectedR8Alt: configs[3]!.series,
+    injectedR8Alt: injectedR8AltSeries!,
     engineNone,
     engineR8,
     swap,
     loadMs: report.loadMs,
+    dequantizedAtLoad: report.dequantizedAtLoad,
     transformers: tjs?.result ?? null,
   };
 }
@@ -258,7 +276,7 @@ async function adapterFeeds(p: AdapterProvider, targets: LoraTarget[]): Promise<
   return f;
 }
 
-async function measureSwaps(
+export async function measureSwaps(
   p: AdapterProvider,
   targets: LoraTarget[],
   device: GPUDevice | null,

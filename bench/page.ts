@@ -4,6 +4,7 @@
  * dynamic import (transformers.js only when asked for), so loading the page runs nothing.
  */
 import type { LoadOnceOptions } from './load.ts';
+import type { SwapSuiteOptions } from './swap.ts';
 import type { BenchApi, SuiteOptions, TrainSuiteOptions } from './types.ts';
 
 declare global {
@@ -12,6 +13,7 @@ declare global {
       preload(): Promise<void>;
       load(o: LoadOnceOptions): Promise<import('./load.ts').LoadOnceResult>;
       unload(): Promise<void>;
+      swap(o: SwapSuiteOptions): Promise<import('./swap.ts').SwapSuiteResult>;
     };
   }
 }
@@ -31,6 +33,9 @@ window.wlBench = {
   },
   async load(opts: LoadOnceOptions) {
     return (await import('./load.ts')).loadOnce(opts);
+  },
+  async swap(opts: SwapSuiteOptions) {
+    return (await import('./swap.ts')).runSwap(opts, log);
   },
   async unload() {
     await (await import('./load.ts')).unload();

@@ -47,6 +47,47 @@ export function rowsFor(o: OursResult, t: TjsResult | null): Row[] {
     `${o.modelFile}, ${o.targetCount} LoRA targets, ${o.promptTokens}-token prompt, ${decodeTokens} decode tokens × ${reps} reps`,
   );
   info('LoRA branch operator: engine (b, c) / comparison (d)', `${o.branchOp} / ${o.altBranchOp}`);
+  const dq = o.dequantizedAtLoad;
+  info(
+    'engine load ms; 4-bit weights dequantized at load',
+    `${f(o.loadMs, 0)}; ${dq ? `${dq.nodes} MatMulNBits → fp32 MatMul (${(dq.fp32Bytes / 2 ** 20).toFixed(0)} MiB f32)` : 'none'}`,
+  );
+  if (o.base.stepMs.length === 0) {
+    rowsWithoutBase(o, info);
+  } else {
+    rowsWithBase(o, rows, info);
+  }
+  rowsForEngine(o, t, rows, info);
+  return rows;
+}
+
+type Info = (metric: string, value: string) => void;
+
+/** `--no-base-graph`: (b), (c), (d) only, the ratios against (b). */
+function rowsWithoutBase(o: OursResult, info: Info): void {
+  info('decode tok/s (a) base graph', 'not measured (--no-base-graph)');
+  info('decode tok/s (b) injected, no adapter', range(o.injectedNone.decodeTps));
+  info('decode tok/s (c) injected, rank-8 on all 7 modules', range(o.injectedR8.decodeTps));
+  info(`decode tok/s (d) as (c), ${o.altBranchOp} branch`, range(o.injectedR8Alt.decodeTps));
+  info(
+    'decode tok/s from median step: (b) / (c) / (d)',
+    [o.injectedNone, o.injectedR8, o.injectedR8Alt].map((x) => f(median(x.medianStepTps))).join(' / '),
+  );
+  const steps = o.injectedNone.stepMs.reduce((n, x) => n + x.length, 0);
+  info(
+    `decode ratio (c)/(b), (d)/(b), median of ${steps} paired steps`,
+    `${f(pairedStepRatio(o.injectedR8.stepMs, o.injectedNone.stepMs), 3)}, ${f(pairedStepRatio(o.injectedR8Alt.stepMs, o.injectedNone.stepMs), 3)}`,
+  );
+  info(
+    `prefill tok/s (b) injected, no adapter, ${o.promptTokens} tokens`,
+    range(o.injectedNone.prefillTps, 1),
+  );
+  info('prefill tok/s (c) injected, rank-8', range(o.injectedR8.prefillTps, 1));
+  info(`prefill tok/s (d) rank-8, ${o.altBranchOp} branch`, range(o.injectedR8Alt.prefillTps, 1));
+  info('TTFT ms (b) loop (prompt pass + argmax)', range(o.injectedNone.ttftMs, 1));
+}
+
+function rowsWithBase(o: OursResult, rows: Row[], info: Info): void {
   info('decode tok/s (a) base graph (not injected)', range(o.base.decodeTps));
   info('decode tok/s (b) injected, no adapter', range(o.injectedNone.decodeTps));
   info('decode tok/s (c) injected, rank-8 on all 7 modules', range(o.injectedR8.decodeTps));
@@ -91,6 +132,9 @@ export function rowsFor(o: OursResult, t: TjsResult | null): Row[] {
     `${f(pairedRatio(o.injectedR8.prefillTps, o.base.prefillTps), 3)}, ${f(pairedRatio(o.injectedR8Alt.prefillTps, o.base.prefillTps), 3)}`,
   );
   info('TTFT ms (a) loop (prompt pass + argmax)', range(o.base.ttftMs, 1));
+}
+
+function rowsForEngine(o: OursResult, t: TjsResult | null, rows: Row[], info: Info): void {
   info('engine.generate decode tok/s, no adapter (between token callbacks)', range(o.engineNone.decodeTps));
   info(
     'engine.generate timings.tokensPerSecond, no adapter (forward + sampling)',
@@ -150,11 +194,12 @@ export function rowsFor(o: OursResult, t: TjsResult | null): Row[] {
       result: o.backend === 'webgpu' ? check(eng >= 1) : 'info',
     });
     info('decode ours/transformers.js: engine, rank-8', f(pairedRatio(o.engineR8.decodeTps, t.decodeTps), 3));
+    const [loop, ref] = o.base.stepMs.length > 0 ? ['(a)', o.base] : ['(b)', o.injectedNone];
     info(
-      'decode ours/transformers.js: loop (a), same graph (medians)',
-      f(median(o.base.decodeTps) / median(t.decodeTps), 3),
+      `decode ours/transformers.js: loop ${loop}, same graph (medians)`,
+      f(median(ref.decodeTps) / median(t.decodeTps), 3),
     );
-    info('greedy tokens (a) vs transformers.js', agree(o.base.tokens, t.tokens));
+    info(`greedy tokens ${loop} vs transformers.js`, agree(ref.tokens, t.tokens));
     const sameIds = t.promptIds.join() === o.promptIds.join();
     rows.push({
       metric: 'same prompt ids fed to both',
@@ -163,7 +208,6 @@ export function rowsFor(o: OursResult, t: TjsResult | null): Row[] {
       result: check(sameIds),
     });
   }
-  return rows;
 }
 
 export function renderTable(title: string, rows: readonly Row[]): string {

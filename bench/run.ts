@@ -10,10 +10,14 @@
  *                    [--tokens N] [--reps N] [--swaps N] [--no-transformers]
  *                    [--train-backend cpu|webgpu|both] [--ranks 1,4,16] [--steps N] [--warmup N]
  *                    [--batch B] [--seq T] [--no-profile]
+ *                    [--model <folder>] [--no-base-graph] [--prompt-tokens N]
  *                    [--suite load [--load-reps N] [--load-libs ours,ours-reencode,transformers]]
+ *                    [--suite swap]
  * Defaults: the inference suite only; both backends (wasm first), q4; wasm 32 decode tokens × 5 reps,
  * webgpu 8 × 3; 20 swaps. Training suite (bench/train.ts): cpu then webgpu, ranks 1,4,16, B 2 × T 32,
  * 2 warm-up + 7 measured steps per rank, one kernel profile per rank on webgpu.
+ * `--model <folder>`: a model package outside public/ (e.g. scripts/py/replica_135m.py's), served at
+ * /models/<folder name>/ (model-mount.ts); `--no-base-graph` skips loop (a); `--prompt-tokens` (default 128).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
@@ -21,13 +25,18 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { chromium, type Page } from 'playwright';
 import { createServer } from 'vite';
+import { isModelDtype, MODEL_DTYPES } from '../src/model/package.ts';
 import { ORT_APP_MOUNT, ORT_RESOLVE_CONDITIONS, serveOrtFiles } from '../vite.config.ts';
 import { CHROMIUM_ARGS } from '../vitest.config.ts';
 import { type LoadSuiteResult, loadLibs, rowsForLoad, runLoadSuite } from './load-run.ts';
+import { mountModelFolder } from './model-mount.ts';
 import { renderTable, rowsFor, rowsForTrain } from './report.ts';
+import type { SwapSuiteOptions, SwapSuiteResult } from './swap.ts';
+import { rowsForSwap } from './swap-report.ts';
 import type {
   BenchBackend,
   BenchDtype,
+  BenchModel,
   OursResult,
   SuiteOptions,
   TrainBenchBackend,
@@ -54,6 +63,9 @@ const { values: args } = parseArgs({
     batch: { type: 'string', default: '2' },
     seq: { type: 'string', default: '32' },
     'no-profile': { type: 'boolean', default: false },
+    model: { type: 'string' },
+    'no-base-graph': { type: 'boolean', default: false },
+    'prompt-tokens': { type: 'string', default: '128' },
     'load-reps': { type: 'string', default: '2' },
     'load-libs': { type: 'string', default: 'ours,transformers' },
   },
@@ -70,10 +82,9 @@ const backends: BenchBackend[] =
     : args.backend === 'wasm' || args.backend === 'webgpu'
       ? [args.backend]
       : fail(`--backend must be wasm, webgpu or both (got ${args.backend})`);
-const dtype: BenchDtype =
-  args.dtype === 'q4' || args.dtype === 'fp32'
-    ? args.dtype
-    : fail(`--dtype must be q4 or fp32 (got ${args.dtype})`);
+const dtype: BenchDtype = isModelDtype(args.dtype)
+  ? args.dtype
+  : fail(`--dtype must be one of ${MODEL_DTYPES.join(', ')} (got ${args.dtype})`);
 const int = (s: string | undefined, name: string): number | undefined => {
   if (s === undefined) return undefined;
   const n = Number(s);
@@ -81,10 +92,15 @@ const int = (s: string | undefined, name: string): number | undefined => {
 };
 const suites =
   args.suite === 'all'
-    ? { inference: true, train: true, load: false }
-    : args.suite === 'inference' || args.suite === 'train' || args.suite === 'load'
-      ? { inference: args.suite === 'inference', train: args.suite === 'train', load: args.suite === 'load' }
-      : fail(`--suite must be inference, train, load or all (got ${args.suite})`);
+    ? { inference: true, train: true, load: false, swap: false }
+    : ['inference', 'train', 'load', 'swap'].includes(args.suite!)
+      ? {
+          inference: args.suite === 'inference',
+          train: args.suite === 'train',
+          load: args.suite === 'load',
+          swap: args.suite === 'swap',
+        }
+      : fail(`--suite must be inference, train, load, swap or all (got ${args.suite})`);
 const trainBackends: TrainBenchBackend[] =
   args['train-backend'] === 'both'
     ? ['cpu', 'webgpu']
@@ -96,10 +112,17 @@ const ranks = args.ranks!.split(',').map((r) => {
   return Number.isInteger(n) && n >= 1 && n <= 64 ? n : fail(`--ranks: each rank must be 1..64 (got ${r})`);
 });
 
+const mount = args.model === undefined ? null : mountModelFolder(args.model, fail);
+const model: BenchModel = mount?.model ?? {
+  name: 'weblora-shakespeare',
+  base: '/models/weblora-shakespeare/',
+};
+
 function trainOptionsFor(backend: TrainBenchBackend): TrainSuiteOptions {
   return {
     backend,
     dtype,
+    model,
     ranks,
     batch: int(args.batch, 'batch')!,
     seqLen: int(args.seq, 'seq')!,
@@ -117,14 +140,18 @@ function optionsFor(backend: BenchBackend): SuiteOptions {
     reps: int(args.reps, 'reps') ?? (backend === 'webgpu' ? 3 : 5),
     swaps: int(args.swaps, 'swaps')!,
     transformers: !args['no-transformers'],
+    model,
+    baseGraph: !args['no-base-graph'],
+    promptTokens: int(args['prompt-tokens'], 'prompt-tokens')!,
   };
 }
 
 function loadOptions() {
-  const name = process.env.WEBLORA_BENCH_MODEL ?? 'weblora-shakespeare';
+  const name = model.name;
+  const dir = args.model === undefined ? resolve(ROOT, 'public/models', name) : resolve(args.model);
   const libs = loadLibs(args['load-libs']!) ?? fail(`--load-libs: ours, ours-reencode, transformers`);
   const reps = int(args['load-reps'], 'load-reps')!;
-  return { backends, dtype, model: name, modelDir: resolve(ROOT, 'public/models', name), reps, libs };
+  return { backends, dtype, model: name, modelDir: dir, reps, libs };
 }
 
 /** transformers.js brings its own onnxruntime-web build; its runtime is served too (no CDN). */
@@ -141,7 +168,7 @@ async function main(): Promise<void> {
     publicDir: 'public',
     cacheDir: 'node_modules/.vite-bench',
     logLevel: 'warn',
-    plugins: [serveOrtFiles([ORT_APP_MOUNT, ORT_TRANSFORMERS_MOUNT])],
+    plugins: [serveOrtFiles([ORT_APP_MOUNT, ORT_TRANSFORMERS_MOUNT]), ...(mount ? [mount.plugin] : [])],
     resolve: { conditions: ORT_RESOLVE_CONDITIONS },
     optimizeDeps: {
       entries: ['bench/index.html'],
@@ -167,7 +194,7 @@ async function main(): Promise<void> {
     args: CHROMIUM_ARGS,
   });
   const timeoutMs = Number(args.timeout) * 1000;
-  const results: (OursResult | TrainResult | LoadSuiteResult)[] = [];
+  const results: (OursResult | TrainResult | LoadSuiteResult | SwapSuiteResult)[] = [];
   const tables: string[] = [];
   try {
     // Load once so Vite's dependency optimizer settles before anything is timed (a late
@@ -203,13 +230,22 @@ async function main(): Promise<void> {
 
     for (const backend of suites.inference ? backends : []) {
       const opts = optionsFor(backend);
-      console.log(`\n== ${backend} / ${dtype}`);
+      console.log(`\n== ${backend} / ${dtype}${mount ? ` / ${model.name}` : ''}`);
       const ours = await inPage(backend, (page) =>
         page.evaluate((o): Promise<OursResult> => window.wlBench!.ours(o), opts),
       );
       results.push(ours);
       const gpu = ours.adapterInfo ? ` on ${ours.adapterInfo.vendor}/${ours.adapterInfo.architecture}` : '';
       tables.push(renderTable(`${backend}${gpu}, ${dtype}`, rowsFor(ours, ours.transformers)));
+    }
+    for (const backend of suites.swap ? backends : []) {
+      console.log(`\n== swap / ${backend} / ${model.name}`);
+      const o: SwapSuiteOptions = { backend, dtype, model, swaps: int(args.swaps, 'swaps')! };
+      const r = await inPage(`swap/${backend}`, (page) =>
+        page.evaluate((x): Promise<SwapSuiteResult> => window.wlBench!.swap(x), o),
+      );
+      results.push(r);
+      tables.push(renderTable(`swap: ${backend}, ${model.name}, ${r.targetCount} targets`, rowsForSwap(r)));
     }
     for (const backend of suites.load ? backends : []) {
       console.log(`\n== load / ${backend} / ${dtype}`);

@@ -29,7 +29,6 @@ import { profilePass } from '../src/train/gpu-profile.ts';
 import { initLora } from '../src/train/lora.ts';
 import type { TrainBackend } from '../src/train/types.ts';
 import { decoderConfig, loadFrozenWeights } from '../src/train/weights.ts';
-import { MODEL_BASE } from './ours.ts';
 import { PASSAGE } from './prompt.ts';
 import type { TrainGpuBytes, TrainRankResult, TrainResult, TrainSuiteOptions } from './types.ts';
 
@@ -83,7 +82,7 @@ export async function runTrain(opts: TrainSuiteOptions, log: Log): Promise<Train
   const ortBackend = backend === 'cpu' ? 'wasm' : 'webgpu';
   const t0 = performance.now();
   log(`train/${backend}/${dtype}: loading ${modelFileName(dtype)}`);
-  const pkg = await fetchModelPackage(MODEL_BASE, { dtype });
+  const pkg = await fetchModelPackage(opts.model.base, { dtype });
   const cfg = decoderConfig(pkg.config);
   const weights = loadFrozenWeights(decodeModel(pkg.model), cfg);
   const session = await createDecoderSession(ort, pkg.model, pkg.config, { backend: ortBackend });

@@ -9,7 +9,7 @@
  * token. ours.ts loads it next to our engine in the same page and interleaves the repetitions.
  */
 import { AutoModelForCausalLM, AutoTokenizer, env, Tensor } from '@huggingface/transformers';
-import { MODEL_NAME, promptIdsOf } from './ours.ts';
+import { promptIdsOf } from './ours.ts';
 import type { SuiteOptions, TjsResult } from './types.ts';
 
 type Log = (msg: string) => void;
@@ -54,11 +54,11 @@ export async function loadTransformers(opts: SuiteOptions, log: Log): Promise<Tj
   const progress_callback = (p: { status?: string; file?: string }): void => {
     if (p.status === 'done' && p.file) files.push(p.file);
   };
-  const tokenizer = await AutoTokenizer.from_pretrained(MODEL_NAME, { progress_callback });
-  const promptIds = promptIdsOf((t) => tokenizer.encode(t, { add_special_tokens: false }));
+  const tokenizer = await AutoTokenizer.from_pretrained(opts.model.name, { progress_callback });
+  const promptIds = promptIdsOf((t) => tokenizer.encode(t, { add_special_tokens: false }), opts.promptTokens);
   log(`transformers.js/${backend}/${dtype}: loading model`);
   const t0 = performance.now();
-  const model = await AutoModelForCausalLM.from_pretrained(MODEL_NAME, {
+  const model = await AutoModelForCausalLM.from_pretrained(opts.model.name, {
     dtype,
     device: backend,
     progress_callback,

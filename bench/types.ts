@@ -4,10 +4,11 @@
  * samples travel too, so the JSON file can be re-analysed later.
  */
 import type { LoraBranchOp } from '../src/model/inject-lora.ts';
+import type { ModelDtype } from '../src/model/package.ts';
 import type { Summary } from './stats.ts';
 
 export type BenchBackend = 'webgpu' | 'wasm';
-export type BenchDtype = 'q4' | 'fp32';
+export type BenchDtype = ModelDtype;
 
 export interface SuiteOptions {
   backend: BenchBackend;
@@ -19,6 +20,19 @@ export interface SuiteOptions {
   swaps: number;
   /** Also run transformers.js in the same page, repetitions interleaved with engine.generate. */
   transformers: boolean;
+  /** The model package: its name and the URL path it is served at (`--model <folder>` mounts one). */
+  model: BenchModel;
+  /** Measure (a), the base graph, too (`--no-base-graph` skips it; the engine makes none above 32 MiB). */
+  baseGraph: boolean;
+  /** Prompt length in tokens (`--prompt-tokens`, default PROMPT_TOKENS). */
+  promptTokens: number;
+}
+
+export interface BenchModel {
+  /** Folder name under /models/ (what transformers.js is given). */
+  name: string;
+  /** URL path of the package, `/models/<name>/`. */
+  base: string;
 }
 
 /** One decode configuration measured with the bench loop (decode-loop.ts). */
@@ -94,6 +108,8 @@ export interface OursResult {
   engineR8: EngineSeries;
   swap: SwapResult;
   loadMs: number;
+  /** LoadReport.dequantizedAtLoad: 4-bit projections the engine ran as fp32 (wasm). */
+  dequantizedAtLoad: { nodes: number; fp32Bytes: number; reason: string } | null;
   transformers: TjsResult | null;
 }
 
@@ -124,6 +140,8 @@ export interface TrainSuiteOptions {
   /** 'cpu': CpuTrainBackend, ORT forward on 'wasm'. 'webgpu': GpuTrainBackend on ORT's GPUDevice, ORT on 'webgpu'. */
   backend: TrainBenchBackend;
   dtype: BenchDtype;
+  /** The model package, as SuiteOptions.model. */
+  model: BenchModel;
   ranks: number[];
   /** Sequences per step (B) and tokens per sequence (T). */
   batch: number;

@@ -1,7 +1,9 @@
 /**
  * Offline 4-bit quantization of an fp32 ONNX decoder: the same `quantize()` pass the browser can run,
  * as a Node command that writes the q4 file next to the fp32 one (e.g. onnx/model_q4.onnx).
- *   npm run quantize -- <in.onnx> <out.onnx> [--include-lm-head] [--zero-points] [--block-size 32]
+ *   npm run quantize -- <in.onnx> <out.onnx> [--no-lm-head] [--embedding q4|fp32] [--zero-points] [--block-size 32]
+ * Defaults: block 32, symmetric, lm_head 4-bit, a tied embedding read from the lm_head's 4-bit blocks
+ * (src/model/quantize.ts). `--include-lm-head` is accepted for old scripts (it is the default now).
  * (= npx tsx scripts/quantize-model.ts ...; Node 20 has no --experimental-strip-types.)
  * It prints the per-node report and the sizes; it does not validate the output numerically
  * (tests/unit/model/quantize.test.ts does) and does not handle external-data models (weights skipped).
@@ -11,22 +13,30 @@ import { decodeModel, encodeModel } from '../src/model/onnx-io.ts';
 import { quantize } from '../src/model/quantize.ts';
 
 const args = process.argv.slice(2);
-const positional = args.filter((a, i) => !a.startsWith('--') && args[i - 1] !== '--block-size');
+const valued = new Set(['--block-size', '--embedding']);
+const positional = args.filter((a, i) => !a.startsWith('--') && !valued.has(args[i - 1] ?? ''));
 const [input, output] = positional;
 if (!input || !output) {
   console.error(
-    'usage: tsx scripts/quantize-model.ts <in.onnx> <out.onnx> [--include-lm-head] [--zero-points] [--block-size N]',
+    'usage: tsx scripts/quantize-model.ts <in.onnx> <out.onnx> [--no-lm-head] [--embedding q4|fp32] [--zero-points] [--block-size N]',
   );
   process.exit(2);
 }
 const bs = args.indexOf('--block-size');
 const blockSize = bs >= 0 ? Number(args[bs + 1]) : 32;
+const em = args.indexOf('--embedding');
+const embedding = em >= 0 ? args[em + 1] : 'q4';
+if (embedding !== 'q4' && embedding !== 'fp32') {
+  console.error(`--embedding must be q4 or fp32 (got ${embedding})`);
+  process.exit(2);
+}
 
 const t0 = performance.now();
 const bytes = new Uint8Array(readFileSync(input));
 const { model, report } = quantize(decodeModel(bytes), {
   blockSize,
-  includeLmHead: args.includes('--include-lm-head'),
+  includeLmHead: !args.includes('--no-lm-head'),
+  embedding,
   zeroPoints: args.includes('--zero-points'),
 });
 const out = encodeModel(model);
@@ -45,6 +55,12 @@ console.log(
   `quantized ${report.quantized.length} MatMul(s), skipped ${report.skipped.length}; block ${blockSize}; ` +
     `worst max|err| ${worst.toExponential(2)}`,
 );
+if (report.tiedEmbedding) {
+  console.log(
+    `  tied embedding: ${report.tiedEmbedding.gather} reads the lm_head's 4-bit blocks (GatherBlockQuantized); ` +
+      `fp32 table ${report.tiedEmbedding.table} dropped`,
+  );
+}
 console.log(`weights ${mb(report.bytesBefore)} -> ${mb(report.bytesAfter)}`);
 console.log(
   `${input} ${mb(bytes.byteLength)} -> ${output} ${mb(out.byteLength)} ` +

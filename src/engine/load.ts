@@ -10,10 +10,11 @@
 import { detectCapabilities } from '../env.ts';
 import { DeviceLostError, UnsupportedError } from '../errors.ts';
 import { specialTokensOf } from '../model/chat.ts';
-import { FILE_WEIGHTS_LOCATION, weightsAsExternal } from '../model/external-weights.ts';
+import { wasmGraphOf } from '../model/dequantize.ts';
+import { weightsAsExternal } from '../model/external-weights.ts';
 import { injectLora, type LoraTarget, loraBranchOpFor } from '../model/inject-lora.ts';
 import { detectLayout } from '../model/layout.ts';
-import { decodeModel, encodeModel, graphOf, outputsOf } from '../model/onnx-io.ts';
+import { decodeModel, encodeModel, graphOf, type ModelProto, outputsOf } from '../model/onnx-io.ts';
 import {
   type ModelConfig,
   normalizeModelUrl,
@@ -191,52 +192,61 @@ export async function loadModel(
   const presentNames = outputsOf(graphOf(decoded))
     .map((o) => o.name)
     .filter((n) => n.startsWith('present.'));
-  // The injected graph is encoded without its weights: they stay in the fetched file's buffer and reach
-  // onnxruntime-web from there as external data (external-weights.ts), so no weight is copied in JS.
-  const inject = (b: Backend) => {
-    const { model, targets } = clock.time('inject', () =>
-      injectLora(decoded, { branchOp: loraBranchOpFor(b) }),
-    );
-    const slim =
-      settings.fileWeights === false ? null : weightsAsExternal(model, modelBytes, FILE_WEIGHTS_LOCATION);
+  // On wasm, 4-bit MatMulNBits run as fp32 MatMuls dequantized here (model/dequantize.ts says why).
+  const forBackend = (b: Backend) =>
+    b === 'wasm' ? wasmGraphOf(decoded) : { model: decoded, dequantized: null };
+  // Graphs are encoded without their weights: those stay in the buffers they are in (the fetched file,
+  // the dequantized fp32 tensors) and reach onnxruntime-web from there as external data
+  // (external-weights.ts), so no weight is copied in JS.
+  const slimmed = (model: ModelProto) => {
+    const slim = settings.fileWeights === false ? null : weightsAsExternal(model, modelBytes);
     const bytes = clock.time('encode', () => encodeModel(slim?.model ?? model));
-    return { bytes, targets, fileWeights: (slim?.externalized ?? 0) > 0 };
+    return { bytes, externalData: [...externalData, ...(slim?.externalData ?? [])] };
+  };
+  const inject = (b: Backend) => {
+    const prepared = clock.time('inject', () => forBackend(b));
+    const { model, targets } = clock.time('inject', () =>
+      injectLora(prepared.model, { branchOp: loraBranchOpFor(b) }),
+    );
+    return { ...slimmed(model), targets, prepared };
   };
   let injected = inject(backend);
 
   // 4. Sessions. The new package is valid: only now free the old model (a failed fetch keeps it usable).
   progress({ stage: 'session', loaded: total, total });
   await settings.beforeSessions();
-  const create = (bytes: Uint8Array, b: Backend, fileWeights: boolean) => {
-    const ext = fileWeights
-      ? [...externalData, { path: FILE_WEIGHTS_LOCATION, data: modelBytes }]
-      : externalData;
-    return createDecoderSession(ort, bytes, config, {
+  const create = (bytes: Uint8Array, b: Backend, ext: { path: string; data: Uint8Array }[]) =>
+    createDecoderSession(ort, bytes, config, {
       backend: b,
       presentNames,
       ...(ext.length ? { externalData: ext } : {}),
     });
-  };
   let graph: DecoderGraph;
   try {
-    graph = await clock.timeAsync('session', () => create(injected.bytes, backend, injected.fileWeights));
+    graph = await clock.timeAsync('session', () => create(injected.bytes, backend, injected.externalData));
   } catch (e) {
     if (want !== 'auto' || backend !== 'webgpu') throw e;
     console.warn('weblora: WebGPU session failed, falling back to wasm', e);
     backend = 'wasm';
     backendReason = fallbackReason(e);
     injected = inject(backend);
-    graph = await clock.timeAsync('session', () => create(injected.bytes, backend, injected.fileWeights));
+    graph = await clock.timeAsync('session', () => create(injected.bytes, backend, injected.externalData));
   }
   const { targets } = injected;
 
   let baseGraph: DecoderGraph | null = null;
+  let baseSessionBytes = 0;
   let noAdapter: ReturnType<typeof noAdapterFeeds> | null = null;
   try {
     if (settings.baseGraphForNoAdapter ?? weightBytes <= BASE_SESSION_MAX_BYTES) {
       // The original bytes, same EP/options (on webgpu ORT shares its one GPUDevice between sessions).
       try {
-        baseGraph = await clock.timeAsync('baseSession', () => create(modelBytes, backend, false));
+        const p = injected.prepared;
+        const base = p.dequantized ? slimmed(p.model) : { bytes: modelBytes, externalData };
+        baseGraph = await clock.timeAsync('baseSession', () =>
+          create(base.bytes, backend, base.externalData),
+        );
+        baseSessionBytes = base.bytes.byteLength + bytesOf(base.externalData);
       } catch (e) {
         console.warn('weblora: the un-injected base session failed; "no adapter" uses the LoRA graph', e);
       }
@@ -287,11 +297,7 @@ export async function loadModel(
       externalDataBytes,
       baseSession: baseGraph !== null,
       // External data is handed to both sessions: count it once per session.
-      sessionBytes:
-        injected.bytes.byteLength +
-        (injected.fileWeights ? modelBytes.byteLength : 0) +
-        externalDataBytes +
-        (baseGraph ? weightBytes : 0),
+      sessionBytes: injected.bytes.byteLength + bytesOf(injected.externalData) + baseSessionBytes,
       targets,
       targetCount: targets.length,
       loraBranchOp: loraBranchOpFor(backend),
@@ -299,6 +305,7 @@ export async function loadModel(
       phases: clock.done(),
       modelId,
       modelAliases: aliasesOf(configJson, opts.modelAliases, modelId),
+      dequantizedAtLoad: injected.prepared.dequantized,
     };
     return loadedModel({
       ort,
@@ -362,6 +369,11 @@ function loadedModel(
       }
     },
   };
+}
+
+/** Total bytes of external-data entries. */
+function bytesOf(ext: readonly { data: Uint8Array }[]): number {
+  return ext.reduce((n, e) => n + e.data.byteLength, 0);
 }
 
 /** Last non-empty path segment of a URL or path ("…/weblora-shakespeare/" → "weblora-shakespeare"). */

@@ -181,8 +181,9 @@ export interface LoadReport {
    */
   baseSession: boolean;
   /**
-   * ONNX bytes handed to onnxruntime-web: the LoRA-injected graph, plus `modelBytes` again when
-   * `baseSession` — roughly what the sessions hold in the wasm heap / GPU buffers.
+   * ONNX bytes handed to onnxruntime-web: the LoRA-injected graph, plus the base graph when `baseSession`
+   * (`modelBytes` again, or its dequantized fp32 form on wasm: `dequantizedAtLoad`) — roughly what the
+   * sessions hold in the wasm heap / GPU buffers.
    */
   sessionBytes: number;
   /** Projections that take LoRA inputs (`lora.{layer}.{module}.A|B`). */
@@ -196,6 +197,12 @@ export interface LoadReport {
   /** What imported adapters are validated against (LoadOptions.modelId / modelAliases). */
   modelId: string;
   modelAliases: string[];
+  /**
+   * 4-bit MatMulNBits projections the engine turned into fp32 MatMuls at load (wasm only: onnxruntime-web
+   * has no 4-bit wasm kernel; model/dequantize.ts), with the fp32 bytes that costs and the reason; null
+   * when nothing was dequantized (webgpu, or a file without MatMulNBits).
+   */
+  dequantizedAtLoad: { nodes: number; fp32Bytes: number; reason: string } | null;
 }
 
 export interface GenerateRequest {

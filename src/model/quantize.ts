@@ -5,9 +5,13 @@
  * whole block), scales f32 [N * ceil(K/bs)], optional packed uint8 zero points. Symmetric (default):
  * scale = absmax/7, q = round(w/scale) + 8 in [1, 15], zero point 8 implied. Asymmetric: range
  * [min(0,min), max(0,max)] over 15 steps, zero point rounded. Both bound |w - dequant(w)| <= scale/2.
- * Not done here: the embedding Gather (stays fp32: ORT-web has no 4-bit Gather on every EP), MatMuls whose
- * weight is not a direct initializer (e.g. behind a Transpose; left fp32, not reported), external-data weights
- * (skipped, listed in the report), the lm_head unless `includeLmHead`, activations, fp16 weights.
+ * The lm_head is quantized too (default; `includeLmHead: false` keeps it fp32). A tied embedding, which
+ * exports store twice (the Gather table [V, C] and the lm_head's transposed copy [C, V]), is then stored
+ * ONCE: the Gather becomes com.microsoft.GatherBlockQuantized reading the lm_head's own 4-bit blocks (row v
+ * of the embedding is column v of the lm_head weight, blocked along C: the same bytes), `embedding: 'fp32'`
+ * keeps the fp32 table. Measured on the default model and the 135M replica: bench/README.md "Quantizer".
+ * Not done here: MatMuls whose weight is not a direct initializer (e.g. behind a Transpose; left fp32, not
+ * reported), external-data weights (skipped, listed in the report), activations, fp16 weights.
  */
 import { ModelFormatError } from '../errors.ts';
 import {
@@ -38,8 +42,14 @@ export interface QuantizeOptions {
   blockSize?: number;
   /** Asymmetric min/max quantization with uint8 zero points. Default false (symmetric, no zero points). */
   zeroPoints?: boolean;
-  /** Also quantize the output projection into `logits` (tied embedding). Default false. */
+  /** Also quantize the output projection into `logits`. Default true. */
   includeLmHead?: boolean;
+  /**
+   * A tied embedding (Gather table equal to the quantized lm_head's transposed weight): 'q4' looks it up
+   * from the lm_head's 4-bit blocks (GatherBlockQuantized; needs C % blockSize = 0 and no zero points),
+   * 'fp32' keeps the fp32 table. Default 'q4'.
+   */
+  embedding?: 'q4' | 'fp32';
 }
 
 export interface QuantizedEntry {
@@ -59,6 +69,8 @@ export interface QuantizeReport {
   /** Bytes of fp32 weights replaced, and of their packed + scales + zero-point replacements. */
   bytesBefore: number;
   bytesAfter: number;
+  /** The embedding Gather now reading the lm_head's 4-bit blocks (and the fp32 table dropped), or null. */
+  tiedEmbedding: { gather: string; table: string } | null;
 }
 
 export interface Block4 {
@@ -207,8 +219,15 @@ export function quantize(
   checkBlockSize(blockSize);
   const g = graphOf(model);
   const inits = new Map<string, TensorProto>(initializersOf(g).map((t) => [t.name, t]));
-  const lmHead = opts.includeLmHead ? -1 : lmHeadIndex(g, inits);
-  const report: QuantizeReport = { quantized: [], skipped: [], bytesBefore: 0, bytesAfter: 0 };
+  const lmHead = lmHeadIndex(g, inits);
+  const includeLmHead = opts.includeLmHead ?? true;
+  const report: QuantizeReport = {
+    quantized: [],
+    skipped: [],
+    bytesBefore: 0,
+    bytesAfter: 0,
+    tiedEmbedding: null,
+  };
   const done = new Map<string, { names: string[]; K: number; N: number }>(); // weight -> new initializers
   const added: TensorProto[] = [];
 
@@ -223,7 +242,7 @@ export function quantize(
       report.skipped.push({ node: label, reason });
       return node;
     };
-    if (i === lmHead) return skip('lm_head (output projection); pass includeLmHead to quantize it');
+    if (i === lmHead && !includeLmHead) return skip('lm_head (output projection): includeLmHead is false');
     if (t.dataType !== DataType.FLOAT) return skip(`weight ${wName} is data_type ${t.dataType}, not float32`);
     if (dims.length !== 2) return skip(`weight ${wName} has shape [${dims}], expected [K, N]`);
     if (isExternal(t)) return skip(`weight ${wName} uses external data`);
@@ -264,11 +283,23 @@ export function quantize(
     });
   });
 
+  const head = lmHead >= 0 ? done.get(nodesOf(g)[lmHead]!.input[1] ?? '') : undefined;
+  if (head && (opts.embedding ?? 'q4') === 'q4' && !opts.zeroPoints && head.K % blockSize === 0) {
+    const w = inits.get(nodesOf(g)[lmHead]!.input[1]!)!;
+    const tie = tiedGather(nodes, inits, w, head.K, head.N);
+    if (tie) {
+      nodes.splice(tie.index, 1, ...gatherFromBlocks(tie.node, head, blockSize, added));
+      report.tiedEmbedding = { gather: tie.node.name || tie.node.output[0]!, table: tie.node.input[0]! };
+      report.bytesBefore += head.K * head.N * 4;
+    }
+  }
+
   // Drop fp32 weights nothing reads any more (tied weights still read by another node stay).
   const used = new Set<string>();
   for (const n of nodes) for (const x of n.input) used.add(x);
   for (const o of outputsOf(g)) used.add(o.name);
-  const dropped = new Set([...done.keys()].filter((w) => !used.has(w)));
+  const tiedTable = report.tiedEmbedding ? [report.tiedEmbedding.table] : [];
+  const dropped = new Set([...done.keys(), ...tiedTable].filter((w) => !used.has(w)));
   const initializer = [...initializersOf(g).filter((t) => !dropped.has(t.name)), ...added];
   const input = inputsOf(g).filter((v) => !dropped.has(v.name));
   const opsetImport = [...model.opsetImport];
@@ -278,4 +309,88 @@ export function quantize(
   const out = withGraph(model, cloneGraph(g, { node: nodes, initializer, input }));
   out.opsetImport = opsetImport;
   return { model: out, report };
+}
+
+/** The Gather of a constant fp32 [N, K] table equal to Wᵀ (W: the lm_head's [K, N] weight), if any. */
+function tiedGather(
+  nodes: NodeProto[],
+  inits: Map<string, TensorProto>,
+  w: TensorProto,
+  K: number,
+  N: number,
+): { index: number; node: NodeProto } | null {
+  const index = nodes.findIndex((n) => {
+    if (n.opType !== 'Gather' || !isOnnxDomain(n) || intAttrOf(n, 'axis', 0) !== 0) return false;
+    const t = inits.get(n.input[0] ?? '');
+    if (!t || t.dataType !== DataType.FLOAT || isExternal(t)) return false;
+    const d = dimsOf(t);
+    return d.length === 2 && d[0] === N && d[1] === K;
+  });
+  if (index < 0) return null;
+  const node = nodes[index]!;
+  const e = float32Reader(inits.get(node.input[0]!)!); // (N, K)
+  const wt = float32Reader(w); // (K, N)
+  for (let k = 0; k < K; k++) {
+    for (let n = 0; n < N; n++) {
+      if (wt.getFloat32((k * N + n) * 4, true) !== e.getFloat32((n * K + k) * 4, true)) return null;
+    }
+  }
+  // Nothing else may read the table (it is dropped).
+  if (nodes.some((n, i) => i !== index && n.input.includes(node.input[0]!))) return null;
+  return { index, node };
+}
+
+function intAttrOf(n: NodeProto, name: string, dflt: number): number {
+  const a = n.attribute.find((x) => x.name === name);
+  return a ? Number(a.i) : dflt;
+}
+
+/**
+ * Gather(table, ids) -> GatherBlockQuantized(Reshape(B, [N, K/2]), ids, Reshape(scales, [N, K/bs])): the
+ * lm_head's MatMulNBits blocks B (N, K/bs, bs/2) ARE the table's rows, 4-bit, blocked along K, low nibble
+ * first, zero point 8 (GatherBlockQuantized's default for uint8 data).
+ */
+function gatherFromBlocks(
+  gather: NodeProto,
+  head: { names: string[]; K: number; N: number },
+  bs: number,
+  added: TensorProto[],
+): NodeProto[] {
+  const [bName, sName] = head.names as [string, string];
+  const pre = gather.name || 'embed';
+  const shape = (name: string, dims: number[]) => {
+    added.push(
+      onnx.TensorProto.create({
+        name,
+        dataType: DataType.INT64,
+        dims: [dims.length],
+        rawData: new Uint8Array(BigInt64Array.from(dims, BigInt).buffer),
+      }),
+    );
+    return name;
+  };
+  const rows = `${bName}_rows`;
+  const rowScales = `${sName}_rows`;
+  return [
+    onnx.NodeProto.create({
+      name: `${pre}/BlocksAsRows`,
+      opType: 'Reshape',
+      input: [bName, shape(`${pre}/rows_shape`, [head.N, head.K / 2])],
+      output: [rows],
+    }),
+    onnx.NodeProto.create({
+      name: `${pre}/ScalesAsRows`,
+      opType: 'Reshape',
+      input: [sName, shape(`${pre}/scales_shape`, [head.N, head.K / bs])],
+      output: [rowScales],
+    }),
+    onnx.NodeProto.create({
+      name: `${pre}_Q4`,
+      opType: 'GatherBlockQuantized',
+      domain: MS_DOMAIN,
+      input: [rows, gather.input[1]!, rowScales],
+      output: [...gather.output],
+      attribute: [intAttr('gather_axis', 0), intAttr('quantize_axis', 1), intAttr('block_size', bs)],
+    }),
+  ];
 }

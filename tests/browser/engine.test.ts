@@ -20,6 +20,9 @@ import {
   NoModelError,
   UnsupportedError,
 } from '../../src/errors.ts';
+import { wasmGraphOf } from '../../src/model/dequantize.ts';
+import { decodeModel, encodeModel } from '../../src/model/onnx-io.ts';
+import { modelFileName } from '../../src/model/package.ts';
 import { MODEL_BASE, PROMPT, setupOrt } from './helpers/model.ts';
 
 const ort = setupOrt();
@@ -93,6 +96,9 @@ describe('LocalEngine', () => {
     expect(cpuReport.baseSession).toBe(true);
     expect(gpuReport.baseSession).toBe(true);
     expect(cpuReport.sessionBytes).toBeGreaterThan(2 * cpuReport.modelBytes);
+    // wasm runs 4-bit projections as fp32 MatMuls dequantized at load (model/dequantize.ts); webgpu keeps them.
+    expect(cpuReport.dequantizedAtLoad?.nodes ?? 0).toBe(cpuReport.dtype === 'q4' ? 42 : 0);
+    expect(gpuReport.dequantizedAtLoad).toBeNull();
     expect(progress[0]).toBe('download');
     expect(progress.slice(-3)).toEqual(['prepare', 'session', 'ready']);
     expect(cpu.debugState().inputNames.filter((n) => n.startsWith('lora.'))).toHaveLength(
@@ -296,7 +302,13 @@ describe('LocalEngine', () => {
     try {
       const r = await e.loadModel(MODEL_BASE, { backend: 'wasm', dtype: cpuReport.dtype });
       expect(r.baseSession).toBe(false);
-      expect(cpuReport.sessionBytes - r.sessionBytes).toBe(r.modelBytes);
+      // The base session's bytes: the file, or on wasm its dequantized fp32 form.
+      const file = new Uint8Array(
+        await (await fetch(`${MODEL_BASE}${modelFileName(r.dtype)}`)).arrayBuffer(),
+      );
+      const prepared = wasmGraphOf(decodeModel(file));
+      const baseBytes = prepared.dequantized ? encodeModel(prepared.model).byteLength : r.modelBytes;
+      expect(cpuReport.sessionBytes - r.sessionBytes).toBe(baseBytes);
       const viaInjected = await collect(e, req);
       expect(e.debugState().lastGraph).toBe('injected');
       expect(viaInjected.result.tokenIds).toEqual(viaBase.result.tokenIds);

@@ -81,8 +81,6 @@ describe('loadModel memory', () => {
         expect(named + p.other).toBeCloseTo(m.report.loadMs, -1);
         expect(p.session).toBeGreaterThan(0);
         expect(p.baseSession).toBe(0);
-        // The injected graph alone is far smaller than the file when its weights stay external.
-        if (fileWeights) expect(m.report.sessionBytes).toBeLessThan(m.report.modelBytes * 1.2);
       } finally {
         await m.release();
       }

@@ -68,18 +68,34 @@ describe('weightsAsExternal', () => {
       // The input model is untouched (its tensors are shared with the session of `full`).
       expect(initializersOf(graphOf(model)).some(isExternal)).toBe(false);
       const want = await logitsOf(full, targets);
-      const got = await logitsOf(slimBytes, targets, [{ path: FILE_WEIGHTS_LOCATION, data: bytes }]);
+      expect(slim.externalData.map((e) => e.path)).toEqual([FILE_WEIGHTS_LOCATION]);
+      expect(slim.externalData[0]!.data === bytes).toBe(true); // the file itself, not a copy
+      const got = await logitsOf(slimBytes, targets, slim.externalData);
       expect(got[0]).toEqual(want[0]);
       expect(got[1]).toEqual(want[1]);
     });
   }
 
-  it('leaves tensors that are not views into the file inline', () => {
-    const bytes = new Uint8Array(readFileSync(`${PKG}onnx/model_q4.onnx`));
+  it('gives large tensors outside the file external data of their own, and leaves small ones inline', async () => {
+    const bytes = new Uint8Array(readFileSync(`${PKG}onnx/model.onnx`));
     const model = decodeModel(bytes);
-    const other = bytes.slice(); // same contents, another buffer
+    const other = bytes.slice(); // same contents, another buffer: no tensor is a view into it
     const slim = weightsAsExternal(model, other);
-    expect(slim.externalized).toBe(0);
-    expect(encodeModel(slim.model).byteLength).toBe(encodeModel(model).byteLength);
+    const inits = initializersOf(graphOf(model));
+    const big = inits.filter((t) => (t.rawData?.byteLength ?? 0) >= 64 * 1024);
+    expect(big.length).toBeGreaterThan(10);
+    expect(slim.externalized).toBe(big.length);
+    expect(slim.externalData.map((e) => e.path)).toEqual(big.map((_, i) => `weblora-tensor-${i}.bin`));
+    slim.externalData.forEach((e, i) => {
+      expect(e.data === big[i]!.rawData, e.path).toBe(true); // the tensor's own bytes, not a copy
+    });
+    const small = initializersOf(graphOf(slim.model)).filter((t) => !isExternal(t));
+    expect(small.every((t) => (t.rawData?.byteLength ?? 0) < 64 * 1024)).toBe(true);
+    // Same logits as the inline model.
+    const { model: inj, targets } = injectLora(model, { branchOp: 'matmul' });
+    const s2 = weightsAsExternal(inj, other);
+    const want = await logitsOf(encodeModel(inj), targets);
+    const got = await logitsOf(encodeModel(s2.model), targets, s2.externalData);
+    expect(got).toEqual(want);
   });
 });

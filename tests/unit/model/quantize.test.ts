@@ -138,25 +138,45 @@ describe('quantize on the default model', () => {
   const bytes = loadDefaultBytes();
   const tokens = Array.from({ length: 16 }, (_, i) => (i * 37 + 5) % 1024);
 
-  it('quantizes the 42 projections, keeps lm_head and the embedding fp32, and shrinks the file', async () => {
+  it('quantizes the 42 projections and lm_head, stores the tied embedding once (4-bit), shrinks the file', async () => {
     const fp32 = decodeModel(bytes);
     const { model, report } = quantize(fp32);
-    expect(report.quantized).toHaveLength(42);
-    expect(report.skipped).toEqual([{ node: '/MatMul', reason: expect.stringMatching(/lm_head/) }]);
+    expect(report.quantized).toHaveLength(43);
+    expect(report.skipped).toEqual([]);
+    expect(report.tiedEmbedding).toEqual({
+      gather: '/model/embed_tokens/Gather',
+      table: 'model.embed_tokens.weight',
+    });
     const g = graphOf(model);
-    expect(nodesOf(g).filter((n) => n.opType === 'MatMulNBits')).toHaveLength(42);
-    expect(initializersOf(g).some((t) => t.name === 'model.embed_tokens.weight')).toBe(true);
+    expect(nodesOf(g).filter((n) => n.opType === 'MatMulNBits')).toHaveLength(43);
+    const gbq = nodesOf(g).filter((n) => n.opType === 'GatherBlockQuantized');
+    expect(gbq.map((n) => [...n.input])).toEqual([
+      ['onnx::MatMul_1645_Q4_rows', 'input_ids', 'onnx::MatMul_1645_scales_rows'],
+    ]);
+    // Neither fp32 copy of the tied embedding is left (the Gather table nor the lm_head's transposed copy).
+    const names = initializersOf(g).map((t) => t.name);
+    expect(names).not.toContain('model.embed_tokens.weight');
+    expect(names).not.toContain('onnx::MatMul_1645');
     const out = encodeModel(model);
     console.log(
       `q4 model: ${(out.byteLength / 1e6).toFixed(2)} MB (fp32 ${(bytes.byteLength / 1e6).toFixed(2)} MB); ` +
-        `projection weights ${report.bytesBefore} -> ${report.bytesAfter} bytes`,
+        `weights ${report.bytesBefore} -> ${report.bytesAfter} bytes`,
     );
-    expect(out.byteLength).toBeLessThan(0.3 * bytes.byteLength);
+    expect(out.byteLength).toBeLessThan(0.2 * bytes.byteLength); // issue 12's target
 
-    const withHead = quantize(fp32, { includeLmHead: true });
-    expect(withHead.report.quantized).toHaveLength(43);
-    expect(withHead.report.skipped).toEqual([]);
-    expect(encodeModel(withHead.model).byteLength).toBeLessThan(out.byteLength);
+    // embedding 'fp32': lm_head 4-bit, the fp32 Gather table kept; includeLmHead false: the old layout.
+    const fp32Embed = quantize(fp32, { embedding: 'fp32' });
+    expect(fp32Embed.report.quantized).toHaveLength(43);
+    expect(fp32Embed.report.tiedEmbedding).toBeNull();
+    expect(initializersOf(graphOf(fp32Embed.model)).some((t) => t.name === 'model.embed_tokens.weight')).toBe(
+      true,
+    );
+    const noHead = quantize(fp32, { includeLmHead: false });
+    expect(noHead.report.quantized).toHaveLength(42);
+    expect(noHead.report.skipped).toEqual([{ node: '/MatMul', reason: expect.stringMatching(/lm_head/) }]);
+    expect(noHead.report.tiedEmbedding).toBeNull();
+    expect(encodeModel(fp32Embed.model).byteLength).toBeGreaterThan(out.byteLength);
+    expect(encodeModel(noHead.model).byteLength).toBeGreaterThan(encodeModel(fp32Embed.model).byteLength);
     // The input model is untouched (the pass returns a new graph sharing tensors).
     expect(nodesOf(graphOf(fp32)).some((n) => n.opType === 'MatMulNBits')).toBe(false);
   });
@@ -169,19 +189,31 @@ describe('quantize on the default model', () => {
     const lf = (await runModel(fp32, feeds)).logits!;
 
     // Exactness of the kernel path: same arithmetic as fp32 with W replaced by dequant(quant(W)).
+    // The embedding table of `fake` is the dequantized lm_head transposed (GatherBlockQuantized reads the
+    // lm_head's blocks with zero point 8): this checks the lookup's semantics exactly too.
     const fake = onnx.ModelProto.create({ ...fp32 });
     const g = onnx.GraphProto.create({ ...graphOf(fp32) });
-    g.initializer = initializersOf(g).map((t) => {
-      const e = report.quantized.find((x) => x.weight === t.name);
-      if (!e) return t;
-      const deq = dequantizeMatMulNBits(
-        new Uint8Array(initOf(q4, `${t.name}_Q4`).rawData),
-        f32Of(initOf(q4, `${t.name}_scales`)),
+    const deqOf = (name: string) => {
+      const e = report.quantized.find((x) => x.weight === name)!;
+      const w = dequantizeMatMulNBits(
+        new Uint8Array(initOf(q4, `${name}_Q4`).rawData),
+        f32Of(initOf(q4, `${name}_scales`)),
         undefined,
         e.K,
         e.N,
       );
-      return onnx.TensorProto.create({ ...t, rawData: new Uint8Array(deq.buffer) });
+      return { w, K: e.K, N: e.N };
+    };
+    expect(report.tiedEmbedding?.table).toBe('model.embed_tokens.weight');
+    g.initializer = initializersOf(g).map((t) => {
+      if (t.name === 'model.embed_tokens.weight') {
+        const { w, K, N } = deqOf('onnx::MatMul_1645'); // (K = C, N = V)
+        const e = new Float32Array(K * N); // (V, C)
+        for (let k = 0; k < K; k++) for (let n = 0; n < N; n++) e[n * K + k] = w[k * N + n]!;
+        return onnx.TensorProto.create({ ...t, rawData: new Uint8Array(e.buffer) });
+      }
+      if (!report.quantized.some((x) => x.weight === t.name)) return t;
+      return onnx.TensorProto.create({ ...t, rawData: new Uint8Array(deqOf(t.name).w.buffer) });
     });
     fake.graph = g;
     const lfake = (await runModel(fake, feeds)).logits!;
