@@ -14,6 +14,13 @@ import { createStore, promisifyRequest, type UseStore } from 'idb-keyval';
 import { AdapterNameConflictError, AdapterNotFoundError, InvalidOptionError } from '../errors.ts';
 import type { LoraTarget } from '../model/inject-lora.ts';
 import {
+  type FeedPrecision,
+  type PackedFeeds,
+  packFeeds,
+  targetsSignature,
+  unpackFeeds,
+} from './feed-pack.ts';
+import {
   type AdapterModelInfo,
   type AdapterSummary,
   feedsFromFiles,
@@ -23,13 +30,6 @@ import {
   importPeftAdapter,
   type PeftFiles,
 } from './import.ts';
-import {
-  type FeedPrecision,
-  type PackedFeeds,
-  packFeeds,
-  targetsSignature,
-  unpackFeeds,
-} from './feed-pack.ts';
 import type { PeftFeeds } from './peft.ts';
 import type { CpuFeeds } from './types.ts';
 
