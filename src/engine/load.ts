@@ -201,7 +201,9 @@ export async function loadModel(
   const slimmed = (model: ModelProto) => {
     const slim = settings.fileWeights === false ? null : weightsAsExternal(model, modelBytes);
     const bytes = clock.time('encode', () => encodeModel(slim?.model ?? model));
-    return { bytes, externalData: [...externalData, ...(slim?.externalData ?? [])] };
+    // What the session is handed: the graph, the weights its external data points at, the package's chunks.
+    const held = bytes.byteLength + (slim?.externalBytes ?? 0) + externalDataBytes;
+    return { bytes, externalData: [...externalData, ...(slim?.externalData ?? [])], held };
   };
   const inject = (b: Backend) => {
     const prepared = clock.time('inject', () => forBackend(b));
@@ -242,11 +244,13 @@ export async function loadModel(
       // The original bytes, same EP/options (on webgpu ORT shares its one GPUDevice between sessions).
       try {
         const p = injected.prepared;
-        const base = p.dequantized ? slimmed(p.model) : { bytes: modelBytes, externalData };
+        const base = p.dequantized
+          ? slimmed(p.model)
+          : { bytes: modelBytes, externalData, held: weightBytes };
         baseGraph = await clock.timeAsync('baseSession', () =>
           create(base.bytes, backend, base.externalData),
         );
-        baseSessionBytes = base.bytes.byteLength + bytesOf(base.externalData);
+        baseSessionBytes = base.held;
       } catch (e) {
         console.warn('weblora: the un-injected base session failed; "no adapter" uses the LoRA graph', e);
       }
@@ -297,7 +301,7 @@ export async function loadModel(
       externalDataBytes,
       baseSession: baseGraph !== null,
       // External data is handed to both sessions: count it once per session.
-      sessionBytes: injected.bytes.byteLength + bytesOf(injected.externalData) + baseSessionBytes,
+      sessionBytes: injected.held + baseSessionBytes,
       targets,
       targetCount: targets.length,
       loraBranchOp: loraBranchOpFor(backend),
@@ -369,11 +373,6 @@ function loadedModel(
       }
     },
   };
-}
-
-/** Total bytes of external-data entries. */
-function bytesOf(ext: readonly { data: Uint8Array }[]): number {
-  return ext.reduce((n, e) => n + e.data.byteLength, 0);
 }
 
 /** Last non-empty path segment of a URL or path ("…/weblora-shakespeare/" → "weblora-shakespeare"). */

@@ -181,9 +181,9 @@ export interface LoadReport {
    */
   baseSession: boolean;
   /**
-   * ONNX bytes handed to onnxruntime-web: the LoRA-injected graph, plus the base graph when `baseSession`
-   * (`modelBytes` again, or its dequantized fp32 form on wasm: `dequantizedAtLoad`) — roughly what the
-   * sessions hold in the wasm heap / GPU buffers.
+   * Bytes handed to onnxruntime-web: the LoRA-injected graph and the weights it reads as external data
+   * (the file's own, or dequantized fp32 ones on wasm: `dequantizedAtLoad`), plus the same for the base
+   * graph when `baseSession` — roughly what the sessions hold in the wasm heap / GPU buffers.
    */
   sessionBytes: number;
   /** Projections that take LoRA inputs (`lora.{layer}.{module}.A|B`). */
