@@ -5,7 +5,7 @@
  */
 import type { LoadOnceOptions } from './load.ts';
 import type { SwapSuiteOptions } from './swap.ts';
-import type { BenchApi, SuiteOptions, TrainSuiteOptions } from './types.ts';
+import type { BenchApi, SuiteOptions, TrainSuiteOptions, WasmQ4Options } from './types.ts';
 
 declare global {
   interface Window {
@@ -26,7 +26,12 @@ function log(msg: string): void {
 
 window.wlBench = {
   async preload() {
-    await Promise.all([import('./ours.ts'), import('./transformers.ts'), import('./train.ts')]);
+    await Promise.all([
+      import('./ours.ts'),
+      import('./transformers.ts'),
+      import('./train.ts'),
+      import('./wasm-q4.ts'),
+    ]);
   },
   async ours(opts: SuiteOptions) {
     return (await import('./ours.ts')).runOurs(opts, log);
@@ -42,5 +47,8 @@ window.wlBench = {
   },
   async train(opts: TrainSuiteOptions) {
     return (await import('./train.ts')).runTrain(opts, log);
+  },
+  async wasmQ4(opts: WasmQ4Options) {
+    return (await import('./wasm-q4.ts')).runWasmQ4(opts, log);
   },
 };

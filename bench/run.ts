@@ -6,7 +6,7 @@
  * one browser, prints one table per backend and writes all raw samples to bench/out/<date>.json. It is not
  * a test: nothing fails the process but errors (FAIL rows are reported, exit code stays 0).
  *
- *   tsx bench/run.ts [--suite inference|train|all] [--backend wasm|webgpu|both] [--dtype q4|fp32]
+ *   tsx bench/run.ts [--suite inference|train|all|wasm-q4] [--backend wasm|webgpu|both] [--dtype q4|fp32]
  *                    [--tokens N] [--reps N] [--swaps N] [--no-transformers]
  *                    [--train-backend cpu|webgpu|both] [--ranks 1,4,16] [--steps N] [--warmup N]
  *                    [--batch B] [--seq T] [--no-profile]
@@ -42,7 +42,9 @@ import type {
   TrainBenchBackend,
   TrainResult,
   TrainSuiteOptions,
+  WasmQ4Result,
 } from './types.ts';
+import { rowsForWasmQ4 } from './wasm-q4-rows.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 
@@ -90,8 +92,10 @@ const int = (s: string | undefined, name: string): number | undefined => {
   const n = Number(s);
   return Number.isInteger(n) && n > 0 ? n : fail(`--${name} must be a positive integer (got ${s})`);
 };
-const suites =
-  args.suite === 'all'
+const wasmQ4Suite = args.suite === 'wasm-q4'; // bench/wasm-q4.ts: fp32 vs q4 files on wasm, lockstep
+const suites = wasmQ4Suite
+  ? { inference: false, train: false, load: false, swap: false }
+  : args.suite === 'all'
     ? { inference: true, train: true, load: false, swap: false }
     : ['inference', 'train', 'load', 'swap'].includes(args.suite!)
       ? {
@@ -100,7 +104,7 @@ const suites =
           load: args.suite === 'load',
           swap: args.suite === 'swap',
         }
-      : fail(`--suite must be inference, train, load, swap or all (got ${args.suite})`);
+      : fail(`--suite must be inference, train, load, swap, all or wasm-q4 (got ${args.suite})`);
 const trainBackends: TrainBenchBackend[] =
   args['train-backend'] === 'both'
     ? ['cpu', 'webgpu']
@@ -194,7 +198,7 @@ async function main(): Promise<void> {
     args: CHROMIUM_ARGS,
   });
   const timeoutMs = Number(args.timeout) * 1000;
-  const results: (OursResult | TrainResult | LoadSuiteResult | SwapSuiteResult)[] = [];
+  const results: (OursResult | TrainResult | WasmQ4Result | LoadSuiteResult | SwapSuiteResult)[] = [];
   const tables: string[] = [];
   try {
     // Load once so Vite's dependency optimizer settles before anything is timed (a late
@@ -252,6 +256,18 @@ async function main(): Promise<void> {
       const r = await runLoadSuite(browser, pageUrl, loadOptions(), backend, (m) => console.log(`  ${m}`));
       results.push(r);
       tables.push(renderTable(`load: ${backend}, ${dtype}`, rowsForLoad(r)));
+    }
+    if (wasmQ4Suite) {
+      const o = {
+        model,
+        promptTokens: int(args['prompt-tokens'], 'prompt-tokens')!,
+        decodeTokens: int(args.tokens, 'tokens') ?? 16,
+        reps: int(args.reps, 'reps') ?? 3,
+      };
+      console.log(`\n== wasm-q4 / ${model.name}`);
+      const r = await inPage('wasm-q4', (page) => page.evaluate((x) => window.wlBench!.wasmQ4(x), o));
+      results.push(r);
+      tables.push(renderTable(`wasm: fp32 vs q4 files, ${model.name}`, rowsForWasmQ4(r)));
     }
     for (const backend of suites.train ? trainBackends : []) {
       const opts = trainOptionsFor(backend);

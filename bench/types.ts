@@ -131,6 +131,7 @@ export interface TjsResult {
 export interface BenchApi {
   ours(opts: SuiteOptions): Promise<OursResult>;
   train(opts: TrainSuiteOptions): Promise<TrainResult>;
+  wasmQ4(opts: WasmQ4Options): Promise<WasmQ4Result>;
 }
 
 /** `npm run bench -- --suite train`: the training engine (src/train/) on one backend. */
@@ -200,4 +201,24 @@ export interface TrainResult {
   timestampQuery: boolean;
   ranks: TrainRankResult[];
   loadMs: number;
+}
+
+/** `--suite wasm-q4` (bench/wasm-q4.ts). */
+export interface WasmQ4Options {
+  model: BenchModel;
+  promptTokens: number;
+  decodeTokens: number;
+  reps: number;
+}
+
+export interface WasmQ4Result {
+  suite: 'wasm-q4';
+  options: WasmQ4Options;
+  promptTokens: number;
+  q4Bytes: number;
+  dequantized: { nodes: number; fp32Bytes: number; reason: string } | null;
+  /** Decode + dequantizeNBits + encode of the q4 file, ms. */
+  dequantizeMs: number;
+  /** fp32 file, q4 as shipped, q4 dequantized at load; steps in lockstep. */
+  configs: { name: string; fileBytes: number; createMs: number; series: LoopSeries }[];
 }

@@ -57,7 +57,7 @@ console.log(
 );
 if (report.tiedEmbedding) {
   console.log(
-    `  tied embedding: ${report.tiedEmbedding.gather} reads the lm_head's 4-bit blocks (GatherBlockQuantized); ` +
+    `  tied embedding: ${report.tiedEmbedding.gather} reads the lm_head's 4-bit blocks; ` +
       `fp32 table ${report.tiedEmbedding.table} dropped`,
   );
 }

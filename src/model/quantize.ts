@@ -7,14 +7,15 @@
  * [min(0,min), max(0,max)] over 15 steps, zero point rounded. Both bound |w - dequant(w)| <= scale/2.
  * The lm_head is quantized too (default; `includeLmHead: false` keeps it fp32). A tied embedding, which
  * exports store twice (the Gather table [V, C] and the lm_head's transposed copy [C, V]), is then stored
- * ONCE: the Gather becomes com.microsoft.GatherBlockQuantized reading the lm_head's own 4-bit blocks (row v
- * of the embedding is column v of the lm_head weight, blocked along C: the same bytes), `embedding: 'fp32'`
- * keeps the fp32 table. Measured on the default model and the 135M replica: bench/README.md "Quantizer".
+ * ONCE: the lookup reads the lm_head's own 4-bit blocks (row v of the embedding is column v of the lm_head
+ * weight, blocked along C: the same bytes) through a few standard ops (gatherFromBlocks);
+ * `embedding: 'fp32'` keeps the fp32 table. Measured on the default model and the 135M replica: bench/README.md "Quantizer".
  * Not done here: MatMuls whose weight is not a direct initializer (e.g. behind a Transpose; left fp32, not
  * reported), external-data weights (skipped, listed in the report), activations, fp16 weights.
  */
 import { ModelFormatError } from '../errors.ts';
 import {
+  type AttributeProto,
   cloneGraph,
   DataType,
   dimsOf,
@@ -46,7 +47,7 @@ export interface QuantizeOptions {
   includeLmHead?: boolean;
   /**
    * A tied embedding (Gather table equal to the quantized lm_head's transposed weight): 'q4' looks it up
-   * from the lm_head's 4-bit blocks (GatherBlockQuantized; needs C % blockSize = 0 and no zero points),
+   * from the lm_head's 4-bit blocks (gatherFromBlocks; needs C % blockSize = 0 and no zero points),
    * 'fp32' keeps the fp32 table. Default 'q4'.
    */
   embedding?: 'q4' | 'fp32';
@@ -346,9 +347,12 @@ function intAttrOf(n: NodeProto, name: string, dflt: number): number {
 }
 
 /**
- * Gather(table, ids) -> GatherBlockQuantized(Reshape(B, [N, K/2]), ids, Reshape(scales, [N, K/bs])): the
- * lm_head's MatMulNBits blocks B (N, K/bs, bs/2) ARE the table's rows, 4-bit, blocked along K, low nibble
- * first, zero point 8 (GatherBlockQuantized's default for uint8 data).
+ * Gather(table, ids) -> the same rows read from the lm_head's MatMulNBits blocks with standard ops: B
+ * (N, K/bs, bs/2) IS the table, row v = column v of the lm_head weight, 4-bit, blocked along K, low nibble
+ * first, zero point 8. Gather the packed row and its scales, split the bytes into nibbles in f32
+ * (hi = floor(x / 16), lo = x - 16·hi: exact), then (q - 8) · scale, the value MatMulNBits uses.
+ * Not com.microsoft.GatherBlockQuantized: onnxruntime-web 1.30's WebGPU build (the app's, both EPs) has no
+ * kernel for it ("Could not find an implementation"), only the plain wasm build does. ids: [B, T].
  */
 function gatherFromBlocks(
   gather: NodeProto,
@@ -357,40 +361,58 @@ function gatherFromBlocks(
   added: TensorProto[],
 ): NodeProto[] {
   const [bName, sName] = head.names as [string, string];
-  const pre = gather.name || 'embed';
-  const shape = (name: string, dims: number[]) => {
+  const { K, N } = head;
+  const nb = K / bs;
+  const p = `${gather.name || '/model/embed_tokens/Gather'}_Q4`;
+  const ids = gather.input[1]!;
+  const out: NodeProto[] = [];
+  const i64 = (name: string, dims: number[]) => {
     added.push(
       onnx.TensorProto.create({
-        name,
+        name: `${p}/${name}`,
         dataType: DataType.INT64,
         dims: [dims.length],
         rawData: new Uint8Array(BigInt64Array.from(dims, BigInt).buffer),
       }),
     );
-    return name;
+    return `${p}/${name}`;
   };
-  const rows = `${bName}_rows`;
-  const rowScales = `${sName}_rows`;
-  return [
+  const f32c = (name: string, v: number) => {
+    added.push(makeTensor(`${p}/${name}`, DataType.FLOAT, [], Float32Array.of(v)));
+    return `${p}/${name}`;
+  };
+  const node = (op: string, inputs: string[], name: string, attribute: AttributeProto[] = []): string => {
+    const o = `${p}/${name}_output_0`;
+    out.push(
+      onnx.NodeProto.create({ name: `${p}/${name}`, opType: op, input: inputs, output: [o], attribute }),
+    );
+    return o;
+  };
+  const rows = node('Reshape', [bName, i64('rows_shape', [N, K / 2])], 'Rows'); // (N, K/2) uint8
+  const rowScales = node('Reshape', [sName, i64('scales_shape', [N, nb])], 'RowScales'); // (N, nb)
+  const bytes = node('Gather', [rows, ids], 'GatherRows'); // (B, T, K/2)
+  const scales = node('Gather', [rowScales, ids], 'GatherScales'); // (B, T, nb)
+  const x = node('Cast', [bytes], 'Cast', [intAttr('to', DataType.FLOAT)]);
+  const sixteen = f32c('sixteen', 16);
+  const hi = node('Floor', [node('Div', [x, sixteen], 'Div')], 'Hi');
+  const lo = node('Sub', [x, node('Mul', [hi, sixteen], 'HiTimes16')], 'Lo');
+  const pair = i64('pair_shape', [0, 0, K / 2, 1]);
+  const nibbles = node(
+    'Concat',
+    [node('Reshape', [lo, pair], 'Lo4'), node('Reshape', [hi, pair], 'Hi4')],
+    'Nibbles',
+    [intAttr('axis', 3)],
+  ); // (B, T, K/2, 2): low nibble first
+  const q = node('Reshape', [nibbles, i64('block_shape', [0, 0, nb, bs])], 'Blocks'); // (B, T, nb, bs)
+  const s4 = node('Reshape', [scales, i64('scale_shape', [0, 0, nb, 1])], 'Scales4'); // (B, T, nb, 1)
+  const w = node('Mul', [node('Sub', [q, f32c('eight', 8)], 'Centered'), s4], 'Dequantized');
+  out.push(
     onnx.NodeProto.create({
-      name: `${pre}/BlocksAsRows`,
+      name: `${p}/Rows3`,
       opType: 'Reshape',
-      input: [bName, shape(`${pre}/rows_shape`, [head.N, head.K / 2])],
-      output: [rows],
-    }),
-    onnx.NodeProto.create({
-      name: `${pre}/ScalesAsRows`,
-      opType: 'Reshape',
-      input: [sName, shape(`${pre}/scales_shape`, [head.N, head.K / bs])],
-      output: [rowScales],
-    }),
-    onnx.NodeProto.create({
-      name: `${pre}_Q4`,
-      opType: 'GatherBlockQuantized',
-      domain: MS_DOMAIN,
-      input: [rows, gather.input[1]!, rowScales],
+      input: [w, i64('out_shape', [0, 0, K])],
       output: [...gather.output],
-      attribute: [intAttr('gather_axis', 0), intAttr('quantize_axis', 1), intAttr('block_size', bs)],
     }),
-  ];
+  );
+  return out;
 }

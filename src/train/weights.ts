@@ -5,7 +5,9 @@
  * MatMul that writes `logits`. fp32 and fp16 tensors become Float32Array (fp16 scales included); 4-bit
  * MatMulNBits weights stay packed (blocks + scales + optional zero points), dequantized per row by
  * ref/linear.ts. Everything else (Gemm projections, 2/3/8-bit blocks, g_idx, biases, float zero points,
- * a quantized embedding, external data, If/Loop subgraphs) is a ModelFormatError naming what and where.
+ * a quantized embedding, external data, If/Loop subgraphs) is a ModelFormatError naming what and where,
+ * except quantize()'s tied lookup (Gather of the lm_head's own 4-bit blocks): its table is the lm_head
+ * dequantized into an f32 copy (V·C·4 bytes).
  */
 import { readFloat32 } from '../adapters/safetensors.ts';
 import { AmbiguousTargetError, ModelFormatError } from '../errors.ts';
@@ -30,6 +32,7 @@ import type { ModelConfig } from '../model/package.ts';
 import { MODULE_ORDER, type ModuleName, parseProjectionName } from '../model/targets.ts';
 import type { DecoderConfig, FrozenLayer, FrozenWeights } from './cpu-model.ts';
 import type { FrozenLinear } from './ref/linear.ts';
+import { weightRow } from './ref/linear.ts';
 
 /** The decoder dims the trainer needs, from a validated config.json (rms_norm_eps, rope_theta from raw). */
 export function decoderConfig(cfg: ModelConfig): DecoderConfig {
@@ -243,8 +246,11 @@ export function loadFrozenWeights(model: ModelProto, config: DecoderConfig): Fro
       n.input[1] === 'input_ids' &&
       ctx.consts.has(n.input[0] ?? ''),
   );
+  // Or quantize()'s tied lookup: a Gather by input_ids of a Reshape of the lm_head's 4-bit blocks (the
+  // embedding is then the dequantized lm_head, read below).
+  const fromBlocks = gather ? undefined : tiedBlocksSource(g, ctx);
   const gq = nodesOf(g).find((n) => n.opType === 'GatherBlockQuantized' && n.input[1] === 'input_ids');
-  if (!gather) {
+  if (!gather && !fromBlocks) {
     unsupported(
       gq
         ? `the embedding is a ${gq.opType} (quantized embedding); only an fp32/fp16 Gather is supported`
@@ -252,11 +258,11 @@ export function loadFrozenWeights(model: ModelProto, config: DecoderConfig): Fro
       {},
     );
   }
-  const embT = ctx.consts.get(gather.input[0]!)!;
-  const ed = dimsOf(embT);
-  if (ed[0] !== V || ed[1] !== C)
+  const embT = gather ? ctx.consts.get(gather.input[0]!)! : null;
+  const ed = embT ? dimsOf(embT) : [V, C];
+  if (embT && (ed[0] !== V || ed[1] !== C))
     unsupported(`embedding ${embT.name} is [${ed}], config says [${V}, ${C}]`, { tensor: embT.name });
-  const embed = readFloats(embT, 'embedding');
+  let embed = embT ? readFloats(embT, 'embedding') : new Float32Array(0);
 
   // Projections.
   const proj: Partial<Record<ModuleName, FrozenLinear>>[] = Array.from({ length: L }, () => ({}));
@@ -319,7 +325,14 @@ export function loadFrozenWeights(model: ModelProto, config: DecoderConfig): Fro
   if (hw.K !== C || hw.O !== V) unsupported(`lm_head maps ${hw.K} → ${hw.O}, expected ${C} → ${V}`, {});
   let lmHead: FrozenLinear;
   let tied = false;
-  if (hw.kind === 'f32' && (hw.source === embT.name || hw.w.every((x, i) => x === embed[i]))) {
+  if (fromBlocks) {
+    if (hw.kind !== 'q4' || head.input[1] !== fromBlocks)
+      unsupported('the embedding lookup reads 4-bit blocks that are not the lm_head weight', {});
+    const { source: _s, ...lin } = hw;
+    lmHead = lin as FrozenLinear;
+    embed = new Float32Array(V * C); // (V, C): row v = lm_head output v, dequantized (an f32 copy)
+    for (let v = 0; v < V; v++) embed.set(weightRow(new Float32Array(C), lmHead, v).subarray(0, C), v * C);
+  } else if (hw.kind === 'f32' && (hw.source === embT!.name || hw.w.every((x, i) => x === embed[i]))) {
     // Tied (a Transpose of the embedding, or an exported copy equal to it): share the embedding table.
     lmHead = { kind: 'f32', K: C, O: V, w: embed };
     tied = true;
@@ -328,4 +341,15 @@ export function loadFrozenWeights(model: ModelProto, config: DecoderConfig): Fro
     lmHead = lin as FrozenLinear;
   }
   return { config, embed, layers, finalNorm: norms.final, lmHead, tied };
+}
+
+/** The 4-bit blocks quantize()'s tied embedding lookup gathers from (Gather ← Reshape ← constant), if any. */
+function tiedBlocksSource(g: GraphProto, ctx: Ctx): string | undefined {
+  for (const n of nodesOf(g)) {
+    if (n.opType !== 'Gather' || !isOnnxDomain(n) || n.input[1] !== 'input_ids') continue;
+    const r = ctx.producers.get(n.input[0] ?? '');
+    const src = r?.opType === 'Reshape' ? r.input[0] : undefined;
+    if (src && ctx.consts.get(src)?.dataType === DataType.UINT8) return src;
+  }
+  return undefined;
 }

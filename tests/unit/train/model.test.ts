@@ -162,6 +162,20 @@ describe('model_q4.onnx: 4-bit base dequantized on the fly', () => {
     expectClose(model.logits, ort.logits!, FP32_LOGITS, 'zero-point q4 logits vs onnxruntime-web');
   });
 
+  test("quantize()'s default (4-bit lm_head, tied embedding read from its blocks) equals onnxruntime-web", async () => {
+    const fp = decodeModel(new Uint8Array(readFileSync(MODEL_PATH)));
+    const { model: q, report } = quantize(fp);
+    expect(report.tiedEmbedding).not.toBeNull();
+    const w = loadFrozenWeights(q, defaultWeights('fp32').config);
+    expect(w.lmHead.kind).toBe('q4');
+    expect(w.embed).toHaveLength(1024 * 256);
+    const tokens = loadGolden().seqs[1]!.tokens;
+    const ort = await runModel(q, defaultModelFeeds(tokens));
+    const model = new CpuLoraModel(w, []);
+    model.forward({ B: 1, T: tokens.length, tokens });
+    expectClose(model.logits, ort.logits!, FP32_LOGITS, 'default-q4 logits vs onnxruntime-web');
+  });
+
   test('on-the-fly dequantization == dequantize-then-fp32 (loss and every gradient)', () => {
     const st = loadFixture('lora-grads');
     const tokens = i32(st, 'batch');
