@@ -31,8 +31,8 @@ import type { EngineSeries, OursResult, SuiteOptions, SwapResult } from './types
 
 export const MODEL_NAME = 'weblora-shakespeare';
 export const MODEL_BASE = `/models/${MODEL_NAME}/`;
-const ADAPTER = 'bench-r8';
-const RANK = 8;
+export const ADAPTER = 'bench-r8';
+export const RANK = 8;
 const ACQUIRE_BATCH = 1000;
 
 type Log = (msg: string) => void;
@@ -276,7 +276,7 @@ async function adapterFeeds(p: AdapterProvider, targets: LoraTarget[]): Promise<
   return f;
 }
 
-async function measureSwaps(
+export async function measureSwaps(
   p: AdapterProvider,
   targets: LoraTarget[],
   device: GPUDevice | null,

@@ -4,6 +4,8 @@
  * dynamic import (transformers.js only when asked for), so loading the page runs nothing.
  */
 import type { BatchSuiteOptions } from './batch-report.ts';
+import type { LoadOnceOptions } from './load.ts';
+import type { SwapSuiteOptions } from './swap.ts';
 import type { BenchApi, GatesSuiteOptions, SuiteOptions, TrainSuiteOptions, WasmQ4Options } from './types.ts';
 import type { VariantsOptions, VariantsResult } from './variants.ts';
 
@@ -12,6 +14,9 @@ declare global {
     wlBench?: BenchApi & {
       preload(): Promise<void>;
       variants(o: VariantsOptions): Promise<VariantsResult>;
+      load(o: LoadOnceOptions): Promise<import('./load.ts').LoadOnceResult>;
+      unload(): Promise<void>;
+      swap(o: SwapSuiteOptions): Promise<import('./swap.ts').SwapSuiteResult>;
     };
   }
 }
@@ -35,6 +40,15 @@ window.wlBench = {
   },
   async ours(opts: SuiteOptions) {
     return (await import('./ours.ts')).runOurs(opts, log);
+  },
+  async load(opts: LoadOnceOptions) {
+    return (await import('./load.ts')).loadOnce(opts);
+  },
+  async swap(opts: SwapSuiteOptions) {
+    return (await import('./swap.ts')).runSwap(opts, log);
+  },
+  async unload() {
+    await (await import('./load.ts')).unload();
   },
   async train(opts: TrainSuiteOptions) {
     return (await import('./train.ts')).runTrain(opts, log);

@@ -11,6 +11,8 @@
  *                    [--train-backend cpu|webgpu|both] [--ranks 1,4,16] [--steps N] [--warmup N]
  *                    [--batch B] [--seq T] [--no-profile] [--columns 2,4,8]
  *                    [--model <folder>] [--no-base-graph] [--prompt-tokens N]
+ *                    [--suite load [--load-reps N] [--load-libs ours,ours-reencode,transformers]]
+ *                    [--suite swap]
  * Defaults: the inference suite only; both backends (wasm first), q4; wasm 32 decode tokens × 5 reps,
  * webgpu 8 × 3; 20 swaps. Training suite (bench/train.ts): cpu then webgpu, ranks 1,4,16, B 2 × T 32,
  * 2 warm-up + 7 measured steps per rank, one kernel profile per rank on webgpu.
@@ -30,8 +32,11 @@ import { ORT_APP_MOUNT, ORT_RESOLVE_CONDITIONS, serveOrtFiles } from '../vite.co
 import { CHROMIUM_ARGS } from '../vitest.config.ts';
 import { type BatchResult, type BatchSuiteOptions, rowsForBatch } from './batch-report.ts';
 import { type DeriveResult, rowsForDerive, runDeriveSuite } from './derive.ts';
+import { type LoadSuiteResult, loadLibs, rowsForLoad, runLoadSuite } from './load-run.ts';
 import { mountModelFolder } from './model-mount.ts';
 import { renderTable, rowsFor, rowsForGates, rowsForTrain } from './report.ts';
+import type { SwapSuiteOptions, SwapSuiteResult } from './swap.ts';
+import { rowsForSwap } from './swap-report.ts';
 import type {
   BenchBackend,
   BenchDtype,
@@ -70,6 +75,8 @@ const { values: args } = parseArgs({
     'no-base-graph': { type: 'boolean', default: false },
     'prompt-tokens': { type: 'string', default: '128' },
     columns: { type: 'string', default: '2,4,8' },
+    'load-reps': { type: 'string', default: '2' },
+    'load-libs': { type: 'string', default: 'ours,transformers' },
   },
 });
 
@@ -97,26 +104,18 @@ const int = (s: string | undefined, name: string): number | undefined => {
 const gatesSuite = args.suite === 'gates';
 const wasmQ4Suite = args.suite === 'wasm-q4';
 if (gatesSuite || wasmQ4Suite) args.suite = 'none';
-const suites =
-  args.suite === 'none'
-    ? { inference: false, train: false, derive: false, variants: false, batch: false }
-    : args.suite === 'all'
-      ? { inference: true, train: true, derive: true, variants: false, batch: true }
-      : args.suite === 'inference' ||
-          args.suite === 'train' ||
-          args.suite === 'derive' ||
-          args.suite === 'variants' ||
-          args.suite === 'batch'
-        ? {
-            inference: args.suite === 'inference',
-            train: args.suite === 'train',
-            derive: args.suite === 'derive',
-            variants: args.suite === 'variants',
-            batch: args.suite === 'batch',
-          }
-        : fail(
-            `--suite must be inference, train, derive, batch, gates, variants, wasm-q4 or all (got ${args.suite})`,
-          );
+const SUITES = ['inference', 'train', 'derive', 'variants', 'batch', 'load', 'swap'] as const;
+type Suite = (typeof SUITES)[number];
+// 'all' = inference, train, derive, batch (variants, load, swap, gates and wasm-q4 only when named).
+const ALL: readonly Suite[] = ['inference', 'train', 'derive', 'batch'];
+const suites: Record<Suite, boolean> =
+  args.suite === 'none' || args.suite === 'all' || (SUITES as readonly string[]).includes(args.suite!)
+    ? (Object.fromEntries(
+        SUITES.map((s) => [s, args.suite === s || (args.suite === 'all' && ALL.includes(s))]),
+      ) as Record<Suite, boolean>)
+    : fail(
+        `--suite must be inference, train, derive, batch, load, swap, gates, variants, wasm-q4 or all (got ${args.suite})`,
+      );
 const trainBackends: TrainBenchBackend[] =
   args['train-backend'] === 'both'
     ? ['cpu', 'webgpu']
@@ -162,6 +161,14 @@ function optionsFor(backend: BenchBackend): SuiteOptions {
   };
 }
 
+function loadOptions() {
+  const name = model.name;
+  const dir = args.model === undefined ? resolve(ROOT, 'public/models', name) : resolve(args.model);
+  const libs = loadLibs(args['load-libs']!) ?? fail(`--load-libs: ours, ours-reencode, transformers`);
+  const reps = int(args['load-reps'], 'load-reps')!;
+  return { backends, dtype, model: name, modelDir: dir, reps, libs };
+}
+
 /** transformers.js brings its own onnxruntime-web build; its runtime is served too (no CDN). */
 const ORT_TRANSFORMERS_MOUNT = {
   url: 'ort-transformers/',
@@ -202,8 +209,16 @@ async function main(): Promise<void> {
     args: CHROMIUM_ARGS,
   });
   const timeoutMs = Number(args.timeout) * 1000;
-  const results: (OursResult | TrainResult | DeriveResult | GatesResult | VariantsResult | WasmQ4Result)[] =
-    [];
+  const results: (
+    | OursResult
+    | TrainResult
+    | DeriveResult
+    | GatesResult
+    | VariantsResult
+    | WasmQ4Result
+    | LoadSuiteResult
+    | SwapSuiteResult
+  )[] = [];
   const tables: string[] = [];
   try {
     // Load once so Vite's dependency optimizer settles before anything is timed (a late
@@ -269,6 +284,21 @@ async function main(): Promise<void> {
       );
       results.push(v);
       tables.push(renderTable(`LoRA branch variants on the replicas: ${backend}`, rowsForVariants(v)));
+    }
+    for (const backend of suites.swap ? backends : []) {
+      console.log(`\n== swap / ${backend} / ${model.name}`);
+      const o: SwapSuiteOptions = { backend, dtype, model, swaps: int(args.swaps, 'swaps')! };
+      const r = await inPage(`swap/${backend}`, (page) =>
+        page.evaluate((x): Promise<SwapSuiteResult> => window.wlBench!.swap(x), o),
+      );
+      results.push(r);
+      tables.push(renderTable(`swap: ${backend}, ${model.name}, ${r.targetCount} targets`, rowsForSwap(r)));
+    }
+    for (const backend of suites.load ? backends : []) {
+      console.log(`\n== load / ${backend} / ${dtype}`);
+      const r = await runLoadSuite(browser, pageUrl, loadOptions(), backend, (m) => console.log(`  ${m}`));
+      results.push(r);
+      tables.push(renderTable(`load: ${backend}, ${dtype}`, rowsForLoad(r)));
     }
     if (wasmQ4Suite) {
       const o = {

@@ -11,6 +11,7 @@
 
 import { AdapterNotFoundError, InvalidOptionError, UnsupportedError } from '../errors.ts';
 import type { LoraTarget } from '../model/inject-lora.ts';
+import { targetsSignature } from './feed-pack.ts';
 import { isGatedSelection } from './gated-provider.ts';
 import { AdapterCpuCache, AdapterGpuCache } from './gpu-cache.ts';
 import { mixFeeds } from './mix.ts';
@@ -26,7 +27,7 @@ import type {
 } from './types.ts';
 
 export interface AdapterProviderOptions {
-  store: Pick<AdapterStore, 'getMeta' | 'loadFeeds'>;
+  store: Pick<AdapterStore, 'getMeta' | 'loadFeeds'> & Partial<Pick<AdapterStore, 'loadPackedFeeds'>>;
   /** ORT's GPUDevice (`await ort.env.webgpu.device` after the first WebGPU session); omit for wasm. */
   device?: GPUDevice;
   /** Cache budget in bytes (GPU buffers or CPU tensor data). */
@@ -48,22 +49,7 @@ export interface AdapterProvider extends AdapterFeedProvider {
   dispose(): void;
 }
 
-const sigs = new WeakMap<readonly LoraTarget[], string>();
-
-/** A short stable id of a target list (names and dims), FNV-1a over its description. */
-export function targetsSignature(targets: readonly LoraTarget[]): string {
-  let s = sigs.get(targets);
-  if (s) return s;
-  let h = 0x811c9dc5;
-  const text = targets.map((t) => `${t.inputA}:${t.in}:${t.out}`).join(',');
-  for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i);
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  s = `${targets.length}.${h.toString(36)}`;
-  sigs.set(targets, s);
-  return s;
-}
+export { targetsSignature };
 
 const enc = (name: string): string => encodeURIComponent(name);
 /** The cache key of one stored adapter version for one target set. */
@@ -86,7 +72,9 @@ export function createAdapterProvider(opts: AdapterProviderOptions): AdapterProv
   }
 
   async function load(name: string, targets: readonly LoraTarget[], version: string): Promise<CpuFeeds> {
-    const { meta, feeds } = await store.loadFeeds(name, targets);
+    const { meta, feeds } = store.loadPackedFeeds
+      ? await store.loadPackedFeeds(name, targets)
+      : await store.loadFeeds(name, targets);
     if (meta.version !== version) {
       // Re-imported between the metadata read and the load: key and tensors would disagree.
       throw new AdapterNotFoundError(`adapter "${name}" changed while loading; retry`, { name });

@@ -1,7 +1,9 @@
 /**
  * Adapters in IndexedDB (idb-keyval, dedicated object store `weblora` / `adapters`). Each adapter is two
  * records written in ONE transaction: `['meta', name]` (small metadata, what `list` reads) and
- * `['files', name]` (the original PEFT file bytes, exported byte-identical). Import validates fully
+ * `['files', name]` (the original PEFT file bytes, exported byte-identical); plus, once it has been
+ * swapped in, `['feeds', name, <target-set signature>]`: its graph feeds packed in the feed layout
+ * (feed-pack.ts), which save, rename and delete drop. Import validates fully
  * (import.ts) before the transaction opens, so a failed import leaves the store unchanged; rename and
  * delete are single transactions too. `version` changes on every write, so caches key on name@version.
  * Not here: tensors on the GPU (gpu-cache.ts) and which adapter a prompt uses (provider.ts).
@@ -11,6 +13,13 @@
 import { createStore, promisifyRequest, type UseStore } from 'idb-keyval';
 import { AdapterNameConflictError, AdapterNotFoundError, InvalidOptionError } from '../errors.ts';
 import type { LoraTarget } from '../model/inject-lora.ts';
+import {
+  type FeedPrecision,
+  type PackedFeeds,
+  packFeeds,
+  targetsSignature,
+  unpackFeeds,
+} from './feed-pack.ts';
 import {
   type AdapterModelInfo,
   type AdapterSummary,
@@ -22,6 +31,7 @@ import {
   type PeftFiles,
 } from './import.ts';
 import type { PeftFeeds } from './peft.ts';
+import type { CpuFeeds } from './types.ts';
 
 export const DEFAULT_DB = 'weblora';
 export const DEFAULT_STORE = 'adapters';
@@ -61,6 +71,10 @@ export interface SaveOptions {
 
 const metaKey = (name: string): IDBValidKey => ['meta', name];
 const filesKey = (name: string): IDBValidKey => ['files', name];
+/** Packed graph feeds of an adapter for one target set (feed-pack.ts): ['feeds', name, signature]. */
+const feedsKey = (name: string, sig: string): IDBValidKey => ['feeds', name, sig];
+const FEEDS_RANGE = (name: string): IDBKeyRange =>
+  IDBKeyRange.bound(['feeds', name, ''], ['feeds', name, []]);
 /** All ['meta', <string>] keys: arrays sort after strings, so ['meta', []] bounds every string name. */
 const META_RANGE = (): IDBKeyRange => IDBKeyRange.bound(['meta', ''], ['meta', []]);
 
@@ -85,9 +99,15 @@ function req<T>(r: IDBRequest<T>): Promise<T> {
 
 export class AdapterStore {
   private readonly use: UseStore;
+  private readonly feedPrecision: FeedPrecision;
 
-  constructor(opts: { dbName?: string; storeName?: string } = {}) {
+  /**
+   * `feedPrecision`: how `loadPackedFeeds` stores the packed feeds ('exact', the default: float16 only
+   * when lossless; 'f16': always float16, see feed-pack.ts for the error).
+   */
+  constructor(opts: { dbName?: string; storeName?: string; feedPrecision?: FeedPrecision } = {}) {
     this.use = createStore(opts.dbName ?? DEFAULT_DB, opts.storeName ?? DEFAULT_STORE);
+    this.feedPrecision = opts.feedPrecision ?? 'exact';
   }
 
   /** The idb-keyval store itself: gated-store.ts keeps gated mixes beside the adapters (`['gated', name]`). */
@@ -163,6 +183,7 @@ export class AdapterStore {
       }
       s.put(meta, metaKey(name));
       s.put(files, filesKey(name));
+      s.delete(FEEDS_RANGE(name));
     });
     return meta;
   }
@@ -204,6 +225,41 @@ export class AdapterStore {
     return { meta, feeds: feedsFromFiles(files, targets) };
   }
 
+  /**
+   * The same feeds as `loadFeeds`, from the packed copy in the feed layout when one of this version and
+   * target set is stored (one read, no parsing: what makes a cold swap cheap); otherwise parsed from the
+   * files, and the packed copy is written in the background (it costs the adapter's size once more in
+   * storage; save, rename and delete drop it). `packed` says which path served the call.
+   */
+  async loadPackedFeeds(
+    name: string,
+    targets: readonly LoraTarget[],
+  ): Promise<{ meta: StoredAdapterMeta; feeds: CpuFeeds; packed: boolean }> {
+    const sig = targetsSignature(targets);
+    const [meta, pack] = await this.use('readonly', (s) =>
+      Promise.all([req(s.get(metaKey(name))), req(s.get(feedsKey(name, sig)))]),
+    );
+    if (meta === undefined) throw notFound(name);
+    const m = meta as StoredAdapterMeta;
+    const p = pack as PackedFeeds | undefined;
+    if (p && p.version === m.version && p.sig === sig)
+      return { meta: m, feeds: unpackFeeds(p), packed: true };
+    const loaded = await this.loadFeeds(name, targets);
+    const packed = packFeeds(loaded.feeds, targets, loaded.meta.version, this.feedPrecision);
+    this.writePack(name, packed).catch((e) =>
+      console.warn(`weblora: could not store packed feeds of "${name}"`, e),
+    );
+    return { meta: loaded.meta, feeds: loaded.feeds, packed: false };
+  }
+
+  /** Stores a pack only while the adapter still has the version it was made from. */
+  private async writePack(name: string, p: PackedFeeds): Promise<void> {
+    await this.tx('readwrite', async (s) => {
+      const meta = (await req(s.get(metaKey(name)))) as StoredAdapterMeta | undefined;
+      if (meta?.version === p.version) s.put(p, feedsKey(name, p.sig));
+    });
+  }
+
   /** Atomic rename; AdapterNameConflictError when `to` exists, AdapterNotFoundError when `from` does not. */
   async rename(from: string, to: string): Promise<StoredAdapterMeta> {
     checkName(to);
@@ -231,6 +287,7 @@ export class AdapterStore {
       s.put(files, filesKey(to));
       s.delete(metaKey(from));
       s.delete(filesKey(from));
+      s.delete(FEEDS_RANGE(from));
       return next;
     });
   }
@@ -241,6 +298,7 @@ export class AdapterStore {
       if ((await req(s.getKey(metaKey(name)))) === undefined) throw notFound(name);
       s.delete(metaKey(name));
       s.delete(filesKey(name));
+      s.delete(FEEDS_RANGE(name));
     });
   }
 }

@@ -109,7 +109,7 @@ async function run(
     seqLen,
   );
   const split = splitExamples(parsed.examples, evalSplit, o.seed);
-  const w = m.trainWeights();
+  const w = await m.trainWeights();
   const layers = req.layers ?? Array.from({ length: w.config.L }, (_, l) => l);
   if (!layers.every((l) => Number.isInteger(l) && l >= 0 && l < w.config.L))
     throw new InvalidOptionError(`trainGates: layers must be in 0..${w.config.L - 1}`, { layers });

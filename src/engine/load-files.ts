@@ -24,6 +24,7 @@ function hinted(path: string, a: Availability): ModelFileSpec {
   return a.size !== null && !a.cached ? { path, sizeHint: a.size } : { path };
 }
 
+import type { PhaseClock } from './load-phases.ts';
 import {
   DEFAULT_MODEL_CACHE,
   type FetchModelFilesOptions,
@@ -78,7 +79,23 @@ export async function fetchFiles(
   forced: ModelDtype | undefined,
   fileOptions: Pick<FetchModelFilesOptions, 'cacheName' | 'useCache' | 'fetch' | 'estimate'> | undefined,
   progress: (p: LoadProgress) => void,
+  clock?: PhaseClock,
 ): Promise<FetchedFiles> {
+  const t0 = performance.now();
+  const got = await fetchAll(source, forced, fileOptions, progress);
+  // files = everything but the decode (which fetchAll times into `decodeMs`).
+  clock?.add('decode', got.decodeMs);
+  clock?.add('files', performance.now() - t0 - got.decodeMs);
+  const { decodeMs: _d, ...fetched } = got;
+  return fetched;
+}
+
+async function fetchAll(
+  source: ModelSource,
+  forced: ModelDtype | undefined,
+  fileOptions: Pick<FetchModelFilesOptions, 'cacheName' | 'useCache' | 'fetch' | 'estimate'> | undefined,
+  progress: (p: LoadProgress) => void,
+): Promise<FetchedFiles & { decodeMs: number }> {
   if (typeof source !== 'string') {
     if (!Array.isArray(source)) {
       throw new InvalidOptionError('model source must be a base URL or an array of Files', {
@@ -148,11 +165,13 @@ export async function fetchFiles(
   const specs: ModelFileSpec[] = [...JSON_FILES, hinted(modelFile, found)];
   for (const path of chunks) specs.push(hinted(path, await probe(path)));
   const files = await fetchSet(specs, { prefetched: new Map([['config.json', configBytes]]) });
+  const t0 = performance.now();
   const decoded = decodeModel(files.get(modelFile)!);
+  const decodeMs = performance.now() - t0;
   const externalData = await externalDataFor(decoded, modelFile, files, (paths) =>
     fetchSet(paths.map((path) => ({ path }))),
   );
-  return { files, dtype, modelFile, decoded, externalData };
+  return { files, dtype, modelFile, decoded, externalData, decodeMs };
 }
 
 /** The same for user-picked files (a folder through `<input webkitdirectory>`). */
@@ -160,7 +179,7 @@ async function pickedFiles(
   source: File[],
   forced: ModelDtype | undefined,
   progress: (p: LoadProgress) => void,
-): Promise<FetchedFiles> {
+): Promise<FetchedFiles & { decodeMs: number }> {
   const all = pickedPaths(source); // names only: the dtypes there are, without reading every file
   const available = MODEL_DTYPES.filter((d) => hasPicked(all, modelFileName(d)));
   const dtype: ModelDtype = forced ?? (available.includes('q4') ? 'q4' : 'fp32');
@@ -174,7 +193,9 @@ async function pickedFiles(
     { path: modelFile },
     ...chunks.map((path) => ({ path })),
   ]);
+  const t0 = performance.now();
   const decoded = decodeModel(files.get(modelFile)!);
+  const decodeMs = performance.now() - t0;
   const externalData = await externalDataFor(decoded, modelFile, files, (paths) =>
     localFilesSource(
       source,
@@ -194,11 +215,37 @@ async function pickedFiles(
       total,
     });
   }
-  return { files, dtype, modelFile, decoded, externalData };
+  return { files, dtype, modelFile, decoded, externalData, decodeMs };
 }
 
 /** A picked file at `path`, or at a unique path ending in `/path` (a parent folder was picked). */
 function hasPicked(files: Map<string, unknown>, path: string): boolean {
   if (files.has(path)) return true;
   return [...files.keys()].filter((p) => p.endsWith(`/${path}`)).length === 1;
+}
+
+/**
+ * Reads the ONNX file at `path` again, with the external-data chunks it references (`refs`, names as the
+ * graph has them, next to the file): for training, after the loaded model dropped its bytes. Cache Storage
+ * or the network for a URL source, the picked Files otherwise.
+ */
+export function modelFileReader(
+  source: ModelSource,
+  fileOptions: Pick<FetchModelFilesOptions, 'cacheName' | 'useCache' | 'fetch' | 'estimate'> | undefined,
+  path: string,
+  refs: readonly string[] = [],
+): () => Promise<{ bytes: Uint8Array; externalData: { path: string; data: Uint8Array }[] }> {
+  const dir = dirOf(path);
+  const specs = [{ path }, ...refs.map((r) => ({ path: dir + r }))];
+  const read = async (): Promise<Map<string, Uint8Array>> => {
+    if (typeof source !== 'string') return localFilesSource([...source], specs);
+    return fetchModelFiles(normalizeModelUrl(source), specs, { ...fileOptions, checkQuota: false });
+  };
+  return async () => {
+    const files = await read();
+    return {
+      bytes: files.get(path)!,
+      externalData: refs.map((r) => ({ path: r, data: files.get(dir + r)! })),
+    };
+  };
 }

@@ -13,16 +13,23 @@ import { detectCapabilities } from '../env.ts';
 import { DeviceLostError, UnsupportedError } from '../errors.ts';
 import { specialTokensOf } from '../model/chat.ts';
 import { wasmGraphOf } from '../model/dequantize.ts';
+import { weightsAsExternal } from '../model/external-weights.ts';
 import type { GateSite } from '../model/inject-gates.ts';
 import { injectLora, type LoraTarget, loraBranchOpFor } from '../model/inject-lora.ts';
 import { detectLayout } from '../model/layout.ts';
-import { decodeModel, encodeModel, graphOf, outputsOf } from '../model/onnx-io.ts';
-import { normalizeModelUrl, parseGenerationConfig, parseModelConfig } from '../model/package.ts';
+import { decodeModel, encodeModel, graphOf, type ModelProto, outputsOf } from '../model/onnx-io.ts';
+import {
+  type ModelConfig,
+  normalizeModelUrl,
+  parseGenerationConfig,
+  parseModelConfig,
+} from '../model/package.ts';
 import type { FrozenWeights } from '../train/cpu-model.ts';
 import { decoderConfig, loadFrozenWeights } from '../train/weights.ts';
 import { checkShaderF16, chooseBackend, fallbackReason } from './backend-choice.ts';
 import { parseJson } from './estimate.ts';
-import { fetchFiles } from './load-files.ts';
+import { fetchFiles, modelFileReader } from './load-files.ts';
+import { phaseClock } from './load-phases.ts';
 import type { FetchModelFilesOptions } from './model-files.ts';
 import { createDecoderSession, type DecoderGraph, type Ort, type OrtTensor } from './session.ts';
 import { TextTokenizer } from './tokenizer.ts';
@@ -64,11 +71,12 @@ export interface LoadedModel {
   leftPadding: boolean;
   report: LoadReport;
   /**
-   * The frozen base weights for training, read from the same ONNX bytes (and external-data chunks) the
-   * session was built from — decoded on the first call and kept (q4 blocks stay views of those bytes: no
-   * full-precision copy).
+   * The frozen base weights for training, read from the same ONNX file (and external-data chunks) the
+   * session was built from. The loaded model keeps no copy of the file's bytes once its sessions own the
+   * weights, so the first call reads the files again (Cache Storage, the picked File, else the network),
+   * decodes them and keeps the result (q4 blocks stay views of those bytes: no full-precision copy).
    */
-  trainWeights(): FrozenWeights;
+  trainWeights(): Promise<FrozenWeights>;
   /** Frees the sessions and the no-adapter feeds. */
   release(): Promise<void>;
 }
@@ -77,6 +85,11 @@ export interface LoadSettings {
   files?: Pick<FetchModelFilesOptions, 'cacheName' | 'useCache' | 'fetch' | 'estimate'>;
   /** Force (true) or forbid (false) the base session; default: by BASE_SESSION_MAX_BYTES. */
   baseGraphForNoAdapter?: boolean;
+  /**
+   * Hand the injected graph's weights to onnxruntime-web as external data pointing into the fetched file
+   * (external-weights.ts) instead of re-encoding them into a second buffer. Default true.
+   */
+  fileWeights?: boolean;
   /** Runs once the new package is valid and just before its sessions are created (frees the old model). */
   beforeSessions(): Promise<void>;
   /** The device was lost (not destroyed on purpose) while this model was loaded. */
@@ -154,9 +167,10 @@ export async function loadModel(
   progress: (p: LoadProgress) => void,
 ): Promise<LoadedModel> {
   const t0 = performance.now();
+  const clock = phaseClock();
 
   // 1. Files (q4 when present unless a dtype is forced), external data included.
-  const fetched = await fetchFiles(source, opts.dtype, settings.files, progress);
+  const fetched = await fetchFiles(source, opts.dtype, settings.files, progress, clock);
   const { files, dtype, decoded, externalData } = fetched;
   const modelBytes = files.get(fetched.modelFile)!;
   const externalDataBytes = externalData.reduce((n, c) => n + c.data.byteLength, 0);
@@ -199,36 +213,44 @@ export async function loadModel(
   // On wasm, 4-bit MatMulNBits run as fp32 MatMuls dequantized here (model/dequantize.ts says why).
   const forBackend = (b: Backend) =>
     b === 'wasm' ? wasmGraphOf(decoded) : { model: decoded, dequantized: null };
+  // Graphs are encoded without their weights: those stay in the buffers they are in (the fetched file,
+  // the dequantized fp32 tensors) and reach onnxruntime-web from there as external data
+  // (external-weights.ts), so no weight is copied in JS.
+  const slimmed = (model: ModelProto) => {
+    const slim = settings.fileWeights === false ? null : weightsAsExternal(model, modelBytes);
+    const bytes = clock.time('encode', () => encodeModel(slim?.model ?? model));
+    // What the session is handed: the graph, the weights its external data points at, the package's chunks.
+    const held = bytes.byteLength + (slim?.externalBytes ?? 0) + externalDataBytes;
+    return { bytes, externalData: [...externalData, ...(slim?.externalData ?? [])], held };
+  };
   const inject = (b: Backend) => {
-    const prepared = forBackend(b);
-    const { model, targets, gates } = injectLora(prepared.model, {
-      branchOp: loraBranchOpFor(b),
-      gates: !!opts.gates,
-      rowMask: true,
-    });
-    return { bytes: encodeModel(model), targets, gates, prepared };
+    const prepared = clock.time('inject', () => forBackend(b));
+    const { model, targets, gates } = clock.time('inject', () =>
+      injectLora(prepared.model, { branchOp: loraBranchOpFor(b), gates: !!opts.gates, rowMask: true }),
+    );
+    return { ...slimmed(model), targets, gates, prepared };
   };
   let injected = inject(backend);
 
   // 4. Sessions. The new package is valid: only now free the old model (a failed fetch keeps it usable).
   progress({ stage: 'session', loaded: total, total });
   await settings.beforeSessions();
-  const create = (bytes: Uint8Array, b: Backend) =>
+  const create = (bytes: Uint8Array, b: Backend, ext: { path: string; data: Uint8Array }[]) =>
     createDecoderSession(ort, bytes, config, {
       backend: b,
       presentNames,
-      ...(externalData.length ? { externalData } : {}),
+      ...(ext.length ? { externalData: ext } : {}),
     });
   let graph: DecoderGraph;
   try {
-    graph = await create(injected.bytes, backend);
+    graph = await clock.timeAsync('session', () => create(injected.bytes, backend, injected.externalData));
   } catch (e) {
     if (want !== 'auto' || backend !== 'webgpu') throw e;
     console.warn('weblora: WebGPU session failed, falling back to wasm', e);
     backend = 'wasm';
     backendReason = fallbackReason(e);
     injected = inject(backend);
-    graph = await create(injected.bytes, backend);
+    graph = await clock.timeAsync('session', () => create(injected.bytes, backend, injected.externalData));
   }
   const { targets } = injected;
 
@@ -240,9 +262,13 @@ export async function loadModel(
       // The original bytes, same EP/options (on webgpu ORT shares its one GPUDevice between sessions).
       try {
         const p = injected.prepared;
-        const bytes = p.dequantized ? encodeModel(p.model) : modelBytes;
-        baseGraph = await create(bytes, backend);
-        baseSessionBytes = bytes.byteLength + externalDataBytes;
+        const base = p.dequantized
+          ? slimmed(p.model)
+          : { bytes: modelBytes, externalData, held: weightBytes };
+        baseGraph = await clock.timeAsync('baseSession', () =>
+          create(base.bytes, backend, base.externalData),
+        );
+        baseSessionBytes = base.held;
       } catch (e) {
         console.warn('weblora: the un-injected base session failed; "no adapter" uses the LoRA graph', e);
       }
@@ -296,24 +322,22 @@ export async function loadModel(
       externalDataBytes,
       baseSession: baseGraph !== null,
       // External data is handed to both sessions: count it once per session.
-      sessionBytes: injected.bytes.byteLength + externalDataBytes + baseSessionBytes,
+      sessionBytes: injected.held + baseSessionBytes,
       targets,
       targetCount: targets.length,
       loraBranchOp: loraBranchOpFor(backend),
       loadMs: performance.now() - t0,
+      phases: clock.done(),
       modelId,
       modelAliases: aliasesOf(configJson, opts.modelAliases, modelId),
       dequantizedAtLoad: injected.prepared.dequantized,
     };
-    const feeds = noAdapter;
-    const sessions = { graph, baseGraph };
-    let frozen: FrozenWeights | null = null;
-    return {
+    return loadedModel({
       ort,
       backend,
       graph,
       baseGraph,
-      noAdapterFeeds: feeds.feeds,
+      noAdapter,
       targets,
       ...(injected.gates ? { gates: injected.gates } : {}),
       tokenizer,
@@ -324,27 +348,62 @@ export async function loadModel(
       device,
       leftPadding: !graphOf(decoded).node.some((n) => n.opType === 'GroupQueryAttention'),
       report,
-      trainWeights() {
-        // External data: the chunks already fetched (tensors read as views of them, no second copy).
-        frozen ??= loadFrozenWeights(decodeModel(modelBytes), decoderConfig(config), externalData);
-        return frozen;
-      },
-      async release() {
-        frozen = null;
-        feeds.dispose();
-        try {
-          await sessions.baseGraph?.session.release();
-        } finally {
-          await sessions.graph.session.release();
-        }
-      },
-    };
+      // trainWeights reads the files again: the loaded model holds no reference to the fetched bytes.
+      readFile: modelFileReader(
+        source,
+        settings.files,
+        fetched.modelFile,
+        externalData.map((c) => c.path),
+      ),
+      config,
+    });
   } catch (e) {
     noAdapter?.dispose();
     await baseGraph?.session.release().catch(() => {});
     await graph.session.release().catch(() => {});
     throw e;
   }
+}
+
+/**
+ * The `LoadedModel` around finished sessions. A separate function on purpose: closures made inside
+ * loadModel would share its scope and keep the fetched bytes, the decoded graph and the external data
+ * alive for as long as the model is loaded.
+ */
+function loadedModel(
+  parts: Omit<LoadedModel, 'noAdapterFeeds' | 'trainWeights' | 'release'> & {
+    noAdapter: ReturnType<typeof noAdapterFeeds>;
+    readFile(): Promise<{ bytes: Uint8Array; externalData: { path: string; data: Uint8Array }[] }>;
+    config: ModelConfig;
+  },
+): LoadedModel {
+  const { noAdapter, readFile, config, ...rest } = parts;
+  const readWeights = async () => {
+    const { bytes, externalData } = await readFile();
+    return loadFrozenWeights(decodeModel(bytes), decoderConfig(config), externalData);
+  };
+  const sessions = { graph: parts.graph, baseGraph: parts.baseGraph };
+  let frozen: Promise<FrozenWeights> | null = null;
+  return {
+    ...rest,
+    noAdapterFeeds: noAdapter.feeds,
+    trainWeights() {
+      frozen ??= readWeights();
+      frozen.catch(() => {
+        frozen = null; // a failed read (offline, evicted cache) may be retried
+      });
+      return frozen;
+    },
+    async release() {
+      frozen = null;
+      noAdapter.dispose();
+      try {
+        await sessions.baseGraph?.session.release();
+      } finally {
+        await sessions.graph.session.release();
+      }
+    },
+  };
 }
 
 /** Last non-empty path segment of a URL or path ("…/weblora-shakespeare/" → "weblora-shakespeare"). */

@@ -316,7 +316,7 @@ export class TrainingManager {
     options = spec.from ? spec.from.options : planSteps(options, schedule.perEpoch);
     const dataSha256 = spec.from?.dataSha256 ?? (await sha256Hex(data));
 
-    const weights = m.trainWeights();
+    const weights = await m.trainWeights();
     const modules = initLora(weights, {
       rank: options.rank,
       alpha: options.alpha,
@@ -386,7 +386,7 @@ export class TrainingManager {
           device,
           modelId: m.report.modelId,
         };
-        const w = m.trainWeights();
+        const w = await m.trainWeights();
         const files = buildPeftFiles({
           baseModel: m.report.modelId,
           r: options.rank,

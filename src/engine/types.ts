@@ -146,6 +146,24 @@ export interface ModelSummary {
   hasChatTemplate: boolean;
 }
 
+/** Wall-clock ms of each phase of a model load (LoadReport.phases; engine/load-phases.ts). */
+export interface LoadPhases {
+  /** Every file read: downloads or Cache Storage reads, HEAD probes, size checks. */
+  files: number;
+  /** Protobuf decode of the ONNX file (weights stay views of the fetched bytes). */
+  decode: number;
+  /** The LoRA injection pass (inject-lora.ts). */
+  inject: number;
+  /** Encoding the injected graph (structure only: its weights go to onnxruntime-web as external data). */
+  encode: number;
+  /** Creating the injected session. */
+  session: number;
+  /** Creating the un-injected base session (0 when there is none). */
+  baseSession: number;
+  /** The rest: JSON and tokenizer parsing, backend detection, device setup. */
+  other: number;
+}
+
 export interface LoadReport {
   backend: Backend;
   /**
@@ -174,9 +192,9 @@ export interface LoadReport {
    */
   baseSession: boolean;
   /**
-   * ONNX bytes handed to onnxruntime-web: the LoRA-injected graph, plus the base graph when `baseSession`
-   * (`modelBytes` again, or its dequantized fp32 form on wasm: `dequantizedAtLoad`) — roughly what the
-   * sessions hold in the wasm heap / GPU buffers.
+   * Bytes handed to onnxruntime-web: the LoRA-injected graph and the weights it reads as external data
+   * (the file's own, or dequantized fp32 ones on wasm: `dequantizedAtLoad`), plus the same for the base
+   * graph when `baseSession` — roughly what the sessions hold in the wasm heap / GPU buffers.
    */
   sessionBytes: number;
   /** Projections that take LoRA inputs (`lora.{layer}.{module}.A|B`). */
@@ -185,6 +203,8 @@ export interface LoadReport {
   /** Operator of the LoRA branch in the injected graph: 'einsum' on webgpu, 'matmul' on wasm (inject-lora.ts). */
   loraBranchOp: LoraBranchOp;
   loadMs: number;
+  /** Where `loadMs` went, per phase (ms). */
+  phases: LoadPhases;
   /** What imported adapters are validated against (LoadOptions.modelId / modelAliases). */
   modelId: string;
   modelAliases: string[];

@@ -21,6 +21,7 @@ import {
   UnsupportedError,
 } from '../../src/errors.ts';
 import { wasmGraphOf } from '../../src/model/dequantize.ts';
+import { weightsAsExternal } from '../../src/model/external-weights.ts';
 import { decodeModel, encodeModel } from '../../src/model/onnx-io.ts';
 import { modelFileName } from '../../src/model/package.ts';
 import { MODEL_BASE, PROMPT, setupOrt } from './helpers/model.ts';
@@ -313,7 +314,11 @@ describe('LocalEngine', () => {
         await (await fetch(`${MODEL_BASE}${modelFileName(r.dtype)}`)).arrayBuffer(),
       );
       const prepared = wasmGraphOf(decodeModel(file));
-      const baseBytes = prepared.dequantized ? encodeModel(prepared.model).byteLength : r.modelBytes;
+      // Dequantized: its graph plus the weights it reads as external data (external-weights.ts).
+      const slim = weightsAsExternal(prepared.model, file);
+      const baseBytes = prepared.dequantized
+        ? encodeModel(slim.model).byteLength + slim.externalBytes
+        : r.modelBytes;
       expect(cpuReport.sessionBytes - r.sessionBytes).toBe(baseBytes);
       const viaInjected = await collect(e, req);
       expect(e.debugState().lastGraph).toBe('injected');

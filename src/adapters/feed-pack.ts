@@ -1,0 +1,176 @@
+/**
+ * An adapter's graph feeds in the layout the injected graph takes them (A [in, R], B [R, out], target
+ * order), packed into ONE ArrayBuffer with a small index, so a cold swap reads one IndexedDB value and
+ * makes views instead of parsing safetensors and mapping PEFT modules (store.ts keeps it next to the
+ * PEFT files, keyed by target-set signature and checked against the adapter's version).
+ * Precision: `'exact'` (default) stores float16 only when every value survives the float32 → float16 →
+ * float32 round trip unchanged (adapters shipped as fp16), else float32: nothing changes numerically.
+ * `'f16'` always stores float16 (half the bytes to read): each A/B element is then rounded to 11
+ * significant bits, relative error ≤ 2^-11 ≈ 4.9e-4 per element (subnormals below 6.1e-5 lose more), so
+ * the LoRA delta X·A·B moves by up to about twice that (A and B are both rounded: 8.8e-4 worst
+ * relative on a random rank-4 adapter, tests/browser/adapter-feed-pack.test.ts). Unpacking float16 widens to float32 (the graph's LoRA inputs are float32).
+ */
+import type { LoraTarget } from '../model/inject-lora.ts';
+import type { CpuFeeds, LoraFeed } from './types.ts';
+
+export type FeedPrecision = 'exact' | 'f16';
+
+export interface PackedFeeds {
+  /** The adapter version these feeds were made from (StoredAdapterMeta.version). */
+  version: string;
+  /** targetsSignature of the target set. */
+  sig: string;
+  rank: number;
+  dtype: 'float32' | 'float16';
+  /** Graph input names, with dims and element offset into `data`, in packing order. */
+  names: string[];
+  dims: [number, number][];
+  offsets: number[];
+  data: ArrayBuffer;
+}
+
+const sigs = new WeakMap<readonly LoraTarget[], string>();
+
+/** A short stable id of a target list (names and dims), FNV-1a over its description. */
+export function targetsSignature(targets: readonly LoraTarget[]): string {
+  let s = sigs.get(targets);
+  if (s) return s;
+  let h = 0x811c9dc5;
+  const text = targets.map((t) => `${t.inputA}:${t.in}:${t.out}`).join(',');
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  s = `${targets.length}.${h.toString(36)}`;
+  sigs.set(targets, s);
+  return s;
+}
+
+// float16 <-> float32 (IEEE 754 binary16), without relying on Float16Array.
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+/** float32 → float16 bits, round to nearest even. */
+export function toHalf(x: number): number {
+  f32[0] = x;
+  const b = u32[0]!;
+  const sign = (b >>> 16) & 0x8000;
+  const exp = (b >>> 23) & 0xff;
+  let mant = b & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0); // inf / nan
+  const e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00; // overflow → inf
+  if (e <= 0) {
+    if (e < -10) return sign; // underflow → ±0
+    mant |= 0x800000;
+    const shift = 14 - e;
+    const half = 1 << (shift - 1);
+    let m = mant >>> shift;
+    const rest = mant & ((1 << shift) - 1);
+    if (rest > half || (rest === half && (m & 1) === 1)) m++;
+    return sign | m;
+  }
+  let h = sign | (e << 10) | (mant >>> 13);
+  const rest = mant & 0x1fff;
+  if (rest > 0x1000 || (rest === 0x1000 && (h & 1) === 1)) h++; // may carry into the exponent: correct
+  return h;
+}
+
+let halfTable: Float32Array | null = null;
+/** float16 bits → float32, by a 64 K-entry table built once. */
+function halves(): Float32Array {
+  if (halfTable) return halfTable;
+  const t = new Float32Array(65536);
+  for (let h = 0; h < 65536; h++) {
+    const s = h & 0x8000 ? -1 : 1;
+    const e = (h >>> 10) & 0x1f;
+    const m = h & 0x3ff;
+    t[h] =
+      e === 0
+        ? s * m * 2 ** -24
+        : e === 31
+          ? m
+            ? Number.NaN
+            : s * Infinity
+          : s * (1 + m / 1024) * 2 ** (e - 15);
+  }
+  halfTable = t;
+  return t;
+}
+
+export function fromHalf(h: number): number {
+  return halves()[h & 0xffff]!;
+}
+
+/** Packs `feeds` (every graph input of `targets`, in target order) for storage. */
+export function packFeeds(
+  feeds: CpuFeeds,
+  targets: readonly LoraTarget[],
+  version: string,
+  precision: FeedPrecision = 'exact',
+): PackedFeeds {
+  const names: string[] = [];
+  const dims: [number, number][] = [];
+  const offsets: number[] = [];
+  let n = 0;
+  for (const t of targets) {
+    for (const name of [t.inputA, t.inputB]) {
+      const f = feeds.feeds.get(name);
+      if (!f) continue;
+      names.push(name);
+      dims.push([f.dims[0], f.dims[1]]);
+      offsets.push(n);
+      n += f.data.length;
+    }
+  }
+  const half = new Uint16Array(n);
+  let exact = true;
+  let o = 0;
+  const table = halves();
+  for (const name of names) {
+    const d = feeds.feeds.get(name)!.data;
+    for (let i = 0; i < d.length; i++) {
+      const h = toHalf(d[i]!);
+      half[o++] = h;
+      if (exact && table[h] !== d[i] && !(Number.isNaN(d[i]!) && Number.isNaN(table[h]!))) exact = false;
+    }
+  }
+  const useHalf = precision === 'f16' || exact;
+  let data: ArrayBuffer;
+  if (useHalf) data = half.buffer;
+  else {
+    const all = new Float32Array(n);
+    names.forEach((name, i) => {
+      all.set(feeds.feeds.get(name)!.data, offsets[i]!);
+    });
+    data = all.buffer;
+  }
+  return {
+    version,
+    sig: targetsSignature(targets),
+    rank: feeds.rank,
+    dtype: useHalf ? 'float16' : 'float32',
+    names,
+    dims,
+    offsets,
+    data,
+  };
+}
+
+/** The feeds of a pack: views into its buffer (float32), or one widened float32 buffer (float16). */
+export function unpackFeeds(p: PackedFeeds): CpuFeeds {
+  let all: Float32Array;
+  if (p.dtype === 'float32') all = new Float32Array(p.data);
+  else {
+    const h = new Uint16Array(p.data);
+    const table = halves();
+    all = new Float32Array(h.length);
+    for (let i = 0; i < h.length; i++) all[i] = table[h[i]!]!;
+  }
+  const feeds = new Map<string, LoraFeed>();
+  p.names.forEach((name, i) => {
+    const [a, b] = p.dims[i]!;
+    feeds.set(name, { data: all.subarray(p.offsets[i]!, p.offsets[i]! + a * b), dims: [a, b] });
+  });
+  return { rank: p.rank, feeds };
+}
