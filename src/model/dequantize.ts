@@ -218,14 +218,15 @@ export type WasmDequantize = 'auto' | 'always' | 'never' | number;
 
 /**
  * The 'auto' budget for fp32 weights written at load: 1 GiB. onnxruntime-web's wasm heap is wasm32, at
- * most 4 GiB, and it also holds everything else: the graph's other weights (4-bit blocks kept, embedding),
- * the KV cache, activations (a prefill's logits alone are T × V × 4 bytes: 300 MB for 512 tokens at a
- * 150k vocabulary), ORT's arena, and at session creation a transient second copy of weights (external
- * data is copied into the heap, and MLAS may prepack a constant MatMul weight into a copy of its own
- * before the original is freed). 1 GiB of fp32 (about 0.25 B parameters) covers every projection of a
- * 135M model (513 MiB) and keeps the peak of even a doubled copy at half the heap. A 0.5B model
- * (Qwen2.5-0.5B shapes: ≈ 1.9 GiB of fp32) gets its lm_head and about a third of its projections (half
- * of its bytes); a 1B model (≈ 4.6 GiB, more than the whole heap) about a fifth of its bytes.
+ * most 4 GiB (its build's maximum: 65536 pages), and it also holds everything else: the other weights
+ * (4-bit blocks kept, embedding), the KV cache, activations (a prefill's logits alone are T × V × 4 bytes:
+ * 300 MB for 512 tokens at a 150k vocabulary), ORT's arena and load-time copies. Measured on the 135M
+ * replica (bench/wasm-heap.ts, bench/README.md): the heap ends a load at ~1.5× the bytes handed to the
+ * session (805 MiB for 531 MiB), so 1 GiB of fp32 costs ~1.5 GiB of heap and leaves ≥ 2.5 GiB for the
+ * rest. 1 GiB (about 0.27 B parameters) covers every projection of a 135M model (513 MiB). A 0.5B model
+ * (Qwen2.5-0.5B shapes: ≈ 1.9 GiB of fp32, ~2.8 GiB of heap at 1.5×) gets its lm_head and about a third
+ * of its projections (half of its bytes); a 1B model (≈ 4.6 GiB, more than the whole heap) about a
+ * fifth of its bytes.
  */
 export const WASM_DEQUANTIZE_MAX_BYTES = 1024 * 1024 * 1024;
 
