@@ -6,6 +6,8 @@
  * runs it on wasm (model/dequantize.ts: fp32 MatMuls dequantized at load). Prints the median ms per decode
  * step, the ratio to fp32 (median of paired steps) and session-creation time. Not a test.
  *   npx tsx bench/q4-model.ts ~/.cache/weblora/smollm2-135m-replica [--steps 16] [--prompt 16] [--files a,b]
+ * `--dequantize auto,128,…`: one dequantized variant per LoadOptions.wasmDequantize setting (a number is a
+ * budget in MiB; default auto), to weigh decode speed against the fp32 bytes each keeps.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,7 +15,7 @@ import { parseArgs } from 'node:util';
 import * as ort from 'onnxruntime-web';
 import { argmax } from '../src/engine/sampling.ts';
 import { createDecoderSession, type DecoderGraph, KvStepper } from '../src/engine/session.ts';
-import { wasmGraphOf } from '../src/model/dequantize.ts';
+import { type WasmDequantize, wasmGraphOf } from '../src/model/dequantize.ts';
 import { decodeModel, encodeModel } from '../src/model/onnx-io.ts';
 import { parseModelConfig } from '../src/model/package.ts';
 import { median } from './stats.ts';
@@ -25,6 +27,7 @@ const { values: args, positionals } = parseArgs({
     prompt: { type: 'string', default: '16' },
     files: { type: 'string', default: 'model.onnx,model_q4.onnx' },
     'no-dequantized': { type: 'boolean', default: false },
+    dequantize: { type: 'string', default: 'auto' },
   },
 });
 const dir = positionals[0];
@@ -60,13 +63,17 @@ async function main(): Promise<void> {
     const bytes = new Uint8Array(readFileSync(path));
     const mb = (bytes.byteLength / 1e6).toFixed(0);
     variants.push(await variant(`${f} (${mb} MB) as is`, bytes));
-    if (!args['no-dequantized']) {
+    for (const m of args['no-dequantized'] ? [] : args.dequantize!.split(',')) {
+      const mode: WasmDequantize = /^[\d.]+$/.test(m) ? Number(m) * 2 ** 20 : (m as WasmDequantize);
       const t0 = performance.now();
-      const p = wasmGraphOf(decodeModel(bytes));
-      if (p.dequantized) {
+      const p = wasmGraphOf(decodeModel(bytes), mode);
+      if (p.dequantized?.nodes) {
         const enc = encodeModel(p.model);
         const ms = performance.now() - t0;
-        const v = await variant(`${f} dequantized at load (${p.dequantized.nodes} nodes)`, enc);
+        const d = p.dequantized;
+        const mib = (n: number) => (n / 2 ** 20).toFixed(0);
+        const name = `${f} dequantized at load, ${m}: ${d.nodes} nodes (${mib(d.fp32Bytes)} MiB f32), ${d.kept} kept 4-bit`;
+        const v = await variant(name, enc);
         v.createMs += ms;
         variants.push(v);
       }

@@ -115,6 +115,7 @@ export {
   UnsupportedModelError,
   WebLoraError,
 } from './errors.ts';
+export { WASM_DEQUANTIZE_MAX_BYTES, type WasmDequantize } from './model/dequantize.ts';
 export { GATE_EXPAND_INPUT, type GateSite, gateInputName } from './model/inject-gates.ts';
 export {
   type InjectOptions,

@@ -12,7 +12,7 @@ import { toOrtFeeds } from '../adapters/gated-provider.ts';
 import { detectCapabilities } from '../env.ts';
 import { DeviceLostError, UnsupportedError } from '../errors.ts';
 import { specialTokensOf } from '../model/chat.ts';
-import { wasmGraphOf } from '../model/dequantize.ts';
+import { wasmDequantizeBudget, wasmGraphOf } from '../model/dequantize.ts';
 import { weightsAsExternal } from '../model/external-weights.ts';
 import type { GateSite } from '../model/inject-gates.ts';
 import { injectLora, type LoraTarget, loraBranchOpFor } from '../model/inject-lora.ts';
@@ -168,6 +168,7 @@ export async function loadModel(
 ): Promise<LoadedModel> {
   const t0 = performance.now();
   const clock = phaseClock();
+  wasmDequantizeBudget(opts.wasmDequantize); // a bad value fails on every backend, before any download
 
   // 1. Files (q4 when present unless a dtype is forced), external data included.
   const fetched = await fetchFiles(source, opts.dtype, settings.files, progress, clock);
@@ -212,7 +213,7 @@ export async function loadModel(
     .filter((n) => n.startsWith('present.'));
   // On wasm, 4-bit MatMulNBits run as fp32 MatMuls dequantized here (model/dequantize.ts says why).
   const forBackend = (b: Backend) =>
-    b === 'wasm' ? wasmGraphOf(decoded) : { model: decoded, dequantized: null };
+    b === 'wasm' ? wasmGraphOf(decoded, opts.wasmDequantize) : { model: decoded, dequantized: null };
   // Graphs are encoded without their weights: those stay in the buffers they are in (the fetched file,
   // the dequantized fp32 tensors) and reach onnxruntime-web from there as external data
   // (external-weights.ts), so no weight is copied in JS.
@@ -262,7 +263,7 @@ export async function loadModel(
       // The original bytes, same EP/options (on webgpu ORT shares its one GPUDevice between sessions).
       try {
         const p = injected.prepared;
-        const base = p.dequantized
+        const base = p.dequantized?.nodes
           ? slimmed(p.model)
           : { bytes: modelBytes, externalData, held: weightBytes };
         baseGraph = await clock.timeAsync('baseSession', () =>

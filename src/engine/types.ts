@@ -23,6 +23,7 @@ import type {
   AdapterStats,
 } from '../adapters/types.ts';
 import type { ChatMessage } from '../model/chat.ts';
+import type { WasmDequantize } from '../model/dequantize.ts';
 import type { GateSite } from '../model/inject-gates.ts';
 import type { LoraBranchOp, LoraTarget } from '../model/inject-lora.ts';
 import type { DecoderLayout } from '../model/layout.ts';
@@ -124,6 +125,17 @@ export interface LoadOptions {
    * selections (gated mixes). Default false: the ordinary graph, which pays nothing for gates.
    */
   gates?: boolean;
+  /**
+   * wasm only (webgpu runs 4-bit MatMulNBits natively): how many 4-bit projections become fp32 MatMuls
+   * dequantized once at load (model/dequantize.ts). onnxruntime-web's wasm build has no 4-bit kernel, so a
+   * MatMulNBits dequantizes its weight on every step (5–7× slower decode), but fp32 weights take 8× the
+   * memory of the 4-bit blocks in a wasm heap capped at 4 GiB. 'auto' (default): largest weights first
+   * (the lm_head first) while the fp32 bytes stay within 1 GiB (WASM_DEQUANTIZE_MAX_BYTES), the rest
+   * stays 4-bit; 'always': every one (a ≥ 0.5B model may then not fit in the heap); 'never': none (the
+   * 4-bit memory footprint, slower decode); a number: that budget in bytes. LoadReport.dequantizedAtLoad
+   * says what was converted and kept. Anything else → InvalidOptionError.
+   */
+  wasmDequantize?: WasmDequantize;
 }
 
 export interface GpuAdapterSummary {
@@ -210,10 +222,19 @@ export interface LoadReport {
   modelAliases: string[];
   /**
    * 4-bit MatMulNBits projections the engine turned into fp32 MatMuls at load (wasm only: onnxruntime-web
-   * has no 4-bit wasm kernel; model/dequantize.ts), with the fp32 bytes that costs and the reason; null
-   * when nothing was dequantized (webgpu, or a file without MatMulNBits).
+   * has no 4-bit wasm kernel; model/dequantize.ts): `nodes` converted and the `fp32Bytes` they cost,
+   * `kept` nodes left 4-bit by the LoadOptions.wasmDequantize budget `maxBytes` (null: 'always') and the
+   * `keptFp32Bytes` they would have cost, and the reason in a sentence; null when the graph has no
+   * MatMulNBits to convert (webgpu, or a file without them).
    */
-  dequantizedAtLoad: { nodes: number; fp32Bytes: number; reason: string } | null;
+  dequantizedAtLoad: {
+    nodes: number;
+    fp32Bytes: number;
+    kept: number;
+    keptFp32Bytes: number;
+    maxBytes: number | null;
+    reason: string;
+  } | null;
 }
 
 export interface GenerateRequest {

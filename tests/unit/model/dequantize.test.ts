@@ -6,11 +6,24 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { dequantizeNBits, unpackNBits, wasmGraphOf } from '../../../src/model/dequantize.ts';
-import { decodeModel, graphOf, initializersOf, nodesOf } from '../../../src/model/onnx-io.ts';
-import { dequantizeMatMulNBits, quantizeBlock4 } from '../../../src/model/quantize.ts';
+import { InvalidOptionError } from '../../../src/errors.ts';
+import {
+  dequantizeNBits,
+  unpackNBits,
+  WASM_DEQUANTIZE_MAX_BYTES,
+  type WasmDequantize,
+  wasmGraphOf,
+} from '../../../src/model/dequantize.ts';
+import {
+  decodeModel,
+  graphOf,
+  initializersOf,
+  type ModelProto,
+  nodesOf,
+} from '../../../src/model/onnx-io.ts';
+import { dequantizeMatMulNBits, quantize, quantizeBlock4 } from '../../../src/model/quantize.ts';
 import { expectClose, SAME_GRAPH } from '../../helpers/expect-close.ts';
-import { defaultModelFeeds, randn, runModel } from './graph-builders.ts';
+import { DEFAULT_MODEL, defaultModelFeeds, randn, runModel } from './graph-builders.ts';
 
 const Q4 = fileURLToPath(
   new URL('../../../public/models/weblora-shakespeare/onnx/model_q4.onnx', import.meta.url),
@@ -64,7 +77,109 @@ describe('dequantizeNBits on the shipped q4 default model', () => {
 
   it('leaves a model without MatMulNBits untouched', () => {
     const { model, report } = dequantizeNBits(dequantizeNBits(q4).model);
-    expect(report).toEqual({ nodes: 0, fp32Bytes: 0 });
+    expect(report).toEqual({ nodes: 0, fp32Bytes: 0, kept: 0, keptFp32Bytes: 0 });
     expect(wasmGraphOf(model).dequantized).toBeNull();
+  });
+});
+
+// The fp32 byte budget (LoadOptions.wasmDequantize): weights largest first while they fit, first fit.
+describe('dequantizeNBits / wasmGraphOf with a byte budget', () => {
+  const q4 = decodeModel(new Uint8Array(readFileSync(Q4)));
+  // fp32 bytes per weight of the default model (C = 256, kv 128, I = 704).
+  const QO = 256 * 256 * 4;
+  const KV = 256 * 128 * 4;
+  const MLP = 256 * 704 * 4;
+  const ALL = 6 * (2 * QO + 2 * KV + 3 * MLP);
+  const converted = (m: ModelProto) =>
+    nodesOf(graphOf(m))
+      .filter((n) => n.opType === 'MatMul' && n.input[1]!.endsWith('_dequantized'))
+      .map((n) => n.name);
+  const still4bit = (m: ModelProto) => nodesOf(graphOf(m)).filter((n) => n.opType === 'MatMulNBits').length;
+
+  it('a tiny budget converts the largest weights that fit, in graph order among equals, and skips to smaller ones', () => {
+    // Room for 3 MLP weights and one q/o weight: the 4th MLP weight does not fit, the first q_proj does.
+    const maxBytes = 3 * MLP + QO;
+    const { model, report } = dequantizeNBits(q4, { maxBytes });
+    expect(report).toEqual({ nodes: 4, fp32Bytes: maxBytes, kept: 38, keptFp32Bytes: ALL - maxBytes });
+    expect(converted(model)).toEqual([
+      '/model/layers.0/self_attn/q_proj/MatMul',
+      '/model/layers.0/mlp/gate_proj/MatMul',
+      '/model/layers.0/mlp/up_proj/MatMul',
+      '/model/layers.0/mlp/down_proj/MatMul',
+    ]);
+    expect(still4bit(model)).toBe(38);
+    // Only the converted weights' 4-bit blocks are dropped.
+    expect(initializersOf(graphOf(model)).filter((t) => t.name.endsWith('_Q4'))).toHaveLength(38);
+    // One byte less: the q_proj no longer fits, a k/v weight (smaller) does.
+    const less = dequantizeNBits(q4, { maxBytes: maxBytes - 1 });
+    expect(less.report).toMatchObject({ nodes: 4, fp32Bytes: 3 * MLP + KV, kept: 38 });
+    expect(converted(less.model)).toContain('/model/layers.0/self_attn/k_proj/MatMul');
+  });
+
+  it('a partially converted graph gives the logits of the original (float rounding)', async () => {
+    const tokens = Array.from({ length: 16 }, (_, i) => (i * 29 + 3) % 1024);
+    const feeds = defaultModelFeeds(tokens);
+    const a = (await runModel(q4, feeds)).logits!;
+    const half = wasmGraphOf(q4, ALL / 2);
+    expect(half.dequantized).toMatchObject({ kept: expect.any(Number), maxBytes: ALL / 2 });
+    expect(half.dequantized!.nodes).toBeGreaterThan(0);
+    expect(half.dequantized!.kept).toBeGreaterThan(0);
+    const b = (await runModel(half.model, feeds)).logits!;
+    expectClose(b, a, SAME_GRAPH, 'half-dequantized vs MatMulNBits logits');
+  });
+
+  it("modes: 'never' converts none, 'auto' (1 GiB) and 'always' all of the default model", () => {
+    const never = wasmGraphOf(q4, 'never');
+    expect(never.model).toBe(q4);
+    expect(never.dequantized).toMatchObject({
+      nodes: 0,
+      fp32Bytes: 0,
+      kept: 42,
+      keptFp32Bytes: ALL,
+      maxBytes: 0,
+      reason: expect.stringMatching(/'never'.*42 4-bit MatMulNBits kept/),
+    });
+    expect(WASM_DEQUANTIZE_MAX_BYTES).toBe(2 ** 30);
+    for (const [mode, maxBytes] of [
+      ['auto', 2 ** 30],
+      [undefined, 2 ** 30],
+      ['always', null],
+      [ALL, ALL],
+    ] as const) {
+      const r = wasmGraphOf(q4, mode).dequantized;
+      expect(r).toEqual({
+        nodes: 42,
+        fp32Bytes: ALL,
+        kept: 0,
+        keptFp32Bytes: 0,
+        maxBytes,
+        reason: expect.any(String),
+      });
+    }
+    const partial = wasmGraphOf(q4, MLP).dequantized!;
+    expect(partial).toMatchObject({
+      nodes: 1,
+      fp32Bytes: MLP,
+      kept: 41,
+      keptFp32Bytes: ALL - MLP,
+      maxBytes: MLP,
+    });
+    expect(partial.reason).toMatch(/1 4-bit MatMulNBits dequantized.*41 kept 4-bit.*budget of 1 MiB/);
+  });
+
+  it('rejects a budget that is not a mode or a byte count >= 0 (InvalidOptionError)', () => {
+    for (const bad of [-1, Number.NaN, Number.POSITIVE_INFINITY, 'sometimes']) {
+      expect(() => wasmGraphOf(q4, bad as WasmDequantize)).toThrow(InvalidOptionError);
+    }
+  });
+
+  it('puts the lm_head first: the largest weight (quantized default model with a 4-bit lm_head)', () => {
+    const { model } = quantize(decodeModel(new Uint8Array(readFileSync(DEFAULT_MODEL))));
+    const lmHead = 256 * 1024 * 4; // C × V fp32: 1 MiB, the largest weight
+    const r = wasmGraphOf(model, lmHead);
+    expect(r.dequantized).toMatchObject({ nodes: 1, fp32Bytes: lmHead });
+    const [name] = converted(r.model);
+    const node = nodesOf(graphOf(r.model)).find((n) => n.name === name)!;
+    expect(node.output).toEqual(['logits']);
   });
 });
