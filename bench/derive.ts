@@ -2,10 +2,13 @@
  * The derive suite (`npm run bench -- --suite derive`, also in `--suite all`): the router's overhead per
  * prompt and the merge / truncate times (issue 13 §2–3). All CPU algorithms, so it runs in Node on
  * onnxruntime-web's wasm EP (1 thread) with the q4 default model and the shipped example adapters — no
- * browser. Router: `sequentialScorer` (src/engine/route.ts, one prefill per candidate, hot feeds as the
- * provider cache would hold them; IndexedDB reads are not included) on a held-out prompt of
+ * browser. Router, on the graph the engine loads (injected with the row mask), hot feeds as the provider
+ * cache would hold them (IndexedDB reads are not included), on a held-out prompt of
  * tests/fixtures/route-prompts.json, for 3 candidates (the examples) and 8 (the examples plus 5 random
- * rank-8 adapters), next to one plain prefill of the same prompt in the same rotation (paired ratio).
+ * rank-8 adapters): the product path — what `adapter: 'auto'` runs inside the batcher (batch.ts
+ * `routeContext`: `scoreSelections` = all candidates as rows of ONE forward, then `promptNll`) — and
+ * `sequentialScorer` (src/engine/route.ts, one prefill per candidate; the engine's fallback for a graph
+ * without the row mask), each next to one plain prefill of the same prompt in the same rotation (paired).
  * Merge: mergeFactored of shout + romeo (and all three) at rank 8, LEGO and average; truncate:
  * truncateFactored of romeo (rank 8) to 4 and 1, and of a random rank-64 adapter to 8.
  */
@@ -18,6 +21,7 @@ import { seededRandom } from '../src/adapters/linalg.ts';
 import { mergeFactored } from '../src/adapters/merge.ts';
 import { buildPeftFiles } from '../src/adapters/peft-writer.ts';
 import { truncateFactored } from '../src/adapters/truncate.ts';
+import { promptNll, scoreSelections } from '../src/engine/batch-score.ts';
 import { sequentialScorer } from '../src/engine/route.ts';
 import { createDecoderSession, KvStepper } from '../src/engine/session.ts';
 import { TextTokenizer } from '../src/engine/tokenizer.ts';
@@ -35,6 +39,8 @@ export interface DeriveResult {
   suite: 'derive';
   reps: number;
   promptTokens: number;
+  /** Largest |batched − sequential| prompt NLL over the 8 candidates (nats/token). */
+  nllMaxDiff: number;
   /** Milliseconds per sample, by row name. */
   samples: Record<string, number[]>;
 }
@@ -71,7 +77,10 @@ export async function runDeriveSuite(reps = 5): Promise<DeriveResult> {
     JSON.parse(read(join(MODEL, 'tokenizer.json'))),
     JSON.parse(read(join(MODEL, 'tokenizer_config.json'))),
   );
-  const injected = injectLora(decodeModel(new Uint8Array(readFileSync(join(MODEL, 'onnx/model_q4.onnx')))));
+  // rowMask: true as the engine loads it (load.ts), so the batched scorer can run on it.
+  const injected = injectLora(decodeModel(new Uint8Array(readFileSync(join(MODEL, 'onnx/model_q4.onnx')))), {
+    rowMask: true,
+  });
   const session = await createDecoderSession(ort, encodeModel(injected.model), config, { backend: 'wasm' });
   const examples = ['weblora-shout', 'weblora-romeo', 'weblora-reverse'].map((n) =>
     readFactored(exampleFiles(n)),
@@ -94,6 +103,14 @@ export async function runDeriveSuite(reps = 5): Promise<DeriveResult> {
     feeds: byName.get(c)!,
     release: () => {},
   }));
+  // The product path: the provider hands out the hot feeds by name (as its cache would), scoreSelections
+  // stacks the candidates as rows of one forward, promptNll reduces each row (batch.ts routeContext).
+  const provider = {
+    feedsFor: async (sel: unknown) => ({ feeds: byName.get(sel as string)!, release: () => {} }),
+  };
+  const scoreModel = { ort, graph: session, targets: injected.targets, noAdapterFeeds: {} };
+  const batched = async (ids: readonly number[], cands: string[]): Promise<number[]> =>
+    (await scoreSelections(scoreModel, provider, ids, cands)).map((l) => promptNll(l, ids));
   const prompts = JSON.parse(read(join(ROOT, 'tests/fixtures/route-prompts.json'))).prompts as {
     text: string;
   }[];
@@ -103,8 +120,12 @@ export async function runDeriveSuite(reps = 5): Promise<DeriveResult> {
     samples[k] = [...(samples[k] ?? []), v];
   };
   const names = feeds.map(([n]) => n);
-  // Warm-up, then the three router rows rotate with one plain prefill so load drift hits them alike.
-  await score(ids, names.slice(0, 3));
+  // Warm-up, then the router rows rotate with one plain prefill so load drift hits them alike. Both
+  // scorers must agree (same NLLs within float noise), else the rows would time different work.
+  const seqNll = await score(ids, names);
+  const batNll = await batched(ids, names);
+  const maxDiff = Math.max(...seqNll.map((x, i) => Math.abs(x - batNll[i]!)));
+  if (!(maxDiff < 1e-3)) throw new Error(`batched and sequential NLLs differ by ${maxDiff}`);
   for (let i = 0; i < reps; i++) {
     push(
       'prefill',
@@ -115,7 +136,9 @@ export async function runDeriveSuite(reps = 5): Promise<DeriveResult> {
       }),
     );
     push('route3', await time(() => score(ids, names.slice(0, 3))));
+    push('batch3', await time(() => batched(ids, names.slice(0, 3))));
     push('route8', await time(() => score(ids, names)));
+    push('batch8', await time(() => batched(ids, names)));
   }
   for (let i = 0; i < reps; i++) {
     push('lego2', await time(() => mergeFactored([shout, romeo], { rank: 8 })));
@@ -129,13 +152,15 @@ export async function runDeriveSuite(reps = 5): Promise<DeriveResult> {
   const big = randomLike(shout, 64, 9);
   for (let i = 0; i < reps; i++) push('trunc64', await time(() => truncateFactored(big, 8)));
   await session.session.release();
-  return { suite: 'derive', reps, promptTokens: ids.length, samples };
+  return { suite: 'derive', reps, promptTokens: ids.length, nllMaxDiff: maxDiff, samples };
 }
 
 const ROWS: [string, string][] = [
   ['prefill', 'one prefill (no routing), same prompt'],
-  ['route3', 'router overhead, 3 candidates'],
-  ['route8', 'router overhead, 8 candidates'],
+  ['batch3', "router, 3 candidates, batched (engine's path)"],
+  ['route3', 'router, 3 candidates, sequential'],
+  ['batch8', "router, 8 candidates, batched (engine's path)"],
+  ['route8', 'router, 8 candidates, sequential'],
   ['lego2', 'merge shout+romeo → r8, LEGO (sum)'],
   ['lego2mean', "merge shout+romeo → r8, LEGO 'mean'"],
   ['avg2', 'merge shout+romeo → r8, average'],
@@ -157,9 +182,20 @@ export function rowsForDerive(d: DeriveResult): Row[] {
     target: '',
     result: 'info',
   }));
-  for (const k of ['route3', 'route8']) {
-    const r = pairedRatio(d.samples[k] ?? [], d.samples.prefill ?? []);
-    rows.push({ metric: `${k} / prefill (paired)`, value: `${r.toFixed(2)}×`, target: '', result: 'info' });
+  const ratio = (metric: string, a: string, b: string): void => {
+    const r = pairedRatio(d.samples[a] ?? [], d.samples[b] ?? []);
+    rows.push({ metric, value: `${r.toFixed(2)}×`, target: '', result: 'info' });
+  };
+  rows.push({
+    metric: 'max abs. NLL difference batched vs sequential, 8 candidates',
+    value: `${d.nllMaxDiff.toExponential(1)} nats/token`,
+    target: '',
+    result: 'info',
+  });
+  for (const n of [3, 8]) {
+    ratio(`batched, ${n} candidates × one prefill (paired)`, `batch${n}`, 'prefill');
+    ratio(`sequential, ${n} candidates × one prefill (paired)`, `route${n}`, 'prefill');
+    ratio(`batched / sequential, ${n} candidates (paired)`, `batch${n}`, `route${n}`);
   }
   return rows;
 }
