@@ -73,7 +73,14 @@ export interface GenerateResult {
   text: string;
   tokenIds: number[];
   finishReason: FinishReason;
-  timings: { prefillMs: number; decodeMs: number; tokensPerSecond: number; promptTokens: number };
+  timings: {
+    prefillMs: number;
+    decodeMs: number;
+    tokensPerSecond: number;
+    promptTokens: number;
+    /** Most requests that decoded in one forward with this one (itself included; 1 = alone). */
+    batchRows?: number;
+  };
   /** Only with adapter 'auto': each stored adapter's prompt loss (nats/token) and what was chosen. */
   routing?: {
     mode: 'pick' | 'mix';

@@ -62,6 +62,8 @@ interface Row {
   stream?: TokenStream;
   /** How 'auto' chose this row's adapters (route.ts). */
   routing?: RoutingReport;
+  /** Most rows of a decode step this row was in (GenerateTimings.batchRows). */
+  batchRows: number;
 }
 
 interface Batch {
@@ -107,7 +109,7 @@ export class Batcher {
         reject(new AbortError('request aborted before it started', { queued: true }));
         return;
       }
-      const row: Row = { id: ++rowCounter, req, signal, onToken, resolve, reject };
+      const row: Row = { id: ++rowCounter, req, signal, onToken, resolve, reject, batchRows: 1 };
       const q = this.host.queue;
       let b: Batch | null = null;
       if (this.active && q.pending === 0) b = this.active;
@@ -193,6 +195,7 @@ export class Batcher {
         this.host.debug.lastKvLocations = kv.locations;
         this.host.debug.lastGraph = feeds.graph === m.baseGraph ? 'base' : 'injected';
         this.host.debug.lastBatchRows = b.rows.length;
+        for (const r of b.rows) r.batchRows = Math.max(r.batchRows, b.rows.length);
         const done = b.rows.flatMap((r, i) => (r.stream!.push(logits[i]!, ms) ? [i] : []));
         if (done.length > 0) {
           for (const i of done) this.finish(b.rows[i]!);
@@ -271,7 +274,8 @@ export class Batcher {
     row.adapter?.feeds?.release();
     const stream = row.stream;
     if (reason && stream) stream.finish = reason;
-    const result = stream!.result();
+    const r = stream!.result();
+    const result = { ...r, timings: { ...r.timings, batchRows: row.batchRows } };
     const lost = this.host.lost();
     if (result.finishReason === 'abort' && lost) row.reject(lost);
     else row.resolve(row.routing ? { ...result, routing: row.routing } : result);

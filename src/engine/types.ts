@@ -284,6 +284,11 @@ export interface GenerateTimings {
   /** Decode throughput: tokens after the first / decodeMs (0 when only one token was made). */
   tokensPerSecond: number;
   promptTokens: number;
+  /**
+   * The most requests (this one included) that decoded in one forward with this one (continuous
+   * batching, batch.ts): 1 = it decoded alone. Absent on a result of a request that never started.
+   */
+  batchRows?: number;
 }
 
 export interface GenerateResult {
