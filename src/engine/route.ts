@@ -5,8 +5,9 @@
  * the candidates with weights softmax(−nll / temperature) ('mix'; the base model's share, when it is a
  * candidate, is simply left out: its ΔW is 0). The idea follows prompt-aware LoRA routing (WavLLM,
  * LoRA-Mixer) without a trained gate: the adapter that explains the prompt best is the one whose style it is.
- * Scoring goes through `PromptScorer`; today `sequentialScorer` runs one prefill per candidate through a
- * KvStepper (a batched multi-adapter forward can replace it behind the same signature). Not here: the
+ * Scoring goes through `PromptScorer`: the engine passes a batched one (batch.ts `routeContext`, one
+ * forward for all candidates) when the graph has the row mask, else `sequentialScorer` runs one prefill
+ * per candidate through a KvStepper. Not here: the
  * generation itself (decode.ts) or feed caching (adapters/provider.ts).
  */
 import type { AdapterStore } from '../adapters/store.ts';
