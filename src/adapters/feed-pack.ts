@@ -10,6 +10,7 @@
  * the LoRA delta X·A·B moves by up to about twice that (A and B are both rounded: 8.8e-4 worst
  * relative on a random rank-4 adapter, tests/browser/adapter-feed-pack.test.ts). Unpacking float16 widens to float32 (the graph's LoRA inputs are float32).
  */
+import { floatToHalfBits, halfBitsToFloat, halfTable } from '../model/half.ts';
 import type { LoraTarget } from '../model/inject-lora.ts';
 import type { CpuFeeds, LoraFeed } from './types.ts';
 
@@ -46,61 +47,10 @@ export function targetsSignature(targets: readonly LoraTarget[]): string {
   return s;
 }
 
-// float16 <-> float32 (IEEE 754 binary16), without relying on Float16Array.
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
+// float16 <-> float32: model/half.ts (one implementation for the library).
+export { floatToHalfBits as toHalf, halfBitsToFloat as fromHalf };
 
-/** float32 → float16 bits, round to nearest even. */
-export function toHalf(x: number): number {
-  f32[0] = x;
-  const b = u32[0]!;
-  const sign = (b >>> 16) & 0x8000;
-  const exp = (b >>> 23) & 0xff;
-  let mant = b & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0); // inf / nan
-  const e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00; // overflow → inf
-  if (e <= 0) {
-    if (e < -10) return sign; // underflow → ±0
-    mant |= 0x800000;
-    const shift = 14 - e;
-    const half = 1 << (shift - 1);
-    let m = mant >>> shift;
-    const rest = mant & ((1 << shift) - 1);
-    if (rest > half || (rest === half && (m & 1) === 1)) m++;
-    return sign | m;
-  }
-  let h = sign | (e << 10) | (mant >>> 13);
-  const rest = mant & 0x1fff;
-  if (rest > 0x1000 || (rest === 0x1000 && (h & 1) === 1)) h++; // may carry into the exponent: correct
-  return h;
-}
-
-let halfTable: Float32Array | null = null;
-/** float16 bits → float32, by a 64 K-entry table built once. */
-function halves(): Float32Array {
-  if (halfTable) return halfTable;
-  const t = new Float32Array(65536);
-  for (let h = 0; h < 65536; h++) {
-    const s = h & 0x8000 ? -1 : 1;
-    const e = (h >>> 10) & 0x1f;
-    const m = h & 0x3ff;
-    t[h] =
-      e === 0
-        ? s * m * 2 ** -24
-        : e === 31
-          ? m
-            ? Number.NaN
-            : s * Infinity
-          : s * (1 + m / 1024) * 2 ** (e - 15);
-  }
-  halfTable = t;
-  return t;
-}
-
-export function fromHalf(h: number): number {
-  return halves()[h & 0xffff]!;
-}
+const halves = halfTable;
 
 /** Packs `feeds` (every graph input of `targets`, in target order) for storage. */
 export function packFeeds(
@@ -130,7 +80,7 @@ export function packFeeds(
   for (const name of names) {
     const d = feeds.feeds.get(name)!.data;
     for (let i = 0; i < d.length; i++) {
-      const h = toHalf(d[i]!);
+      const h = floatToHalfBits(d[i]!);
       half[o++] = h;
       if (exact && table[h] !== d[i] && !(Number.isNaN(d[i]!) && Number.isNaN(table[h]!))) exact = false;
     }

@@ -1,7 +1,9 @@
 /**
- * float32 → IEEE 754 binary16 bits (round to nearest, ties to even; overflow → ±Infinity; NaN kept), for
- * feeding float16 graph inputs (injectLora's `branchDtype: 'float16'`) as onnxruntime-web 'float16' tensors
- * (Uint16Array data). Plain bit arithmetic, no Float16Array (Node 20 and older browsers lack it).
+ * IEEE 754 binary16 <-> float32, the one implementation for the whole library: float16 graph inputs
+ * (injectLora's `branchDtype: 'float16'`, as onnxruntime-web 'float16' tensors), the packed adapter feeds
+ * (adapters/feed-pack.ts) and the WebGPU trainer's packed f16 words (train/f16.ts; the same rounding as
+ * WGSL's pack2x16float). float32 → half rounds to nearest, ties to even, keeps subnormals, overflows to
+ * ±Infinity and keeps NaN a NaN. Plain bit arithmetic, no Float16Array (Node 20 and older browsers lack it).
  */
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
@@ -28,6 +30,33 @@ export function floatToHalfBits(x: number): number {
   const rem = mant & 0x1fff;
   // A carry out of the mantissa correctly bumps the exponent (up to Infinity).
   return sign | (half + (rem > 0x1000 || (rem === 0x1000 && half & 1) ? 1 : 0));
+}
+
+let halfTableCache: Float32Array | null = null;
+/** binary16 bits → float32 for all 65536 patterns, built once. */
+export function halfTable(): Float32Array {
+  if (halfTableCache) return halfTableCache;
+  const t = new Float32Array(65536);
+  for (let b = 0; b < 65536; b++) {
+    const s = b & 0x8000 ? -1 : 1;
+    const e = (b >>> 10) & 0x1f;
+    const m = b & 0x3ff;
+    t[b] =
+      e === 0
+        ? s * m * 2 ** -24
+        : e === 31
+          ? m
+            ? Number.NaN
+            : s * Infinity
+          : s * (1 + m / 1024) * 2 ** (e - 15);
+  }
+  halfTableCache = t;
+  return t;
+}
+
+/** The float32 value of binary16 bits `h`. */
+export function halfBitsToFloat(h: number): number {
+  return halfTable()[h & 0xffff]!;
 }
 
 /** A Float32Array as binary16 bits. */

@@ -3,45 +3,13 @@
  * even, subnormals kept, overflow to ±Infinity), for the WebGPU backend's packed AdamW moments
  * (adamw.wgsl): snapshots unpack them, restores pack them (unpackMoments / packMoments). Not here: NaN payloads (a NaN stays a NaN).
  */
+// The conversions themselves live once, in model/half.ts.
+import { floatToHalfBits as f16Bits, halfBitsToFloat as f16Value } from '../model/half.ts';
+
+export { f16Bits, f16Value };
+
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
-
-/** The binary16 bits of x, rounded to nearest even. */
-export function f16Bits(x: number): number {
-  f32[0] = x;
-  const b = u32[0]!;
-  const sign = (b >>> 16) & 0x8000;
-  const exp = (b >>> 23) & 0xff;
-  const man = b & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (man ? 0x200 : 0); // Inf / NaN
-  const e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00; // overflow
-  if (e <= 0) {
-    // Subnormal (or zero): value = man' · 2^-24.
-    if (e < -10) return sign;
-    const m = man | 0x800000; // implicit 1
-    const shift = 14 - e; // 24-bit mantissa → (10 + e)-bit
-    const half = 1 << (shift - 1);
-    const rest = m & ((1 << shift) - 1);
-    let r = m >>> shift;
-    if (rest > half || (rest === half && r & 1)) r++;
-    return sign | r;
-  }
-  let r = (e << 10) | (man >>> 13);
-  const rest = man & 0x1fff;
-  if (rest > 0x1000 || (rest === 0x1000 && r & 1)) r++; // may carry into the exponent (→ Inf): correct
-  return sign | r;
-}
-
-/** The f32 value of binary16 bits h. */
-export function f16Value(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const e = (h >>> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return sign * m * 2 ** -24;
-  if (e === 0x1f) return m ? Number.NaN : sign * Number.POSITIVE_INFINITY;
-  return sign * (1 + m / 1024) * 2 ** (e - 15);
-}
 
 /** m and v from adamw.wgsl's packed words at scale S (m·S low half, sqrt(v)·S high half). */
 export function unpackMoments(packed: Uint32Array, S: number): [Float32Array, Float32Array] {
