@@ -145,6 +145,9 @@ export class Batcher {
   private fits(m: LoadedModel, rows: readonly Row[], row: Row): boolean {
     if (rows.length === 0) return true;
     if (!m.graph.hasPositionIds || m.leftPadding === false) return false;
+    // A gated graph's gate inputs belong to one selection (batch-feeds.ts concatenates only A/B): one
+    // request at a time there.
+    if (m.gates) return false;
     if (m.graph.session.inputNames.includes(LORA_ROW_MASK)) return true;
     const key = selectionKey(row.req);
     return rows.every((r) => selectionKey(r.req) === key);

@@ -121,6 +121,22 @@ describe('gated mix on the engine (wasm, then WebGPU)', () => {
     }
   });
 
+  it('concurrent requests on a gated model (gated mix, plain adapter, none) each equal their solo run', async () => {
+    // The batcher keeps a gated model to one request per forward (the gate inputs belong to one
+    // selection); overlapping calls still give exactly their solo tokens.
+    const reqs = [{ gated: MIX }, EXPERTS[0]!, null].map((adapter) => ({
+      prompt,
+      maxNewTokens: 4,
+      temperature: 0,
+      adapter,
+    }));
+    const solo = [];
+    for (const r of reqs) solo.push(await wasm.generate(r));
+    const together = await Promise.all(reqs.map((r) => wasm.generate(r)));
+    expect(together.map((r) => r.tokenIds)).toEqual(solo.map((r) => r.tokenIds));
+    expect(together.map((r) => r.timings.batchRows)).toEqual([1, 1, 1]);
+  });
+
   it('trainGates (2 CPU steps) stores a mix that generate runs', async () => {
     const lines = ['ROMEO:\n', 'KING HENRY:\n', 'ROMEO:\n', 'QUEEN:\n', 'ROMEO:\n', 'DUKE:\n'].map((p, i) =>
       JSON.stringify({
