@@ -331,7 +331,8 @@ function routeContext(
   host: BatchHost,
   signal: AbortSignal,
 ): RouteContext {
-  const batched = m.graph.session.inputNames.includes(LORA_ROW_MASK);
+  // A gated graph also needs gate inputs per selection: the sequential scorer (provider feeds) there.
+  const batched = !m.gates && m.graph.session.inputNames.includes(LORA_ROW_MASK);
   return {
     model: m,
     provider,

@@ -137,6 +137,24 @@ describe('gated mix on the engine (wasm, then WebGPU)', () => {
     expect(together.map((r) => r.timings.batchRows)).toEqual([1, 1, 1]);
   });
 
+  it("adapter 'auto' on a gated model scores its candidates and runs the pick exactly", async () => {
+    const routed = await wasm.generate({
+      prompt,
+      maxNewTokens: 3,
+      temperature: 0,
+      adapter: { auto: { candidates: [...EXPERTS] } },
+    });
+    expect(routed.routing?.scores.map((s) => s.adapter)).toEqual([...EXPERTS]);
+    expect(routed.routing?.chosen).toHaveLength(1);
+    const direct = await wasm.generate({
+      prompt,
+      maxNewTokens: 3,
+      temperature: 0,
+      adapter: routed.routing!.chosen[0]!,
+    });
+    expect(routed.tokenIds).toEqual(direct.tokenIds);
+  });
+
   it('trainGates (2 CPU steps) stores a mix that generate runs', async () => {
     const lines = ['ROMEO:\n', 'KING HENRY:\n', 'ROMEO:\n', 'QUEEN:\n', 'ROMEO:\n', 'DUKE:\n'].map((p, i) =>
       JSON.stringify({
