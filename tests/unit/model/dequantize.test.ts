@@ -45,6 +45,69 @@ describe('unpackNBits', () => {
   }
 });
 
+// The per-column loop unpackNBits had before its tiled rewrite (kept as the oracle): the rewrite must
+// give the same f32 bits for any bytes, scales and zero points, at shapes with a partial last block, an
+// odd K and N not a multiple of the 256-column tile.
+function unpackNBitsPerColumn(
+  packed: Uint8Array,
+  scales: Float32Array,
+  zeroPoints: Uint8Array | null,
+  K: number,
+  N: number,
+  blockSize: number,
+): Float32Array {
+  const nb = Math.ceil(K / blockSize);
+  const half = blockSize / 2;
+  const zpBytes = Math.ceil(nb / 2);
+  const w = new Float32Array(K * N);
+  for (let n = 0; n < N; n++) {
+    for (let b = 0; b < nb; b++) {
+      const s = scales[n * nb + b]!;
+      const z = zeroPoints ? (zeroPoints[n * zpBytes + (b >> 1)]! >> ((b & 1) * 4)) & 15 : 8;
+      const base = (n * nb + b) * half;
+      const k0 = b * blockSize;
+      const kEnd = Math.min(K, k0 + blockSize);
+      for (let k = k0; k < kEnd; k += 2) {
+        const byte = packed[base + ((k - k0) >> 1)]!;
+        w[k * N + n] = ((byte & 15) - z) * s;
+        if (k + 1 < kEnd) w[(k + 1) * N + n] = ((byte >> 4) - z) * s;
+      }
+    }
+  }
+  return w;
+}
+
+describe('unpackNBits against the per-column loop (bit-identical)', () => {
+  for (const zeroPoints of [false, true]) {
+    for (const [K, N, bs] of [
+      [576, 600, 32],
+      [77, 300, 32],
+      [130, 257, 64],
+      [16, 1, 16],
+      [1536, 40, 128],
+    ] as const) {
+      it(`K=${K}, N=${N}, block ${bs}, zeroPoints=${zeroPoints}`, () => {
+        const nb = Math.ceil(K / bs);
+        let seed = K * 7919 + N * 31 + bs + (zeroPoints ? 1 : 0);
+        const next = () => {
+          seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+          return seed >>> 8;
+        };
+        const packed = Uint8Array.from({ length: (N * nb * bs) / 2 }, () => next() & 255);
+        // Scales across magnitudes and signs, with subnormal-free but inexact products.
+        const scales = Float32Array.from(
+          { length: N * nb },
+          () => ((next() / 2 ** 24) * 2 - 1) * 2 ** ((next() % 40) - 20),
+        );
+        const zp = zeroPoints ? Uint8Array.from({ length: N * Math.ceil(nb / 2) }, () => next() & 255) : null;
+        const got = unpackNBits(packed, scales, zp, K, N, bs);
+        const want = unpackNBitsPerColumn(packed, scales, zp, K, N, bs);
+        expect(new Uint32Array(got.buffer)).toEqual(new Uint32Array(want.buffer));
+      });
+    }
+  }
+});
+
 describe('dequantizeNBits on the shipped q4 default model', () => {
   const q4 = decodeModel(new Uint8Array(readFileSync(Q4)));
 
