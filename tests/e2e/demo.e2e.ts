@@ -12,7 +12,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Browser, BrowserContext, Page } from 'playwright';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { collectPageErrors, launchChromium, startE2eServer, waitForDemoReady } from './helpers.ts';
+import { closeDemo, openDemo, type startE2eServer, waitForDemoReady } from './helpers.ts';
 import { ROOT } from './paths.ts';
 
 let browser: Browser;
@@ -47,32 +47,12 @@ async function importUrl(p: Page, url: string, name: string): Promise<void> {
 }
 
 beforeAll(async () => {
-  server = await startE2eServer();
-  if (server.adapters.examples) {
-    names = ['weblora-romeo', 'weblora-shout']; // the app lists adapters by name
-  } else {
-    // No example adapters in this build: list the test adapters in an index.json the app preinstalls.
-    names = ['fixture-a', 'fixture-b'];
-    const adapters = [
-      { name: names[0], path: server.adapters.a.slice(1), description: 'test adapter a' },
-      { name: names[1], path: server.adapters.b.slice(1), description: 'test adapter b' },
-    ];
-    server.files.set('/adapters/index.json', { body: JSON.stringify({ adapters }) });
-  }
-  browser = await launchChromium();
-  context = await browser.newContext({ viewport: { width: 1400, height: 1000 }, acceptDownloads: true });
-  page = await context.newPage();
-  errors = collectPageErrors(page);
-  await page.goto(`${server.origin}/?backend=wasm&mode=completion`);
-  await waitForDemoReady(page);
-  await page.waitForFunction(() => document.body.dataset.preinstall === 'done', null, { timeout: 60_000 });
+  const demo = await openDemo({ examples: ['weblora-romeo', 'weblora-shout'], acceptDownloads: true });
+  ({ server, browser, context, page, errors } = demo);
+  names = demo.names as [string, string];
 });
 
-afterAll(async () => {
-  await context?.close();
-  await browser?.close();
-  await server?.close();
-});
+afterAll(() => closeDemo({ server, browser, context }));
 
 describe('demo app', () => {
   it('loads the default model on wasm and preinstalls the listed adapters', async () => {

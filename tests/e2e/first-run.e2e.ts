@@ -10,13 +10,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Browser, BrowserContext, Page } from 'playwright';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  collectPageErrors,
-  EXAMPLE_ADAPTERS,
-  launchChromium,
-  startE2eServer,
-  waitForDemoReady,
-} from './helpers.ts';
+import { closeDemo, EXAMPLE_ADAPTERS, openDemo, type startE2eServer, waitForDemoReady } from './helpers.ts';
 import { ROOT } from './paths.ts';
 
 let browser: Browser;
@@ -44,21 +38,11 @@ async function importUrlError(p: Page, url: string): Promise<string> {
 }
 
 beforeAll(async () => {
-  server = await startE2eServer();
-  browser = await launchChromium();
-  context = await browser.newContext({ viewport: { width: 1400, height: 1000 }, acceptDownloads: true });
-  page = await context.newPage();
-  errors = collectPageErrors(page);
-  await page.goto(`${server.origin}/`); // no ?backend: the engine's auto choice
-  await waitForDemoReady(page);
-  await page.waitForFunction(() => document.body.dataset.preinstall === 'done', null, { timeout: 60_000 });
+  const demo = await openDemo({ query: '', acceptDownloads: true }); // no ?backend: the engine's auto choice
+  ({ server, browser, context, page, errors } = demo);
 });
 
-afterAll(async () => {
-  await context?.close();
-  await browser?.close();
-  await server?.close();
-});
+afterAll(() => closeDemo({ server, browser, context }));
 
 describe('first run of the demo', () => {
   it('auto chooses wasm on the SwiftShader adapter and says why', async () => {

@@ -8,7 +8,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { type Browser, chromium, type Page } from 'playwright';
+import { type Browser, type BrowserContext, chromium, type Page } from 'playwright';
 import { afterAll, beforeAll } from 'vitest';
 import { CHROMIUM_ARGS } from '../../vitest.config.ts';
 import { E2E_DIST, E2E_DIST_LIB, E2E_DIST_SUBPATH, ROOT, SUBPATH } from './paths.ts';
@@ -199,4 +199,69 @@ export async function waitForDemoReady(p: Page, timeout = 120_000): Promise<void
     null,
     { timeout, polling: 100 },
   );
+}
+
+/** The demo opened by `openDemo`: server, browser, page and the names of the stored adapters it lists. */
+export interface DemoSession {
+  server: E2eServer;
+  browser: Browser;
+  context: BrowserContext;
+  page: Page;
+  errors: string[];
+  /** `examples` when the build ships the example adapters, else the two test adapters' names. */
+  names: string[];
+}
+
+/**
+ * Starts the e2e server and Chromium and opens the demo at `query` (default wasm, completion mode) once
+ * its model is ready and its adapters are preinstalled. Without example adapters in the build, the two
+ * test adapters are listed in an index.json the app preinstalls as fixture-a / fixture-b.
+ */
+export async function openDemo(
+  opts: { examples?: readonly string[]; query?: string; acceptDownloads?: boolean } = {},
+): Promise<DemoSession> {
+  const server = await startE2eServer();
+  const opened: Partial<DemoSession> = { server };
+  try {
+    return await openDemoOn(server, opened, opts);
+  } catch (e) {
+    await closeDemo(opened);
+    throw e;
+  }
+}
+
+async function openDemoOn(
+  server: E2eServer,
+  opened: Partial<DemoSession>,
+  opts: { examples?: readonly string[]; query?: string; acceptDownloads?: boolean },
+): Promise<DemoSession> {
+  let names: string[] = [...(opts.examples ?? [])];
+  if (opts.examples && !server.adapters.examples) {
+    names = ['fixture-a', 'fixture-b'];
+    const adapters = [
+      { name: names[0], path: server.adapters.a.slice(1), description: 'test adapter a' },
+      { name: names[1], path: server.adapters.b.slice(1), description: 'test adapter b' },
+    ];
+    server.files.set('/adapters/index.json', { body: JSON.stringify({ adapters }) });
+  }
+  const browser = await launchChromium();
+  opened.browser = browser;
+  const context = await browser.newContext({
+    viewport: { width: 1400, height: 1000 },
+    ...(opts.acceptDownloads ? { acceptDownloads: true } : {}),
+  });
+  opened.context = context;
+  const page = await context.newPage();
+  const errors = collectPageErrors(page);
+  await page.goto(`${server.origin}/${opts.query ?? '?backend=wasm&mode=completion'}`);
+  await waitForDemoReady(page);
+  await page.waitForFunction(() => document.body.dataset.preinstall === 'done', null, { timeout: 60_000 });
+  return { server, browser, context, page, errors, names };
+}
+
+/** Closes what `openDemo` opened (each part may be missing when the set-up failed half-way). */
+export async function closeDemo(s: Partial<DemoSession>): Promise<void> {
+  await s.context?.close();
+  await s.browser?.close();
+  await s.server?.close();
 }

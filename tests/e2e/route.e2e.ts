@@ -7,7 +7,7 @@
  */
 import type { Browser, BrowserContext, Page } from 'playwright';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { collectPageErrors, launchChromium, startE2eServer, waitForDemoReady } from './helpers.ts';
+import { closeDemo, openDemo, type startE2eServer } from './helpers.ts';
 
 let browser: Browser;
 let server: Awaited<ReturnType<typeof startE2eServer>>;
@@ -17,31 +17,12 @@ let errors: string[];
 let names: string[];
 
 beforeAll(async () => {
-  server = await startE2eServer();
-  if (server.adapters.examples) {
-    names = ['weblora-reverse', 'weblora-romeo', 'weblora-shout'];
-  } else {
-    names = ['fixture-a', 'fixture-b'];
-    const adapters = [
-      { name: names[0], path: server.adapters.a.slice(1), description: 'test adapter a' },
-      { name: names[1], path: server.adapters.b.slice(1), description: 'test adapter b' },
-    ];
-    server.files.set('/adapters/index.json', { body: JSON.stringify({ adapters }) });
-  }
-  browser = await launchChromium();
-  context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
-  page = await context.newPage();
-  errors = collectPageErrors(page);
-  await page.goto(`${server.origin}/?backend=wasm&mode=completion`);
-  await waitForDemoReady(page);
-  await page.waitForFunction(() => document.body.dataset.preinstall === 'done', null, { timeout: 60_000 });
+  const demo = await openDemo({ examples: ['weblora-reverse', 'weblora-romeo', 'weblora-shout'] });
+  ({ server, browser, context, page, errors } = demo);
+  names = demo.names;
 });
 
-afterAll(async () => {
-  await context?.close();
-  await browser?.close();
-  await server?.close();
-});
+afterAll(() => closeDemo({ server, browser, context }));
 
 describe('demo: auto adapter choice and behaviour vs rank', () => {
   it('Auto picks a stored adapter per prompt and shows the choice, weights and losses', async () => {

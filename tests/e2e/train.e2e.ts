@@ -8,7 +8,7 @@
  */
 import type { Browser, BrowserContext, Page } from 'playwright';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { collectPageErrors, launchChromium, startE2eServer, waitForDemoReady } from './helpers.ts';
+import { closeDemo, openDemo, type startE2eServer, waitForDemoReady } from './helpers.ts';
 
 let browser: Browser;
 let server: Awaited<ReturnType<typeof startE2eServer>>;
@@ -56,21 +56,11 @@ const checkpointRow = (name: string): string =>
   `#pwa-mount [data-source="Training checkpoints"] li:has(.weblora-pwa-item:text-matches("^${name} "))`;
 
 beforeAll(async () => {
-  server = await startE2eServer();
-  browser = await launchChromium();
-  context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
-  page = await context.newPage();
-  errors = collectPageErrors(page);
-  await page.goto(`${server.origin}/?backend=wasm&mode=completion`);
-  await waitForDemoReady(page);
-  await page.waitForFunction(() => document.body.dataset.preinstall === 'done', null, { timeout: 60_000 });
+  const demo = await openDemo();
+  ({ server, browser, context, page, errors } = demo);
 });
 
-afterAll(async () => {
-  await context?.close();
-  await browser?.close();
-  await server?.close();
-});
+afterAll(() => closeDemo({ server, browser, context }));
 
 describe('Train panel', () => {
   it('names form problems in words and starts nothing', async () => {
