@@ -45,38 +45,9 @@ describe('unpackNBits', () => {
   }
 });
 
-// The per-column loop unpackNBits had before its tiled rewrite (kept as the oracle): the rewrite must
-// give the same f32 bits for any bytes, scales and zero points, at shapes with a partial last block, an
-// odd K and N not a multiple of the 256-column tile.
-function unpackNBitsPerColumn(
-  packed: Uint8Array,
-  scales: Float32Array,
-  zeroPoints: Uint8Array | null,
-  K: number,
-  N: number,
-  blockSize: number,
-): Float32Array {
-  const nb = Math.ceil(K / blockSize);
-  const half = blockSize / 2;
-  const zpBytes = Math.ceil(nb / 2);
-  const w = new Float32Array(K * N);
-  for (let n = 0; n < N; n++) {
-    for (let b = 0; b < nb; b++) {
-      const s = scales[n * nb + b]!;
-      const z = zeroPoints ? (zeroPoints[n * zpBytes + (b >> 1)]! >> ((b & 1) * 4)) & 15 : 8;
-      const base = (n * nb + b) * half;
-      const k0 = b * blockSize;
-      const kEnd = Math.min(K, k0 + blockSize);
-      for (let k = k0; k < kEnd; k += 2) {
-        const byte = packed[base + ((k - k0) >> 1)]!;
-        w[k * N + n] = ((byte & 15) - z) * s;
-        if (k + 1 < kEnd) w[(k + 1) * N + n] = ((byte >> 4) - z) * s;
-      }
-    }
-  }
-  return w;
-}
-
+// dequantizeMatMulNBits (quantize.ts) is the plain per-column loop: the tiled unpackNBits must give the
+// same f32 bits for any bytes, scales and zero points, at shapes with a partial last block, an odd K and
+// N not a multiple of the 256-column tile.
 describe('unpackNBits against the per-column loop (bit-identical)', () => {
   for (const zeroPoints of [false, true]) {
     for (const [K, N, bs] of [
@@ -101,7 +72,7 @@ describe('unpackNBits against the per-column loop (bit-identical)', () => {
         );
         const zp = zeroPoints ? Uint8Array.from({ length: N * Math.ceil(nb / 2) }, () => next() & 255) : null;
         const got = unpackNBits(packed, scales, zp, K, N, bs);
-        const want = unpackNBitsPerColumn(packed, scales, zp, K, N, bs);
+        const want = dequantizeMatMulNBits(packed, scales, zp ?? undefined, K, N, bs);
         expect(new Uint32Array(got.buffer)).toEqual(new Uint32Array(want.buffer));
       });
     }
