@@ -50,7 +50,6 @@ export function targetsSignature(targets: readonly LoraTarget[]): string {
 // float16 <-> float32: model/half.ts (one implementation for the library).
 export { floatToHalfBits as toHalf, halfBitsToFloat as fromHalf };
 
-const halves = halfTable;
 
 /** Packs `feeds` (every graph input of `targets`, in target order) for storage. */
 export function packFeeds(
@@ -76,7 +75,7 @@ export function packFeeds(
   const half = new Uint16Array(n);
   let exact = true;
   let o = 0;
-  const table = halves();
+  const table = halfTable();
   for (const name of names) {
     const d = feeds.feeds.get(name)!.data;
     for (let i = 0; i < d.length; i++) {
@@ -113,7 +112,7 @@ export function unpackFeeds(p: PackedFeeds): CpuFeeds {
   if (p.dtype === 'float32') all = new Float32Array(p.data);
   else {
     const h = new Uint16Array(p.data);
-    const table = halves();
+    const table = halfTable();
     all = new Float32Array(h.length);
     for (let i = 0; i < h.length; i++) all[i] = table[h[i]!]!;
   }
