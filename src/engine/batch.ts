@@ -24,7 +24,7 @@ import { promptNll, scoreSelections } from './batch-score.ts';
 import { type PreparedRequest, prepareRequest, TokenStream, yieldToEventLoop } from './decode.ts';
 import type { LoadedModel } from './load.ts';
 import type { SerialQueue } from './queue.ts';
-import { type RouteContext, type RoutingReport, routeRequest } from './route.ts';
+import { isAutoRequest, type RouteContext, type RoutingReport, routeRequest } from './route.ts';
 import { type DecoderGraph, KvStepper, type OrtTensor } from './session.ts';
 import type {
   AdapterFeedProvider,
@@ -149,6 +149,8 @@ export class Batcher {
     // request at a time there.
     if (m.gates) return false;
     if (m.graph.session.inputNames.includes(LORA_ROW_MASK)) return true;
+    // Without the row mask every row must use the same adapters; 'auto' is only known after routing.
+    if (isAutoRequest(row.req.adapter)) return false;
     const key = selectionKey(row.req);
     return rows.every((r) => selectionKey(r.req) === key);
   }
