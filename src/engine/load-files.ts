@@ -25,14 +25,13 @@ function hinted(path: string, a: Availability): ModelFileSpec {
 }
 
 import type { PhaseClock } from './load-phases.ts';
+import { localFilesSource, pickedPaths } from './local-files.ts';
 import {
   DEFAULT_MODEL_CACHE,
   type FetchModelFilesOptions,
   fetchModelFiles,
-  localFilesSource,
   type ModelFileProgress,
   type ModelFileSpec,
-  pickedPaths,
 } from './model-files.ts';
 import type { LoadProgress, ModelSource } from './types.ts';
 

@@ -4,11 +4,11 @@
 // injected fetch, and with a fetch that always fails = offline), verification before caching (sha256,
 // size), HTTP errors, abort mid-download, listing/deleting cached models, and user-picked local files.
 import { beforeAll, describe, expect, it } from 'vitest';
+import { localFilesSource } from '../../src/engine/local-files.ts';
 import {
   deleteCachedModel,
   fetchModelFiles,
   listCachedModels,
-  localFilesSource,
   type ModelFileProgress,
   type ModelFileSpec,
   sha256Hex,
