@@ -15,11 +15,12 @@
  * Methods `generate(prompt)` (resolves to the GenerateResult), `stop()` and `clear()` (new conversation). Events (bubbling, composed):
  * `progress` (LoadProgress), `token` (TokenDelta), `done` (GenerateResult), `error` ({ name, message,
  * data } — name is the typed error class, e.g. 'FetchError'). Elements naming the same model share one
- * worker and one load (registry.ts). Keyboard: Enter sends, Shift+Enter is a newline, Escape stops.
+ * worker and one load (registry.ts), or the page's engine when it adopted one for that model. Keyboard: Enter sends, Shift+Enter is a newline, Escape stops.
  * Parts: container, output, turn, prompt, response, status, progress, error, form, label, input,
  * send, stop, clear, picker. Changing `mode`, `model`, `backend` or `dtype` starts a new conversation.
  */
 import type {
+  AdapterSelection,
   ChatMessage,
   GenerateRequest,
   GenerateResult,
@@ -30,17 +31,20 @@ import type {
 import { NoModelError } from '../errors.ts';
 import { isModelDtype } from '../model/package.ts';
 import { formatBytes } from '../ui/format.ts';
+import { errorDetail, type WebLoraErrorDetail } from './error-detail.ts';
 import { FOLDER_PICKER_HTML, wireFolderPicker } from './folder-picker.ts';
-import { localModelId, type ModelKey, resolveModelUrl, type SharedModel, sharedModel } from './registry.ts';
+import {
+  type ChatEngine,
+  localModelId,
+  type ModelKey,
+  resolveModelUrl,
+  type SharedModel,
+  sharedModel,
+} from './registry.ts';
 import { STYLES } from './styles.ts';
+import { abortedResult, appendTurn } from './turn.ts';
 
-export interface WebLoraErrorDetail {
-  /** Typed error class name ('FetchError', 'AdapterFormatError', …) or 'Error'. */
-  name: string;
-  message: string;
-  data: Record<string, unknown>;
-  error: unknown;
-}
+export type { WebLoraErrorDetail } from './error-detail.ts';
 
 export interface WebLoraChatEventMap {
   progress: CustomEvent<LoadProgress>;
@@ -66,19 +70,6 @@ export type ChatMode = 'chat' | 'completion';
 const DEFAULT_MAX_TOKENS = 64;
 let instances = 0;
 
-function errorDetail(e: unknown): WebLoraErrorDetail {
-  if (e instanceof Error) {
-    const data = (e as { data?: unknown }).data;
-    return {
-      name: e.name || 'Error',
-      message: e.message || String(e),
-      data: data && typeof data === 'object' ? (data as Record<string, unknown>) : {},
-      error: e,
-    };
-  }
-  return { name: 'Error', message: String(e), data: {}, error: e };
-}
-
 const Base: typeof HTMLElement =
   typeof HTMLElement === 'undefined' ? (class {} as unknown as typeof HTMLElement) : HTMLElement;
 
@@ -94,7 +85,8 @@ export class WebLoraChat extends Base {
   readonly #stop: HTMLButtonElement;
   #shared: SharedModel | null = null;
   #unsubscribe: (() => void) | null = null;
-  #running = new Set<string>();
+  /** Running prompts → the engine each was sent to (null until sent). */
+  #running = new Map<string, ChatEngine | null>();
   #seq = 0;
   readonly #id = ++instances;
   #report: LoadReport | null = null;
@@ -288,16 +280,22 @@ export class WebLoraChat extends Base {
 
   async #generate(prompt: string, fromInput: boolean): Promise<GenerateResult> {
     const requestId = `${this.#id}-${++this.#seq}-${Date.now().toString(36)}`;
-    this.#running.add(requestId);
+    this.#running.set(requestId, null);
     this.#syncButtons();
     this.#error.textContent = '';
-    const turn = this.#newTurn(prompt);
+    const turn = appendTurn(this.#output, prompt);
     try {
-      const shared = this.#ensureModel();
-      const report = await shared.ready;
-      if (!this.#running.has(requestId)) return this.#aborted();
-      const adapter = await shared.resolveAdapter(this.getAttribute('adapter'));
-      if (!this.#running.has(requestId)) return this.#aborted();
+      let shared: SharedModel;
+      let report: LoadReport;
+      let adapter: AdapterSelection;
+      do {
+        // Again when the model was released meanwhile (the page's adopted engine switched model).
+        shared = this.#ensureModel();
+        report = await shared.ready;
+        if (!this.#running.has(requestId)) return this.#aborted();
+        adapter = await shared.resolveAdapter(this.getAttribute('adapter'));
+        if (!this.#running.has(requestId)) return this.#aborted();
+      } while (this.#shared !== shared);
       const req: GenerateRequest = { requestId, adapter, maxNewTokens: this.maxTokens };
       const temperature = this.temperature;
       if (temperature !== undefined) req.temperature = temperature;
@@ -313,6 +311,7 @@ export class WebLoraChat extends Base {
         req.prompt = prompt;
       }
       this.#setStatus('Generating…');
+      this.#running.set(requestId, shared.engine);
       const result = await shared.engine.generate(req, (delta) => {
         turn.response.textContent += delta.text;
         this.#output.scrollTop = this.#output.scrollHeight;
@@ -339,8 +338,11 @@ export class WebLoraChat extends Base {
 
   /** Stops this element's running (and queued) prompts; their `done` fires with finishReason 'abort'. */
   stop(): void {
-    const engine = this.#shared?.engine;
-    for (const id of this.#running) engine?.abort(id).catch(() => {});
+    for (const [id, engine] of this.#running) {
+      if (engine) engine.abort(id).catch(() => {});
+      else this.#running.delete(id); // not sent yet (model loading): it resolves as stopped
+    }
+    this.#syncButtons();
   }
 
   /** Typed listeners for this element's events (others fall through to HTMLElement's). */
@@ -378,12 +380,7 @@ export class WebLoraChat extends Base {
   }
 
   #aborted(): GenerateResult {
-    const result: GenerateResult = {
-      text: '',
-      tokenIds: [],
-      finishReason: 'abort',
-      timings: { prefillMs: 0, decodeMs: 0, tokensPerSecond: 0, promptTokens: 0 },
-    };
+    const result = abortedResult();
     this.#setStatus('Stopped.');
     this.#emit('done', result);
     return result;
@@ -409,7 +406,21 @@ export class WebLoraChat extends Base {
     const shared = sharedModel(this.#key());
     this.#shared = shared;
     this.#report = null;
-    this.#unsubscribe = shared.onProgress((p) => this.#onProgress(p));
+    const offProgress = shared.onProgress((p) => this.#onProgress(p));
+    // Released (the page's adopted engine now serves another model): resolve the model anew; running
+    // prompts finish on the engine they went to.
+    const offRelease = shared.onRelease(() => {
+      if (this.#shared !== shared) return;
+      this.#unsubscribe?.();
+      this.#unsubscribe = null;
+      this.#shared = null;
+      this.#report = null;
+      queueMicrotask(() => this.#load());
+    });
+    this.#unsubscribe = () => {
+      offProgress();
+      offRelease();
+    };
     this.#setStatus('Loading model…');
     shared.ready.then(
       (report) => {
@@ -453,22 +464,6 @@ export class WebLoraChat extends Base {
       this.#setStatus('Preparing model…');
     }
     this.#emit('progress', p);
-  }
-
-  #newTurn(prompt: string): { turn: HTMLElement; response: HTMLElement } {
-    const turn = document.createElement('div');
-    turn.className = 'turn';
-    turn.setAttribute('part', 'turn');
-    const p = document.createElement('span');
-    p.className = 'prompt';
-    p.setAttribute('part', 'prompt');
-    p.textContent = prompt;
-    const r = document.createElement('span');
-    r.className = 'response';
-    r.setAttribute('part', 'response');
-    turn.append(p, r);
-    this.#output.append(turn);
-    return { turn, response: r };
   }
 
   #fail(e: unknown): void {
