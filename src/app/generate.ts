@@ -5,8 +5,10 @@
  * line counts tokens and tok/s, and a run waiting behind another (a compare run, training) says "queued". Stop
  * or Escape aborts the request through `engine.abort(requestId)` (the engine answers within one decode
  * step with finishReason 'abort' and the text so far). Copy puts the output on the clipboard; finished
- * runs go to "Recent runs" (run-history.ts). Also exports `streamView`, the output box both this panel
- * and the compare columns use. Errors are shown as "TypedName: message" under the output.
+ * runs go to "Recent runs" (run-history.ts). A run that shared decode steps with other requests (an
+ * embedded `<weblora-chat>`, a compare) says "decoded in a batch of N" (`#output[data-batch-rows]`).
+ * Also exports `streamView`, the output box both this panel and the compare columns use. Errors are
+ * shown as "TypedName: message" under the output.
  */
 import type { ChatMessage, GenerateResult, RoutingReport } from '../engine/types.ts';
 import { h } from '../ui/dom.ts';
@@ -83,7 +85,9 @@ export function describeResult(r: GenerateResult): string {
   const t = r.timings;
   const n = r.tokenIds.length;
   const speed = t.tokensPerSecond > 0 ? `, ${t.tokensPerSecond.toFixed(1)} tok/s` : '';
-  return `${n} token${n === 1 ? '' : 's'} (${r.finishReason}) · prompt ${t.promptTokens} tokens in ${t.prefillMs.toFixed(0)} ms${speed}`;
+  // Continuous batching (engine/batch.ts): how many requests at most shared a decode step with this one.
+  const batch = (t.batchRows ?? 1) > 1 ? ` · decoded in a batch of ${t.batchRows}` : '';
+  return `${n} token${n === 1 ? '' : 's'} (${r.finishReason}) · prompt ${t.promptTokens} tokens in ${t.prefillMs.toFixed(0)} ms${speed}${batch}`;
 }
 
 /** "auto chose shout ×1.00 (prompt loss: shout 2.31, romeo 3.90 nats/token)"; base model = "base". */
@@ -210,6 +214,7 @@ export function mountGenerate(
       samplingForm.setContext(state.report?.config.maxPositionEmbeddings ?? null, r.timings.promptTokens);
       stats.textContent = `${describeResult(r)} · ${r.routing ? describeRouting(r.routing) : label}`;
       output.dataset.status = r.finishReason;
+      output.dataset.batchRows = String(r.timings.batchRows ?? 1);
       copyText = chat ? r.text : text + r.text;
       copy.disabled = false;
       history.add({

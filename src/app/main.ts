@@ -6,16 +6,20 @@
  * auto = the engine's choice; `?mode=chat|completion`, mode.ts), reloads it when the backend selector
  * changes, then installs the example adapters on first run. Automation hooks: `body[data-state]`
  * ('loading' | 'ready' | 'generating' | 'error'), `body[data-backend]`, `body[data-preinstall]`,
- * `body[data-mode]`, `#train-panel[data-phase]`.
+ * `body[data-mode]`, `#train-panel[data-phase]`. The engine is lent to `<weblora-chat>` elements on the
+ * page that ask for the same model (engine-sharing.ts; `?element` opens the panel holding one), so their
+ * prompts batch with the demo's on one worker.
  */
 import { createWorkerEngine } from '../engine/client.ts';
-import type { BackendPreference } from '../engine/types.ts';
+import type { BackendPreference, LoadProgress } from '../engine/types.ts';
 import { detectCapabilities } from '../env.ts';
 import { mountPwaControls } from '../pwa/index.ts';
 import { mountAdapterPicker } from './adapter-picker.ts';
 import { mountAdaptersPanel } from './adapters-panel.ts';
 import { mountCompare } from './compare.ts';
 import { byId, errorText, setMessage } from './dom.ts';
+import { mountElementPanel } from './element-panel.ts';
+import { EngineSharing } from './engine-sharing.ts';
 import { mountGenerate } from './generate.ts';
 import { mountMode } from './mode.ts';
 import { type ModelChoice, mountModelChooser } from './model-chooser.ts';
@@ -36,6 +40,7 @@ function backendFromUrl(): BackendPreference {
 
 const engine = createWorkerEngine();
 const state = new AppState(engine);
+const sharing = new EngineSharing(engine);
 const caps = detectCapabilities();
 
 // Storage / offline panel: the PWA controls (service worker, offline status, stored data).
@@ -59,6 +64,7 @@ mountGenerate(state, picker, mode, sampling);
 mountCompare(state, mode, picker);
 mountAdaptersPanel(state);
 const train = mountTrainPanel(state);
+mountElementPanel(sharing);
 
 const loadError = byId('load-error');
 const backendSelect = byId<HTMLSelectElement>('backend-select');
@@ -80,10 +86,12 @@ async function load(backend: BackendPreference, choice: ModelChoice = current): 
   chooser.setBusy(true);
   document.body.dataset.model = choice.label;
   try {
-    const report = await engine.loadModel(choice.source, {
+    let share: (p: LoadProgress) => void = () => {};
+    const loading = engine.loadModel(choice.source, {
       backend,
       ...(choice.dtype ? { dtype: choice.dtype } : {}),
       onProgress: (p) => {
+        share(p);
         if (seq === loadSeq) progress.onProgress(p);
       },
       onDeviceLost: (info) => {
@@ -91,6 +99,9 @@ async function load(backend: BackendPreference, choice: ModelChoice = current): 
         state.setModel('error');
       },
     });
+    // Elements asking for this model use this engine from now on (engine-sharing.ts).
+    share = sharing.loading({ choice, backend }, loading);
+    const report = await loading;
     if (seq !== loadSeq) return;
     current = choice;
     state.setModel('ready', report);
@@ -103,6 +114,7 @@ async function load(backend: BackendPreference, choice: ModelChoice = current): 
     // package is valid): keep serving it.
     const still = await engine.info().catch(() => null);
     if (seq !== loadSeq) return;
+    sharing.failed(still);
     document.body.dataset.model = current.label;
     if (still) state.setModel('ready', still);
     else state.setModel('error');
