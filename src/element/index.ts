@@ -1,7 +1,8 @@
 /**
  * Entry of the `<weblora-chat>` library build (vite.lib.config.ts → dist-lib/weblora-chat.js):
  * importing it defines the element. Also the import for apps built with this repo's Vite config.
- * Exports the class, the define helper and the registry knobs (where the runtime / default model live).
+ * Exports the class, the define helper and the registry knobs (where the runtime / default model live),
+ * and `adoptEngine`, which lends a page's own worker engine to the elements that ask for its model.
  */
 import { defineWebLoraChat } from './weblora-chat.ts';
 
@@ -11,7 +12,16 @@ export type {
   LoadReport,
   TokenDelta,
 } from '../engine/types.ts';
-export { configureWebLora, getWebLoraConfig, type WebLoraConfig } from './registry.ts';
+export {
+  type AdoptedModel,
+  adoptEngine,
+  configureWebLora,
+  getWebLoraConfig,
+  type ModelKey,
+  modelKeyString,
+  resolveModelUrl,
+  type WebLoraConfig,
+} from './registry.ts';
 export {
   defineWebLoraChat,
   WebLoraChat,

