@@ -4,7 +4,8 @@
 // decodes in one batch with the page's (`timings.batchRows` 2; each reply equals its solo greedy reply);
 // a release sends the element to a worker of its own while the page's engine lives on; adopting over
 // that worker moves the element back and terminates the registry's worker; a failed adopted load leaves
-// the registry without touching the engine. Workers are counted by wrapping the global Worker class.
+// the registry without touching the engine; stop() ends a prompt still waiting for its model (nothing
+// is generated). Workers are counted by wrapping the global Worker class.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { configureWebLora } from '../../src/element/index.ts';
 import {
@@ -135,6 +136,33 @@ describe('adoptEngine: a page engine shared with <weblora-chat>', () => {
     expect([page.timings.batchRows, element.timings.batchRows]).toEqual([2, 2]);
     expect(reply(element)).toEqual(reply(elementSolo));
     expect(workers).toHaveLength(2);
+  });
+
+  it('stop() ends a prompt still waiting for its model: nothing is generated, done says abort', async () => {
+    // A load the test settles itself, adopted under the key of an element asking for fp32.
+    let settle: (r: LoadReport) => void = () => {};
+    const pending = new Promise<LoadReport>((resolve) => {
+      settle = resolve;
+    });
+    const fp32: ModelKey = { ...key, dtype: 'fp32' };
+    const waiting = adoptEngine(fp32, engine, pending);
+    const other = newElement();
+    other.setAttribute('dtype', 'fp32');
+    try {
+      const done: string[] = [];
+      other.addEventListener('done', (e) => done.push(e.detail.finishReason));
+      const prompt = other.generate(ELEMENT_PROMPT);
+      expect(other.busy).toBe(true);
+      other.stop();
+      expect(other.busy).toBe(false);
+      settle((await engine.info()) as LoadReport);
+      const r = await prompt;
+      expect([r.finishReason, r.tokenIds, done]).toEqual(['abort', [], ['abort']]);
+    } finally {
+      other.remove();
+      waiting.release();
+    }
+    expect(workers).toHaveLength(2); // the fp32 element used the adopted engine too
   });
 
   it('a failed adopted load leaves the registry; the engine is neither terminated nor released', async () => {
