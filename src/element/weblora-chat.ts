@@ -322,7 +322,8 @@ export class WebLoraChat extends Base {
       const t = result.timings;
       this.#setStatus(
         `${result.tokenIds.length} tokens${t.tokensPerSecond > 0 ? `, ${t.tokensPerSecond.toFixed(1)} tok/s` : ''} ` +
-          `(${report.backend}${result.finishReason === 'abort' ? ', stopped' : ''})` +
+          `(${report.backend}${result.finishReason === 'abort' ? ', stopped' : ''}` +
+          `${(t.batchRows ?? 1) > 1 ? `, batch of ${t.batchRows}` : ''})` +
           (result.routing ? ` · auto: ${result.routing.chosen.map((a) => a ?? 'base').join(' + ')}` : ''),
       );
       this.#emit('done', result);
