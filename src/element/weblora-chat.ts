@@ -17,8 +17,8 @@
  * data } — name is the typed error class, e.g. 'FetchError'). Elements naming the same model share one
  * worker and one load (registry.ts), or the page's engine when it adopted one for that model (its status
  * line then says "batch of N" when prompts decoded together). Keyboard: Enter sends, Shift+Enter is a
- * newline, Escape stops. Parts: container, output, turn, prompt, response, status, progress, error, form, label, input,
- * send, stop, clear, picker. Changing `mode`, `model`, `backend` or `dtype` starts a new conversation.
+ * newline, Escape stops. Parts: container, output, turn, prompt, response, status, progress, error,
+ * form, label, input, send, stop, clear, picker. Changing `mode`, `model`, `backend` or `dtype` starts a new conversation.
  */
 import type {
   AdapterSelection,
