@@ -8,6 +8,8 @@
  * (`store.loadFeeds`, what every cold swap did before packs), cold swaps from the packed feeds
  * (`store.loadPackedFeeds`, the default; float32 here, since a random float32 adapter is not float16-
  * exact), and the same with `feedPrecision: 'f16'` (half the bytes read; feed-pack.ts states the error).
+ * On webgpu each packed store also gets the phase profile of swap-profile.ts (IndexedDB read, widening,
+ * createBuffer, writeBuffer, submit, onSubmittedWorkDone; the engine's upload against swap-ways.ts's).
  */
 import * as ortWebgpu from 'onnxruntime-web/webgpu';
 import { importPeftAdapter } from '../src/adapters/import.ts';
@@ -18,6 +20,8 @@ import { injectLora } from '../src/model/inject-lora.ts';
 import { decodeModel } from '../src/model/onnx-io.ts';
 import { modelFileName } from '../src/model/package.ts';
 import { ADAPTER, measureSwaps, RANK, randomAdapter } from './ours.ts';
+import type { ProfileResult } from './swap-phases.ts';
+import { profileColdSwap } from './swap-profile.ts';
 import type { BenchBackend, BenchDtype, BenchModel, SwapResult } from './types.ts';
 
 export interface SwapSuiteOptions {
@@ -39,6 +43,8 @@ export interface SwapSuiteResult {
   packed: SwapResult;
   /** As `packed`, stored float16. */
   packedF16: SwapResult;
+  /** webgpu: phase profile of cold swaps from each pack (swap-profile.ts); null on wasm. */
+  profile: { packed: ProfileResult; packedF16: ProfileResult } | null;
 }
 
 type Log = (msg: string) => void;
@@ -59,6 +65,7 @@ export async function runSwap(o: SwapSuiteOptions, log: Log): Promise<SwapSuiteR
     if (!adapter) throw new Error('no WebGPU adapter');
     device = await adapter.requestDevice();
   }
+  const profiles: ProfileResult[] = [];
   const run = async (label: string, precision: 'exact' | 'f16', packs: boolean): Promise<SwapResult> => {
     const store = new AdapterStore({
       dbName: `weblora-bench-swap-${Date.now()}-${label}`,
@@ -84,6 +91,10 @@ export async function runSwap(o: SwapSuiteOptions, log: Log): Promise<SwapSuiteR
     log(`swap/${o.backend}: ${label}: ${o.swaps} hot, ${o.swaps} cold`);
     const r = await measureSwaps(p, targets, device, o.swaps);
     p.dispose();
+    if (packs && device) {
+      log(`swap/${o.backend}: ${label}: phase profile, ${o.swaps} × 4 ways`);
+      profiles.push(await profileColdSwap(store, targets, device, o.swaps));
+    }
     await store.delete(ADAPTER);
     return r;
   };
@@ -96,7 +107,9 @@ export async function runSwap(o: SwapSuiteOptions, log: Log): Promise<SwapSuiteR
     files: await run('files', 'exact', false),
     packed: await run('packed', 'exact', true),
     packedF16: await run('packed-f16', 'f16', true),
+    profile: null,
   };
+  if (profiles.length === 2) out.profile = { packed: profiles[0]!, packedF16: profiles[1]! };
   device?.destroy();
   return out;
 }

@@ -2,7 +2,7 @@
  * LRU caches of ready-to-feed LoRA tensors with a byte budget, keyed by a string the caller builds
  * (provider.ts: adapter name@version, or a mix key, plus the target set). `AdapterGpuCache` holds each
  * input as a GPUBuffer on onnxruntime-web's own GPUDevice (`ort.env.webgpu.device`, passed in) and
- * feeds `ort.Tensor.fromGpuBuffer`, so a hot hit uploads nothing; a miss uploads once (one
+ * feeds `ort.Tensor.fromGpuBuffer`, so a hot hit uploads nothing; a miss uploads once (gpu-upload.ts: one
  * `queue.writeBuffer` per input, counted in `stats`). `AdapterCpuCache` is the wasm-session variant
  * with ordinary tensors. Entries in use (acquired, not yet released) are pinned: eviction skips them
  * and destroys their buffers only after release. Feeds have rank ≥ 1: "no adapter" never reaches a
@@ -10,6 +10,7 @@
  */
 import type * as ort from 'onnxruntime-web';
 import { DeviceLostError, InvalidOptionError } from '../errors.ts';
+import { GPU_ALIGN, uploadPerTensor } from './gpu-upload.ts';
 import type { CpuFeeds, OrtLike } from './types.ts';
 
 export interface CacheStats {
@@ -205,8 +206,6 @@ export class AdapterCpuCache extends LruFeedCache {
   }
 }
 
-const GPU_ALIGN = 16;
-
 /** For WebGPU sessions: one GPUBuffer per non-empty input, on ORT's device. */
 export class AdapterGpuCache extends LruFeedCache {
   readonly device: GPUDevice;
@@ -232,43 +231,27 @@ export class AdapterGpuCache extends LruFeedCache {
         rank: feeds.rank,
       });
     }
-    const buffers: GPUBuffer[] = [];
+    const up = uploadPerTensor(this.device, feeds.feeds, key);
+    const destroy = (): void => {
+      for (const x of up.inputs) x.buffer.destroy();
+    };
     const out: Record<string, ort.Tensor> = {};
-    let bytes = 0;
     try {
-      for (const [name, f] of feeds.feeds) {
-        const dims = f.dims;
-        const n = dims[0] * dims[1];
-        // ORT's WebGPU EP rounds bindings up to 16 bytes; give it that much buffer.
-        const size = Math.max(GPU_ALIGN, Math.ceil((4 * n) / GPU_ALIGN) * GPU_ALIGN);
-        const buf = this.device.createBuffer({
-          label: `lora ${key} ${name}`,
-          size,
-          usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
-        });
-        buffers.push(buf);
-        this.device.queue.writeBuffer(buf, 0, f.data.buffer, f.data.byteOffset, f.data.byteLength);
-        this.stats.writeBufferCalls++;
-        this.stats.uploadedBytes += f.data.byteLength;
-        bytes += size;
-        out[name] = this.ort.Tensor.fromGpuBuffer(buf, {
+      for (const { name, dims, buffer } of up.inputs) {
+        out[name] = this.ort.Tensor.fromGpuBuffer(buffer, {
           dataType: 'float32',
           dims,
-          download: () => readBuffer(this.device, buf, n),
+          download: () => readBuffer(this.device, buffer, dims[0] * dims[1]),
         }) as ort.Tensor;
       }
     } catch (e) {
-      for (const b of buffers) b.destroy();
+      destroy();
       throw e;
     }
+    this.stats.writeBufferCalls += up.writeBufferCalls;
+    this.stats.uploadedBytes += up.uploadedBytes;
     this.stats.uploads++;
-    return {
-      feeds: out,
-      bytes,
-      destroy: () => {
-        for (const b of buffers) b.destroy();
-      },
-    };
+    return { feeds: out, bytes: up.bytes, destroy };
   }
 }
 
