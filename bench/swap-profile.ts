@@ -72,12 +72,10 @@ export async function profileColdSwap(
       } else {
         const feeds = unpackFeeds(pack);
         lap('f16→f32 on CPU');
-        up = (way === 'per-tensor writeBuffer' ? uploadPerTensor : uploadMapped)(
-          device,
-          feeds.feeds,
-          ADAPTER,
-          lap,
-        );
+        up =
+          way === 'per-tensor writeBuffer'
+            ? uploadPerTensor(device, feeds.feeds, ADAPTER, { lap })
+            : uploadMapped(device, feeds.feeds, ADAPTER, lap);
       }
       if (way.startsWith('per-tensor')) s['encode + submit'].push(0);
       await device.queue.onSubmittedWorkDone();

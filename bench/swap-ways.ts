@@ -74,7 +74,7 @@ export function uploadMapped(
       uploadedBytes += f.data.byteLength;
     });
     lap('writeBuffer');
-    return { inputs, bytes, writeBufferCalls: 0, uploadedBytes };
+    return { inputs, bytes, writeBufferCalls: 0, uploadedBytes, reusedBuffers: 0 };
   });
 }
 
@@ -127,7 +127,7 @@ export function uploadPackF32(device: GPUDevice, pack: PackedFeeds, label: strin
       copyInto(enc, staging, pack, inputs);
       device.queue.submit([enc.finish()]);
       lap('encode + submit');
-      return { inputs, bytes, writeBufferCalls: 1, uploadedBytes: data.byteLength };
+      return { inputs, bytes, writeBufferCalls: 1, uploadedBytes: data.byteLength, reusedBuffers: 0 };
     });
   } finally {
     staging.destroy();
@@ -208,7 +208,7 @@ export function uploadPackF16(device: GPUDevice, pack: PackedFeeds, label: strin
       copyInto(enc, wide, pack, inputs);
       device.queue.submit([enc.finish()]);
       lap('encode + submit');
-      return { inputs, bytes, writeBufferCalls: 2, uploadedBytes: whole.byteLength + 16 };
+      return { inputs, bytes, writeBufferCalls: 2, uploadedBytes: whole.byteLength + 16, reusedBuffers: 0 };
     });
   } finally {
     src.destroy();

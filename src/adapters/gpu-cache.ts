@@ -10,7 +10,8 @@
  */
 import type * as ort from 'onnxruntime-web';
 import { DeviceLostError, InvalidOptionError } from '../errors.ts';
-import { GPU_ALIGN, uploadPerTensor } from './gpu-upload.ts';
+import { GpuBufferPool } from './gpu-pool.ts';
+import { GPU_ALIGN, paddedSize, uploadPerTensor } from './gpu-upload.ts';
 import type { CpuFeeds, OrtLike } from './types.ts';
 
 export interface CacheStats {
@@ -22,6 +23,8 @@ export interface CacheStats {
   /** GPU: `queue.writeBuffer` calls made by this cache, and the bytes they moved. */
   writeBufferCalls: number;
   uploadedBytes: number;
+  /** GPU: feed buffers reused from dropped entries (gpu-pool.ts) instead of created. */
+  reusedBuffers: number;
 }
 
 export interface Acquired {
@@ -49,6 +52,7 @@ abstract class LruFeedCache {
     uploads: 0,
     writeBufferCalls: 0,
     uploadedBytes: 0,
+    reusedBuffers: 0,
   };
   /** Map order = recency (oldest first). */
   private readonly entries = new Map<string, Entry>();
@@ -144,6 +148,18 @@ abstract class LruFeedCache {
     this.trim(entry);
   }
 
+  /**
+   * Evicts least-recently-used unpinned entries until `bytes` more fit the budget: a miss about to
+   * upload calls it first, so the buffers it frees can be reused by that upload (the same entries the
+   * trim after the upload would evict).
+   */
+  protected makeRoom(bytes: number): void {
+    for (const e of this.entries.values()) {
+      if (this.held + bytes <= this.budgetBytes) return;
+      if (e.pins === 0) this.evictEntry(e);
+    }
+  }
+
   /** Evict least-recently-used unpinned entries (never `keep`) until within budget. */
   private trim(keep?: Entry): void {
     for (const e of this.entries.values()) {
@@ -206,10 +222,17 @@ export class AdapterCpuCache extends LruFeedCache {
   }
 }
 
-/** For WebGPU sessions: one GPUBuffer per non-empty input, on ORT's device. */
+/**
+ * For WebGPU sessions: one GPUBuffer per non-empty input, on ORT's device. Buffers of dropped entries go
+ * to a pool (gpu-pool.ts) for the next upload of the same shapes, kept while cached + pooled bytes fit
+ * the budget; `clear()` empties it (buffers of entries still in use at that moment are destroyed on
+ * release, not pooled, until the next upload).
+ */
 export class AdapterGpuCache extends LruFeedCache {
   readonly device: GPUDevice;
   private readonly ort: OrtLike;
+  private readonly pool = new GpuBufferPool();
+  private pooling = true;
   private lost = false;
 
   constructor(opts: { device: GPUDevice; budgetBytes: number; ort: OrtLike }) {
@@ -218,7 +241,34 @@ export class AdapterGpuCache extends LruFeedCache {
     this.ort = opts.ort;
     opts.device.lost?.then(() => {
       this.lost = true;
+      this.pool.clear();
     });
+  }
+
+  /** Bytes of free buffers kept for reuse (not in `bytesHeld`; with it, within the budget). */
+  get pooledBytes(): number {
+    return this.pool.bytes;
+  }
+
+  override insert(key: string, feeds: Record<string, ort.Tensor>, bytes: number, destroy: () => void): void {
+    super.insert(key, feeds, bytes, destroy);
+    this.pool.trim(this.budgetBytes - this.bytesHeld);
+  }
+
+  override clear(): void {
+    this.pooling = false;
+    super.clear();
+    this.pool.clear();
+  }
+
+  /** Frees an entry's buffers: into the pool (within budget) or destroyed. */
+  private recycle(buffers: GPUBuffer[]): void {
+    if (!this.pooling || this.lost) {
+      for (const b of buffers) b.destroy();
+      return;
+    }
+    for (const b of buffers) this.pool.give(b);
+    this.pool.trim(this.budgetBytes - this.bytesHeld);
   }
 
   protected materialize(key: string, feeds: CpuFeeds) {
@@ -231,10 +281,15 @@ export class AdapterGpuCache extends LruFeedCache {
         rank: feeds.rank,
       });
     }
-    const up = uploadPerTensor(this.device, feeds.feeds, key);
-    const destroy = (): void => {
-      for (const x of up.inputs) x.buffer.destroy();
-    };
+    this.pooling = true;
+    let need = 0;
+    for (const f of feeds.feeds.values()) need += paddedSize(f.dims[0] * f.dims[1]);
+    this.makeRoom(need);
+    const up = uploadPerTensor(this.device, feeds.feeds, key, { take: (size) => this.pool.take(size) });
+    // Room for the new entry: cached + pooled stays within the budget (the LRU trims the cached part).
+    this.pool.trim(this.budgetBytes - this.bytesHeld - up.bytes);
+    const buffers = up.inputs.map((x) => x.buffer);
+    const destroy = (): void => this.recycle(buffers);
     const out: Record<string, ort.Tensor> = {};
     try {
       for (const { name, dims, buffer } of up.inputs) {
@@ -245,11 +300,12 @@ export class AdapterGpuCache extends LruFeedCache {
         }) as ort.Tensor;
       }
     } catch (e) {
-      destroy();
+      for (const b of buffers) b.destroy();
       throw e;
     }
     this.stats.writeBufferCalls += up.writeBufferCalls;
     this.stats.uploadedBytes += up.uploadedBytes;
+    this.stats.reusedBuffers += up.reusedBuffers;
     this.stats.uploads++;
     return { feeds: out, bytes: up.bytes, destroy };
   }

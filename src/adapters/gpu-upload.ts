@@ -30,26 +30,41 @@ export interface Upload {
   /** `queue.writeBuffer` calls made and the bytes they moved from the CPU. */
   writeBufferCalls: number;
   uploadedBytes: number;
+  /** Buffers taken from a pool instead of created (the rest were created). */
+  reusedBuffers: number;
 }
 
 /** Called between phases with the phase just done (bench/swap-profile.ts times them); optional. */
 export type Lap = (phase: 'createBuffer' | 'writeBuffer' | 'encode + submit') => void;
 const noLap: Lap = () => {};
 
-/** One buffer and one `writeBuffer` per input; on an exception every buffer made is destroyed. */
+export interface UploadOptions {
+  /** A free buffer of exactly `size` bytes to reuse instead of `createBuffer` (gpu-pool.ts). */
+  take?: (size: number) => GPUBuffer | undefined;
+  lap?: Lap;
+}
+
+/**
+ * One buffer (reused through `take` when it has one of the size, else created) and one `writeBuffer` per
+ * input; on an exception every buffer it holds is destroyed.
+ */
 export function uploadPerTensor(
   device: GPUDevice,
   feeds: Iterable<[string, LoraFeed]>,
   label: string,
-  lap: Lap = noLap,
+  opts: UploadOptions = {},
 ): Upload {
+  const lap = opts.lap ?? noLap;
   const list = [...feeds];
   const inputs: UploadedInput[] = [];
+  let reused = 0;
   try {
     let bytes = 0;
     for (const [name, f] of list) {
       const size = paddedSize(f.dims[0] * f.dims[1]);
-      const buffer = device.createBuffer({ label: `lora ${label} ${name}`, size, usage: FEED_USAGE() });
+      let buffer = opts.take?.(size);
+      if (buffer) reused++;
+      else buffer = device.createBuffer({ label: `lora ${label} ${name}`, size, usage: FEED_USAGE() });
       inputs.push({ name, dims: [f.dims[0], f.dims[1]], buffer });
       bytes += size;
     }
@@ -60,7 +75,7 @@ export function uploadPerTensor(
       uploadedBytes += f.data.byteLength;
     });
     lap('writeBuffer');
-    return { inputs, bytes, writeBufferCalls: list.length, uploadedBytes };
+    return { inputs, bytes, writeBufferCalls: list.length, uploadedBytes, reusedBuffers: reused };
   } catch (e) {
     for (const x of inputs) x.buffer.destroy();
     throw e;

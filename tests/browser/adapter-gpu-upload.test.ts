@@ -9,7 +9,7 @@ import { createStore, get, set } from 'idb-keyval';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { uploadPackF16 } from '../../bench/swap-ways.ts';
 import { type StoredPack, targetsSignature, toHalf } from '../../src/adapters/feed-pack.ts';
-import { readBuffer } from '../../src/adapters/gpu-cache.ts';
+import { type AdapterGpuCache, readBuffer } from '../../src/adapters/gpu-cache.ts';
 import { importPeftAdapter } from '../../src/adapters/import.ts';
 import { buildPeftFiles } from '../../src/adapters/peft-writer.ts';
 import { type AdapterProvider, createAdapterProvider } from '../../src/adapters/provider.ts';
@@ -80,19 +80,27 @@ async function packedSoon(store: AdapterStore, name: string): Promise<void> {
   throw new Error(`no pack of ${name} was written`);
 }
 
-/** Counts `device.queue.writeBuffer` calls while `f` runs. */
-async function countWrites<T>(f: () => Promise<T>): Promise<{ value: T; writes: number }> {
+/** Counts `device.queue.writeBuffer` and `device.createBuffer` calls while `f` runs. */
+async function countWrites<T>(f: () => Promise<T>): Promise<{ value: T; writes: number; creates: number }> {
   const q = device.queue;
   const orig = q.writeBuffer;
+  const origCreate = device.createBuffer;
   let writes = 0;
+  let creates = 0;
   q.writeBuffer = function (this: GPUQueue, ...args: Parameters<GPUQueue['writeBuffer']>) {
     writes++;
     return orig.apply(this, args);
   } as GPUQueue['writeBuffer'];
+  device.createBuffer = function (this: GPUDevice, ...args: Parameters<GPUDevice['createBuffer']>) {
+    creates++;
+    return origCreate.apply(this, args);
+  } as GPUDevice['createBuffer'];
   try {
-    return { value: await f(), writes };
+    const value = await f();
+    return { value, writes, creates };
   } finally {
     q.writeBuffer = orig;
+    device.createBuffer = origCreate;
   }
 }
 
@@ -100,19 +108,22 @@ const bits = (x: Float32Array): Uint32Array => new Uint32Array(x.buffer, x.byteO
 
 /**
  * Forget → cold swap (from the pack) → read every GPU buffer back; checks the counters of a cold and a
- * hot swap. Returns name → values fed.
+ * hot swap. The forgotten entry's buffers (same shapes) are reused: no createBuffer. Returns name →
+ * values fed.
  */
 async function coldSwapValues(p: AdapterProvider, name: string): Promise<Map<string, Float32Array>> {
   p.forget(name);
   const s0 = p.stats();
-  const w0 = p.cache.stats.writeBufferCalls;
+  const { writeBufferCalls: w0, reusedBuffers: r0 } = p.cache.stats;
   const cold = await countWrites(() => p.feedsFor(name, targets));
   const f = cold.value!;
   const inputs = Object.keys(f.feeds).length;
   expect(inputs).toBe(2 * targets.length);
   expect(cold.writes).toBe(inputs);
+  expect(cold.creates).toBe(0);
   expect(p.stats()).toMatchObject({ uploads: s0.uploads + 1, misses: s0.misses + 1 });
   expect(p.cache.stats.writeBufferCalls - w0).toBe(inputs);
+  expect(p.cache.stats.reusedBuffers - r0).toBe(inputs);
   const out = new Map<string, Float32Array>();
   for (const [k, t] of Object.entries(f.feeds)) {
     expect(t.location).toBe('gpu-buffer');
@@ -122,6 +133,7 @@ async function coldSwapValues(p: AdapterProvider, name: string): Promise<Map<str
   const hot = await countWrites(() => p.feedsFor(name, targets));
   hot.value!.release();
   expect(hot.writes).toBe(0);
+  expect(hot.creates).toBe(0);
   expect(p.stats()).toMatchObject({ uploads: s0.uploads + 1, hits: s0.hits + 1 });
   return out;
 }
@@ -205,6 +217,66 @@ describe('webgpu cold swap from the stored pack', () => {
     const legacy = await store.loadPackedFeeds('f32', targets);
     expect(legacy.packed).toBe(true);
     expectBitsEqual(await coldSwapValues(p, 'f32'), (await store.loadFeeds('f32', targets)).feeds);
+  });
+});
+
+describe('buffer reuse (gpu-pool.ts) under the cache budget', () => {
+  const store = new AdapterStore({ dbName: `${DB}-pool` });
+  afterAll(async () => {
+    for (const a of await store.list()) await store.delete(a.name);
+  });
+
+  it('an LRU eviction then a cold swap of a same-shaped adapter creates no buffer; cached + pooled ≤ budget', async () => {
+    await save(store, 'a', 31);
+    await save(store, 'b', 32);
+    await save(store, 'c', 33);
+    const one = 4 * 4 * targets.reduce((n, t) => n + t.in + t.out, 0); // rank 4, f32, all 16-byte multiples
+    const p = createAdapterProvider({ store, ort, device, budgetBytes: one });
+    const cache = p.cache as AdapterGpuCache;
+    const inputs = 2 * targets.length;
+    const first = await countWrites(() => p.feedsFor('a', targets));
+    first.value!.release();
+    expect(first.creates).toBe(inputs);
+    expect(cache.bytesHeld).toBe(one);
+    // 'b' does not fit beside 'a': 'a' is evicted before the upload and its buffers are filled with 'b'.
+    const second = await countWrites(() => p.feedsFor('b', targets));
+    expect(second.creates).toBe(0);
+    expect(cache.stats).toMatchObject({ evictions: 1, reusedBuffers: inputs, uploads: 2 });
+    expect(cache.keys()).toEqual([expect.stringMatching(/^a:b@/)]);
+    const got = new Map<string, Float32Array>();
+    for (const [k, t] of Object.entries(second.value!.feeds)) {
+      got.set(k, await readBuffer(device, t.gpuBuffer as GPUBuffer, t.dims[0]! * t.dims[1]!));
+    }
+    expectBitsEqual(got, (await store.loadFeeds('b', targets)).feeds); // nothing of 'a' left
+    second.value!.release();
+    expect(cache.bytesHeld + cache.pooledBytes).toBeLessThanOrEqual(one);
+    // While 'b' is in use nothing can be evicted: 'c' creates its buffers. Releasing 'b' evicts it, and
+    // with 'c' filling the budget its buffers are destroyed, not pooled.
+    const b = await p.feedsFor('b', targets);
+    const c = await countWrites(() => p.feedsFor('c', targets));
+    expect(c.creates).toBe(inputs);
+    expect(cache.bytesHeld).toBe(2 * one);
+    b!.release();
+    c.value!.release();
+    expect(cache.keys()).toEqual([expect.stringMatching(/^a:c@/)]);
+    expect(cache.bytesHeld).toBe(one);
+    expect(cache.pooledBytes).toBe(0);
+    p.dispose();
+    expect(cache.bytesHeld + cache.pooledBytes).toBe(0);
+  });
+
+  it('clear() leaves no pooled buffer; an entry in use at clear() is destroyed on release, not pooled', async () => {
+    const p = createAdapterProvider({ store, ort, device, budgetBytes: 1 << 30 });
+    const cache = p.cache as AdapterGpuCache;
+    (await p.feedsFor('a', targets))!.release();
+    p.forget('a');
+    expect(cache.pooledBytes).toBeGreaterThan(0);
+    const inUse = await p.feedsFor('b', targets);
+    p.dispose();
+    expect(cache.pooledBytes).toBe(0);
+    inUse!.release();
+    expect(cache.pooledBytes).toBe(0);
+    expect(cache.bytesHeld).toBe(0);
   });
 });
 
