@@ -14,6 +14,7 @@ export type Phase = (typeof PHASES)[number];
 
 export const WAYS = [
   'per-tensor writeBuffer',
+  'per-tensor writeBuffer, pooled buffers (engine)',
   'per-tensor mappedAtCreation',
   'one write + copies',
   'one write + copies, f16 widened on CPU',

@@ -4,9 +4,11 @@
  * ['feeds', name, signature], Blob → ArrayBuffer included), float16 → float32 widening on the CPU
  * (`unpackFeeds`, when the way needs it), `createBuffer`, `writeBuffer` (or the mapped copy), encode +
  * submit of copies / the unpack pass, and `queue.onSubmittedWorkDone`. The engine's way is
- * src/adapters/gpu-upload.ts's `uploadPerTensor`, the others are swap-ways.ts's, each timed through its
- * `lap` hook; the ways run round-robin per sample (paired: the machine is noisy) and their buffers are
- * destroyed after each sample. Not the cache: no LRU, no metadata read.
+ * src/adapters/gpu-upload.ts's `uploadPerTensor` taking buffers from a gpu-pool.ts pool (the previous
+ * sample's, as after a forget/eviction); the same without the pool is the way before the pool; the
+ * others are swap-ways.ts's. Each is timed through its `lap` hook; the ways run round-robin per sample
+ * (paired: the machine is noisy) and their buffers are destroyed (pooled, for the engine's way) after
+ * each sample. Not the cache: no LRU, no metadata read.
  */
 import { get } from 'idb-keyval';
 import {
@@ -17,6 +19,7 @@ import {
   unpackFeeds,
   widenHalves,
 } from '../src/adapters/feed-pack.ts';
+import { GpuBufferPool } from '../src/adapters/gpu-pool.ts';
 import { type Upload, uploadPerTensor } from '../src/adapters/gpu-upload.ts';
 import type { AdapterStore } from '../src/adapters/store.ts';
 import type { LoraTarget } from '../src/model/inject-lora.ts';
@@ -42,6 +45,8 @@ export async function profileColdSwap(
   const samples = Object.fromEntries(WAYS.map((w) => [w, blank()])) as ProfileResult['samples'];
   let dtype: ProfileResult['dtype'] = 'float32';
   const sig = targetsSignature(targets);
+  // The engine's cache: a dropped entry's buffers wait in its pool for the next cold swap.
+  const pool = new GpuBufferPool();
   for (let i = 0; i < n; i++) {
     for (const way of WAYS) {
       const s = samples[way];
@@ -73,16 +78,22 @@ export async function profileColdSwap(
         const feeds = unpackFeeds(pack);
         lap('f16→f32 on CPU');
         up =
-          way === 'per-tensor writeBuffer'
-            ? uploadPerTensor(device, feeds.feeds, ADAPTER, { lap })
-            : uploadMapped(device, feeds.feeds, ADAPTER, lap);
+          way === 'per-tensor mappedAtCreation'
+            ? uploadMapped(device, feeds.feeds, ADAPTER, lap)
+            : uploadPerTensor(device, feeds.feeds, ADAPTER, {
+                lap,
+                ...(way === 'per-tensor writeBuffer' ? {} : { take: (size: number) => pool.take(size) }),
+              });
       }
       if (way.startsWith('per-tensor')) s['encode + submit'].push(0);
       await device.queue.onSubmittedWorkDone();
       lap('onSubmittedWorkDone');
       s.total.push(t - t0);
-      for (const x of up.inputs) x.buffer.destroy();
+      if (way === 'per-tensor writeBuffer, pooled buffers (engine)')
+        for (const x of up.inputs) pool.give(x.buffer);
+      else for (const x of up.inputs) x.buffer.destroy();
     }
   }
+  pool.clear();
   return { dtype, samples };
 }

@@ -60,6 +60,19 @@ export function rowsForSwap(r: SwapSuiteResult): Row[] {
     target: '',
     result: 'info',
   });
+  if (r.reuse) {
+    for (const [label, x] of [
+      ['float32', r.reuse.packed],
+      ['float16', r.reuse.packedF16],
+    ] as const) {
+      rows.push({
+        metric: `cold swap ms, packed ${label}: buffers reused (engine) / created, paired`,
+        value: `${median(x.reused).toFixed(1)} / ${median(x.created).toFixed(1)} (×${pairedRatio(x.reused, x.created).toFixed(2)})`,
+        target: '',
+        result: 'info',
+      });
+    }
+  }
   if (r.profile) {
     for (const p of [r.profile.packed, r.profile.packedF16]) rows.push(...profileRows(p));
   }
