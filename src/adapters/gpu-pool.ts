@@ -3,10 +3,11 @@
  * eviction, `forget`), its buffers land here instead of being destroyed, and the next cold swap of an
  * adapter with the same shapes (every adapter of one rank on one model) takes them back instead of
  * calling `createBuffer`. On the 135M replica's 420 inputs the swap suite measured a cold swap into
- * reused buffers at 0.64× the time of one into new ones (float32 pack, paired medians 20.0 against
- * 32.2 ms; bench/README.md): 420 destroys and creates cost the GPU process more than the page sees. The owner (gpu-cache.ts) bounds the pool so that cached plus pooled
- * bytes stay within its budget. Reusing a buffer is as safe as destroying it: the cache hands a buffer
- * back only once no run uses it, and the queue orders new writes after work already submitted.
+ * reused buffers at 0.64–0.66× the time of one into new ones (float32 pack, paired medians 20.0 / 32.2
+ * and 21.1 / 29.3 ms; bench/README.md): 420 destroys and creates cost the GPU process more than the
+ * page sees. The owner (gpu-cache.ts) bounds the pool so that cached plus pooled bytes stay within its
+ * budget. Reusing a buffer is as safe as destroying it: the cache hands a buffer back only once no run
+ * uses it, and the queue orders new writes after work already submitted.
  * Not here: what is cached (gpu-cache.ts), how buffers are filled (gpu-upload.ts).
  */
 
