@@ -3,7 +3,9 @@
  * packed feeds (float32 and float16), hot swaps, uploads per swap and bytes held. Node side (run.ts).
  */
 import type { Row } from './report.ts';
+import { median, pairedRatio } from './stats.ts';
 import type { SwapSuiteResult } from './swap.ts';
+import { PHASES, type ProfileResult, WAYS } from './swap-phases.ts';
 import type { SwapResult } from './types.ts';
 
 const range = (s: { median: number; min: number; max: number }, d = 2): string =>
@@ -58,5 +60,39 @@ export function rowsForSwap(r: SwapSuiteResult): Row[] {
     target: '',
     result: 'info',
   });
+  if (r.reuse) {
+    for (const [label, x] of [
+      ['float32', r.reuse.packed],
+      ['float16', r.reuse.packedF16],
+    ] as const) {
+      rows.push({
+        metric: `cold swap ms, packed ${label}: buffers reused (engine) / created, paired`,
+        value: `${median(x.reused).toFixed(1)} / ${median(x.created).toFixed(1)} (×${pairedRatio(x.reused, x.created).toFixed(2)})`,
+        target: '',
+        result: 'info',
+      });
+    }
+  }
+  if (r.profile) {
+    for (const p of [r.profile.packed, r.profile.packedF16]) rows.push(...profileRows(p));
+  }
   return rows;
+}
+
+/**
+ * One row per way of uploading (swap-profile.ts): the median of each phase (ms), the median total and
+ * its paired ratio to today's per-tensor writeBuffer way (same sample index: drift cancels).
+ */
+function profileRows(p: ProfileResult): Row[] {
+  const base = p.samples['per-tensor writeBuffer'].total;
+  return WAYS.map((way) => {
+    const s = p.samples[way];
+    const phases = PHASES.map((ph) => `${ph} ${median(s[ph]).toFixed(1)}`).join(', ');
+    return {
+      metric: `cold swap phases ms, ${p.dtype} pack, ${way}`,
+      value: `total ${median(s.total).toFixed(1)} (×${pairedRatio(s.total, base).toFixed(2)}): ${phases}`,
+      target: '',
+      result: 'info',
+    };
+  });
 }

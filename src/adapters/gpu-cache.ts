@@ -2,7 +2,7 @@
  * LRU caches of ready-to-feed LoRA tensors with a byte budget, keyed by a string the caller builds
  * (provider.ts: adapter name@version, or a mix key, plus the target set). `AdapterGpuCache` holds each
  * input as a GPUBuffer on onnxruntime-web's own GPUDevice (`ort.env.webgpu.device`, passed in) and
- * feeds `ort.Tensor.fromGpuBuffer`, so a hot hit uploads nothing; a miss uploads once (one
+ * feeds `ort.Tensor.fromGpuBuffer`, so a hot hit uploads nothing; a miss uploads once (gpu-upload.ts: one
  * `queue.writeBuffer` per input, counted in `stats`). `AdapterCpuCache` is the wasm-session variant
  * with ordinary tensors. Entries in use (acquired, not yet released) are pinned: eviction skips them
  * and destroys their buffers only after release. Feeds have rank ≥ 1: "no adapter" never reaches a
@@ -10,6 +10,8 @@
  */
 import type * as ort from 'onnxruntime-web';
 import { DeviceLostError, InvalidOptionError } from '../errors.ts';
+import { GpuBufferPool } from './gpu-pool.ts';
+import { GPU_ALIGN, paddedSize, uploadPerTensor } from './gpu-upload.ts';
 import type { CpuFeeds, OrtLike } from './types.ts';
 
 export interface CacheStats {
@@ -21,6 +23,8 @@ export interface CacheStats {
   /** GPU: `queue.writeBuffer` calls made by this cache, and the bytes they moved. */
   writeBufferCalls: number;
   uploadedBytes: number;
+  /** GPU: feed buffers reused from dropped entries (gpu-pool.ts) instead of created. */
+  reusedBuffers: number;
 }
 
 export interface Acquired {
@@ -48,6 +52,7 @@ abstract class LruFeedCache {
     uploads: 0,
     writeBufferCalls: 0,
     uploadedBytes: 0,
+    reusedBuffers: 0,
   };
   /** Map order = recency (oldest first). */
   private readonly entries = new Map<string, Entry>();
@@ -143,6 +148,18 @@ abstract class LruFeedCache {
     this.trim(entry);
   }
 
+  /**
+   * Evicts least-recently-used unpinned entries until `bytes` more fit the budget: a miss about to
+   * upload calls it first, so the buffers it frees can be reused by that upload (the same entries the
+   * trim after the upload would evict).
+   */
+  protected makeRoom(bytes: number): void {
+    for (const e of this.entries.values()) {
+      if (this.held + bytes <= this.budgetBytes) return;
+      if (e.pins === 0) this.evictEntry(e);
+    }
+  }
+
   /** Evict least-recently-used unpinned entries (never `keep`) until within budget. */
   private trim(keep?: Entry): void {
     for (const e of this.entries.values()) {
@@ -205,12 +222,17 @@ export class AdapterCpuCache extends LruFeedCache {
   }
 }
 
-const GPU_ALIGN = 16;
-
-/** For WebGPU sessions: one GPUBuffer per non-empty input, on ORT's device. */
+/**
+ * For WebGPU sessions: one GPUBuffer per non-empty input, on ORT's device. Buffers of dropped entries go
+ * to a pool (gpu-pool.ts) for the next upload of the same shapes, kept while cached + pooled bytes fit
+ * the budget; `clear()` empties it (buffers of entries still in use at that moment are destroyed on
+ * release, not pooled, until the next upload).
+ */
 export class AdapterGpuCache extends LruFeedCache {
   readonly device: GPUDevice;
   private readonly ort: OrtLike;
+  private readonly pool = new GpuBufferPool();
+  private pooling = true;
   private lost = false;
 
   constructor(opts: { device: GPUDevice; budgetBytes: number; ort: OrtLike }) {
@@ -219,7 +241,34 @@ export class AdapterGpuCache extends LruFeedCache {
     this.ort = opts.ort;
     opts.device.lost?.then(() => {
       this.lost = true;
+      this.pool.clear();
     });
+  }
+
+  /** Bytes of free buffers kept for reuse (not in `bytesHeld`; with it, within the budget). */
+  get pooledBytes(): number {
+    return this.pool.bytes;
+  }
+
+  override insert(key: string, feeds: Record<string, ort.Tensor>, bytes: number, destroy: () => void): void {
+    super.insert(key, feeds, bytes, destroy);
+    this.pool.trim(this.budgetBytes - this.bytesHeld);
+  }
+
+  override clear(): void {
+    this.pooling = false;
+    super.clear();
+    this.pool.clear();
+  }
+
+  /** Frees an entry's buffers: into the pool (within budget) or destroyed. */
+  private recycle(buffers: GPUBuffer[]): void {
+    if (!this.pooling || this.lost) {
+      for (const b of buffers) b.destroy();
+      return;
+    }
+    for (const b of buffers) this.pool.give(b);
+    this.pool.trim(this.budgetBytes - this.bytesHeld);
   }
 
   protected materialize(key: string, feeds: CpuFeeds) {
@@ -232,43 +281,33 @@ export class AdapterGpuCache extends LruFeedCache {
         rank: feeds.rank,
       });
     }
-    const buffers: GPUBuffer[] = [];
+    this.pooling = true;
+    let need = 0;
+    for (const f of feeds.feeds.values()) need += paddedSize(f.dims[0] * f.dims[1]);
+    this.makeRoom(need);
+    const up = uploadPerTensor(this.device, feeds.feeds, key, { take: (size) => this.pool.take(size) });
+    // Room for the new entry: cached + pooled stays within the budget (the LRU trims the cached part).
+    this.pool.trim(this.budgetBytes - this.bytesHeld - up.bytes);
+    const buffers = up.inputs.map((x) => x.buffer);
+    const destroy = (): void => this.recycle(buffers);
     const out: Record<string, ort.Tensor> = {};
-    let bytes = 0;
     try {
-      for (const [name, f] of feeds.feeds) {
-        const dims = f.dims;
-        const n = dims[0] * dims[1];
-        // ORT's WebGPU EP rounds bindings up to 16 bytes; give it that much buffer.
-        const size = Math.max(GPU_ALIGN, Math.ceil((4 * n) / GPU_ALIGN) * GPU_ALIGN);
-        const buf = this.device.createBuffer({
-          label: `lora ${key} ${name}`,
-          size,
-          usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
-        });
-        buffers.push(buf);
-        this.device.queue.writeBuffer(buf, 0, f.data.buffer, f.data.byteOffset, f.data.byteLength);
-        this.stats.writeBufferCalls++;
-        this.stats.uploadedBytes += f.data.byteLength;
-        bytes += size;
-        out[name] = this.ort.Tensor.fromGpuBuffer(buf, {
+      for (const { name, dims, buffer } of up.inputs) {
+        out[name] = this.ort.Tensor.fromGpuBuffer(buffer, {
           dataType: 'float32',
           dims,
-          download: () => readBuffer(this.device, buf, n),
+          download: () => readBuffer(this.device, buffer, dims[0] * dims[1]),
         }) as ort.Tensor;
       }
     } catch (e) {
       for (const b of buffers) b.destroy();
       throw e;
     }
+    this.stats.writeBufferCalls += up.writeBufferCalls;
+    this.stats.uploadedBytes += up.uploadedBytes;
+    this.stats.reusedBuffers += up.reusedBuffers;
     this.stats.uploads++;
-    return {
-      feeds: out,
-      bytes,
-      destroy: () => {
-        for (const b of buffers) b.destroy();
-      },
-    };
+    return { feeds: out, bytes: up.bytes, destroy };
   }
 }
 

@@ -15,9 +15,12 @@ import { AdapterNameConflictError, AdapterNotFoundError, InvalidOptionError } fr
 import type { LoraTarget } from '../model/inject-lora.ts';
 import {
   type FeedPrecision,
+  fromStoredPack,
   type PackedFeeds,
   packFeeds,
+  type StoredPack,
   targetsSignature,
+  toStoredPack,
   unpackFeeds,
 } from './feed-pack.ts';
 import {
@@ -241,9 +244,9 @@ export class AdapterStore {
     );
     if (meta === undefined) throw notFound(name);
     const m = meta as StoredAdapterMeta;
-    const p = pack as PackedFeeds | undefined;
+    const p = pack as StoredPack | undefined;
     if (p && p.version === m.version && p.sig === sig)
-      return { meta: m, feeds: unpackFeeds(p), packed: true };
+      return { meta: m, feeds: unpackFeeds(await fromStoredPack(p)), packed: true };
     const loaded = await this.loadFeeds(name, targets);
     const packed = packFeeds(loaded.feeds, targets, loaded.meta.version, this.feedPrecision);
     this.writePack(name, packed).catch((e) =>
@@ -256,7 +259,7 @@ export class AdapterStore {
   private async writePack(name: string, p: PackedFeeds): Promise<void> {
     await this.tx('readwrite', async (s) => {
       const meta = (await req(s.get(metaKey(name)))) as StoredAdapterMeta | undefined;
-      if (meta?.version === p.version) s.put(p, feedsKey(name, p.sig));
+      if (meta?.version === p.version) s.put(toStoredPack(p), feedsKey(name, p.sig));
     });
   }
 
