@@ -155,13 +155,13 @@ export function loraBranchOpFor(backend: 'webgpu' | 'wasm'): LoraBranchOp {
 }
 
 /**
- * The options the engine injects with on each execution provider (load.ts; the bench's (c)/(d) rows use
- * them too): the faster operator, the batch row mask and, on wasm, foldResidual (measured:
- * bench/README.md "LoRA branch cost on wasm"). Add `gates` as needed.
+ * The options the engine injects with on each execution provider (load.ts; the bench's (b)-(d) rows use
+ * them too, so they time the engine's graph): the faster operator and the batch row mask. foldResidual and
+ * packShared stay off: neither gave a measurable gain in the browser bench (bench/README.md "LoRA branch
+ * cost on wasm"). Add `gates` as needed.
  */
 export function loraInjectOptionsFor(backend: 'webgpu' | 'wasm'): InjectOptions {
-  const common = { branchOp: loraBranchOpFor(backend), rowMask: true };
-  return backend === 'wasm' ? { ...common, foldResidual: true } : common;
+  return { branchOp: loraBranchOpFor(backend), rowMask: true };
 }
 
 /** Einsum exists from opset 12 on; the graph's default-domain opset must allow it. */

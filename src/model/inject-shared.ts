@@ -9,7 +9,10 @@
  *    onto packed targets block-diagonally, all ranks padded to the packed one's), so it is off by default.
  *  - foldResidual: a branch Add whose only consumer is another Add (the residual stream after o_proj and
  *    down_proj) merges into it as one `Sum(residual, Y_base, delta)`. Feeds unchanged.
- * Neither applies to 2-D (Gemm) branches, gated graphs or projections already packed.
+ * Neither applies to 2-D (Gemm) branches or projections already packed; packShared refuses gates. Both are
+ * off in the engine: in the browser bench neither beat the plain graph measurably (bench/README.md "LoRA
+ * branch cost on wasm": the Sum costs most of the Add it saves; packShared pads every target to the
+ * packed rank, and that arithmetic eats the saved nodes).
  */
 import { ModelFormatError } from '../errors.ts';
 import type { LoraBranchOp } from './inject-lora.ts';

@@ -147,7 +147,7 @@ describe('injectLora foldResidual / packShared on the default model', () => {
 
   it('packShared with gates -> ModelFormatError; the engine options per backend', () => {
     expect(() => injectLora(base, { packShared: true, gates: true })).toThrow(ModelFormatError);
-    expect(loraInjectOptionsFor('wasm')).toEqual({ branchOp: 'matmul', rowMask: true, foldResidual: true });
+    expect(loraInjectOptionsFor('wasm')).toEqual({ branchOp: 'matmul', rowMask: true });
     expect(loraInjectOptionsFor('webgpu')).toEqual({ branchOp: 'einsum', rowMask: true });
   });
 });
