@@ -13,19 +13,19 @@
 import type { OrtTensor } from '../src/engine/session.ts';
 import type { LoraTarget } from '../src/model/inject-lora.ts';
 import {
+  cloneGraph,
   DataType,
   float32Reader,
   graphOf,
   initializersOf,
   intAttr,
-  makeTensor,
   type ModelProto,
+  makeTensor,
   type NodeProto,
   nodesOf,
   onnx,
   toNum,
   withGraph,
-  cloneGraph,
 } from '../src/model/onnx-io.ts';
 import { findProjections, type ModuleName } from '../src/model/targets.ts';
 
@@ -49,7 +49,7 @@ export function packSharedInputs(model: ModelProto): { model: ModelProto; layout
   for (const layer of new Set(projections.map((p) => p.layer))) {
     for (const grp of GROUPS) {
       const ps = grp.parts.map((m) => projections.find((p) => p.layer === layer && p.module === m));
-      if (ps.some((p) => !p || p.kind !== 'MatMul' || !inits.has(p.weight))) continue;
+      if (ps.some((p) => p?.kind !== 'MatMul' || !inits.has(p.weight))) continue;
       const parts = ps as NonNullable<(typeof ps)[number]>[];
       const x = parts[0]!.node.input[0]!;
       if (parts.some((p) => p.node.input[0] !== x || p.in !== parts[0]!.in)) continue;

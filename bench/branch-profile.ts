@@ -48,6 +48,7 @@ const VARIANTS: Record<string, Form> = {
   'base+arena': { inject: null, session: ARENA },
   'lora+arena': { inject: { rowMask: true }, session: ARENA },
   fold: { inject: { rowMask: true, foldResidual: true } },
+  'nomask+fold': { inject: { foldResidual: true } },
   shared: { inject: { rowMask: true, packShared: true } },
   'shared+fold': { inject: { rowMask: true, packShared: true, foldResidual: true } },
   'base-packed': { inject: null, pack: true },
@@ -208,6 +209,7 @@ function maxAbsDiff(a: readonly Float32Array[], b: readonly Float32Array[]): num
 /** Base-graph nodes: projections and packed Splits by op, the rest together. */
 function baseKind(node: string, op: string): string {
   if (/_proj\/(MatMul|Split)/.test(node)) return `base ${op} (projections)`;
+  if (/^\/model\/layers\.\d+\/Add(_1)?_kernel_time$/.test(node)) return `base ${op} (residual)`;
   return 'base graph, other nodes';
 }
 
@@ -285,7 +287,9 @@ function profileOf(name: string): void {
   console.log(
     `| between nodes (executor) | ${perRun - 1} | ${gaps.toFixed(0)} | ${(gaps / (perRun - 1)).toFixed(2)} |`,
   );
-  console.log(`| model_run total | | ${runUs.toFixed(0)} | |`);
+  const total = [...byKind.values()].reduce((a, k) => a + k.us, gaps);
+  console.log(`| sum of the medians above (a step without preemption) | ${perRun} | ${total.toFixed(0)} | |`);
+  console.log(`| model_run, median | | ${runUs.toFixed(0)} | |`);
 }
 
 async function main(): Promise<void> {
