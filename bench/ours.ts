@@ -21,7 +21,12 @@ import type { Ort } from '../src/engine/session.ts';
 import { TextTokenizer } from '../src/engine/tokenizer.ts';
 import { wasmGraphOf } from '../src/model/dequantize.ts';
 import type { LoraTarget } from '../src/model/inject-lora.ts';
-import { injectLora, type LoraBranchOp, loraBranchOpFor } from '../src/model/inject-lora.ts';
+import {
+  injectLora,
+  type LoraBranchOp,
+  loraBranchOpFor,
+  loraInjectOptionsFor,
+} from '../src/model/inject-lora.ts';
 import { decodeModel, encodeModel } from '../src/model/onnx-io.ts';
 import { fetchModelPackage, modelFileName } from '../src/model/package.ts';
 import { createBenchSession, emptySeries, lockstepGreedy, record } from './decode-loop.ts';
@@ -148,13 +153,13 @@ export async function runOurs(opts: SuiteOptions, log: Log): Promise<OursResult>
   const base = opts.baseGraph ? await createBenchSession(ort, baseBytes, backend, pkg.config) : null;
   const injected = await createBenchSession(
     ort,
-    encodeModel(injectLora(decoded, { branchOp }).model),
+    encodeModel(injectLora(decoded, loraInjectOptionsFor(backend)).model),
     backend,
     pkg.config,
   );
   const injectedAlt = await createBenchSession(
     ort,
-    encodeModel(injectLora(decoded, { branchOp: altBranchOp }).model),
+    encodeModel(injectLora(decoded, { ...loraInjectOptionsFor(backend), branchOp: altBranchOp }).model),
     backend,
     pkg.config,
   );

@@ -15,7 +15,7 @@ import { specialTokensOf } from '../model/chat.ts';
 import { wasmDequantizeBudget, wasmGraphOf } from '../model/dequantize.ts';
 import { weightsAsExternal } from '../model/external-weights.ts';
 import type { GateSite } from '../model/inject-gates.ts';
-import { injectLora, type LoraTarget, loraBranchOpFor } from '../model/inject-lora.ts';
+import { injectLora, type LoraTarget, loraBranchOpFor, loraInjectOptionsFor } from '../model/inject-lora.ts';
 import { detectLayout } from '../model/layout.ts';
 import { decodeModel, encodeModel, graphOf, type ModelProto, outputsOf } from '../model/onnx-io.ts';
 import {
@@ -227,7 +227,7 @@ export async function loadModel(
   const inject = (b: Backend) => {
     const prepared = clock.time('inject', () => forBackend(b));
     const { model, targets, gates } = clock.time('inject', () =>
-      injectLora(prepared.model, { branchOp: loraBranchOpFor(b), gates: !!opts.gates, rowMask: true }),
+      injectLora(prepared.model, { ...loraInjectOptionsFor(b), gates: !!opts.gates }),
     );
     return { ...slimmed(model), targets, gates, prepared };
   };

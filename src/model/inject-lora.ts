@@ -25,6 +25,7 @@
  */
 import { AmbiguousTargetError, ModelFormatError, NoTargetsError, UnknownTargetError } from '../errors.ts';
 import { GateEmitter, type GateSite, gateSources } from './inject-gates.ts';
+import { checkSharedOptions, emitSharedBranch, foldResidualAdds, sharedGroups } from './inject-shared.ts';
 import { branch, cast, knownRanks, LORA_ROW_MASK, rowMaskMul, tiles } from './lora-nodes.ts';
 import {
   cloneGraph,
@@ -37,6 +38,7 @@ import {
   type NodeProto,
   nodesOf,
   onnx,
+  outputsOf,
   tensorValueInfo,
   toNum,
   withGraph,
@@ -118,6 +120,14 @@ export interface InjectOptions {
    * Default false. Only 3-D (batch, seq, in) activations get it; 2-D Gemm branches stay unmasked.
    */
   rowMask?: boolean;
+  /**
+   * One branch per group of separate projections that read the same X (q/k/v, gate/up: all parts chosen),
+   * as a packed `qkv_proj` / `gate_up_proj` target (A concatenated, B block-diagonal): fewer nodes per
+   * step, other feeds (inject-shared.ts). Default false.
+   */
+  packShared?: boolean;
+  /** A branch Add feeding only the residual Add merges into it as one Sum (inject-shared.ts). Default false. */
+  foldResidual?: boolean;
 }
 
 /**
@@ -142,6 +152,16 @@ export { LORA_ROW_MASK };
 /** The faster branch operator per onnxruntime-web execution provider (measured, see the file comment). */
 export function loraBranchOpFor(backend: 'webgpu' | 'wasm'): LoraBranchOp {
   return backend === 'webgpu' ? 'einsum' : 'matmul';
+}
+
+/**
+ * The options the engine injects with on each execution provider (load.ts; the bench's (b)-(d) rows use
+ * them too, so they time the engine's graph): the faster operator and the batch row mask. foldResidual and
+ * packShared stay off: neither gave a measurable gain in the browser bench (bench/README.md "LoRA branch
+ * cost on wasm"). Add `gates` as needed.
+ */
+export function loraInjectOptionsFor(backend: 'webgpu' | 'wasm'): InjectOptions {
+  return { branchOp: loraBranchOpFor(backend), rowMask: true };
 }
 
 /** Einsum exists from opset 12 on; the graph's default-domain opset must allow it. */
@@ -197,6 +217,10 @@ export function injectLora(
     );
   }
   const ranks = knownRanks(g);
+  checkSharedOptions(opts);
+  const activationRank = (p: Projection) => ranks.get(p.node.input[0] ?? '') ?? (p.kind === 'Gemm' ? 2 : 3);
+  const groups = sharedGroups(opts.packShared ? chosen : [], activationRank);
+  const deltas = new Map<number, string>(); // grouped node index -> its part of the shared delta
 
   const names = new Set<string>();
   for (const n of nodesOf(g)) for (const o of n.output) names.add(o);
@@ -252,6 +276,27 @@ export function injectLora(
     const scope = `/lora.${p.layer}.${p.module}`;
     const yBase = fresh(`${y}_base`);
     nodes.push(onnx.NodeProto.create({ ...node, output: [yBase, ...node.output.slice(1)] }));
+    const grp = groups.get(i);
+    if (grp) {
+      // packShared: the group's one branch at its first member, then each member's own Add.
+      if (i === grp.first) {
+        const cx = { push: (n: NodeProto) => nodes.push(n), fresh, branchOp, castBranch };
+        const branchInput = (q: Projection, s: string) =>
+          castBranch ? float32(q, s) : (q.node.input[0] ?? '');
+        const opset = defaultOpset(model);
+        for (const [k, d] of emitSharedBranch(grp, { ...cx, branchInput, rowMask: !!opts.rowMask, opset }))
+          deltas.set(k, d);
+        const [a, b] = (['A', 'B'] as const).map((w) => loraInputName(grp.layer, grp.module, w));
+        const out = grp.parts.reduce((n, q) => n + q.size, 0);
+        const t = { layer: grp.layer, module: grp.module, in: p.in, out, parts: grp.parts, dtype: p.dtype };
+        made.set(i, [{ ...t, inputDtype, node: p.label, inputA: a!, inputB: b! }]);
+      }
+      const add = `/lora.${grp.layer}.${grp.module}/${p.module}/Add`;
+      nodes.push(
+        onnx.NodeProto.create({ name: add, opType: 'Add', input: [yBase, deltas.get(i)!], output: [y] }),
+      );
+      return;
+    }
     const xIn = castBranch ? float32(p, scope) : x;
     // Gemm activations are 2-D by definition; MatMul/MatMulNBits ones are (batch, seq, in) in decoder
     // exports unless the graph says otherwise.
@@ -338,7 +383,8 @@ export function injectLora(
   if (opts.rowMask && nodes.some((n) => n.input.includes(LORA_ROW_MASK))) {
     inputs.push(tensorValueInfo(LORA_ROW_MASK, DataType.FLOAT, ['lora_rows', 1, 'lora_mask_rank']));
   }
-  const out = withGraph(model, cloneGraph(g, { node: nodes, input: inputs }));
+  const node = opts.foldResidual ? foldResidualAdds(nodes, new Set(outputsOf(g).map((o) => o.name))) : nodes;
+  const out = withGraph(model, cloneGraph(g, { node, input: inputs }));
   return gates ? { model: out, targets, gates: gates.sites } : { model: out, targets };
 }
 

@@ -25,9 +25,14 @@ export function tiles(p: Projection): boolean {
   return at === p.out;
 }
 
+/** Where node builders append (an array, or an emitter's push). */
+export interface NodeSink {
+  push(n: NodeProto): unknown;
+}
+
 /** X·A → xa (..., R), xa·B → xab (..., out), as MatMul or Einsum. */
 export function branch(
-  nodes: NodeProto[],
+  nodes: NodeSink,
   op: 'matmul' | 'einsum',
   scope: string,
   rank: number,
