@@ -3,24 +3,31 @@
  * 'lego' — LoRA-LEGO (Zhao et al., "Merging LoRAs like Playing LEGO", ICLR 2025, arXiv:2409.16167): each rank
  * of a LoRA is a Minimal Semantic Unit u = (a, b), a row of A with its column of B (scale folded), and
  * ΔW = Σ b·aᵀ over units (concatenation = summation). All parents' units of a module are clustered into k
- * groups by k-means; each centroid is one rank of the merged module. Choices where the paper leaves room:
+ * groups by k-means; each cluster becomes one rank of the merged module. Choices where the paper leaves room:
+ *  - Which units (`units`, default 'svd'). A LoRA's ranks are not unique (B·M, M⁻¹·A is the same ΔW), and a
+ *    trained adapter's stored ranks overlap (|cos| between the rank-1 matrices of one example adapter: p90
+ *    0.29, max 0.69). Each parent is therefore first rewritten in its SVD form (truncate.ts, from the
+ *    factors; ΔW unchanged): r orthogonal units ordered by singular value, so that units are independent, as
+ *    the MSU view assumes. 'raw' clusters the stored ranks as they are (the former behaviour).
  *  - Unit normalisation: b·aᵀ is unchanged by (a, b) → (s·a, b/s) and (−a, −b), so each unit is first
- *    balanced (‖a‖ = ‖b‖) and clustered sign-invariantly: distance min(‖u−c‖², ‖u+c‖²), members are
- *    sign-aligned to their centroid before averaging.
- *  - Deterministic: k-means++ seeding from a seeded PRNG (mulberry32, `seed`, default 0), Lloyd steps until
- *    no unit changes cluster (≤ 100), an emptied cluster re-seeded with the unit farthest from its centroid.
+ *    balanced (‖a‖ = ‖b‖) and clustered sign-invariantly (merge-cluster.ts).
+ *  - Deterministic and robust: k-means++ seeding from a seeded PRNG (mulberry32, `seed`, default 0); the
+ *    lowest k-means objective of `restarts` runs (default 32) is kept. A single run's partition was seed luck:
+ *    over seeds 0..7, shout + romeo at rank 8 lost the romeo behaviour at seeds 1 and 2 (no ROMEO tag left).
  *  - What a cluster becomes (`centroid`). Default 'sum': ΔW = Σ over units, so a cluster stands for the SUM
  *    of its members' b·aᵀ, and its merged rank is the best rank-1 approximation of that sum (truncate.ts
- *    on the members' factors). This is our norm-aware centroid: the direction is weighted by the members'
- *    norms and the magnitude is the cluster's own output norm, which is what the paper's "dual
- *    reweighting" corrects for (norm decay of averaged centroids, changed output scale); singletons stay
- *    exact. 'mean' is the paper's averaged centroid with our reading of that re-weighting (its formulas were
- *    not at hand offline): (1) parameter: each centroid's a and b rescaled to its members' mean ‖a‖, ‖b‖;
- *    (2) output: the module's ΔW scaled so ‖ΔW_merged‖_F = ‖Σᵢ ΔWᵢ‖_F (from r×r Gram matrices).
- *    Measured in tests/unit/adapters/merge.test.ts: 'mean' lost the romeo behaviour of shout + romeo at
- *    rank 8 (ROMEO share 0.500, upper-case share 0.979); 'sum' keeps the upper-case share at 1.000 for
- *    every seed tried and sits much closer to the concatenation on the held-out style NLLs.
+ *    on the members' factors). This is our norm-aware centroid: it has neither of the two scale errors the
+ *    paper's dual reweighting corrects in averaged centroids (norm decay of a mean of unaligned units;
+ *    output scale off from the concatenation's) — the direction is weighted by the members' norms, the
+ *    magnitude is the cluster's own, singletons stay exact. 'mean' is the paper's averaged centroid with our
+ *    reading of that reweighting (the paper's formulas were not retrievable offline; only its summary,
+ *    "parameter reweighting for norm decay and output reweighting for variance expansion"): (1) parameter:
+ *    each centroid's a and b rescaled to its members' mean ‖a‖, ‖b‖; (2) output: the module's ΔW scaled so
+ *    ‖ΔW_merged‖_F = ‖Σᵢ ΔWᵢ‖_F (from r×r Gram matrices).
  *  - A module with ≤ k units in total is the exact concatenation (nothing to cluster).
+ * Measured (tests/unit/adapters/merge.test.ts, shout + romeo → rank 8, seeds 0..7): ‖ΔW − Σᵢ ΔWᵢ‖_F /
+ * ‖Σᵢ ΔWᵢ‖_F 0.276–0.293 (raw units, 1 run: 0.402–0.445; average: 0.543); held-out style NLL and greedy
+ * shares in that file and README.md "Merging adapters".
  * 'average' — the naive baseline: ΔW = (1/n)·Σᵢ ΔWᵢ, projected to its best rank-k approximation
  * (truncate.ts, SVD of the concatenated factors). Parents may cover different modules (the union is
  * merged; a module missing in a parent counts as ΔW = 0 there); shapes must agree.
@@ -28,7 +35,7 @@
 import { AdapterShapeError, InvalidOptionError } from '../errors.ts';
 import type { FactoredAdapter, FactoredModule } from './factored.ts';
 import { moduleKey } from './factored.ts';
-import { seededRandom } from './linalg.ts';
+import { centroidVectors, clusterUnits, gramOf } from './merge-cluster.ts';
 import { checkRank, factoredSvd, factorsOfSvd, truncateModule } from './truncate.ts';
 
 export type MergeMethod = 'lego' | 'average';
@@ -44,6 +51,10 @@ export interface MergeFactoredOptions {
   centroid?: 'sum' | 'mean';
   /** Re-weighting of 'mean' centroids: 'dual' (default) = parameter + output, 'parameter', 'none'. */
   reweight?: 'dual' | 'parameter' | 'none';
+  /** Seeded k-means++ runs per module, the lowest objective kept (integer 1..1000, default 32). */
+  restarts?: number;
+  /** LEGO units: 'svd' (default) = each parent's ΔW in SVD form; 'raw' = its stored ranks as they are. */
+  units?: 'svd' | 'raw';
   /** Called after each module (done, total). */
   onModule?: (done: number, total: number) => void;
 }
@@ -141,97 +152,6 @@ function unitsOf(cat: FactoredModule): Unit[] {
   return units;
 }
 
-/** Squared distance min(‖u−c‖², ‖u+c‖²) and the sign that attains it. */
-function signedDist(u: Float64Array, c: Float64Array): { d: number; sign: 1 | -1 } {
-  let uu = 0;
-  let cc = 0;
-  let uc = 0;
-  for (let i = 0; i < u.length; i++) {
-    uu += u[i]! * u[i]!;
-    cc += c[i]! * c[i]!;
-    uc += u[i]! * c[i]!;
-  }
-  return uc >= 0 ? { d: uu + cc - 2 * uc, sign: 1 } : { d: uu + cc + 2 * uc, sign: -1 };
-}
-
-/** Sign-invariant k-means with k-means++ seeding; returns each unit's cluster and sign. */
-export function clusterUnits(
-  vs: readonly Float64Array[],
-  k: number,
-  seed: number,
-): { cluster: number[]; sign: (1 | -1)[]; centroids: Float64Array[] } {
-  const rand = seededRandom(seed);
-  const N = vs.length;
-  const centroids: Float64Array[] = [Float64Array.from(vs[Math.floor(rand() * N)]!)];
-  const best = vs.map((u) => signedDist(u, centroids[0]!).d);
-  while (centroids.length < k) {
-    const total = best.reduce((s, d) => s + d, 0);
-    let pick = N - 1;
-    if (total > 0) {
-      let x = rand() * total;
-      for (let i = 0; i < N; i++) {
-        x -= best[i]!;
-        if (x < 0) {
-          pick = i;
-          break;
-        }
-      }
-    } else pick = centroids.length % N;
-    const c = Float64Array.from(vs[pick]!);
-    centroids.push(c);
-    vs.forEach((u, i) => {
-      best[i] = Math.min(best[i]!, signedDist(u, c).d);
-    });
-  }
-  const cluster = new Array<number>(N).fill(-1);
-  const sign = new Array<1 | -1>(N).fill(1);
-  for (let iter = 0; iter < 100; iter++) {
-    let changed = false;
-    const dist = new Array<number>(N).fill(0);
-    vs.forEach((u, i) => {
-      let bc = 0;
-      let bd = Number.POSITIVE_INFINITY;
-      let bs: 1 | -1 = 1;
-      centroids.forEach((c, j) => {
-        const { d, sign: s } = signedDist(u, c);
-        if (d < bd) {
-          bd = d;
-          bc = j;
-          bs = s;
-        }
-      });
-      if (cluster[i] !== bc) changed = true;
-      cluster[i] = bc;
-      sign[i] = bs;
-      dist[i] = bd;
-    });
-    // Re-seed empty clusters with the unit farthest from its centroid (deterministic).
-    for (let j = 0; j < k; j++) {
-      if (cluster.includes(j)) continue;
-      let far = 0;
-      for (let i = 1; i < N; i++) if (dist[i]! > dist[far]!) far = i;
-      cluster[far] = j;
-      sign[far] = 1;
-      dist[far] = 0;
-      changed = true;
-    }
-    for (let j = 0; j < k; j++) {
-      const c = new Float64Array(vs[0]!.length);
-      let count = 0;
-      vs.forEach((u, i) => {
-        if (cluster[i] !== j) return;
-        count++;
-        const s = sign[i]!;
-        for (let t = 0; t < c.length; t++) c[t] = c[t]! + s * u[t]!;
-      });
-      for (let t = 0; t < c.length; t++) c[t] = c[t]! / count;
-      centroids[j] = c;
-    }
-    if (!changed) break;
-  }
-  return { cluster, sign, centroids };
-}
-
 /** Best rank-1 approximation (a, b) of Σ b_i·a_iᵀ over `members` (truncate.ts, from the factors). */
 function sumRank1(members: readonly Unit[], n: number, out: number): { A: Float32Array; B: Float32Array } {
   const r = members.length;
@@ -245,36 +165,40 @@ function sumRank1(members: readonly Unit[], n: number, out: number): { A: Float3
   return { A: one.A, B: one.B };
 }
 
-function legoModule(
-  group: readonly FactoredModule[],
+/** 'sum' centroids: cluster j → the best rank-1 approximation of its members' summed ΔW. */
+function sumMerge(
+  cat: FactoredModule,
+  units: readonly Unit[],
+  cluster: readonly number[],
   k: number,
-  seed: number,
-  centroid: NonNullable<MergeFactoredOptions['centroid']>,
-  reweight: NonNullable<MergeFactoredOptions['reweight']>,
 ): FactoredModule {
-  const cat = concatModules(group);
-  const units = unitsOf(cat);
-  if (units.length <= k) return cat;
   const { in: n, out } = cat;
-  const { cluster, centroids } = clusterUnits(
-    units.map((u) => u.v),
-    k,
-    seed,
-  );
   const A = new Float32Array(k * n);
   const B = new Float32Array(out * k);
-  if (centroid === 'sum') {
-    for (let j = 0; j < k; j++) {
-      const one = sumRank1(
-        units.filter((_, i) => cluster[i] === j),
-        n,
-        out,
-      );
-      A.set(one.A, j * n);
-      for (let o = 0; o < out; o++) B[o * k + j] = one.B[o]!;
-    }
-    return { ...cat, rank: k, A, B };
+  for (let j = 0; j < k; j++) {
+    const one = sumRank1(
+      units.filter((_, i) => cluster[i] === j),
+      n,
+      out,
+    );
+    A.set(one.A, j * n);
+    for (let o = 0; o < out; o++) B[o * k + j] = one.B[o]!;
   }
+  return { ...cat, rank: k, A, B };
+}
+
+/** 'mean' centroids with the chosen re-weighting. */
+function meanMerge(
+  cat: FactoredModule,
+  units: readonly Unit[],
+  centroids: readonly Float64Array[],
+  cluster: readonly number[],
+  k: number,
+  reweight: NonNullable<MergeFactoredOptions['reweight']>,
+): FactoredModule {
+  const { in: n, out } = cat;
+  const A = new Float32Array(k * n);
+  const B = new Float32Array(out * k);
   for (let j = 0; j < k; j++) {
     const members = units.filter((_, i) => cluster[i] === j);
     const c = centroids[j]!;
@@ -300,6 +224,30 @@ function legoModule(
     for (let i = 0; i < B.length; i++) B[i] = B[i]! * f;
   }
   return merged;
+}
+
+/** The same ΔW with orthogonal units ordered by singular value (B·A = (Ub·Σ^½)·(Σ^½·Vaᵀ)). */
+function svdForm(m: FactoredModule): FactoredModule {
+  const svd = factoredSvd(m.B, m.A, m.out, m.in, m.rank);
+  return { ...m, ...factorsOfSvd(svd, m.out, m.in, m.rank, m.rank) };
+}
+
+type LegoOptions = Required<Pick<MergeFactoredOptions, 'centroid' | 'reweight' | 'restarts' | 'units'>>;
+
+function legoModule(
+  group: readonly FactoredModule[],
+  k: number,
+  seed: number,
+  opts: LegoOptions,
+): FactoredModule {
+  const cat = concatModules(group);
+  const units = unitsOf(opts.units === 'svd' ? concatModules(group.map(svdForm)) : cat);
+  if (units.length <= k) return cat;
+  const vs = units.map((u) => u.v);
+  const c = clusterUnits(gramOf(vs), vs.length, k, seed, opts.restarts);
+  return opts.centroid === 'sum'
+    ? sumMerge(cat, units, c.cluster, k)
+    : meanMerge(cat, units, centroidVectors(vs, c, k), c.cluster, k, opts.reweight);
 }
 
 function averageModule(group: readonly FactoredModule[], k: number, nParents: number): FactoredModule {
@@ -332,13 +280,35 @@ export function mergeFactored(
       value: seed,
     });
   }
+  const restarts = opts.restarts ?? 32;
+  if (!Number.isInteger(restarts) || restarts < 1 || restarts > 1000) {
+    throw new InvalidOptionError(
+      `restarts must be an integer from 1 to 1000 (got ${JSON.stringify(restarts)})`,
+      {
+        option: 'restarts',
+        value: restarts,
+      },
+    );
+  }
+  const units = opts.units ?? 'svd';
+  if (units !== 'svd' && units !== 'raw') {
+    throw new InvalidOptionError(`units must be 'svd' or 'raw' (got ${JSON.stringify(units)})`, {
+      option: 'units',
+      value: units,
+    });
+  }
   if (parents.length === 0)
     throw new InvalidOptionError('nothing to merge: no adapters given', { option: 'names' });
   const groups = groupModules(parents);
   const modules = groups.map((g, i) => {
     const m =
       method === 'lego'
-        ? legoModule(g, k, seed, opts.centroid ?? 'sum', opts.reweight ?? 'dual')
+        ? legoModule(g, k, seed, {
+            centroid: opts.centroid ?? 'sum',
+            reweight: opts.reweight ?? 'dual',
+            restarts,
+            units,
+          })
         : averageModule(g, k, parents.length);
     opts.onModule?.(i + 1, groups.length);
     return m;
