@@ -18,13 +18,13 @@ import type { GateSite } from '../model/inject-gates.ts';
 import { injectLora, type LoraTarget, loraBranchOpFor } from '../model/inject-lora.ts';
 import { detectLayout } from '../model/layout.ts';
 import { decodeModel, encodeModel, graphOf, type ModelProto, outputsOf } from '../model/onnx-io.ts';
-import { withoutPlannerShapes } from '../model/planner-shapes.ts';
 import {
   type ModelConfig,
   normalizeModelUrl,
   parseGenerationConfig,
   parseModelConfig,
 } from '../model/package.ts';
+import { withoutPlannerShapes } from '../model/planner-shapes.ts';
 import type { FrozenWeights } from '../train/cpu-model.ts';
 import { decoderConfig, loadFrozenWeights } from '../train/weights.ts';
 import { checkShaderF16, chooseBackend, fallbackReason } from './backend-choice.ts';
