@@ -24,7 +24,7 @@ import type { BenchBackend, BenchDtype } from './types.ts';
 
 export type LoadLib = LoadOnceOptions['lib'];
 
-const LIBS: readonly LoadLib[] = ['ours', 'ours-reencode', 'transformers'];
+const LIBS: readonly LoadLib[] = ['ours', 'ours-reencode', 'ours-shaped', 'ours-q4', 'transformers'];
 
 /** `--load-libs a,b` → the libraries, or null when one is unknown. */
 export function loadLibs(list: string): LoadLib[] | null {
@@ -288,7 +288,7 @@ export function rowsForLoad(
       }
     }
   }
-  for (const lib of ['ours', 'ours-reencode'] as const) {
+  for (const lib of ['ours', 'ours-reencode', 'ours-shaped', 'ours-q4'] as const) {
     for (const mode of ['first', 'cached'] as const) {
       const xs = pick(lib, mode).filter((s) => s.phases);
       if (xs.length === 0) continue;

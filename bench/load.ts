@@ -14,8 +14,13 @@ import type { LoadPhases } from '../src/engine/types.ts';
 import type { BenchBackend, BenchDtype } from './types.ts';
 
 export interface LoadOnceOptions {
-  /** 'ours-reencode': ours with the injected graph re-encoded with its weights (LoadSettings.fileWeights false). */
-  lib: 'ours' | 'ours-reencode' | 'transformers';
+  /**
+   * 'ours-reencode': ours with the injected graph re-encoded with its weights (LoadSettings.fileWeights
+   * false); 'ours-shaped': ours with every LoRA input's shape declared (LoadSettings.plannerShapes false,
+   * the load before model/planner-shapes.ts); 'ours-q4': ours with `wasmDequantize: 'never'` (4-bit
+   * weights on wasm; the same as ours on webgpu).
+   */
+  lib: 'ours' | 'ours-reencode' | 'ours-shaped' | 'ours-q4' | 'transformers';
   backend: BenchBackend;
   dtype: BenchDtype;
   /** Folder name under /models/. */
@@ -45,8 +50,17 @@ export async function loadOnce(o: LoadOnceOptions): Promise<LoadOnceResult> {
     const m: LoadedModel = await loadModel(
       ort,
       `/models/${o.model}/`,
-      { dtype: o.dtype, backend: o.backend },
-      { fileWeights: o.lib === 'ours', beforeSessions: async () => {}, onDeviceLost: () => {} },
+      {
+        dtype: o.dtype,
+        backend: o.backend,
+        ...(o.lib === 'ours-q4' ? { wasmDequantize: 'never' as const } : {}),
+      },
+      {
+        fileWeights: o.lib !== 'ours-reencode',
+        plannerShapes: o.lib !== 'ours-shaped',
+        beforeSessions: async () => {},
+        onDeviceLost: () => {},
+      },
       (p) => {
         if (p.stage === 'download' && p.fromCache === false) cached = false;
       },

@@ -11,7 +11,7 @@
  *                    [--train-backend cpu|webgpu|both] [--ranks 1,4,16] [--steps N] [--warmup N]
  *                    [--batch B] [--seq T] [--no-profile] [--columns 2,4,8]
  *                    [--model <folder>] [--no-base-graph] [--prompt-tokens N]
- *                    [--suite load [--load-reps N] [--load-libs ours,ours-reencode,transformers]]
+ *                    [--suite load [--load-reps N] [--load-libs ours,ours-reencode,ours-shaped,ours-q4,transformers]]
  *                    [--suite swap]
  * Defaults: the inference suite only; both backends (wasm first), q4; wasm 32 decode tokens × 5 reps,
  * webgpu 8 × 3; 20 swaps. Training suite (bench/train.ts): cpu then webgpu, ranks 1,4,16, B 2 × T 32,
@@ -164,7 +164,9 @@ function optionsFor(backend: BenchBackend): SuiteOptions {
 function loadOptions() {
   const name = model.name;
   const dir = args.model === undefined ? resolve(ROOT, 'public/models', name) : resolve(args.model);
-  const libs = loadLibs(args['load-libs']!) ?? fail(`--load-libs: ours, ours-reencode, transformers`);
+  const libs =
+    loadLibs(args['load-libs']!) ??
+    fail(`--load-libs: ours, ours-reencode, ours-shaped, ours-q4, transformers`);
   const reps = int(args['load-reps'], 'load-reps')!;
   return { backends, dtype, model: name, modelDir: dir, reps, libs };
 }

@@ -24,6 +24,7 @@ import {
   parseGenerationConfig,
   parseModelConfig,
 } from '../model/package.ts';
+import { withoutPlannerShapes } from '../model/planner-shapes.ts';
 import type { FrozenWeights } from '../train/cpu-model.ts';
 import { decoderConfig, loadFrozenWeights } from '../train/weights.ts';
 import { checkShaderF16, chooseBackend, fallbackReason } from './backend-choice.ts';
@@ -90,6 +91,11 @@ export interface LoadSettings {
    * (external-weights.ts) instead of re-encoding them into a second buffer. Default true.
    */
   fileWeights?: boolean;
+  /**
+   * Declare the injected graph's row mask (else its A inputs) without a shape, which makes onnxruntime's
+   * allocation planner much cheaper (model/planner-shapes.ts says why). Default true.
+   */
+  plannerShapes?: boolean;
   /** Runs once the new package is valid and just before its sessions are created (frees the old model). */
   beforeSessions(): Promise<void>;
   /** The device was lost (not destroyed on purpose) while this model was loaded. */
@@ -229,7 +235,8 @@ export async function loadModel(
     const { model, targets, gates } = clock.time('inject', () =>
       injectLora(prepared.model, { ...loraInjectOptionsFor(b), gates: !!opts.gates }),
     );
-    return { ...slimmed(model), targets, gates, prepared };
+    const light = settings.plannerShapes === false ? model : withoutPlannerShapes(model, targets);
+    return { ...slimmed(light), targets, gates, prepared };
   };
   let injected = inject(backend);
 
