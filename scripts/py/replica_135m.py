@@ -116,7 +116,7 @@ def main():
     with torch.no_grad():
         if builder:
             write_package_json(out, model, tok, meta)
-            build_builder(model, TensorProto.FLOAT, fp32)
+            build_builder(model, TensorProto.FLOAT, fp32, kv_head_dim=None)  # KV dims [1, 3, past, 64], as base.py
         else:
             write_package(out, model, tok, meta)
     print(f"wrote {fp32}: {n_params / 1e6:.1f}M parameters, {file_mb(fp32):.1f} MB in {time.time() - t0:.0f} s")

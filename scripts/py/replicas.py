@@ -229,12 +229,14 @@ def dequantized(q4_model, model):
 
 # ---------------------------------------------------------------- (d) builder-style graph
 
-def build_builder(model, io_dtype, path, rotary_nodes=False, qkv_bias=None):
+def build_builder(model, io_dtype, path, rotary_nodes=False, qkv_bias=None, kv_head_dim="kv_cache_dim"):
     """onnxruntime-genai builder layout (base.py): names, ops and I/O as the builder writes them, for any
     shape `model.c` holds (also replica_135m.py's 135M replica; weights to <path>_data). Rotary is
     fused into GroupQueryAttention (no position_ids input), or with `rotary_nodes` applied by
     com.microsoft.RotaryEmbedding nodes fed by a `position_ids` input (Q/K/V split off the packed output).
-    `qkv_bias` ({layer: [out] array}, Qwen2-style) adds `/attn/qkv_proj/Add` after the packed MatMul."""
+    `qkv_bias` ({layer: [out] array}, Qwen2-style) adds `/attn/qkv_proj/Add` after the packed MatMul.
+    `kv_head_dim`: the KV I/O's last dimension, a symbol (these fixtures: the loader must take head_dim from
+    config.json) or None for the number, as base.py writes it (the 135M replica; transformers.js needs it)."""
     c = model.c
     sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
     npd = np.float16 if io_dtype == TensorProto.FLOAT16 else np.float32
@@ -327,7 +329,8 @@ def build_builder(model, io_dtype, path, rotary_nodes=False, qkv_bias=None):
     lm = init("lm_head.MatMul.weight", sd["model.embed_tokens.weight"].T)
     node("MatMul", [h, lm], ["logits"], "/lm_head/MatMul")
 
-    kv_shape = ["batch_size", nkv, "past_sequence_length", "kv_cache_dim"]  # the builder's symbolic head dim
+    kv_dim = hd if kv_head_dim is None else kv_head_dim
+    kv_shape = ["batch_size", nkv, "past_sequence_length", kv_dim]
     inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
               helper.make_tensor_value_info("attention_mask", TensorProto.INT64,
                                             ["batch_size", "total_sequence_length"])]
@@ -339,7 +342,7 @@ def build_builder(model, io_dtype, path, rotary_nodes=False, qkv_bias=None):
         for kv in ("key", "value"):
             inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kv}", io_dtype, kv_shape))
             outputs.append(helper.make_tensor_value_info(
-                f"present.{i}.{kv}", io_dtype, ["batch_size", nkv, "total_sequence_length", "kv_cache_dim"]))
+                f"present.{i}.{kv}", io_dtype, ["batch_size", nkv, "total_sequence_length", kv_dim]))
     graph = helper.make_graph(nodes, "main_graph", inputs, outputs, inits)
     inits.clear()  # make_graph and make_model copy the tensors: keep one copy alive at a time (135M: 650 MB each)
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],

@@ -5,8 +5,9 @@
  * `inlineExternalData` makes each external initializer's raw_data a view into the chunk it names (no copy),
  * so the graph passes, which skip external tensors, see every weight. `moveToExternalData` is the reverse
  * for a graph about to be encoded: raw_data of `minBytes` or more goes to the data file, in initializer
- * order, unaligned (as onnx.save_model writes it). The engine's load path does not use this file: it hands
- * the chunks to onnxruntime-web as they are (load-files.ts, external-weights.ts).
+ * order, unaligned (as onnx.save_model writes it). The engine's load path hands the chunks to onnxruntime-web
+ * as they are (load-files.ts, external-weights.ts), except on wasm, where the 4-bit weights must be read to be
+ * dequantized at load (dequantize.ts skips external tensors): `withInlineExternalData` there.
  * ONNX external data: https://onnx.ai/onnx/repo-docs/ExternalData.html
  */
 import { ModelFormatError } from '../errors.ts';
@@ -99,4 +100,16 @@ export function moveToExternalData(model: ModelProto, location: string, minBytes
     bytes,
     tensors: parts.length,
   };
+}
+
+/**
+ * `inlineExternalData` for the engine's wasm load (load.ts): the chunks as load-files.ts returns them, by
+ * the names the graph references; `model` itself when it has no external data.
+ */
+export function withInlineExternalData(
+  model: ModelProto,
+  externalData: readonly { path: string; data: Uint8Array }[],
+): ModelProto {
+  if (!initializersOf(graphOf(model)).some(isExternal)) return model;
+  return inlineExternalData(model, new Map(externalData.map((c) => [c.path, c.data])));
 }

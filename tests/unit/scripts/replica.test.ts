@@ -14,7 +14,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-web';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createDecoderSession, greedy, KvStepper } from '../../../src/engine/session.ts';
+import { LocalEngine } from '../../../src/engine/engine.ts';
+import { createDecoderSession, greedy, KvStepper, type Ort } from '../../../src/engine/session.ts';
 import { TextTokenizer } from '../../../src/engine/tokenizer.ts';
 import { detectLayout } from '../../../src/model/layout.ts';
 import {
@@ -187,5 +188,34 @@ describe('replica_135m.py --size tiny --layout builder', () => {
       expect(b.tokens).toEqual(o.tokens);
     }
     expect(out['builder q4']!.tokens).toEqual(out['builder fp32']!.tokens);
+  });
+
+  it('LocalEngine on wasm dequantizes the external-data q4 weights at load (11 nodes), same tokens as 4-bit', async () => {
+    const paths = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json'];
+    const picked = () =>
+      [...paths, FILES.q4, `${FILES.q4}_data`].map((p) => new File([new Uint8Array(bread(p))], p));
+    const engine = new LocalEngine({
+      ort: ort as unknown as Ort,
+      wasmPaths: new URL('../../../node_modules/onnxruntime-web/dist/', import.meta.url).href,
+      numThreads: 1,
+      adapterStore: null,
+      baseGraphForNoAdapter: false,
+    });
+    try {
+      const run = async (wasmDequantize: 'never' | 'auto') => {
+        const report = await engine.loadModel(picked(), { backend: 'wasm', wasmDequantize });
+        const r = await engine.generate({ prompt: 'HAMLET:', maxNewTokens: 6 });
+        return { report, tokens: r.tokenIds };
+      };
+      const never = await run('never');
+      const auto = await run('auto');
+      expect(never.report.dtype).toBe('q4');
+      expect(never.report.dequantizedAtLoad).toMatchObject({ nodes: 0, kept: 11 });
+      expect(auto.report.dequantizedAtLoad).toMatchObject({ nodes: 11, kept: 0 });
+      expect(never.tokens).toHaveLength(6);
+      expect(auto.tokens).toEqual(never.tokens);
+    } finally {
+      await engine.dispose();
+    }
   });
 });
