@@ -17,6 +17,7 @@ import {
   initializersOf,
   isExternal,
   type ModelProto,
+  nodesOf,
   onnx,
   type TensorProto,
   withGraph,
@@ -103,13 +104,16 @@ export function moveToExternalData(model: ModelProto, location: string, minBytes
 }
 
 /**
- * `inlineExternalData` for the engine's wasm load (load.ts): the chunks as load-files.ts returns them, by
- * the names the graph references; `model` itself when it has no external data.
+ * `inlineExternalData` for the engine's wasm load (load.ts), ahead of the dequantize pass: the chunks as
+ * load-files.ts returns them, by the names the graph references; `model` itself when it has no external
+ * data or no MatMulNBits to dequantize (then onnxruntime-web reads the chunks as they are).
  */
 export function withInlineExternalData(
   model: ModelProto,
   externalData: readonly { path: string; data: Uint8Array }[],
 ): ModelProto {
-  if (!initializersOf(graphOf(model)).some(isExternal)) return model;
+  const g = graphOf(model);
+  if (!nodesOf(g).some((n) => n.opType === 'MatMulNBits')) return model;
+  if (!initializersOf(g).some(isExternal)) return model;
   return inlineExternalData(model, new Map(externalData.map((c) => [c.path, c.data])));
 }
