@@ -1,7 +1,7 @@
 /**
  * Offline 4-bit quantization of an fp32 ONNX decoder: the same `quantize()` pass the browser can run,
  * as a Node command that writes the q4 file next to the fp32 one (e.g. onnx/model_q4.onnx).
- *   npm run quantize -- <in.onnx> <out.onnx> [--no-lm-head] [--embedding q4|fp32] [--zero-points] [--block-size 32]
+ *   npm run quantize -- <in.onnx> <out.onnx> [--no-lm-head] [--embedding q4|fp32] [--zero-points] [--block-size 32] [--external-data]
  * Defaults: block 32, symmetric, lm_head 4-bit, a tied embedding read from the lm_head's 4-bit blocks
  * (src/model/quantize.ts). `--include-lm-head` is accepted for old scripts (it is the default now).
  * (= npx tsx scripts/quantize-model.ts ...; Node 20 has no --experimental-strip-types.)
