@@ -15,7 +15,7 @@
  * GPU-process figure is the weights on the "device". CPU time (renderers + GPU process) is reported
  * next to wall time: on a shared machine it does not include the time spent waiting for other processes.
  */
-import { readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Browser, CDPSession, Page } from 'playwright';
 import type { LoadOnceOptions, LoadOnceResult } from './load.ts';
@@ -142,7 +142,14 @@ export async function runLoadSuite(
   log: Log,
 ): Promise<LoadSuiteResult> {
   const modelFile = opts.dtype === 'fp32' ? 'onnx/model.onnx' : `onnx/model_${opts.dtype}.onnx`;
-  const modelFileBytes = statSync(resolve(opts.modelDir, modelFile)).size;
+  let modelFileBytes = statSync(resolve(opts.modelDir, modelFile)).size;
+  // Weights in external data (builder packages: onnx/model_q4.onnx_data, then _data_1, …) are the file's too.
+  const chunks: string[] = [];
+  for (let i = 0; existsSync(resolve(opts.modelDir, `${modelFile}_data${i ? `_${i}` : ''}`)); i++) {
+    chunks.push(`${modelFile}_data${i ? `_${i}` : ''}`);
+    modelFileBytes += statSync(resolve(opts.modelDir, chunks.at(-1)!)).size;
+  }
+  const fileLabel = chunks.length ? `${modelFile} + ${chunks.map((c) => c.slice(5)).join(' + ')}` : modelFile;
   const cdp = await browser.newBrowserCDPSession();
   const samples: LoadSample[] = [];
   for (let rep = 0; rep < opts.reps; rep++) {
@@ -199,7 +206,7 @@ export async function runLoadSuite(
     }
   }
   await cdp.detach();
-  return { suite: 'load', options: opts, backend, modelFile, modelFileBytes, samples };
+  return { suite: 'load', options: opts, backend, modelFile: fileLabel, modelFileBytes, samples };
 }
 
 /** Table rows: times side by side with paired ratios, memory against the file size, our phases. */

@@ -30,6 +30,7 @@ import {
 import { decodeModel, encodeModel } from '../src/model/onnx-io.ts';
 import { fetchModelPackage, modelFileName } from '../src/model/package.ts';
 import { createBenchSession, emptySeries, lockstepGreedy, record } from './decode-loop.ts';
+import { withExternalData } from './external-data.ts';
 import { PASSAGE, PROMPT_TOKENS } from './prompt.ts';
 import { summarize } from './stats.ts';
 import type { EngineSeries, OursResult, SuiteOptions, SwapResult } from './types.ts';
@@ -54,7 +55,10 @@ function rng(seed: number): () => number {
   };
 }
 
-/** PEFT files of a random rank-`r` adapter on every target (small values: outputs stay finite). */
+/**
+ * PEFT files of a random rank-`r` adapter on every target (small values: outputs stay finite). A packed
+ * target (the builder layout's qkv_proj) gets one module per part (q/k/v), as PEFT adapters name them.
+ */
 export function randomAdapter(
   targets: readonly LoraTarget[],
   r: number,
@@ -63,11 +67,14 @@ export function randomAdapter(
   const rand = rng(1234);
   const fill = (n: number, scale: number): Float32Array =>
     Float32Array.from({ length: n }, () => rand() * scale);
+  const modules = targets.flatMap((t): { layer: number; module: string; in: number; out: number }[] =>
+    t.parts?.length ? t.parts.map((p) => ({ layer: t.layer, module: p.module, in: t.in, out: p.size })) : [t],
+  );
   return buildPeftFiles({
     baseModel,
     r,
     loraAlpha: 2 * r,
-    modules: targets.map((t) => ({
+    modules: modules.map((t) => ({
       layer: t.layer,
       module: t.module,
       in: t.in,
@@ -147,9 +154,11 @@ export async function runOurs(opts: SuiteOptions, log: Log): Promise<OursResult>
     `ours/${backend}/${dtype}: creating bench sessions (${opts.baseGraph ? 'base, ' : ''}injected ${branchOp}, injected ${altBranchOp})`,
   );
   // As the engine does (load.ts): on wasm, 4-bit MatMulNBits become fp32 MatMuls at load.
-  const prepared = backend === 'wasm' ? wasmGraphOf(decodeModel(pkg.model)) : null;
-  const decoded = prepared?.model ?? decodeModel(pkg.model);
-  const baseBytes = prepared?.dequantized ? encodeModel(decoded) : pkg.model;
+  const fileGraph = decodeModel(pkg.model);
+  const file = await withExternalData(fileGraph, modelBase, dtype); // builder layout: weights in .onnx_data
+  const prepared = backend === 'wasm' ? wasmGraphOf(file) : null;
+  const decoded = prepared?.model ?? file;
+  const baseBytes = prepared?.dequantized || file !== fileGraph ? encodeModel(decoded) : pkg.model;
   const base = opts.baseGraph ? await createBenchSession(ort, baseBytes, backend, pkg.config) : null;
   const injected = await createBenchSession(
     ort,

@@ -67,6 +67,12 @@ def export_onnx(model, path):
 
 
 def write_package(out, model, tok, meta):
+    write_package_json(out, model, tok, meta)
+    export_onnx(model, os.path.join(out, "onnx", "model.onnx"))
+
+
+def write_package_json(out, model, tok, meta):
+    """config.json, generation_config.json, tokenizer.json, tokenizer_config.json (no ONNX file)."""
     c = model.c
     os.makedirs(out, exist_ok=True)
     eot = tok.eot_id
@@ -92,7 +98,6 @@ def write_package(out, model, tok, meta):
                    "unk_token": None, "pad_token": bpe.EOT, "add_bos_token": False, "add_eos_token": False,
                    "clean_up_tokenization_spaces": False, "model_max_length": c.max_position_embeddings,
                    "chat_template": CHAT_TEMPLATE}, f, indent=2)
-    export_onnx(model, os.path.join(out, "onnx", "model.onnx"))
 
 
 TINY = dict(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2,

@@ -190,11 +190,17 @@ def quantize_q4(src, dst):
     # --no-lm-head: the layout these fixtures were made with (the oracle below dequantizes the 7 projections/layer)
     subprocess.run(["npx", "tsx", "scripts/quantize-model.ts", src, dst, "--no-lm-head"], cwd=REPO, check=True,
                    stdout=subprocess.DEVNULL)
-    m = onnx.load(dst)
-    for n in m.graph.node:  # onnxruntime's MatMulNBitsQuantizer names the node <name>_Q4
+    return rename_q4_nodes(dst)
+
+
+def rename_q4_nodes(path):
+    """Names every MatMulNBits node <name>_Q4, as onnxruntime's MatMulNBitsQuantizer does, in place; external
+    data is neither read nor rewritten (its tensors keep pointing at their file)."""
+    m = onnx.load(path, load_external_data=False)
+    for n in m.graph.node:
         if n.op_type == "MatMulNBits" and not n.name.endswith("_Q4"):
             n.name += "_Q4"
-    onnx.save(m, dst)
+    onnx.save(m, path)
     return m
 
 
@@ -223,11 +229,14 @@ def dequantized(q4_model, model):
 
 # ---------------------------------------------------------------- (d) builder-style graph
 
-def build_builder(model, io_dtype, path, rotary_nodes=False, qkv_bias=None):
-    """onnxruntime-genai builder layout (base.py): names, ops and I/O as the builder writes them. Rotary is
+def build_builder(model, io_dtype, path, rotary_nodes=False, qkv_bias=None, kv_head_dim="kv_cache_dim"):
+    """onnxruntime-genai builder layout (base.py): names, ops and I/O as the builder writes them, for any
+    shape `model.c` holds (also replica_135m.py's 135M replica; weights to <path>_data). Rotary is
     fused into GroupQueryAttention (no position_ids input), or with `rotary_nodes` applied by
     com.microsoft.RotaryEmbedding nodes fed by a `position_ids` input (Q/K/V split off the packed output).
-    `qkv_bias` ({layer: [out] array}, Qwen2-style) adds `/attn/qkv_proj/Add` after the packed MatMul."""
+    `qkv_bias` ({layer: [out] array}, Qwen2-style) adds `/attn/qkv_proj/Add` after the packed MatMul.
+    `kv_head_dim`: the KV I/O's last dimension, a symbol (these fixtures: the loader must take head_dim from
+    config.json) or None for the number, as base.py writes it (the 135M replica; transformers.js needs it)."""
     c = model.c
     sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
     npd = np.float16 if io_dtype == TensorProto.FLOAT16 else np.float32
@@ -320,7 +329,8 @@ def build_builder(model, io_dtype, path, rotary_nodes=False, qkv_bias=None):
     lm = init("lm_head.MatMul.weight", sd["model.embed_tokens.weight"].T)
     node("MatMul", [h, lm], ["logits"], "/lm_head/MatMul")
 
-    kv_shape = ["batch_size", nkv, "past_sequence_length", "kv_cache_dim"]  # the builder's symbolic head dim
+    kv_dim = hd if kv_head_dim is None else kv_head_dim
+    kv_shape = ["batch_size", nkv, "past_sequence_length", kv_dim]
     inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
               helper.make_tensor_value_info("attention_mask", TensorProto.INT64,
                                             ["batch_size", "total_sequence_length"])]
@@ -332,10 +342,12 @@ def build_builder(model, io_dtype, path, rotary_nodes=False, qkv_bias=None):
         for kv in ("key", "value"):
             inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kv}", io_dtype, kv_shape))
             outputs.append(helper.make_tensor_value_info(
-                f"present.{i}.{kv}", io_dtype, ["batch_size", nkv, "total_sequence_length", "kv_cache_dim"]))
+                f"present.{i}.{kv}", io_dtype, ["batch_size", nkv, "total_sequence_length", kv_dim]))
     graph = helper.make_graph(nodes, "main_graph", inputs, outputs, inits)
+    inits.clear()  # make_graph and make_model copy the tensors: keep one copy alive at a time (135M: 650 MB each)
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
                           producer_name="onnxruntime-genai (weblora replica)")
+    del graph
     m.ir_version = 8
     if rotary_nodes or qkv_bias is not None:
         share_external(m, os.path.join(os.path.dirname(os.path.dirname(path)), "builder", "model.onnx"), path)

@@ -13,6 +13,7 @@ import { detectCapabilities } from '../env.ts';
 import { DeviceLostError, UnsupportedError } from '../errors.ts';
 import { specialTokensOf } from '../model/chat.ts';
 import { wasmDequantizeBudget, wasmGraphOf } from '../model/dequantize.ts';
+import { withInlineExternalData } from '../model/external-data.ts';
 import { weightsAsExternal } from '../model/external-weights.ts';
 import type { GateSite } from '../model/inject-gates.ts';
 import { injectLora, type LoraTarget, loraBranchOpFor, loraInjectOptionsFor } from '../model/inject-lora.ts';
@@ -218,8 +219,11 @@ export async function loadModel(
     .map((o) => o.name)
     .filter((n) => n.startsWith('present.'));
   // On wasm, 4-bit MatMulNBits run as fp32 MatMuls dequantized here (model/dequantize.ts says why).
+  // External-data weights (builder packages) are read in place there (views of the chunks, no copy).
   const forBackend = (b: Backend) =>
-    b === 'wasm' ? wasmGraphOf(decoded, opts.wasmDequantize) : { model: decoded, dequantized: null };
+    b === 'wasm'
+      ? wasmGraphOf(withInlineExternalData(decoded, externalData), opts.wasmDequantize)
+      : { model: decoded, dequantized: null };
   // Graphs are encoded without their weights: those stay in the buffers they are in (the fetched file,
   // the dequantized fp32 tensors) and reach onnxruntime-web from there as external data
   // (external-weights.ts), so no weight is copied in JS.
