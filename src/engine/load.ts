@@ -14,6 +14,7 @@ import { DeviceLostError, UnsupportedError } from '../errors.ts';
 import { specialTokensOf } from '../model/chat.ts';
 import { wasmDequantizeBudget, wasmGraphOf } from '../model/dequantize.ts';
 import { weightsAsExternal } from '../model/external-weights.ts';
+import { greedyHeadOf } from '../model/greedy-head.ts';
 import type { GateSite } from '../model/inject-gates.ts';
 import { injectLora, type LoraTarget, loraBranchOpFor } from '../model/inject-lora.ts';
 import { detectLayout } from '../model/layout.ts';
@@ -212,8 +213,11 @@ export async function loadModel(
     .map((o) => o.name)
     .filter((n) => n.startsWith('present.'));
   // On wasm, 4-bit MatMulNBits run as fp32 MatMuls dequantized here (model/dequantize.ts says why).
+  // Every session also gets the greedy head (model/greedy-head.ts): last-row logits, an argmax output.
   const forBackend = (b: Backend) =>
-    b === 'wasm' ? wasmGraphOf(decoded, opts.wasmDequantize) : { model: decoded, dequantized: null };
+    greedyHeadOf(
+      b === 'wasm' ? wasmGraphOf(decoded, opts.wasmDequantize) : { model: decoded, dequantized: null },
+    );
   // Graphs are encoded without their weights: those stay in the buffers they are in (the fetched file,
   // the dequantized fp32 tensors) and reach onnxruntime-web from there as external data
   // (external-weights.ts), so no weight is copied in JS.
@@ -263,9 +267,8 @@ export async function loadModel(
       // The original bytes, same EP/options (on webgpu ORT shares its one GPUDevice between sessions).
       try {
         const p = injected.prepared;
-        const base = p.dequantized?.nodes
-          ? slimmed(p.model)
-          : { bytes: modelBytes, externalData, held: weightBytes };
+        const base =
+          p.model !== decoded ? slimmed(p.model) : { bytes: modelBytes, externalData, held: weightBytes };
         baseGraph = await clock.timeAsync('baseSession', () =>
           create(base.bytes, backend, base.externalData),
         );
