@@ -14,7 +14,9 @@
  * h is found by walking back from the node that writes `logits` through a Cast or a bias Add to the
  * MatMul / MatMulNBits whose weight is a 2-D constant (possibly Transposed); any other shape of head
  * keeps every row (only the ArgMax output is added). The pass does not change any other node, copies no
- * weight, and is idempotent. It deliberately does not sample (temperature, top-k/p need the logits row).
+ * weight, and is idempotent. It deliberately does not sample (temperature, top-k/p need the logits row),
+ * and unlike sampling.ts it cannot report a row whose logits are all NaN / −Infinity (ArgMax returns an
+ * index there; only the logits path throws).
  */
 import {
   cloneGraph,
