@@ -1,13 +1,12 @@
 /**
  * The bench's model-level greedy loop: the product's decode step (src/engine/session.ts: KvStepper over a
- * session made by createDecoderSession, exactly what the engine runs) plus argmax and the engine's
- * event-loop hop between steps — minus sampling options, detokenization and stop strings. It exists so
+ * session made by createDecoderSession, exactly what the engine runs) plus the greedy pick (KvStepper.next) and
+ * the engine's event-loop hop between steps — minus sampling options, detokenization and stop strings. It exists so
  * that the un-injected graph and the LoRA-injected one can be timed in lockstep by identical code. It
  * never stops at eos: every repetition does exactly `decodeTokens` steps.
  */
 import type * as OrtModule from 'onnxruntime-web';
 import { yieldToEventLoop } from '../src/engine/decode.ts';
-import { argmax } from '../src/engine/sampling.ts';
 import { createDecoderSession, type DecoderGraph, KvStepper } from '../src/engine/session.ts';
 import type { ModelConfig } from '../src/model/package.ts';
 import { median } from './stats.ts';
@@ -56,7 +55,9 @@ export class GreedyRun {
 
   private async advance(ids: number[]): Promise<number> {
     const t0 = performance.now();
-    const next = argmax(await this.stepper.step(ids));
+    // The greedy pick as the engine makes it: the graph's ArgMax output when it has the greedy head
+    // (src/model/greedy-head.ts: one id read back), else argmax over the logits row read back.
+    const next = await this.stepper.next(ids);
     const dt = performance.now() - t0;
     this.tokens.push(next);
     return dt;

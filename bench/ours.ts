@@ -3,7 +3,8 @@
  * Decode/prefill for (a) the graph as shipped (never LoRA-injected), (b) the injected graph fed
  * "no adapter" (the engine's noAdapterFeeds), (c) the injected graph fed a random rank-8 adapter on all
  * 7 modules of every layer, (d) as (c) with the other LoRA branch operator (MatMul vs Einsum, see
- * src/model/inject-lora.ts) — all timed by the same loop (decode-loop.ts), steps run in lockstep so
+ * src/model/inject-lora.ts), (e) (a) — or (b) without (a) — with the greedy head the engine adds at load
+ * (src/model/greedy-head.ts: last-row lm_head, the ArgMax id read back) — all timed by the same loop (decode-loop.ts), steps run in lockstep so
  * drift hits them alike. Then the real engine.generate path (no adapter,
  * rank-8; TTFT from the call to the first token callback), interleaved with transformers.js on the
  * same file (transformers.ts) when asked, and adapter swap latency through the
@@ -20,6 +21,7 @@ import { noAdapterFeeds } from '../src/engine/load.ts';
 import type { Ort } from '../src/engine/session.ts';
 import { TextTokenizer } from '../src/engine/tokenizer.ts';
 import { wasmGraphOf } from '../src/model/dequantize.ts';
+import { withGreedyHead } from '../src/model/greedy-head.ts';
 import type { LoraTarget } from '../src/model/inject-lora.ts';
 import {
   injectLora,
@@ -172,6 +174,13 @@ export async function runOurs(opts: SuiteOptions, log: Log): Promise<OursResult>
     backend,
     pkg.config,
   );
+  // (e): the reference graph ((a) base, else (b) injected) with the greedy head, as the engine loads it.
+  const headed = await createBenchSession(
+    ort,
+    encodeModel(withGreedyHead(opts.baseGraph ? decoded : injectLora(decoded, { branchOp }).model).model),
+    backend,
+    pkg.config,
+  );
   const device = backend === 'webgpu' ? ((await ort.env.webgpu.device) as GPUDevice) : null;
   const none = noAdapterFeeds(ort, targets, device);
   const r8 = await adapterFeeds(p, targets);
@@ -182,8 +191,11 @@ export async function runOurs(opts: SuiteOptions, log: Log): Promise<OursResult>
     { name: '(b) injected, no adapter', s: injected, feeds: none.feeds, series: emptySeries() },
     { name: '(c) injected, rank-8', s: injected, feeds: r8.feeds, series: emptySeries() },
     { name: `(d) ${altBranchOp} branch, rank-8`, s: injectedAlt, feeds: r8.feeds, series: emptySeries() },
+    { name: '(e) greedy head', s: headed, feeds: base ? {} : none.feeds, series: emptySeries() },
   ];
-  const [injectedNoneSeries, injectedR8Series, injectedR8AltSeries] = configs.slice(-3).map((c) => c.series);
+  const [injectedNoneSeries, injectedR8Series, injectedR8AltSeries, greedyHeadSeries] = configs
+    .slice(-4)
+    .map((c) => c.series);
   try {
     log(`ours/${backend}: warm-up ${configs.map((c) => c.name.slice(0, 3)).join(', ')}`);
     await lockstepGreedy(ort, configs, promptIds, 2);
@@ -202,6 +214,7 @@ export async function runOurs(opts: SuiteOptions, log: Log): Promise<OursResult>
     await base?.session.release();
     await injected.session.release();
     await injectedAlt.session.release();
+    await headed.session.release();
   }
 
   // The engine's own generate path (what users get), no adapter vs rank-8, interleaved.
@@ -274,6 +287,7 @@ export async function runOurs(opts: SuiteOptions, log: Log): Promise<OursResult>
     branchOp,
     altBranchOp,
     injectedR8Alt: injectedR8AltSeries!,
+    greedyHead: greedyHeadSeries!,
     engineNone,
     engineR8,
     swap,

@@ -53,7 +53,7 @@ export function rowsFor(o: OursResult, t: TjsResult | null): Row[] {
     `${f(o.loadMs, 0)}; ${dq ? `${dq.nodes} MatMulNBits → fp32 MatMul (${(dq.fp32Bytes / 2 ** 20).toFixed(0)} MiB f32)` : 'none'}`,
   );
   if (o.base.stepMs.length === 0) {
-    rowsWithoutBase(o, info);
+    rowsWithoutBase(o, rows, info);
   } else {
     rowsWithBase(o, rows, info);
   }
@@ -64,7 +64,7 @@ export function rowsFor(o: OursResult, t: TjsResult | null): Row[] {
 type Info = (metric: string, value: string) => void;
 
 /** `--no-base-graph`: (b), (c), (d) only, the ratios against (b). */
-function rowsWithoutBase(o: OursResult, info: Info): void {
+function rowsWithoutBase(o: OursResult, rows: Row[], info: Info): void {
   info('decode tok/s (a) base graph', 'not measured (--no-base-graph)');
   info('decode tok/s (b) injected, no adapter', range(o.injectedNone.decodeTps));
   info('decode tok/s (c) injected, rank-8 on all 7 modules', range(o.injectedR8.decodeTps));
@@ -85,6 +85,7 @@ function rowsWithoutBase(o: OursResult, info: Info): void {
   info('prefill tok/s (c) injected, rank-8', range(o.injectedR8.prefillTps, 1));
   info(`prefill tok/s (d) rank-8, ${o.altBranchOp} branch`, range(o.injectedR8Alt.prefillTps, 1));
   info('TTFT ms (b) loop (prompt pass + argmax)', range(o.injectedNone.ttftMs, 1));
+  greedyHeadRows(o, o.injectedNone, '(b)', rows, info);
 }
 
 function rowsWithBase(o: OursResult, rows: Row[], info: Info): void {
@@ -132,6 +133,29 @@ function rowsWithBase(o: OursResult, rows: Row[], info: Info): void {
     `${f(pairedRatio(o.injectedR8.prefillTps, o.base.prefillTps), 3)}, ${f(pairedRatio(o.injectedR8Alt.prefillTps, o.base.prefillTps), 3)}`,
   );
   info('TTFT ms (a) loop (prompt pass + argmax)', range(o.base.ttftMs, 1));
+  greedyHeadRows(o, o.base, '(a)', rows, info);
+}
+
+/** (e), the reference loop's graph with the greedy head, against that loop (paired steps). */
+function greedyHeadRows(o: OursResult, ref: OursResult['base'], name: string, rows: Row[], info: Info): void {
+  const e = o.greedyHead;
+  if (!e || e.stepMs.length === 0) return;
+  info(`decode tok/s (e) ${name} + greedy head (ArgMax id read back)`, range(e.decodeTps));
+  const steps = ref.stepMs.reduce((n, x) => n + x.length, 0);
+  info(
+    `decode ratio (e)/${name}, median of ${steps} paired steps; per-rep totals`,
+    `${f(pairedStepRatio(e.stepMs, ref.stepMs), 3)}; ${f(pairedRatio(e.decodeTps, ref.decodeTps), 3)}`,
+  );
+  info(
+    `prefill tok/s (e); ratio (e)/${name} (per-rep pairs)`,
+    `${range(e.prefillTps, 1)}; ${f(pairedRatio(e.prefillTps, ref.prefillTps), 3)}`,
+  );
+  rows.push({
+    metric: `greedy tokens (e) = ${name}`,
+    value: agree(e.tokens, ref.tokens),
+    target: 'equal',
+    result: check(e.tokens.join() === ref.tokens.join()),
+  });
 }
 
 function rowsForEngine(o: OursResult, t: TjsResult | null, rows: Row[], info: Info): void {

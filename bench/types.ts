@@ -104,6 +104,12 @@ export interface OursResult {
   altBranchOp: LoraBranchOp;
   /** (d) injected with altBranchOp, fed the same rank-8 adapter as (c). */
   injectedR8Alt: LoopSeries;
+  /**
+   * (e) the reference loop's graph ((a) base, or (b) injected fed "no adapter" with --no-base-graph) with
+   * the greedy head (src/model/greedy-head.ts): last-row lm_head, the ArgMax id read back instead of logits.
+   * Absent in results written before it existed.
+   */
+  greedyHead?: LoopSeries;
   engineNone: EngineSeries;
   engineR8: EngineSeries;
   swap: SwapResult;

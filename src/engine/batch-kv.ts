@@ -11,7 +11,9 @@
  * It deliberately does not sample or know about adapters beyond the per-step extra feeds it is given.
  * Continuous batching as in vLLM (Kwon et al. 2023, arXiv:2309.06180); left padding as in HF generate.
  */
+import type * as OrtModule from 'onnxruntime-web';
 import { InvalidOptionError } from '../errors.ts';
+import { ARGMAX_OUTPUT } from '../model/greedy-head.ts';
 import { LORA_ROW_MASK } from '../model/inject-lora.ts';
 import { type DecoderGraph, logitsToFloat32, type Ort, type OrtTensor, rowMaskOne } from './session.ts';
 
@@ -100,6 +102,42 @@ export class BatchKv {
     extraFeeds: Record<string, OrtTensor>,
     graph = this.graph,
   ): Promise<Float32Array[]> {
+    const out = await this.run(ids, extraFeeds, graph, 'logits');
+    const logitsT = out.logits!;
+    const V = logitsT.dims[logitsT.dims.length - 1]!;
+    const T = logitsT.dims[logitsT.dims.length - 2] ?? 1;
+    const data = await logitsT.getData();
+    const rows: Float32Array[] = [];
+    for (let b = 0; b < ids.length; b++) {
+      rows.push(logitsToFloat32(data, (b * T + T - 1) * V, (b * T + T) * V));
+    }
+    logitsT.dispose();
+    return rows;
+  }
+
+  /**
+   * As `step` on a graph with the greedy head (`graph.argmax`, model/greedy-head.ts): returns each row's
+   * greedy next id (argmax, lowest id on ties), reading back B int64 instead of B logits rows.
+   */
+  async stepGreedy(
+    ids: readonly number[],
+    extraFeeds: Record<string, OrtTensor>,
+    graph = this.graph,
+  ): Promise<number[]> {
+    const out = await this.run(ids, extraFeeds, graph, ARGMAX_OUTPUT);
+    const t = out[ARGMAX_OUTPUT]!;
+    const data = (await t.getData()) as BigInt64Array;
+    const k = t.dims[t.dims.length - 1] ?? 1; // rows kept per sequence (1)
+    t.dispose();
+    return ids.map((_, b) => Number(data[b * k + k - 1]));
+  }
+
+  private async run(
+    ids: readonly number[],
+    extraFeeds: Record<string, OrtTensor>,
+    graph: DecoderGraph,
+    what: 'logits' | typeof ARGMAX_OUTPUT,
+  ): Promise<OrtModule.InferenceSession.ReturnType> {
     const B = this.lens.length;
     if (ids.length !== B) {
       throw new InvalidOptionError(`a batch step needs one id per row (${B}), got ${ids.length}`, {
@@ -137,20 +175,13 @@ export class BatchKv {
     layout.pastNames.forEach((n, i) => {
       feeds[n] = this.past[i]!;
     });
-    const out = await graph.session.run(feeds, ['logits', ...layout.presentNames]);
+    const out = await graph.session.run(feeds, [what, ...layout.presentNames]);
     for (const t of Object.values(tokenFeeds)) t.dispose();
-    const logitsT = out.logits!;
-    const V = logitsT.dims[logitsT.dims.length - 1]!;
-    const T = logitsT.dims[logitsT.dims.length - 2] ?? 1;
-    const data = await logitsT.getData();
-    const rows: Float32Array[] = [];
-    for (let b = 0; b < B; b++) rows.push(logitsToFloat32(data, (b * T + T - 1) * V, (b * T + T) * V));
-    logitsT.dispose();
     for (const t of this.past) t.dispose();
     this.past = layout.presentNames.map((o) => out[o]!);
     this.width += 1;
     this.lens = this.lens.map((l) => l + 1);
-    return rows;
+    return out;
   }
 
   dispose(): void {

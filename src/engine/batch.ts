@@ -47,6 +47,8 @@ export interface BatchHost {
     lastPrefillLogits: Float32Array | null;
     lastGraph: 'base' | 'injected' | null;
     lastBatchRows: number;
+    /** What the last decode step read back: one greedy id per row (greedy head) or the logits rows. */
+    lastDecodeRead?: 'ids' | 'logits' | null;
   };
 }
 
@@ -191,17 +193,22 @@ export class Batcher {
           feeds = await this.feedsFor(m, b.rows, key);
         }
         const t0 = performance.now();
-        const logits = await kv.step(
-          b.rows.map((r) => r.stream!.last),
-          feeds.lora.feeds,
-          feeds.graph,
-        );
+        const last = b.rows.map((r) => r.stream!.last);
+        // Every row greedy on a graph with the greedy head: read back one id per row, not the logits.
+        const ids = feeds.graph.argmax && b.rows.every((r) => r.stream!.greedy);
+        const picked = ids
+          ? await kv.stepGreedy(last, feeds.lora.feeds, feeds.graph)
+          : await kv.step(last, feeds.lora.feeds, feeds.graph);
         const ms = performance.now() - t0;
+        this.host.debug.lastDecodeRead = ids ? 'ids' : 'logits';
         this.host.debug.lastKvLocations = kv.locations;
         this.host.debug.lastGraph = feeds.graph === m.baseGraph ? 'base' : 'injected';
         this.host.debug.lastBatchRows = b.rows.length;
         for (const r of b.rows) r.batchRows = Math.max(r.batchRows, b.rows.length);
-        const done = b.rows.flatMap((r, i) => (r.stream!.push(logits[i]!, ms) ? [i] : []));
+        const done = b.rows.flatMap((r, i) => {
+          const p = picked[i]!;
+          return (typeof p === 'number' ? r.stream!.pushId(p, ms) : r.stream!.push(p, ms)) ? [i] : [];
+        });
         if (done.length > 0) {
           for (const i of done) this.finish(b.rows[i]!);
           b.rows = b.rows.filter((_, i) => !done.includes(i));

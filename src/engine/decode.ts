@@ -19,6 +19,11 @@ export interface PreparedRequest {
   promptIds: number[];
   maxNew: number;
   sampler: Sampler;
+  /**
+   * True when the sampler is plain argmax (temperature 0, no repetition penalty): the batch loop may then
+   * take the graph's own argmax (model/greedy-head.ts) instead of reading the logits row.
+   */
+  greedy: boolean;
   matcher: StopStringMatcher | null;
 }
 
@@ -63,6 +68,7 @@ export function prepareRequest(m: LoadedModel, req: GenerateRequest): PreparedRe
       repetitionPenalty: req.repetitionPenalty,
       seed: req.seed,
     }),
+    greedy: (req.temperature ?? 0) === 0 && (req.repetitionPenalty ?? 1) === 1,
     matcher: req.stop?.length ? stopStringMatcher(req.stop) : null,
   };
 }
@@ -126,9 +132,18 @@ export class TokenStream {
 
   /** Samples the next token from `logits`, streams it; true when the request is finished. */
   push(logits: Float32Array, ms: number): boolean {
+    return this.pushId(this.req.sampler.next(logits, this.history), ms);
+  }
+
+  /** Whether the request picks by plain argmax (PreparedRequest.greedy). */
+  get greedy(): boolean {
+    return this.req.greedy;
+  }
+
+  /** Streams `next`, already chosen (the graph's argmax for a greedy request); true when finished. */
+  pushId(next: number, ms: number): boolean {
     const { m, req } = this;
     const step = this.generated.length;
-    const next = req.sampler.next(logits, this.history);
     if (step === 0) this.prefillMs = ms;
     else this.decodeMs += ms;
     this.generated.push(next);

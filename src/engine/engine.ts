@@ -109,6 +109,8 @@ export interface EngineDebugState {
   lastGraph: 'base' | 'injected' | null;
   /** Rows of the last decode step (batch.ts: > 1 when requests decoded together). */
   lastBatchRows: number;
+  /** What the last decode step read back: greedy ids (model/greedy-head.ts) or logits rows. */
+  lastDecodeRead?: 'ids' | 'logits' | null;
 }
 
 let requestCounter = 0;

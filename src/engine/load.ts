@@ -15,6 +15,7 @@ import { specialTokensOf } from '../model/chat.ts';
 import { wasmDequantizeBudget, wasmGraphOf } from '../model/dequantize.ts';
 import { withInlineExternalData } from '../model/external-data.ts';
 import { weightsAsExternal } from '../model/external-weights.ts';
+import { greedyHeadOf } from '../model/greedy-head.ts';
 import type { GateSite } from '../model/inject-gates.ts';
 import { injectLora, type LoraTarget, loraBranchOpFor, loraInjectOptionsFor } from '../model/inject-lora.ts';
 import { detectLayout } from '../model/layout.ts';
@@ -220,10 +221,13 @@ export async function loadModel(
     .filter((n) => n.startsWith('present.'));
   // On wasm, 4-bit MatMulNBits run as fp32 MatMuls dequantized here (model/dequantize.ts says why).
   // External-data weights (builder packages) are read in place there (views of the chunks, no copy).
+  // Every session also gets the greedy head (model/greedy-head.ts): last-row logits, an argmax output.
   const forBackend = (b: Backend) =>
-    b === 'wasm'
-      ? wasmGraphOf(withInlineExternalData(decoded, externalData), opts.wasmDequantize)
-      : { model: decoded, dequantized: null };
+    greedyHeadOf(
+      b === 'wasm'
+        ? wasmGraphOf(withInlineExternalData(decoded, externalData), opts.wasmDequantize)
+        : { model: decoded, dequantized: null },
+    );
   // Graphs are encoded without their weights: those stay in the buffers they are in (the fetched file,
   // the dequantized fp32 tensors) and reach onnxruntime-web from there as external data
   // (external-weights.ts), so no weight is copied in JS.
@@ -274,9 +278,8 @@ export async function loadModel(
       // The original bytes, same EP/options (on webgpu ORT shares its one GPUDevice between sessions).
       try {
         const p = injected.prepared;
-        const base = p.dequantized?.nodes
-          ? slimmed(p.model)
-          : { bytes: modelBytes, externalData, held: weightBytes };
+        const base =
+          p.model !== decoded ? slimmed(p.model) : { bytes: modelBytes, externalData, held: weightBytes };
         baseGraph = await clock.timeAsync('baseSession', () =>
           create(base.bytes, backend, base.externalData),
         );

@@ -15,6 +15,7 @@
  */
 import type * as OrtModule from 'onnxruntime-web';
 import { InvalidOptionError, ModelFormatError, WebLoraError } from '../errors.ts';
+import { ARGMAX_OUTPUT } from '../model/greedy-head.ts';
 import { LORA_ROW_MASK } from '../model/inject-lora.ts';
 import type { ModelConfig } from '../model/package.ts';
 import { argmax } from './sampling.ts';
@@ -124,6 +125,8 @@ export interface DecoderGraph {
   readonly kvDtype?: FloatDtype;
   /** Dims of the `num_logits_to_keep` input ([] scalar, [1]), or null when the graph has none. */
   readonly numLogitsToKeep?: readonly number[] | null;
+  /** Whether the graph has the greedy head's `logits_argmax` output (model/greedy-head.ts). */
+  readonly argmax?: boolean;
 }
 
 function metadataOf(
@@ -162,6 +165,7 @@ export function decoderGraph(session: OrtModule.InferenceSession, config: ModelC
     hasPositionIds: session.inputNames.includes('position_ids'),
     kvDtype: kvType,
     numLogitsToKeep: keep,
+    argmax: session.outputNames.includes(ARGMAX_OUTPUT),
   };
 }
 
@@ -289,41 +293,67 @@ export class KvStepper {
   }
 
   async step(ids: readonly number[] | BigInt64Array, { allLogits = false } = {}): Promise<Float32Array> {
-    const T = ids.length;
-    if (T === 0) throw new InvalidOptionError('a decode step needs at least one token id', { option: 'ids' });
+    const out = await this.run(ids, allLogits ? ids.length : 1, 'logits');
+    const logitsT = out.logits!;
+    const V = logitsT.dims[logitsT.dims.length - 1]!;
+    const rows = logitsT.dims[logitsT.dims.length - 2] ?? ids.length; // T, or 1 when num_logits_to_keep cut it
+    const all = await logitsT.getData();
+    const logits = allLogits
+      ? logitsToFloat32(all, 0, rows * V)
+      : logitsToFloat32(all, (rows - 1) * V, rows * V);
+    logitsT.dispose();
+    return logits;
+  }
+
+  /**
+   * As `step`, returning the greedy next id (the last position's argmax, lowest id on ties). On a graph
+   * with the greedy head (`graph.argmax`) only `logits_argmax` is read back, one int64, not the logits row.
+   */
+  async next(ids: readonly number[] | BigInt64Array): Promise<number> {
+    if (!this.graph.argmax) {
+      const id = argmax(await this.step(ids));
+      if (id < 0) throw new WebLoraError('every logit is -Infinity or NaN', { step: this.length });
+      return id;
+    }
+    const out = await this.run(ids, 1, ARGMAX_OUTPUT);
+    const t = out[ARGMAX_OUTPUT]!;
+    const data = (await t.getData()) as BigInt64Array;
+    t.dispose();
+    return Number(data[data.length - 1]);
+  }
+
+  /** Runs ids after the cache, fetching `what` and the KV (which replaces the old); returns the outputs. */
+  private async run(
+    ids: readonly number[] | BigInt64Array,
+    keepRows: number,
+    what: 'logits' | typeof ARGMAX_OUTPUT,
+  ): Promise<OrtModule.InferenceSession.ReturnType> {
+    if (ids.length === 0) {
+      throw new InvalidOptionError('a decode step needs at least one token id', { option: 'ids' });
+    }
     const { session, layout, hasPositionIds } = this.graph;
     const tokenFeeds = stepFeeds(this.ort, ids, this.length, hasPositionIds);
     const keep = this.graph.numLogitsToKeep;
     if (keep) {
-      tokenFeeds.num_logits_to_keep = new this.ort.Tensor(
-        'int64',
-        BigInt64Array.of(BigInt(allLogits ? T : 1)),
-        [...keep],
-      );
+      tokenFeeds.num_logits_to_keep = new this.ort.Tensor('int64', BigInt64Array.of(BigInt(keepRows)), [
+        ...keep,
+      ]);
     }
     const feeds: Record<string, OrtTensor> = { ...this.extraFeeds, ...tokenFeeds };
     if (!(LORA_ROW_MASK in feeds) && session.inputNames.includes(LORA_ROW_MASK)) {
       feeds[LORA_ROW_MASK] = tokenFeeds[LORA_ROW_MASK] = rowMaskOne(this.ort);
     }
     for (const [n, t] of this.past) feeds[n] = t;
-    const out = await session.run(feeds, ['logits', ...layout.presentNames]);
+    const out = await session.run(feeds, [what, ...layout.presentNames]);
     for (const t of Object.values(tokenFeeds)) t.dispose();
-    const logitsT = out.logits!;
-    const V = logitsT.dims[logitsT.dims.length - 1]!;
-    const rows = logitsT.dims[logitsT.dims.length - 2] ?? T; // T, or 1 when num_logits_to_keep cut it
-    const all = await logitsT.getData();
-    const logits = allLogits
-      ? logitsToFloat32(all, 0, rows * V)
-      : logitsToFloat32(all, (rows - 1) * V, rows * V);
-    logitsT.dispose();
     for (const t of this.past.values()) t.dispose();
     this.past = new Map();
     layout.presentNames.forEach((o, i) => {
       this.past.set(layout.pastNames[i]!, out[o]!);
     });
-    this.length += T;
+    this.length += ids.length;
     this.kvLocations = [...this.past.values()].map((t) => t.location);
-    return logits;
+    return out;
   }
 
   /** Hands the cache over (tensors in `layout.pastNames` order) and empties this stepper. */
@@ -359,8 +389,7 @@ export async function greedy(
   try {
     let input: readonly number[] = promptIds;
     while (out.length < maxNewTokens) {
-      const next = argmax(await stepper.step(input));
-      if (next < 0) throw new WebLoraError('every logit is -Infinity or NaN', { step: out.length });
+      const next = await stepper.next(input);
       out.push(next);
       if (eos.has(next)) break;
       input = [next];

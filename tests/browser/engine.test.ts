@@ -22,6 +22,7 @@ import {
 } from '../../src/errors.ts';
 import { wasmGraphOf } from '../../src/model/dequantize.ts';
 import { weightsAsExternal } from '../../src/model/external-weights.ts';
+import { greedyHeadOf } from '../../src/model/greedy-head.ts';
 import { decodeModel, encodeModel } from '../../src/model/onnx-io.ts';
 import { modelFileName } from '../../src/model/package.ts';
 import { MODEL_BASE, PROMPT, setupOrt } from './helpers/model.ts';
@@ -313,12 +314,11 @@ describe('LocalEngine', () => {
       const file = new Uint8Array(
         await (await fetch(`${MODEL_BASE}${modelFileName(r.dtype)}`)).arrayBuffer(),
       );
-      const prepared = wasmGraphOf(decodeModel(file));
-      // Dequantized: its graph plus the weights it reads as external data (external-weights.ts).
+      // With the greedy head (model/greedy-head.ts) the base graph is always re-encoded: its graph plus
+      // the weights it reads as external data (external-weights.ts; the file's own, or dequantized ones).
+      const prepared = greedyHeadOf(wasmGraphOf(decodeModel(file)));
       const slim = weightsAsExternal(prepared.model, file);
-      const baseBytes = prepared.dequantized
-        ? encodeModel(slim.model).byteLength + slim.externalBytes
-        : r.modelBytes;
+      const baseBytes = encodeModel(slim.model).byteLength + slim.externalBytes;
       expect(cpuReport.sessionBytes - r.sessionBytes).toBe(baseBytes);
       const viaInjected = await collect(e, req);
       expect(e.debugState().lastGraph).toBe('injected');
