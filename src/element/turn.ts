@@ -3,7 +3,6 @@
  * prompt/response turn in the output (parts `turn`, `prompt`, `response`) and the result a prompt
  * stopped before it reached the engine resolves to.
  */
-import type { GenerateResult } from '../engine/types.ts';
 
 /** Appends a turn showing `prompt` to `output`; the response span fills as tokens stream. */
 export function appendTurn(
@@ -23,14 +22,4 @@ export function appendTurn(
   turn.append(p, response);
   output.append(turn);
   return { turn, response };
-}
-
-/** The result of a prompt stopped before it was sent: no tokens, finishReason 'abort'. */
-export function abortedResult(): GenerateResult {
-  return {
-    text: '',
-    tokenIds: [],
-    finishReason: 'abort',
-    timings: { prefillMs: 0, decodeMs: 0, tokensPerSecond: 0, promptTokens: 0 },
-  };
 }

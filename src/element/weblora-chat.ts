@@ -20,6 +20,8 @@
  * newline, Escape stops. Parts: container, output, turn, prompt, response, status, progress, error,
  * form, label, input, send, stop, clear, picker. Changing `mode`, `model`, `backend` or `dtype` starts a new conversation.
  */
+
+import { abortedResult } from '../engine/aborted.ts';
 import type {
   AdapterSelection,
   ChatMessage,
@@ -43,7 +45,7 @@ import {
   sharedModel,
 } from './registry.ts';
 import { STYLES } from './styles.ts';
-import { abortedResult, appendTurn } from './turn.ts';
+import { appendTurn } from './turn.ts';
 
 export type { WebLoraErrorDetail } from './error-detail.ts';
 

@@ -196,13 +196,3 @@ export class TokenStream {
     };
   }
 }
-
-/** The result of a request aborted before it started. */
-export function abortedResult(): GenerateResult {
-  return {
-    text: '',
-    tokenIds: [],
-    finishReason: 'abort',
-    timings: { prefillMs: 0, decodeMs: 0, tokensPerSecond: 0, promptTokens: 0 },
-  };
-}

@@ -24,9 +24,10 @@ import {
   UnsupportedError,
 } from '../errors.ts';
 import type { CheckpointStore } from '../train/checkpoints.ts';
+import { abortedResult } from './aborted.ts';
 import { Batcher } from './batch.ts';
 import { scoreSelections } from './batch-score.ts';
-import { abortedResult, callQuietly } from './decode.ts';
+import { callQuietly } from './decode.ts';
 import type { GateTrainProgress, GateTrainRequest, GateTrainResult } from './gates.ts';
 import { type LoadedModel, loadModel } from './load.ts';
 import type { FetchModelFilesOptions } from './model-files.ts';

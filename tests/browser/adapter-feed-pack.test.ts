@@ -12,25 +12,13 @@ import { createAdapterProvider } from '../../src/adapters/provider.ts';
 import { AdapterStore } from '../../src/adapters/store.ts';
 import type { CpuFeeds } from '../../src/adapters/types.ts';
 import type { LoraTarget } from '../../src/model/inject-lora.ts';
+import { rng } from '../helpers/rng.ts';
 import { MODEL, modelTargets } from '../unit/adapters/model-targets.ts';
 import { setupOrt } from './helpers/model.ts';
 
 const ort = setupOrt();
 const DB = `weblora-test-pack-${Date.now()}`;
 const targets = MODEL.targets as LoraTarget[];
-
-/** Deterministic uniform [-1, 1) (xorshift32). */
-function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return (s / 2 ** 32) * 2 - 1;
-  };
-}
 
 function adapterFiles(seed: number, r = 4, round?: (x: number) => number) {
   const rand = rng(seed);

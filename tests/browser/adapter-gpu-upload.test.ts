@@ -17,6 +17,7 @@ import { AdapterStore } from '../../src/adapters/store.ts';
 import type { CpuFeeds } from '../../src/adapters/types.ts';
 import { halfTable } from '../../src/model/half.ts';
 import type { LoraTarget } from '../../src/model/inject-lora.ts';
+import { rng } from '../helpers/rng.ts';
 import { MODEL } from '../unit/adapters/model-targets.ts';
 import { setupOrt } from './helpers/model.ts';
 
@@ -33,19 +34,6 @@ beforeAll(async () => {
   device = await adapter!.requestDevice();
 });
 afterAll(() => device?.destroy());
-
-/** Deterministic uniform [-1, 1) (xorshift32). */
-function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return (s / 2 ** 32) * 2 - 1;
-  };
-}
 
 /** A rank-4 adapter on every target; `round` maps each factor (e.g. to a float16 value). */
 async function save(store: AdapterStore, name: string, seed: number, round?: (x: number) => number) {
