@@ -333,8 +333,18 @@ export class LocalEngine implements Engine {
       source: 'import',
     });
     this.forgetAdapter(name); // an overwritten adapter's old tensors
+    this.prepack(store, name);
     progress('done');
     return meta;
+  }
+
+  /**
+   * Stores the adapter's feeds in the loaded model's layout (AdapterStore.loadPackedFeeds) in the
+   * background, so its first cold swap reads one packed value instead of parsing the PEFT files.
+   */
+  private prepack(store: AdapterStore, name: string): void {
+    const targets = this.loaded?.model.targets;
+    if (targets) store.loadPackedFeeds(name, targets).catch(() => {});
   }
 
   listAdapters(): Promise<AdapterInfo[]> {

@@ -8,9 +8,11 @@
 // requests with different adapters equal each alone. wasm runs ≥ 8 tokens per prompt; SwiftShader
 // WebGPU decodes ~1 token/s, so its run is 3 tokens per prompt, plus the rank-0 fix (WebGPU never gets
 // zero-size LoRA inputs). Model weights may change: everything compares two paths, never fixed text.
+
+import { createStore, keys } from 'idb-keyval';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseSafetensors, readFloat32, readInt32 } from '../../src/adapters/safetensors.ts';
-import { AdapterStore } from '../../src/adapters/store.ts';
+import { AdapterStore, DEFAULT_STORE } from '../../src/adapters/store.ts';
 import { LocalEngine, storeAdapterProvider } from '../../src/engine/engine.ts';
 import { TextTokenizer } from '../../src/engine/tokenizer.ts';
 import type { AdapterSelection, GenerateResult, LoadReport } from '../../src/engine/types.ts';
@@ -231,6 +233,20 @@ describe('adapter hot swap (wasm)', () => {
     await expect(engine.importAdapter({ files: pickedFiles('peft-adapter', fx.A) })).rejects.toBeInstanceOf(
       AdapterNameConflictError,
     );
+  });
+
+  it('an import stores the feeds packed for the loaded model in the background (first cold swap = one read)', async () => {
+    // The pack's key is ['feeds', name, <targets signature>] (store.ts); poll: it is written after import returns.
+    const packKeys = async () =>
+      (await keys(createStore(DB, DEFAULT_STORE))).filter(
+        (k) => Array.isArray(k) && k[0] === 'feeds' && k[1] === A,
+      );
+    let found: IDBValidKey[] = [];
+    for (let i = 0; i < 100 && found.length === 0; i++) {
+      found = await packKeys();
+      if (!found.length) await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(found).toHaveLength(1);
   });
 
   it('a failed import leaves the store unchanged', async () => {
