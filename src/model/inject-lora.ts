@@ -145,7 +145,7 @@ export const LORA_BRANCH_DTYPE_DEFAULT: LoraBranchDtype = 'float32';
  * feeds hold exactly its factors. The graph shares one rank R across all LoRA inputs (the batch row mask's
  * `lora_mask_rank`), so block-diagonal's rank-3r qkv branch pads EVERY target to 3r: on the 135M builder
  * replica (wasm, q4, rank 8) 25.4 MiB held per adapter against 9.5 MiB, cold swap from packed feeds
- * 20–22 ms against 12–13, decode (c)/(a) 0.80–0.81 against 0.85–0.88, engine rank-8/none 0.88–0.90
+ * 17–22 ms against 10–13, decode (c)/(a) 0.80–0.81 against 0.85–0.88, engine rank-8/none 0.88–0.90
  * against 0.95–0.96 (bench/README.md "Packed qkv: per-part by default"). The earlier tiny-replica result
  * (per-part 0.90–0.92× on wasm) had only 2 layers of padding to pay for.
  */
