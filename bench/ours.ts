@@ -108,6 +108,7 @@ async function timeMs(fn: () => Promise<unknown>): Promise<number> {
 export async function runOurs(opts: SuiteOptions, log: Log): Promise<OursResult> {
   const ort = ortWebgpu as unknown as Ort;
   const { backend, dtype, decodeTokens, reps } = opts;
+  const injectOpts = { ...loraInjectOptionsFor(backend), ...(opts.packed ? { packed: opts.packed } : {}) };
   const modelBase = opts.model.base;
   ort.env.wasm.numThreads = 1;
 
@@ -130,7 +131,11 @@ export async function runOurs(opts: SuiteOptions, log: Log): Promise<OursResult>
     },
   });
   log(`ours/${backend}/${dtype}: loading model`);
-  const report = await engine.loadModel(modelBase, { dtype, backend });
+  const report = await engine.loadModel(modelBase, {
+    dtype,
+    backend,
+    ...(opts.packed ? { packedLora: opts.packed } : {}),
+  });
   if (report.backend !== backend) throw new Error(`engine loaded on ${report.backend}, not ${backend}`);
   const p = provider as AdapterProvider | null;
   if (!p) throw new Error('adapter provider factory was not called');
@@ -164,13 +169,13 @@ export async function runOurs(opts: SuiteOptions, log: Log): Promise<OursResult>
   const base = opts.baseGraph ? await createBenchSession(ort, baseBytes, backend, pkg.config) : null;
   const injected = await createBenchSession(
     ort,
-    encodeModel(injectLora(decoded, loraInjectOptionsFor(backend)).model),
+    encodeModel(injectLora(decoded, injectOpts).model),
     backend,
     pkg.config,
   );
   const injectedAlt = await createBenchSession(
     ort,
-    encodeModel(injectLora(decoded, { ...loraInjectOptionsFor(backend), branchOp: altBranchOp }).model),
+    encodeModel(injectLora(decoded, { ...injectOpts, branchOp: altBranchOp }).model),
     backend,
     pkg.config,
   );

@@ -10,7 +10,7 @@
  *                    [--tokens N] [--reps N] [--swaps N] [--no-transformers]
  *                    [--train-backend cpu|webgpu|both] [--ranks 1,4,16] [--steps N] [--warmup N]
  *                    [--batch B] [--seq T] [--no-profile] [--columns 2,4,8]
- *                    [--model <folder>] [--no-base-graph] [--prompt-tokens N]
+ *                    [--model <folder>] [--no-base-graph] [--prompt-tokens N] [--packed per-part|block-diagonal]
  *                    [--suite load [--load-reps N] [--load-libs ours,ours-reencode,ours-shaped,ours-q4,transformers]]
  *                    [--suite swap]
  * Defaults: the inference suite only; both backends (wasm first), q4; wasm 32 decode tokens × 5 reps,
@@ -27,6 +27,7 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { chromium, type Page } from 'playwright';
 import { createServer } from 'vite';
+import type { PackedLoraMode } from '../src/model/inject-lora.ts';
 import { isModelDtype, MODEL_DTYPES } from '../src/model/package.ts';
 import { ORT_APP_MOUNT, ORT_RESOLVE_CONDITIONS, serveOrtFiles } from '../vite.config.ts';
 import { CHROMIUM_ARGS } from '../vitest.config.ts';
@@ -77,6 +78,7 @@ const { values: args } = parseArgs({
     columns: { type: 'string', default: '2,4,8' },
     'load-reps': { type: 'string', default: '2' },
     'load-libs': { type: 'string', default: 'ours,transformers' },
+    packed: { type: 'string' },
   },
 });
 
@@ -98,6 +100,14 @@ const int = (s: string | undefined, name: string): number | undefined => {
   if (s === undefined) return undefined;
   const n = Number(s);
   return Number.isInteger(n) && n > 0 ? n : fail(`--${name} must be a positive integer (got ${s})`);
+};
+/** `--packed per-part|block-diagonal`: the packed-qkv LoRA mode for the engine and the loops. */
+const packedOption = (): { packed?: PackedLoraMode } => {
+  const v = args.packed;
+  if (v === undefined) return {};
+  return v === 'per-part' || v === 'block-diagonal'
+    ? { packed: v }
+    : fail(`--packed must be per-part or block-diagonal (got ${v})`);
 };
 // --suite gates (bench/gates.ts) and --suite wasm-q4 (bench/wasm-q4.ts: fp32 vs q4 files on wasm,
 // lockstep) run alone.
@@ -158,6 +168,7 @@ function optionsFor(backend: BenchBackend): SuiteOptions {
     model,
     baseGraph: !args['no-base-graph'],
     promptTokens: int(args['prompt-tokens'], 'prompt-tokens')!,
+    ...packedOption(),
   };
 }
 
@@ -289,7 +300,13 @@ async function main(): Promise<void> {
     }
     for (const backend of suites.swap ? backends : []) {
       console.log(`\n== swap / ${backend} / ${model.name}`);
-      const o: SwapSuiteOptions = { backend, dtype, model, swaps: int(args.swaps, 'swaps')! };
+      const o: SwapSuiteOptions = {
+        backend,
+        dtype,
+        model,
+        swaps: int(args.swaps, 'swaps')!,
+        ...packedOption(),
+      };
       const r = await inPage(`swap/${backend}`, (page) =>
         page.evaluate((x): Promise<SwapSuiteResult> => window.wlBench!.swap(x), o),
       );

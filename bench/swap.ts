@@ -16,7 +16,7 @@ import { importPeftAdapter } from '../src/adapters/import.ts';
 import { type AdapterProvider, createAdapterProvider } from '../src/adapters/provider.ts';
 import { AdapterStore } from '../src/adapters/store.ts';
 import type { Ort } from '../src/engine/session.ts';
-import { injectLora, type LoraTarget } from '../src/model/inject-lora.ts';
+import { injectLora, type LoraTarget, type PackedLoraMode } from '../src/model/inject-lora.ts';
 import { decodeModel } from '../src/model/onnx-io.ts';
 import { modelFileName } from '../src/model/package.ts';
 import { ADAPTER, measureSwaps, RANK, randomAdapter } from './ours.ts';
@@ -29,6 +29,8 @@ export interface SwapSuiteOptions {
   dtype: BenchDtype;
   model: BenchModel;
   swaps: number;
+  /** `--packed`: how the targets sit on a packed qkv_proj graph; absent = PACKED_LORA_DEFAULT. */
+  packed?: PackedLoraMode;
 }
 
 export interface SwapSuiteResult {
@@ -85,7 +87,10 @@ type Log = (msg: string) => void;
 export async function runSwap(o: SwapSuiteOptions, log: Log): Promise<SwapSuiteResult> {
   const ort = ortWebgpu as unknown as Ort;
   const res = await fetch(`${o.model.base}${modelFileName(o.dtype)}`);
-  const { targets } = injectLora(decodeModel(new Uint8Array(await res.arrayBuffer())));
+  const { targets } = injectLora(
+    decodeModel(new Uint8Array(await res.arrayBuffer())),
+    o.packed ? { packed: o.packed } : {},
+  );
   log(`swap/${o.backend}: ${targets.length} targets`);
   const files = randomAdapter(targets, RANK, o.model.name);
   const imported = importPeftAdapter(

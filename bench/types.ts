@@ -3,7 +3,7 @@
  * (run.ts, report.ts) through Playwright's `page.evaluate`: plain JSON, no classes. Raw per-repetition
  * samples travel too, so the JSON file can be re-analysed later.
  */
-import type { LoraBranchOp } from '../src/model/inject-lora.ts';
+import type { LoraBranchOp, PackedLoraMode } from '../src/model/inject-lora.ts';
 import type { ModelDtype } from '../src/model/package.ts';
 import type { Summary } from './stats.ts';
 
@@ -26,6 +26,8 @@ export interface SuiteOptions {
   baseGraph: boolean;
   /** Prompt length in tokens (`--prompt-tokens`, default PROMPT_TOKENS). */
   promptTokens: number;
+  /** `--packed`: the engine's and the loops' packed-qkv LoRA mode; absent = PACKED_LORA_DEFAULT. */
+  packed?: PackedLoraMode;
 }
 
 export interface BenchModel {

@@ -6,9 +6,11 @@
  * (src/model/inject-lora.ts) computes Y + (X·A)·B with A [in, R], B [R, out], no scale, one rank R shared by
  * all inputs; so feeds are Aᵀ and scale·Bᵀ, zero-padded to the largest rank (zero columns of A / rows of B
  * add exactly nothing), and zeros for targets the adapter does not cover.
- * Packed projections map exactly both ways: q/k/v (gate/up) modules onto a packed graph target
- * (builder `qkv_proj`) give A = [A_q | A_k | A_v] along the rank and a block-diagonal B (zero blocks where the
- * adapter has no module); Phi-3's packed PEFT modules (`qkv_proj`, `gate_up_proj`) onto split graph targets
+ * Packed projections map exactly both ways: by default (inject-lora.ts PACKED_LORA_DEFAULT 'per-part') a
+ * packed graph projection (builder `qkv_proj`) has one target per part, so q/k/v modules map 1:1 and a
+ * uniform-rank adapter's feeds hold exactly its factors; onto a 'block-diagonal' packed target they give
+ * A = [A_q | A_k | A_v] along the rank and a block-diagonal B (zero blocks where the adapter has no module),
+ * rank 3r, to which every other target is then padded; Phi-3's packed PEFT modules (`qkv_proj`, `gate_up_proj`) onto split graph targets
  * share A and slice B by rows (Q, K, V; gate, up), as onnxruntime-genai's builder does; onto a packed target
  * they map directly.
  * Not supported (rejected with a typed error, never silently ignored): DoRA, LoRA biases, modules_to_save,

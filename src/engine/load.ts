@@ -241,7 +241,11 @@ export async function loadModel(
   const inject = (b: Backend) => {
     const prepared = clock.time('inject', () => forBackend(b));
     const { model, targets, gates } = clock.time('inject', () =>
-      injectLora(prepared.model, { ...loraInjectOptionsFor(b), gates: !!opts.gates }),
+      injectLora(prepared.model, {
+        ...loraInjectOptionsFor(b),
+        gates: !!opts.gates,
+        ...(opts.packedLora ? { packed: opts.packedLora } : {}),
+      }),
     );
     const light = settings.plannerShapes === false ? model : withoutPlannerShapes(model, targets);
     return { ...slimmed(light), targets, gates, prepared };

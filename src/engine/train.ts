@@ -250,7 +250,7 @@ export class TrainingManager {
   ): Promise<void> {
     if (!(backend instanceof GpuTrainBackend) || !m.device || backend.kernels.device !== m.device) return;
     if (!this.host.adoptAdapter) return;
-    // Packed (block-diagonal) or float16 LoRA inputs: the store's import path builds those feeds.
+    // Block-diagonal packed or float16 LoRA inputs: the store's import path builds those feeds.
     if (m.targets.some((t) => t.parts || t.inputDtype === 'float16')) return;
     const feeds = writeLoraFeeds(backend, m.targets, m.ort);
     // The feeds are written from the backend's LoRA buffer, which dispose() destroys right after.

@@ -25,7 +25,7 @@ import type {
 import type { ChatMessage } from '../model/chat.ts';
 import type { WasmDequantize } from '../model/dequantize.ts';
 import type { GateSite } from '../model/inject-gates.ts';
-import type { LoraBranchOp, LoraTarget } from '../model/inject-lora.ts';
+import type { LoraBranchOp, LoraTarget, PackedLoraMode } from '../model/inject-lora.ts';
 import type { DecoderLayout } from '../model/layout.ts';
 import type { ModelDtype } from '../model/package.ts';
 import type {
@@ -125,6 +125,8 @@ export interface LoadOptions {
    * selections (gated mixes). Default false: the ordinary graph, which pays nothing for gates.
    */
   gates?: boolean;
+  /** How q/k/v adapters sit on a packed `qkv_proj` graph (inject-lora.ts); default PACKED_LORA_DEFAULT. */
+  packedLora?: PackedLoraMode;
   /**
    * wasm only (webgpu runs 4-bit MatMulNBits natively): how many 4-bit projections become fp32 MatMuls
    * dequantized once at load (model/dequantize.ts). onnxruntime-web's wasm build has no 4-bit kernel, so a

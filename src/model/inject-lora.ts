@@ -5,10 +5,10 @@
  * Casts — X·A·B computed from fp16 X, rounded once to fp16 before the Add — so adapter feeds are float32
  * for every dtype and the whole adapter pipeline (store, mix, GPU cache) stays float32. That is a measured
  * choice against the all-fp16 branch (`branchDtype: 'float16'`: fp16 A/B, no Casts; see
- * LORA_BRANCH_DTYPE_DEFAULT). A packed projection (builder `qkv_proj`, Phi-3 `gate_up_proj`)
- * is one target whose `parts` say which output columns belong to which module (src/adapters/peft.ts maps
- * q/k/v adapters onto it block-diagonally), or with `packed: 'per-part'` one target per part, each with its
- * own narrow branch, concatenated before the Add (see PACKED_LORA_DEFAULT). Rank 0 (empty A/B) reproduces
+ * LORA_BRANCH_DTYPE_DEFAULT). A packed projection (builder `qkv_proj`, Phi-3 `gate_up_proj`) gets
+ * by default one target per part, each with its own narrow branch, concatenated before the Add; with
+ * `packed: 'block-diagonal'` it is one target whose `parts` say which output columns belong to which module
+ * (src/adapters/peft.ts maps q/k/v adapters onto it block-diagonally). See PACKED_LORA_DEFAULT. Rank 0 (empty A/B) reproduces
  * the base model exactly. The graph has no scale: whoever feeds B folds alpha/r into it. The base
  * projection's output is renamed `<Y>_base` and the Add takes over the name Y, so consumers and value_info
  * need no rewiring. Returns a new ModelProto
@@ -103,10 +103,10 @@ export interface InjectOptions {
    */
   branchDtype?: LoraBranchDtype;
   /**
-   * Packed projections (builder `qkv_proj`, Phi-3 `gate_up_proj`) with known parts: 'block-diagonal'
-   * (default) is one branch X·A·B with A = [A_q|A_k|A_v] and a block-diagonal B; 'per-part' is one narrow
-   * branch per part (inputs `lora.L.q_proj.A` …, targets named by the part), the outputs concatenated
-   * before the Add. The default is measured: see PACKED_LORA_DEFAULT.
+   * Packed projections (builder `qkv_proj`, Phi-3 `gate_up_proj`) with known parts: 'per-part' (default)
+   * is one narrow branch per part (inputs `lora.L.q_proj.A` …, targets named by the part), the outputs
+   * concatenated before the Add; 'block-diagonal' is one branch X·A·B with A = [A_q|A_k|A_v] and a
+   * block-diagonal B. The default is measured: see PACKED_LORA_DEFAULT.
    */
   packed?: PackedLoraMode;
   /**
@@ -141,11 +141,15 @@ export interface InjectOptions {
  */
 export const LORA_BRANCH_DTYPE_DEFAULT: LoraBranchDtype = 'float32';
 /**
- * block-diagonal: same logits as per-part (max difference 0 on every builder replica); per-part ran at
- * 0.90–0.92× its speed on wasm (builder fp32, q4) and 1.00× / 0.74× on SwiftShader (fp32 / q4). Per-op
- * overhead dominates a decode step: 6 MatMuls + a Concat cost more than 2 MatMuls whose B has zero blocks.
+ * per-part: same logits as block-diagonal (max difference 0 on every builder replica), and the adapter's
+ * feeds hold exactly its factors. The graph shares one rank R across all LoRA inputs (the batch row mask's
+ * `lora_mask_rank`), so block-diagonal's rank-3r qkv branch pads EVERY target to 3r: on the 135M builder
+ * replica (wasm, q4, rank 8) 25.4 MiB held per adapter against 9.5 MiB, cold swap from packed feeds
+ * 17–22 ms against 10–13, decode (c)/(a) 0.80–0.81 against 0.85–0.88, engine rank-8/none 0.88–0.90
+ * against 0.95–0.96 (bench/README.md "Packed qkv: per-part by default"). The earlier tiny-replica result
+ * (per-part 0.90–0.92× on wasm) had only 2 layers of padding to pay for.
  */
-export const PACKED_LORA_DEFAULT: PackedLoraMode = 'block-diagonal';
+export const PACKED_LORA_DEFAULT: PackedLoraMode = 'per-part';
 
 export { LORA_ROW_MASK };
 

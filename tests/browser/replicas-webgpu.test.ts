@@ -2,7 +2,8 @@
 // onnxruntime-web's WebGPU EP (SwiftShader here) through the product path: injectLora with the WebGPU branch
 // operator → createDecoderSession (KV stays in GPU buffers) → KvStepper. Per replica: logits vs the PyTorch
 // oracle within WEBGPU_REPLICA (see its justification), KV path = full forward, 4 greedy tokens, a PEFT adapter vs its merged oracle;
-// and the same q/k/v adapter on the packed (builder) and split (Optimum) graphs. fp16/q4f16 graphs need the
+// and the same q/k/v adapter on the packed (builder; per-part, the default, and block-diagonal) and split
+// (Optimum) graphs. fp16/q4f16 graphs need the
 // adapter's `shader-f16`; where it is missing (SwiftShader) the test runs them anyway, expects the failure
 // and skips with the error onnxruntime-web measured, never silently.
 import * as ortWebgpu from 'onnxruntime-web/webgpu';
@@ -108,21 +109,24 @@ describe('packed vs split projections (webgpu)', () => {
     measured.push(`  packed vs split +adapter ${maxAbsDiff(a, b).toExponential(1)}`);
   });
 
-  it("packed: 'per-part' (three narrow Einsum branches + Concat) gives the split graph's logits too", async () => {
+  it("packed: 'block-diagonal' (one wide Einsum branch, B block-diagonal) gives the split graph's logits too", async () => {
     const split = loaded.get('optimum fp32')!;
     const rep = REPLICAS.find((r) => r.name === 'builder fp32')!;
-    const narrow = await loadReplica(ort, read, rep, set.config, 'webgpu', { branchOp, packed: 'per-part' });
+    const narrow = await loadReplica(ort, read, rep, set.config, 'webgpu', {
+      branchOp,
+      packed: 'block-diagonal',
+    });
     try {
       expect(
         narrow.targets
           .filter((t) => t.layer === 0)
           .map((t) => t.module)
-          .slice(0, 3),
-      ).toEqual(['q_proj', 'k_proj', 'v_proj']);
+          .slice(0, 2),
+      ).toEqual(['qkv_proj', 'o_proj']);
       const a = await promptLogits(ort, split.graph, set.prompt, split.feedsOf(set.adapter));
       const b = await promptLogits(ort, narrow.graph, set.prompt, narrow.feedsOf(set.adapter), [6, 2]);
-      expectClose(b, a, WEBGPU_REPLICA, 'webgpu per-part packed vs split, same adapter');
-      measured.push(`  per-part packed vs split +adapter ${maxAbsDiff(a, b).toExponential(1)}`);
+      expectClose(b, a, WEBGPU_REPLICA, 'webgpu block-diagonal packed vs split, same adapter');
+      measured.push(`  block-diagonal packed vs split +adapter ${maxAbsDiff(a, b).toExponential(1)}`);
     } finally {
       await narrow.release();
     }

@@ -2,8 +2,8 @@
 // onnxruntime-genai builder replicas builder/ (fp32) and builder-q4/, as a picked folder): the trainer
 // reads the frozen weights from the chunks the loader holds, trains q_proj/v_proj (rows of the packed
 // qkv_proj) and down_proj on the CPU backend and on the WebGPU one (its own device; SwiftShader here), and
-// the stored adapter — imported onto the packed target block-diagonally — makes generate give exactly the
-// greedy tokens of the CPU trainer's forward (CpuLoraModel), and differ from the base model's.
+// the stored adapter — imported onto the per-part q/k/v branches of the packed target — makes generate give
+// exactly the greedy tokens of the CPU trainer's forward (CpuLoraModel), and differ from the base model's.
 import * as ort from 'onnxruntime-web';
 import { describe, expect, it } from 'vitest';
 import { parsePeftConfig } from '../../src/adapters/peft.ts';
@@ -54,7 +54,11 @@ describe('train() on an external-data model with a packed qkv_proj (builder repl
       try {
         const report = await engine.loadModel(files, { backend: 'wasm', dtype });
         expect(report.externalDataChunks).toBe(1);
-        expect(report.targets.filter((t) => t.layer === 0).map((t) => t.module)[0]).toBe('qkv_proj');
+        // PACKED_LORA_DEFAULT 'per-part': q/k/v get their own branches inside the packed qkv_proj.
+        expect(report.targets.filter((t) => t.layer === 0).map((t) => [t.module, t.packedIn])[0]).toEqual([
+          'q_proj',
+          'qkv_proj',
+        ]);
         // Letters and digits only: the replica's byte-level vocabulary has no space or newline symbol.
         const words = ['abc', 'bcd', 'cde', 'def', 'efg', 'fgh', 'ghi', 'hij'];
         const data = words.map((w) => JSON.stringify({ prompt: w, completion: w.toUpperCase() })).join('\n');

@@ -34,7 +34,7 @@ describe('src/index.ts', () => {
     // injectLora's option defaults, next to its option types (LoraBranchDtype, PackedLoraMode).
     const dtype: weblora.LoraBranchDtype = weblora.LORA_BRANCH_DTYPE_DEFAULT;
     const packed: weblora.PackedLoraMode = weblora.PACKED_LORA_DEFAULT;
-    expect([dtype, packed]).toEqual(['float32', 'block-diagonal']);
+    expect([dtype, packed]).toEqual(['float32', 'per-part']);
   });
 
   it('revives typed errors as the same class with their data', () => {

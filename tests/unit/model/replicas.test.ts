@@ -66,8 +66,24 @@ describe.each(REPLICAS)('$name replica (wasm)', (rep) => {
     expect(m.targets.every((t) => t.dtype === (rep.f16 ? 'float16' : 'float32'))).toBe(true);
     const mods = m.targets.filter((t) => t.layer === 0).map((t) => t.module);
     if (rep.layout === 'builder') {
-      expect(mods).toEqual(['qkv_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']);
-      expect(m.targets[0]!.parts).toEqual([
+      // Default (PACKED_LORA_DEFAULT 'per-part'): one narrow branch per q/k/v part of the packed qkv_proj.
+      expect(mods).toEqual(['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']);
+      expect(m.targets.slice(0, 4).map((t) => t.packedIn)).toEqual([
+        'qkv_proj',
+        'qkv_proj',
+        'qkv_proj',
+        undefined,
+      ]);
+      // 'block-diagonal': one qkv_proj target that lists its parts.
+      const wide = injectLora(decodeModel(await read(rep.file)), { packed: 'block-diagonal' }).targets;
+      expect(wide.filter((t) => t.layer === 0).map((t) => t.module)).toEqual([
+        'qkv_proj',
+        'o_proj',
+        'gate_proj',
+        'up_proj',
+        'down_proj',
+      ]);
+      expect(wide[0]!.parts).toEqual([
         { module: 'q_proj', offset: 0, size: 64 },
         { module: 'k_proj', offset: 64, size: 32 },
         { module: 'v_proj', offset: 96, size: 32 },
@@ -116,7 +132,9 @@ describe.each(REPLICAS)('$name replica (wasm)', (rep) => {
 describe('packed vs split projections (wasm)', () => {
   it('the same q/k/v adapter gives the same logits on the packed (builder) and split (Optimum) graphs', async () => {
     const split = await loadReplica(ort, read, REPLICAS[0]!, set.config, 'wasm');
-    const packed = await loadReplica(ort, read, REPLICAS[4]!, set.config, 'wasm');
+    const packed = await loadReplica(ort, read, REPLICAS[4]!, set.config, 'wasm', {
+      packed: 'block-diagonal',
+    });
     try {
       const a = await promptLogits(ort, split.graph, set.prompt, split.feedsOf(set.adapter));
       const b = await promptLogits(ort, packed.graph, set.prompt, packed.feedsOf(set.adapter));
@@ -150,7 +168,8 @@ describe('importPeftAdapter (the importer checks) on packed and split graphs', (
     const rep = REPLICAS.find((r) => r.name === name)!;
     const g = graphOf(decodeModel(await read(rep.file)));
     const { targets } = injectLora(decodeModel(await read(rep.file)));
-    expect(findProjections(g).length).toBe(targets.length);
+    // Default 'per-part': a packed projection is one target per part (q, k, v).
+    expect(findProjections(g).reduce((n, p) => n + (p.parts?.length ?? 1), 0)).toBe(targets.length);
     const imported = importPeftAdapter(
       {
         config: await read(`${dir}/adapter_config.json`),
@@ -236,7 +255,7 @@ describe('layouts that cannot take LoRA, and LoRA sub-scopes', () => {
 });
 
 describe('a packed gate_up_proj projection in the graph (Phi-3 exports)', () => {
-  it('is one target with gate/up parts; gate_proj and up_proj PEFT modules map onto it block-diagonally', () => {
+  it('block-diagonal: is one target with gate/up parts; gate_proj and up_proj PEFT modules map onto it block-diagonally', () => {
     const model = tinyModel({
       nodes: [
         { op: 'MatMul', name: '/model/layers.0/mlp/gate_up_proj/MatMul', inputs: ['x', 'w'], outputs: ['y'] },
@@ -245,7 +264,7 @@ describe('a packed gate_up_proj projection in the graph (Phi-3 exports)', () => 
       outputs: [{ name: 'y', dims: [1, 6] }],
       inits: [{ name: 'w', dims: [4, 6], data: new Float32Array(24) }],
     });
-    const { targets } = injectLora(model, { targets: ['up_proj'] });
+    const { targets } = injectLora(model, { targets: ['up_proj'], packed: 'block-diagonal' });
     expect(targets.map((t) => [t.module, t.in, t.out])).toEqual([['gate_up_proj', 4, 6]]);
     // packed 'per-part': one narrow branch per part, each a target named by its part.
     const perPart = injectLora(model, { packed: 'per-part' });
@@ -325,7 +344,7 @@ describe('LoRA branch variants (wasm): float16 branch, per-part packed branches'
   it.each(builders.map((r) => [r.name, r] as const))(
     '%s: per-part packed branches (q, k, v narrow) give the block-diagonal logits and the oracle',
     async (_n, rep) => {
-      const wide = await loadReplica(ort, read, rep, set.config, 'wasm');
+      const wide = await loadReplica(ort, read, rep, set.config, 'wasm', { packed: 'block-diagonal' });
       const narrow = await loadReplica(ort, read, rep, set.config, 'wasm', { packed: 'per-part' });
       try {
         expect(narrow.targets.filter((t) => t.layer === 0).map((t) => [t.module, t.out, t.packedIn])).toEqual(
