@@ -1,6 +1,6 @@
 /**
  * `npx tsx bench/batch-forms.ts [package folder] [--rows 2,4,8] [--steps 16] [--rounds 2] [--prompt 32]
- * [--rank 8] [--builds 20]` — issue 13 §1 "choose by measurement": the LoRA feed form of a batch whose rows
+ * [--rank 8] [--builds 20] [--distinct K]` — issue 13 §1 "choose by measurement": the LoRA feed form of a batch whose rows
  * each have a DIFFERENT adapter, on onnxruntime-web's wasm build in Node (1 thread, like the bench page),
  * on the graph the engine's wasm load builds (model_q4.onnx dequantized at load, wasmGraphOf 'auto').
  *   concat   the engine's form: injectLora({ rowMask: true }), A (in, ΣRᵢ) / B (ΣRᵢ, out) concatenated by
@@ -12,7 +12,8 @@
  * the same ids (the concat form's greedy picks); `rounds` restarts from the prefilled KV. Prints median
  * ms/step (wall and process CPU), the median of paired per-step ratios per-row / concat, the max |logit
  * difference| between the forms over every row and step, and the feed-build cost of one batch
- * composition (concatenation vs stacking, median of `builds`). Not a test.
+ * composition (concatenation vs stacking, median of `builds`). `--distinct K`: only K distinct adapters,
+ * rows cycling through them (the concat form then has K·R columns, per-row still rows·R). Not a test.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -56,6 +57,8 @@ const { values: args, positionals } = parseArgs({
     prompt: { type: 'string', default: '32' },
     rank: { type: 'string', default: '8' },
     builds: { type: 'string', default: '20' },
+    /** Distinct adapters, rows cycling through them (0: every row its own). */
+    distinct: { type: 'string', default: '0' },
     file: { type: 'string', default: 'model_q4.onnx' },
   },
 });
@@ -172,10 +175,13 @@ async function main(): Promise<void> {
   const perRow = await session(perRowGraph(plain.model, plain.targets));
   const rowCounts = args.rows!.split(',').map(Number);
   const maxRows = Math.max(...rowCounts);
-  const adapters = Array.from({ length: maxRows }, (_, k) => randomAdapter(targets, k));
+  const distinct = Number(args.distinct) || maxRows;
+  const pool = Array.from({ length: Math.min(distinct, maxRows) }, (_, k) => randomAdapter(targets, k));
+  // Row b's adapter: pool[b % distinct] (keyed so batch-feeds.ts concatenates each distinct one once).
+  const adapters = Array.from({ length: maxRows }, (_, b) => pool[b % pool.length]!);
   console.log(
     `onnxruntime-web ${ort.env.versions.web} wasm, 1 thread, ${dir}/onnx/${args.file} dequantized at load; ` +
-      `${targets.length} targets, a different rank-${rank} adapter per row, ${promptLen}-token prompts, ` +
+      `${targets.length} targets, rank-${rank} adapters (${distinct >= maxRows ? 'a different one per row' : `${distinct} distinct, rows cycling`}), ${promptLen}-token prompts, ` +
       `${rounds} × ${steps} decode steps per form`,
   );
   // Prefill each row alone under its own adapter (mask defaults to 1): the KV both forms start from.
@@ -196,8 +202,8 @@ async function main(): Promise<void> {
   const stepRows: string[] = [];
   const buildRows: string[] = [];
   for (const n of rowCounts) {
-    const rowAdapters: BatchRowAdapter[] = adapters.slice(0, n).map((feeds, k) => ({
-      key: `a${k}`,
+    const rowAdapters: BatchRowAdapter[] = adapters.slice(0, n).map((feeds, b) => ({
+      key: `a${b % pool.length}`,
       feeds: { feeds, release: () => {} },
     }));
     // Feed-build cost of one batch composition: concatenation (the engine's) vs stacking.
@@ -275,7 +281,7 @@ async function main(): Promise<void> {
       `| ${n} | ${ms(wall.a)} | ${ms(wall.b)} | ${ratio.toFixed(3)} | ${ms(cpu.a)} | ${ms(cpu.b)} | ${cpuRatio.toFixed(3)} | ${diff.toExponential(1)} | ${rotated.toFixed(2)} | ${tokenMismatch} / ${n * steps * rounds} |`,
     );
     buildRows.push(
-      `| ${n} | ${n * rank} | ${ms(tConcat)} | ${ms(tStack)} | ${median(tStack.map((t, i) => t / tConcat[i]!)).toFixed(2)} |`,
+      `| ${n} | ${Math.min(n, pool.length) * rank} | ${ms(tConcat)} | ${ms(tStack)} | ${median(tStack.map((t, i) => t / tConcat[i]!)).toFixed(2)} |`,
     );
   }
   console.log(
