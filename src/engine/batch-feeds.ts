@@ -6,10 +6,17 @@
  * other columns are multiplied by 0 and add +0). A row with no adapter has an all-zero mask row. So every
  * row reads the base weights and one shared A/B once per step; ranks may differ across adapters (no
  * padding needed) and rows of one adapter share its columns.
- * Chosen over per-row A (B, in, R) feeds because it needs no change to the A/B input layout (one graph, the
- * adapter cache's feeds as they are) and costs ΣRᵢ instead of B·R columns — small against the base
- * projections. The concatenation reads each adapter's tensors back to the CPU (a download on webgpu) and,
- * with a device, uploads A/B once per batch composition, never per step.
+ * Kept over per-row A (B, in, R) / B (B, R, out) feeds because it needs no change to the A/B input layout
+ * (one graph, the adapter cache's feeds as they are), needs no rank padding or zero rows for "no adapter",
+ * and costs ΣRᵢ instead of B·R columns when rows share adapters. Measured (bench/batch-forms.ts,
+ * bench/README.md "Batch feed form"; wasm, default model, every row a different rank-8 adapter): same
+ * logits (≤ 1.4e-5), but per-row factors step 0.97× / 0.95× / 0.87× the time of this form at 2 / 4 / 8
+ * rows (this form's X·A computes all ΣRᵢ columns for every row, plus the mask Mul), 1.10× / 0.99× at 8
+ * rows sharing 2 / 4 adapters (the common case this form favours), and stack in ~0.1–0.2×
+ * the build time (ms, once per composition). On webgpu (SwiftShader, 4 rows, Einsum branch) per-row was
+ * 0.94–0.99× (within the runs' spread) and 2.2× with a MatMul branch. The concatenation reads each
+ * adapter's tensors back to the CPU (a download on webgpu) and, with a device, uploads A/B once per batch
+ * composition, never per step.
  * It deliberately does not resolve adapter names (the engine's AdapterFeedProvider does).
  */
 import { AdapterMismatchError } from '../errors.ts';
