@@ -334,7 +334,8 @@ export interface Engine {
    */
   loadModel(source?: ModelSource, opts?: LoadOptions): Promise<LoadReport>;
   /**
-   * Generates for one request; concurrent calls queue and run one after another. Aborting (signal or
+   * Generates for one request; concurrent calls decode together in one continuous batch (a request joins
+   * at the next step and leaves when done; a gated model decodes one request at a time). Aborting (signal or
    * `abort(requestId)`) is not an error: the result comes back with finishReason 'abort' and the text
    * so far (empty when the request was still queued), within one decode step. Text held back at that
    * moment (a possible stop-string prefix, an incomplete UTF-8 character) is dropped, so `text` is
