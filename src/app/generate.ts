@@ -172,9 +172,10 @@ export function mountGenerate(
     const requestId = newRequestId('gen');
     running = requestId;
     sync();
-    // Another run (a compare, or training) holds the engine: this one waits in its queue.
-    const queued = state.busy || state.training;
-    const waitingFor = state.training ? 'training to pause or finish' : 'the running compare to finish';
+    // Training holds the engine: this run waits in its queue. A running compare does not: this run
+    // joins its batch at the next decode step (continuous batching) and streams at once.
+    const queued = state.training;
+    const joins = !queued && state.busy;
     const done = state.beginGeneration();
     const text = prompt.value;
     const body = mode.request(text);
@@ -183,8 +184,8 @@ export function mountGenerate(
     if (chat) prompt.value = ''; // the message is in the conversation now
     const label = picker.describe();
     stats.textContent = queued
-      ? `Queued: waiting for ${waitingFor} (${label})…`
-      : `Generating with ${label}…`;
+      ? `Queued: waiting for training to pause or finish (${label})…`
+      : `Generating with ${label}${joins ? ', in the running compare’s batch' : ''}…`;
     output.dataset.status = queued ? 'queued' : 'streaming';
     copy.disabled = true;
     let tokens = 0;
