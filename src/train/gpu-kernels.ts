@@ -11,6 +11,7 @@ import attentionSrc from '../../shaders/attention.wgsl?raw';
 import attentionBackwardSrc from '../../shaders/attention_backward.wgsl?raw';
 import crossentropySrc from '../../shaders/crossentropy.wgsl?raw';
 import embeddingSrc from '../../shaders/embedding.wgsl?raw';
+import g16Src from '../../shaders/g16.wgsl?raw';
 import gradnormSrc from '../../shaders/gradnorm.wgsl?raw';
 import loraFeedsSrc from '../../shaders/lora_feeds.wgsl?raw';
 import matmulLoraSrc from '../../shaders/matmul_lora.wgsl?raw';
@@ -31,15 +32,17 @@ export type BindingKind = 'rw' | 'ro' | 'u';
 
 const MATMUL: BindingKind[] = ['rw', 'rw', 'ro', 'ro', 'ro', 'u'];
 const MATMUL_BWD: BindingKind[] = ['rw', 'rw', 'rw', 'ro', 'ro', 'ro', 'ro', 'ro', 'u'];
+/** A shader that reads or writes packed LoRA gradients, with the g16 functions (shaders/g16.wgsl) appended. */
+const withG16 = (src: string): string => `${src}\n${g16Src}`;
 
 export const SHADERS = {
   embedding: { code: embeddingSrc, kinds: ['rw', 'ro', 'ro', 'u'] },
   rmsnorm: { code: rmsnormSrc, kinds: ['rw', 'rw', 'ro', 'ro', 'u'] },
   rmsnorm_backward: { code: rmsnormBackwardSrc, kinds: ['rw', 'ro', 'ro', 'ro', 'ro', 'u'] },
   matmul_lora: { code: matmulLoraSrc, kinds: MATMUL },
-  matmul_lora_backward: { code: matmulLoraBackwardSrc, kinds: MATMUL_BWD },
+  matmul_lora_backward: { code: withG16(matmulLoraBackwardSrc), kinds: MATMUL_BWD },
   matmul_q4_lora: { code: matmulQ4LoraSrc, kinds: MATMUL },
-  matmul_q4_lora_backward: { code: matmulQ4LoraBackwardSrc, kinds: MATMUL_BWD },
+  matmul_q4_lora_backward: { code: withG16(matmulQ4LoraBackwardSrc), kinds: MATMUL_BWD },
   rope: { code: ropeSrc, kinds: ['rw', 'ro', 'ro', 'u'] },
   rope_backward: { code: ropeBackwardSrc, kinds: ['rw', 'ro', 'ro', 'u'] },
   attention: { code: attentionSrc, kinds: ['rw', 'rw', 'ro', 'ro', 'ro', 'ro', 'u'] },
@@ -48,8 +51,8 @@ export const SHADERS = {
   swiglu_backward: { code: swigluBackwardSrc, kinds: ['rw', 'rw', 'ro', 'ro', 'ro', 'u'] },
   residual: { code: residualSrc, kinds: ['rw', 'ro', 'u'] },
   crossentropy: { code: crossentropySrc, kinds: ['rw', 'rw', 'ro', 'ro', 'u'] },
-  gradnorm: { code: gradnormSrc, kinds: ['rw', 'rw', 'ro', 'u'] },
-  adamw: { code: adamwSrc, kinds: ['rw', 'rw', 'ro', 'ro', 'u'] },
+  gradnorm: { code: withG16(gradnormSrc), kinds: ['rw', 'rw', 'ro', 'u'] },
+  adamw: { code: withG16(adamwSrc), kinds: ['rw', 'rw', 'ro', 'ro', 'u'] },
   lora_feeds: { code: loraFeedsSrc, kinds: ['rw', 'rw', 'ro', 'u'] },
 } satisfies Record<string, { code: string; kinds: BindingKind[] }>;
 

@@ -4,11 +4,11 @@
 // with a zero-padded last block. Gradient contracts (+=) are checked by pre-filling the outputs.
 import { beforeAll, describe, expect, it } from 'vitest';
 import q4LoraSrc from '../../shaders/matmul_q4_lora.wgsl?raw';
-import q4LoraBackwardSrc from '../../shaders/matmul_q4_lora_backward.wgsl?raw';
 import rmsnormSrc from '../../shaders/rmsnorm.wgsl?raw';
 import rmsnormBackwardSrc from '../../shaders/rmsnorm_backward.wgsl?raw';
 import { quantizeBlock4 } from '../../src/model/quantize.ts';
 import { packG16, unpackG16 } from '../../src/train/f16.ts';
+import { SHADERS } from '../../src/train/gpu-kernels.ts';
 import { gpuStoredLinear, packLoraForGpu, packQ4ForGpu } from '../../src/train/gpu-layout.ts';
 import {
   type FrozenLinear,
@@ -18,6 +18,9 @@ import {
 } from '../../src/train/ref/linear.ts';
 import { rmsnormBackward, rmsnormForward } from '../../src/train/ref/rmsnorm.ts';
 import { expectClose, type Tolerance } from '../helpers/expect-close.ts';
+
+/** The backward shader as the trainer compiles it (with shaders/g16.wgsl appended). */
+const q4LoraBackwardSrc = SHADERS.matmul_q4_lora_backward.code;
 
 /**
  * GPU f32 (sums in f32, SwiftShader's sqrt/division within WGSL's few-ULP bounds) vs the TS reference
