@@ -22,23 +22,10 @@ import {
   type OrtTensor,
 } from '../src/engine/session.ts';
 import { injectLora, type LoraTarget } from '../src/model/inject-lora.ts';
-import { einsum } from '../src/model/lora-nodes.ts';
-import {
-  attrsOf,
-  cloneGraph,
-  DataType,
-  decodeModel,
-  encodeModel,
-  graphOf,
-  inputsOf,
-  type ModelProto,
-  nodesOf,
-  outputsOf,
-  tensorValueInfo,
-  withGraph,
-} from '../src/model/onnx-io.ts';
+import { decodeModel, encodeModel, graphOf, type ModelProto, outputsOf } from '../src/model/onnx-io.ts';
 import { parseModelConfig } from '../src/model/package.ts';
 import { MODEL_BASE, setupOrt } from '../tests/browser/helpers/model.ts';
+import { perRowGraph, randomLoraFeeds } from './random-lora.ts';
 
 const ort = setupOrt();
 const ortApi = ort as unknown as Ort;
@@ -46,50 +33,6 @@ const ROWS = 4;
 const R = 8;
 const STEPS = Number(import.meta.env.VITE_BF_STEPS ?? 8);
 
-function uniform(n: number, s: number, seed: number): Float32Array {
-  let x = seed >>> 0 || 1;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = ((x >>> 0) / 2 ** 32 - 0.5) * 2 * s;
-  }
-  return out;
-}
-function randomAdapter(targets: readonly LoraTarget[], k: number): Record<string, OrtTensor> {
-  const feeds: Record<string, OrtTensor> = {};
-  let seed = 1 + k * 1000;
-  for (const t of targets) {
-    feeds[t.inputA] = new ort.Tensor('float32', uniform(t.in * R, 1 / Math.sqrt(t.in), seed++), [
-      t.in,
-      R,
-    ]) as OrtTensor;
-    feeds[t.inputB] = new ort.Tensor('float32', uniform(R * t.out, 0.05, seed++), [R, t.out]) as OrtTensor;
-  }
-  return feeds;
-}
-function perRowGraph(model: ModelProto, targets: readonly LoraTarget[]): ModelProto {
-  const g = graphOf(model);
-  const byName = new Map<string, readonly (number | string)[]>();
-  for (const t of targets) {
-    byName.set(t.inputA, ['lora_rows', t.in, 'lora_rank']);
-    byName.set(t.inputB, ['lora_rows', 'lora_rank', t.out]);
-  }
-  const input = inputsOf(g).map((v) => {
-    const d = byName.get(v.name);
-    return d ? tensorValueInfo(v.name, DataType.FLOAT, d) : v;
-  });
-  // The Einsum branch with per-row factors: `abi,ir->abr` → `abi,air->abr`, `abr,ro->abo` → `abr,aro->abo`.
-  const node = nodesOf(g).map((n) => {
-    if (n.opType !== 'Einsum' || !(n.name ?? '').startsWith('/lora.')) return n;
-    const eq = new TextDecoder().decode(attrsOf(n).find((a) => a.name === 'equation')!.s!);
-    const [ins, out] = eq.split('->') as [string, string];
-    const [x, w] = ins.split(',') as [string, string];
-    return einsum(n.name, `${x},${x[0]}${w}->${out}`, [...n.input], n.output[0]!);
-  });
-  return withGraph(model, cloneGraph(g, { input, node }));
-}
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
@@ -129,7 +72,9 @@ describe('batch feed forms on webgpu (scratch)', () => {
     }
     const device = (await ort.env.webgpu.device) as GPUDevice;
     const targets = forms[0]!.targets;
-    const adapters = Array.from({ length: ROWS }, (_, k) => randomAdapter(targets, k));
+    const adapters = Array.from({ length: ROWS }, (_, k) =>
+      randomLoraFeeds(ortApi, targets, R, 1 + k * 1000),
+    );
     const upload = (data: Float32Array, dims: number[]) => {
       const buf = device.createBuffer({
         size: Math.ceil(data.byteLength / 16) * 16,

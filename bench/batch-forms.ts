@@ -33,19 +33,9 @@ import {
 import { wasmGraphOf } from '../src/model/dequantize.ts';
 import { weightsAsExternal } from '../src/model/external-weights.ts';
 import { injectLora, type LoraTarget } from '../src/model/inject-lora.ts';
-import {
-  cloneGraph,
-  DataType,
-  decodeModel,
-  encodeModel,
-  graphOf,
-  inputsOf,
-  type ModelProto,
-  outputsOf,
-  tensorValueInfo,
-  withGraph,
-} from '../src/model/onnx-io.ts';
+import { decodeModel, encodeModel, graphOf, type ModelProto, outputsOf } from '../src/model/onnx-io.ts';
 import { parseModelConfig } from '../src/model/package.ts';
+import { perRowGraph, randomLoraFeeds } from './random-lora.ts';
 import { median } from './stats.ts';
 
 const { values: args, positionals } = parseArgs({
@@ -72,48 +62,6 @@ const ortApi = ort as unknown as Ort;
 const config = parseModelConfig(JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')));
 const fileBytes = new Uint8Array(readFileSync(join(dir, 'onnx', args.file!)));
 const prepared = wasmGraphOf(decodeModel(fileBytes), 'auto').model;
-
-/** Deterministic uniform(-s, s) values (xorshift32). */
-function uniform(n: number, s: number, seed: number): Float32Array {
-  let x = seed >>> 0 || 1;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = ((x >>> 0) / 2 ** 32 - 0.5) * 2 * s;
-  }
-  return out;
-}
-
-/** Adapter `k`: rank-R A (in, R), B (R, out) on every target, B large enough to move the logits. */
-function randomAdapter(targets: readonly LoraTarget[], k: number): Record<string, OrtTensor> {
-  const feeds: Record<string, OrtTensor> = {};
-  let seed = 1 + k * 1000;
-  for (const t of targets) {
-    feeds[t.inputA] = new ort.Tensor('float32', uniform(t.in * rank, 1 / Math.sqrt(t.in), seed++), [
-      t.in,
-      rank,
-    ]);
-    feeds[t.inputB] = new ort.Tensor('float32', uniform(rank * t.out, 0.05, seed++), [rank, t.out]);
-  }
-  return feeds;
-}
-
-/** The per-row form's graph: LoRA A/B inputs declared (lora_rows, in, R) and (lora_rows, R, out). */
-function perRowGraph(model: ModelProto, targets: readonly LoraTarget[]): ModelProto {
-  const g = graphOf(model);
-  const byName = new Map<string, readonly (number | string)[]>();
-  for (const t of targets) {
-    byName.set(t.inputA, ['lora_rows', t.in, 'lora_rank']);
-    byName.set(t.inputB, ['lora_rows', 'lora_rank', t.out]);
-  }
-  const input = inputsOf(g).map((v) => {
-    const dims = byName.get(v.name);
-    return dims ? tensorValueInfo(v.name, DataType.FLOAT, dims) : v;
-  });
-  return withGraph(model, cloneGraph(g, { input }));
-}
 
 /**
  * The per-row form's feeds: each target's rows' A stacked to (rows, in, R), B to (rows, R, out). A row
@@ -176,7 +124,9 @@ async function main(): Promise<void> {
   const rowCounts = args.rows!.split(',').map(Number);
   const maxRows = Math.max(...rowCounts);
   const distinct = Number(args.distinct) || maxRows;
-  const pool = Array.from({ length: Math.min(distinct, maxRows) }, (_, k) => randomAdapter(targets, k));
+  const pool = Array.from({ length: Math.min(distinct, maxRows) }, (_, k) =>
+    randomLoraFeeds(ortApi, targets, rank, 1 + k * 1000),
+  );
   // Row b's adapter: pool[b % distinct] (keyed so batch-feeds.ts concatenates each distinct one once).
   const adapters = Array.from({ length: maxRows }, (_, b) => pool[b % pool.length]!);
   console.log(

@@ -21,13 +21,20 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as ort from 'onnxruntime-web';
 import { argmax } from '../src/engine/sampling.ts';
-import { decoderGraph, decoderSessionOptions, KvStepper, type OrtTensor } from '../src/engine/session.ts';
+import {
+  decoderGraph,
+  decoderSessionOptions,
+  KvStepper,
+  type Ort,
+  type OrtTensor,
+} from '../src/engine/session.ts';
 import { wasmGraphOf } from '../src/model/dequantize.ts';
 import { weightsAsExternal } from '../src/model/external-weights.ts';
 import { type InjectOptions, injectLora, type LoraTarget } from '../src/model/inject-lora.ts';
 import { decodeModel, encodeModel, graphOf, type ModelProto, outputsOf } from '../src/model/onnx-io.ts';
 import { parseModelConfig } from '../src/model/package.ts';
 import { packedFeeds, packSharedInputs } from './branch-forms.ts';
+import { randomLoraFeeds } from './random-lora.ts';
 import { median } from './stats.ts';
 
 /** A graph form: injectLora options on top of `{ branchOp: 'matmul' }` (null: not injected), session options. */
@@ -80,35 +87,10 @@ const config = parseModelConfig(JSON.parse(readFileSync(join(dir, 'config.json')
 const fileBytes = new Uint8Array(readFileSync(join(dir, 'onnx', args.file!)));
 const prepared = wasmGraphOf(decodeModel(fileBytes), 'auto').model;
 
-/** Deterministic uniform(-s, s) values (xorshift32), so every run feeds the same adapter. */
-function uniform(n: number, s: number, seed: number): Float32Array {
-  let x = seed >>> 0 || 1;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = ((x >>> 0) / 2 ** 32 - 0.5) * 2 * s;
-  }
-  return out;
-}
-
-/** Rank-R A/B for every target, seeded by the input name, B scaled like alpha/r = 2 folded in. */
-function adapterFeeds(targets: readonly LoraTarget[]): Record<string, OrtTensor> {
-  const feeds: Record<string, OrtTensor> = {};
-  let seed = 1;
-  for (const t of targets) {
-    feeds[t.inputA] = new ort.Tensor('float32', uniform(t.in * rank, 1 / Math.sqrt(t.in), seed++), [
-      t.in,
-      rank,
-    ]);
-    feeds[t.inputB] = new ort.Tensor('float32', uniform(rank * t.out, 0.05, seed++), [rank, t.out]);
-  }
-  return feeds;
-}
-
 /** The plain graph's adapter (what `lora` feeds): the packed forms are fed the same one, repacked. */
-const plainFeeds = adapterFeeds(injectLora(prepared).targets);
+/** The engine's API view of onnxruntime-web (the random adapter's tensors). */
+const ortApi = ort as unknown as Ort;
+const plainFeeds = randomLoraFeeds(ortApi, injectLora(prepared).targets, rank, 1);
 
 interface Variant {
   name: string;
@@ -153,7 +135,7 @@ async function variant(name: string, profile: boolean): Promise<Variant> {
           },
           !form.unpadded,
         )
-      : adapterFeeds(targets),
+      : randomLoraFeeds(ortApi, targets, rank, 1),
     loraNodes,
     stepMs: [],
     cpuMs: [],
