@@ -13,6 +13,7 @@ import { BatchKv } from '../../../src/engine/batch-kv.ts';
 import { argmax } from '../../../src/engine/sampling.ts';
 import { KvStepper, type OrtTensor } from '../../../src/engine/session.ts';
 import { expectClose, FP32_LOGITS, maxAbsDiff } from '../../helpers/expect-close.ts';
+import { greedySteps } from '../../helpers/greedy-steps.ts';
 import {
   type LoadedReplica,
   loadReplica,
@@ -43,25 +44,9 @@ afterAll(async () => {
 
 const feedsOf = (key: string | null) => (key ? feeds.get(key)! : m.noAdapter);
 
-async function solo(
-  prompt: number[],
-  key: string | null,
-): Promise<{ tokens: number[]; logits: Float32Array[] }> {
-  const s = new KvStepper(ort, m.graph, feedsOf(key));
-  const tokens: number[] = [];
-  const logits: Float32Array[] = [];
-  try {
-    let input = prompt;
-    for (let i = 0; i < NEW; i++) {
-      const l = await s.step(input);
-      logits.push(l);
-      tokens.push(argmax(l));
-      input = [tokens.at(-1)!];
-    }
-  } finally {
-    s.dispose();
-  }
-  return { tokens, logits };
+/** `prompt` decoded alone under `key`'s adapter: the reference for a batched row. */
+function solo(prompt: number[], key: string | null) {
+  return greedySteps(ort, m.graph, feedsOf(key), prompt, NEW);
 }
 
 describe('batched decode on a packed qkv_proj graph (builder-rope, per-part, wasm)', () => {

@@ -24,6 +24,7 @@ import { decodeModel, encodeModel } from '../../../src/model/onnx-io.ts';
 import { parseModelConfig } from '../../../src/model/package.ts';
 import { expectClose, FP32_LOGITS } from '../../helpers/expect-close.ts';
 import { type AdapterFixture, loadPeftFixture, MODEL_DIR, MODEL_PATH } from '../../helpers/fixtures.ts';
+import { greedySteps } from '../../helpers/greedy-steps.ts';
 
 const config = parseModelConfig(JSON.parse(readFileSync(`${MODEL_DIR}/config.json`, 'utf8')));
 const PROMPTS = [
@@ -72,27 +73,9 @@ afterAll(async () => {
 const feedsOf = (key: string | null): Record<string, OrtTensor> => (key ? adapters.get(key)!.feeds : none);
 
 /** Solo run: prefill + NEW-1 greedy steps; tokens and every step's logits. */
-async function solo(
-  graph: DecoderGraph,
-  prompt: number[],
-  key: string | null,
-  n = NEW,
-): Promise<{ tokens: number[]; logits: Float32Array[] }> {
-  const s = new KvStepper(ort, graph, feedsOf(key));
-  const tokens: number[] = [];
-  const logits: Float32Array[] = [];
-  try {
-    let input = prompt;
-    for (let i = 0; i < n; i++) {
-      const l = await s.step(input);
-      logits.push(l);
-      tokens.push(argmax(l));
-      input = [tokens.at(-1)!];
-    }
-  } finally {
-    s.dispose();
-  }
-  return { tokens, logits };
+/** `prompt` decoded alone under `key`'s adapter: the reference for a batched row. */
+function solo(graph: DecoderGraph, prompt: number[], key: string | null, n = NEW) {
+  return greedySteps(ort, graph, feedsOf(key), prompt, n);
 }
 
 interface Row {
