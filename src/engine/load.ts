@@ -15,6 +15,7 @@ import { specialTokensOf } from '../model/chat.ts';
 import { wasmDequantizeBudget, wasmGraphOf } from '../model/dequantize.ts';
 import { withInlineExternalData } from '../model/external-data.ts';
 import { weightsAsExternal } from '../model/external-weights.ts';
+import { type FuseReport, fuseDecoder, fuseOptionsFor } from '../model/fuse-decoder.ts';
 import { greedyHeadOf } from '../model/greedy-head.ts';
 import type { GateSite } from '../model/inject-gates.ts';
 import { injectLora, type LoraTarget, loraBranchOpFor, loraInjectOptionsFor } from '../model/inject-lora.ts';
@@ -98,6 +99,11 @@ export interface LoadSettings {
    * allocation planner much cheaper (model/planner-shapes.ts says why). Default true.
    */
   plannerShapes?: boolean;
+  /**
+   * Rewrite the Optimum decoder's spelled-out RMSNorm, rotary and repeat_kv into onnxruntime's fused
+   * kernels before injecting (model/fuse-decoder.ts). Default true.
+   */
+  fuse?: boolean;
   /** Runs once the new package is valid and just before its sessions are created (frees the old model). */
   beforeSessions(): Promise<void>;
   /** The device was lost (not destroyed on purpose) while this model was loaded. */
@@ -222,12 +228,21 @@ export async function loadModel(
   // On wasm, 4-bit MatMulNBits run as fp32 MatMuls dequantized here (model/dequantize.ts says why).
   // External-data weights (builder packages) are read in place there (views of the chunks, no copy).
   // Every session also gets the greedy head (model/greedy-head.ts): last-row logits, an argmax output.
-  const forBackend = (b: Backend) =>
-    greedyHeadOf(
+  // Then the decoder fusion (model/fuse-decoder.ts), per backend.
+  let fused: FuseReport | null = null;
+  const fuse = (model: ModelProto, b: Backend) => {
+    if (settings.fuse === false) return model;
+    const out = fuseDecoder(model, config, fuseOptionsFor(b));
+    fused = out.report;
+    return out.model;
+  };
+  const forBackend = (b: Backend) => {
+    const p =
       b === 'wasm'
         ? wasmGraphOf(withInlineExternalData(decoded, externalData), opts.wasmDequantize)
-        : { model: decoded, dequantized: null },
-    );
+        : { model: decoded, dequantized: null };
+    return greedyHeadOf({ ...p, model: fuse(p.model, b) });
+  };
   // Graphs are encoded without their weights: those stay in the buffers they are in (the fetched file,
   // the dequantized fp32 tensors) and reach onnxruntime-web from there as external data
   // (external-weights.ts), so no weight is copied in JS.
@@ -345,6 +360,7 @@ export async function loadModel(
       targets,
       targetCount: targets.length,
       loraBranchOp: loraBranchOpFor(backend),
+      fused,
       loadMs: performance.now() - t0,
       phases: clock.done(),
       modelId,

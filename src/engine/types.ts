@@ -6,6 +6,7 @@
  * seam to the adapter subsystem (`AdapterFeedProvider`, src/adapters/types.ts); it deliberately holds
  * no logic.
  */
+
 import type * as OrtModule from 'onnxruntime-web';
 import type {
   AdapterDeriveProgress,
@@ -24,6 +25,7 @@ import type {
 } from '../adapters/types.ts';
 import type { ChatMessage } from '../model/chat.ts';
 import type { WasmDequantize } from '../model/dequantize.ts';
+import type { FuseReport } from '../model/fuse-decoder.ts';
 import type { GateSite } from '../model/inject-gates.ts';
 import type { LoraBranchOp, LoraTarget, PackedLoraMode } from '../model/inject-lora.ts';
 import type { DecoderLayout } from '../model/layout.ts';
@@ -216,6 +218,12 @@ export interface LoadReport {
   targetCount: number;
   /** Operator of the LoRA branch in the injected graph: 'einsum' on webgpu, 'matmul' on wasm (inject-lora.ts). */
   loraBranchOp: LoraBranchOp;
+  /**
+   * What the decoder fusion rewrote (model/fuse-decoder.ts): RMSNorms, of which folded with their
+   * residual Add, rotary sites and attentions without the repeat_kv copy; all 0 on graphs that already
+   * use fused kernels (builder layout); null when LoadSettings.fuse is false.
+   */
+  fused: FuseReport | null;
   loadMs: number;
   /** Where `loadMs` went, per phase (ms). */
   phases: LoadPhases;
