@@ -259,7 +259,11 @@ export function fuseDecoder(
   if (!opsetImport.some((o) => o.domain === MS_DOMAIN)) {
     opsetImport.push(onnx.OperatorSetIdProto.create({ domain: MS_DOMAIN, version: 1 }));
   }
-  const graph = cloneGraph(g, { node: net.nodes, initializer: [...initializersOf(g), ...net.added] });
+  // Initializers only the removed nodes read (repeat_kv's shape constants, …) go too.
+  const read = new Set(net.nodes.flatMap((n) => n.input));
+  for (const o of net.graphOutputs) read.add(o);
+  const initializer = [...initializersOf(g), ...net.added].filter((t) => read.has(t.name));
+  const graph = cloneGraph(g, { node: net.nodes, initializer });
   const out = withGraph(model, graph);
   out.opsetImport = opsetImport;
   return { model: out, report };
