@@ -94,6 +94,11 @@ export interface LocalEngineOptions {
    * runs the injected graph with feeds that turn the branch off (same tokens).
    */
   baseGraphForNoAdapter?: boolean;
+  /**
+   * false: sessions run the graph as exported, without the decoder fusion (model/fuse-decoder.ts;
+   * LoadSettings.fuse), and LoadReport.fused is null. For comparison and diagnosis; default true.
+   */
+  fuseDecoder?: boolean;
 }
 
 /** Internal state exposed for tests and diagnostics; not part of the Engine contract. */
@@ -175,6 +180,7 @@ export class LocalEngine implements Engine {
         ...(this.opts.baseGraphForNoAdapter !== undefined
           ? { baseGraphForNoAdapter: this.opts.baseGraphForNoAdapter }
           : {}),
+        ...(this.opts.fuseDecoder === false ? { fuse: false } : {}),
         beforeSessions: () => this.release(),
         onDeviceLost: (error, info) => {
           if (!mine || this.loaded?.model !== mine) return; // an older model's device

@@ -22,9 +22,10 @@ import {
 } from '../../src/errors.ts';
 import { wasmGraphOf } from '../../src/model/dequantize.ts';
 import { weightsAsExternal } from '../../src/model/external-weights.ts';
+import { fuseDecoder, fuseOptionsFor } from '../../src/model/fuse-decoder.ts';
 import { greedyHeadOf } from '../../src/model/greedy-head.ts';
 import { decodeModel, encodeModel } from '../../src/model/onnx-io.ts';
-import { modelFileName } from '../../src/model/package.ts';
+import { modelFileName, parseModelConfig } from '../../src/model/package.ts';
 import { MODEL_BASE, PROMPT, setupOrt } from './helpers/model.ts';
 
 const ort = setupOrt();
@@ -316,7 +317,11 @@ describe('LocalEngine', () => {
       );
       // With the greedy head (model/greedy-head.ts) the base graph is always re-encoded: its graph plus
       // the weights it reads as external data (external-weights.ts; the file's own, or dequantized ones).
-      const prepared = greedyHeadOf(wasmGraphOf(decodeModel(file)));
+      // It is the decoder-fused graph (model/fuse-decoder.ts, wasm options), as load.ts's forBackend builds it.
+      const config = parseModelConfig(await (await fetch(`${MODEL_BASE}config.json`)).json());
+      const dequantized = wasmGraphOf(decodeModel(file));
+      const fused = fuseDecoder(dequantized.model, config, fuseOptionsFor('wasm')).model;
+      const prepared = greedyHeadOf({ ...dequantized, model: fused });
       const slim = weightsAsExternal(prepared.model, file);
       const baseBytes = encodeModel(slim.model).byteLength + slim.externalBytes;
       expect(cpuReport.sessionBytes - r.sessionBytes).toBe(baseBytes);
