@@ -137,7 +137,7 @@ async function main(): Promise<void> {
   // Row b's adapter: pool[b % distinct] (keyed so batch-feeds.ts concatenates each distinct one once).
   const adapters = Array.from({ length: maxRows }, (_, b) => pool[b % pool.length]!);
   console.log(
-    `onnxruntime-web ${ort.env.versions.web} wasm, 1 thread, ${dir}/onnx/${args.file} dequantized at load; ` +
+    `onnxruntime-web ${ort.env.versions.web} wasm, 1 thread, ${dir}/onnx/${args.file} dequantized at load, ${args.fuse ? 'decoder fusion on' : 'unfused'}; ` +
       `${targets.length} targets, rank-${rank} adapters (${distinct >= maxRows ? 'a different one per row' : `${distinct} distinct, rows cycling`}), ${promptLen}-token prompts, ` +
       `${rounds} × ${steps} decode steps per form`,
   );

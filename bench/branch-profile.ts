@@ -285,7 +285,7 @@ async function main(): Promise<void> {
   const names = args.variants!.split(',');
   if (!args['profile-child'])
     console.log(
-      `onnxruntime-web ${ort.env.versions.web} wasm, 1 thread, ${dir}/onnx/${args.file} dequantized at load; rank ${rank}, ` +
+      `onnxruntime-web ${ort.env.versions.web} wasm, 1 thread, ${dir}/onnx/${args.file} dequantized at load, ${args.fuse ? 'decoder fusion on' : 'unfused'}; rank ${rank}, ` +
         `${args.prompt}-token prompt, ${steps} decode steps`,
     );
   if (args['profile-child']) return profileOne(args['profile-child']);

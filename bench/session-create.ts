@@ -193,7 +193,7 @@ for (let r = 0; r < rounds; r++) {
 all.forEach((b, i) => {
   const same = ids[i]!.join() === ids[0]!.join() ? 'same ids' : `IDS DIFFER ${ids[i]!.slice(0, 8).join(',')}`;
   console.log(
-    `[${b.spec || 'engine'}] create ${b.createWall.toFixed(0)} ms wall, ${b.createCpu.toFixed(0)} ms CPU; ` +
+    `[${b.spec || 'default: unfused'}] create ${b.createWall.toFixed(0)} ms wall, ${b.createCpu.toFixed(0)} ms CPU; ` +
       `prefill ${promptLen} ${prefillMs[i]!.toFixed(0)} ms; step ${median(stepMs[i]!).toFixed(1)} ms (median of ${steps}); ` +
       `step CPU ${median(stepCpu[i]!).toFixed(1)} ms; speed vs first: wall ${pairedStepRatio([stepMs[i]!], [stepMs[0]!]).toFixed(3)}, ` +
       `CPU ${pairedStepRatio([stepCpu[i]!], [stepCpu[0]!]).toFixed(3)}; prefill ${prefillLen} ` +
