@@ -1,8 +1,9 @@
 /**
  * `npx tsx bench/batch-forms.ts [package folder] [--rows 2,4,8] [--steps 16] [--rounds 2] [--prompt 32]
- * [--rank 8] [--builds 20] [--distinct K]` — issue 13 §1 "choose by measurement": the LoRA feed form of a batch whose rows
+ * [--rank 8] [--builds 20] [--distinct K] [--fuse]` — issue 13 §1 "choose by measurement": the LoRA feed form of a batch whose rows
  * each have a DIFFERENT adapter, on onnxruntime-web's wasm build in Node (1 thread, like the bench page),
- * on the graph the engine's wasm load builds (model_q4.onnx dequantized at load, wasmGraphOf 'auto').
+ * on the graph the engine's wasm load builds (model_q4.onnx dequantized at load, wasmGraphOf 'auto') minus
+ * the decoder fusion load.ts applies since 2026-11-30, as the README figures were measured (`--fuse` adds it).
  *   concat   the engine's form: injectLora({ rowMask: true }), A (in, ΣRᵢ) / B (ΣRᵢ, out) concatenated by
  *            src/engine/batch-feeds.ts and the row mask (rows, 1, ΣRᵢ) on X·A
  *   per-row  A fed as (rows, in, r), B as (rows, r, out): the injected graph without the mask, its A/B
@@ -30,11 +31,11 @@ import {
   type Ort,
   type OrtTensor,
 } from '../src/engine/session.ts';
-import { wasmGraphOf } from '../src/model/dequantize.ts';
 import { weightsAsExternal } from '../src/model/external-weights.ts';
 import { injectLora, type LoraTarget } from '../src/model/inject-lora.ts';
 import { decodeModel, encodeModel, graphOf, type ModelProto, outputsOf } from '../src/model/onnx-io.ts';
 import { parseModelConfig } from '../src/model/package.ts';
+import { prepareDecoderGraph } from '../src/model/prepare-decoder.ts';
 import { perRowGraph, randomLoraFeeds } from './random-lora.ts';
 import { median } from './stats.ts';
 
@@ -50,6 +51,7 @@ const { values: args, positionals } = parseArgs({
     /** Distinct adapters, rows cycling through them (0: every row its own). */
     distinct: { type: 'string', default: '0' },
     file: { type: 'string', default: 'model_q4.onnx' },
+    fuse: { type: 'boolean', default: false },
   },
 });
 const dir = positionals[0] ?? 'public/models/weblora-shakespeare';
@@ -61,7 +63,12 @@ ort.env.wasm.numThreads = 1;
 const ortApi = ort as unknown as Ort;
 const config = parseModelConfig(JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')));
 const fileBytes = new Uint8Array(readFileSync(join(dir, 'onnx', args.file!)));
-const prepared = wasmGraphOf(decodeModel(fileBytes), 'auto').model;
+// The engine's wasm load without the decoder fusion (the README figures' graph); --fuse: with it, as
+// load.ts since 2026-11-30 (src/model/prepare-decoder.ts; no greedy head here either way).
+const prepared = prepareDecoderGraph(decodeModel(fileBytes), config, 'wasm', {
+  fuse: args.fuse === true,
+  greedyHead: false,
+}).model;
 
 /**
  * The per-row form's feeds: each target's rows' A stacked to (rows, in, R), B to (rows, R, out). A row
@@ -130,7 +137,7 @@ async function main(): Promise<void> {
   // Row b's adapter: pool[b % distinct] (keyed so batch-feeds.ts concatenates each distinct one once).
   const adapters = Array.from({ length: maxRows }, (_, b) => pool[b % pool.length]!);
   console.log(
-    `onnxruntime-web ${ort.env.versions.web} wasm, 1 thread, ${dir}/onnx/${args.file} dequantized at load; ` +
+    `onnxruntime-web ${ort.env.versions.web} wasm, 1 thread, ${dir}/onnx/${args.file} dequantized at load, ${args.fuse ? 'decoder fusion on' : 'unfused'}; ` +
       `${targets.length} targets, rank-${rank} adapters (${distinct >= maxRows ? 'a different one per row' : `${distinct} distinct, rows cycling`}), ${promptLen}-token prompts, ` +
       `${rounds} × ${steps} decode steps per form`,
   );

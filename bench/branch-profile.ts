@@ -1,8 +1,9 @@
 /**
- * `npx tsx bench/branch-profile.ts [package folder] [--steps 32] [--rank 8] [--variants …] [--profile]` —
+ * `npx tsx bench/branch-profile.ts [package folder] [--steps 32] [--rank 8] [--variants …] [--profile] [--fuse]` —
  * what the LoRA branch costs per decode step on onnxruntime-web's wasm build in Node (1 thread, like the
  * bench page), on the graph the engine's wasm load builds (model_q4.onnx dequantized at load, wasmGraphOf
- * 'auto'). Variants (graph forms of ONE package), stepped in lockstep (step i of each back to back, order
+ * 'auto') minus the decoder fusion load.ts applies since 2026-11-30, as the README figures were measured
+ * (`--fuse` adds it). Variants (graph forms of ONE package), stepped in lockstep (step i of each back to back, order
  * rotating) so a busy machine's load hits them alike:
  *   base        the un-injected graph (bench row (a))
  *   lora        injectLora as load.ts builds it (rowMask), a random rank-R adapter on every projection (row (c))
@@ -28,11 +29,11 @@ import {
   type Ort,
   type OrtTensor,
 } from '../src/engine/session.ts';
-import { wasmGraphOf } from '../src/model/dequantize.ts';
 import { weightsAsExternal } from '../src/model/external-weights.ts';
 import { type InjectOptions, injectLora, type LoraTarget } from '../src/model/inject-lora.ts';
 import { decodeModel, encodeModel, graphOf, type ModelProto, outputsOf } from '../src/model/onnx-io.ts';
 import { parseModelConfig } from '../src/model/package.ts';
+import { prepareDecoderGraph } from '../src/model/prepare-decoder.ts';
 import { packedFeeds, packSharedInputs } from './branch-forms.ts';
 import { randomLoraFeeds } from './random-lora.ts';
 import { median } from './stats.ts';
@@ -74,6 +75,7 @@ const { values: args, positionals } = parseArgs({
     prompt: { type: 'string', default: '16' },
     rank: { type: 'string', default: '8' },
     file: { type: 'string', default: 'model_q4.onnx' },
+    fuse: { type: 'boolean', default: false },
     variants: { type: 'string', default: 'base,lora,nomask' },
     profile: { type: 'boolean', default: false },
     'profile-child': { type: 'string' },
@@ -85,7 +87,12 @@ const steps = Number(args.steps);
 ort.env.wasm.numThreads = 1;
 const config = parseModelConfig(JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')));
 const fileBytes = new Uint8Array(readFileSync(join(dir, 'onnx', args.file!)));
-const prepared = wasmGraphOf(decodeModel(fileBytes), 'auto').model;
+// The engine's wasm load without the decoder fusion (the README figures' graph); --fuse: with it, as
+// load.ts since 2026-11-30 (src/model/prepare-decoder.ts; no greedy head here either way).
+const prepared = prepareDecoderGraph(decodeModel(fileBytes), config, 'wasm', {
+  fuse: args.fuse === true,
+  greedyHead: false,
+}).model;
 
 /** The plain graph's adapter (what `lora` feeds): the packed forms are fed the same one, repacked. */
 /** The engine's API view of onnxruntime-web (the random adapter's tensors). */
@@ -278,7 +285,7 @@ async function main(): Promise<void> {
   const names = args.variants!.split(',');
   if (!args['profile-child'])
     console.log(
-      `onnxruntime-web ${ort.env.versions.web} wasm, 1 thread, ${dir}/onnx/${args.file} dequantized at load; rank ${rank}, ` +
+      `onnxruntime-web ${ort.env.versions.web} wasm, 1 thread, ${dir}/onnx/${args.file} dequantized at load, ${args.fuse ? 'decoder fusion on' : 'unfused'}; rank ${rank}, ` +
         `${args.prompt}-token prompt, ${steps} decode steps`,
     );
   if (args['profile-child']) return profileOne(args['profile-child']);

@@ -6,6 +6,8 @@
  * Storage bucket (ours: the engine's model cache; transformers.js: `useBrowserCache`), so a first load
  * downloads and stores and a second load in the same browser context reads the cache. Memory is measured
  * outside the page (load-run.ts reads the processes' RSS), so this file only loads and reports times.
+ * Since 2026-11-30 ours includes the decoder fusion (model/fuse-decoder.ts, in the 'inject' phase); the
+ * README's load figures were measured before it.
  */
 import * as ortWebgpu from 'onnxruntime-web/webgpu';
 import { type LoadedModel, loadModel } from '../src/engine/load.ts';

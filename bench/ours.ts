@@ -21,7 +21,6 @@ import { noAdapterFeeds } from '../src/engine/load.ts';
 import type { Ort } from '../src/engine/session.ts';
 import { TextTokenizer } from '../src/engine/tokenizer.ts';
 import { wasmGraphOf } from '../src/model/dequantize.ts';
-import { withGreedyHead } from '../src/model/greedy-head.ts';
 import type { LoraTarget } from '../src/model/inject-lora.ts';
 import {
   injectLora,
@@ -29,8 +28,9 @@ import {
   loraBranchOpFor,
   loraInjectOptionsFor,
 } from '../src/model/inject-lora.ts';
-import { decodeModel, encodeModel } from '../src/model/onnx-io.ts';
+import { decodeModel, encodeModel, type ModelProto } from '../src/model/onnx-io.ts';
 import { fetchModelPackage, modelFileName } from '../src/model/package.ts';
+import { prepareDecoderGraph } from '../src/model/prepare-decoder.ts';
 import { createBenchSession, emptySeries, lockstepGreedy, record } from './decode-loop.ts';
 import { withExternalData } from './external-data.ts';
 import { PASSAGE, PROMPT_TOKENS } from './prompt.ts';
@@ -158,34 +158,29 @@ export async function runOurs(opts: SuiteOptions, log: Log): Promise<OursResult>
   if (report.loraBranchOp !== branchOp)
     throw new Error(`engine used ${report.loraBranchOp}, bench ${branchOp}`);
   log(
-    `ours/${backend}/${dtype}: creating bench sessions (${opts.baseGraph ? 'base, ' : ''}injected ${branchOp}, injected ${altBranchOp})`,
+    `ours/${backend}/${dtype}: creating bench sessions (${opts.baseGraph ? 'base, ' : ''}injected ${branchOp}, injected ${altBranchOp}, greedy head, unfused)`,
   );
-  // As the engine does (load.ts): on wasm, 4-bit MatMulNBits become fp32 MatMuls at load.
+  // As the engine does (load.ts → src/model/prepare-decoder.ts): on wasm, 4-bit MatMulNBits become fp32
+  // MatMuls at load, then the decoder fusion with the backend's options; (e) also gets the greedy head.
   const fileGraph = decodeModel(pkg.model);
   const file = await withExternalData(fileGraph, modelBase, dtype); // builder layout: weights in .onnx_data
-  const prepared = backend === 'wasm' ? wasmGraphOf(file) : null;
-  const decoded = prepared?.model ?? file;
-  const baseBytes = prepared?.dequantized || file !== fileGraph ? encodeModel(decoded) : pkg.model;
-  const base = opts.baseGraph ? await createBenchSession(ort, baseBytes, backend, pkg.config) : null;
-  const injected = await createBenchSession(
-    ort,
-    encodeModel(injectLora(decoded, injectOpts).model),
-    backend,
-    pkg.config,
-  );
-  const injectedAlt = await createBenchSession(
-    ort,
-    encodeModel(injectLora(decoded, { ...injectOpts, branchOp: altBranchOp }).model),
-    backend,
-    pkg.config,
-  );
-  // (e): the reference graph ((a) base, else (b) injected) with the greedy head, as the engine loads it.
-  const headed = await createBenchSession(
-    ort,
-    encodeModel(withGreedyHead(opts.baseGraph ? decoded : injectLora(decoded, { branchOp }).model).model),
-    backend,
-    pkg.config,
-  );
+  // Dequantized once: prepareDecoderGraph's own wasmGraphOf then finds nothing left to convert (no copy).
+  const deq = backend === 'wasm' ? wasmGraphOf(file).model : file;
+  const prep = (o: { fuse?: boolean; greedyHead?: boolean } = {}) =>
+    prepareDecoderGraph(deq, pkg.config, backend, { greedyHead: false, ...o }).model;
+  const decoded = prep();
+  const session = (model: ModelProto) =>
+    createBenchSession(ort, model === fileGraph ? pkg.model : encodeModel(model), backend, pkg.config);
+  const base = opts.baseGraph ? await session(decoded) : null;
+  const injected = await session(injectLora(decoded, injectOpts).model);
+  const injectedAlt = await session(injectLora(decoded, { ...injectOpts, branchOp: altBranchOp }).model);
+  // (e): the reference graph ((a) base, else (b) injected) with the greedy head, as the engine loads it
+  // (head before the injection, as load.ts).
+  const withHead = prep({ greedyHead: true });
+  const headed = await session(opts.baseGraph ? withHead : injectLora(withHead, injectOpts).model);
+  // (f): the reference graph without the decoder fusion (what the engine ran before it; LoadSettings.fuse false).
+  const unfusedGraph = prep({ fuse: false });
+  const unfused = await session(opts.baseGraph ? unfusedGraph : injectLora(unfusedGraph, injectOpts).model);
   const device = backend === 'webgpu' ? ((await ort.env.webgpu.device) as GPUDevice) : null;
   const none = noAdapterFeeds(ort, targets, device);
   const r8 = await adapterFeeds(p, targets);
@@ -197,9 +192,10 @@ export async function runOurs(opts: SuiteOptions, log: Log): Promise<OursResult>
     { name: '(c) injected, rank-8', s: injected, feeds: r8.feeds, series: emptySeries() },
     { name: `(d) ${altBranchOp} branch, rank-8`, s: injectedAlt, feeds: r8.feeds, series: emptySeries() },
     { name: '(e) greedy head', s: headed, feeds: base ? {} : none.feeds, series: emptySeries() },
+    { name: '(f) unfused', s: unfused, feeds: base ? {} : none.feeds, series: emptySeries() },
   ];
-  const [injectedNoneSeries, injectedR8Series, injectedR8AltSeries, greedyHeadSeries] = configs
-    .slice(-4)
+  const [injectedNoneSeries, injectedR8Series, injectedR8AltSeries, greedyHeadSeries, unfusedSeries] = configs
+    .slice(-5)
     .map((c) => c.series);
   try {
     log(`ours/${backend}: warm-up ${configs.map((c) => c.name.slice(0, 3)).join(', ')}`);
@@ -220,6 +216,7 @@ export async function runOurs(opts: SuiteOptions, log: Log): Promise<OursResult>
     await injected.session.release();
     await injectedAlt.session.release();
     await headed.session.release();
+    await unfused.session.release();
   }
 
   // The engine's own generate path (what users get), no adapter vs rank-8, interleaved.
@@ -293,6 +290,8 @@ export async function runOurs(opts: SuiteOptions, log: Log): Promise<OursResult>
     altBranchOp,
     injectedR8Alt: injectedR8AltSeries!,
     greedyHead: greedyHeadSeries!,
+    unfused: unfusedSeries!,
+    fused: report.fused,
     engineNone,
     engineR8,
     swap,

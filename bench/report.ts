@@ -52,6 +52,15 @@ export function rowsFor(o: OursResult, t: TjsResult | null): Row[] {
     'engine load ms; 4-bit weights dequantized at load',
     `${f(o.loadMs, 0)}; ${dq ? `${dq.nodes} MatMulNBits → fp32 MatMul (${(dq.fp32Bytes / 2 ** 20).toFixed(0)} MiB f32)` : 'none'}`,
   );
+  const fz = o.fused;
+  info(
+    'engine decoder fusion (LoadReport.fused); loops (a)–(e) fused alike, (f) not',
+    fz === undefined
+      ? 'not recorded'
+      : fz === null
+        ? 'off'
+        : `${fz.norms} RMSNorm, ${fz.skipNorms} residual+RMSNorm, ${fz.rotary} rotary, ${fz.attention} attention`,
+  );
   if (o.base.stepMs.length === 0) {
     rowsWithoutBase(o, rows, info);
   } else {
@@ -86,6 +95,7 @@ function rowsWithoutBase(o: OursResult, rows: Row[], info: Info): void {
   info(`prefill tok/s (d) rank-8, ${o.altBranchOp} branch`, range(o.injectedR8Alt.prefillTps, 1));
   info('TTFT ms (b) loop (prompt pass + argmax)', range(o.injectedNone.ttftMs, 1));
   greedyHeadRows(o, o.injectedNone, '(b)', rows, info);
+  unfusedRows(o, o.injectedNone, '(b)', rows, info);
 }
 
 function rowsWithBase(o: OursResult, rows: Row[], info: Info): void {
@@ -134,6 +144,7 @@ function rowsWithBase(o: OursResult, rows: Row[], info: Info): void {
   );
   info('TTFT ms (a) loop (prompt pass + argmax)', range(o.base.ttftMs, 1));
   greedyHeadRows(o, o.base, '(a)', rows, info);
+  unfusedRows(o, o.base, '(a)', rows, info);
 }
 
 /** (e), the reference loop's graph with the greedy head, against that loop (paired steps). */
@@ -155,6 +166,28 @@ function greedyHeadRows(o: OursResult, ref: OursResult['base'], name: string, ro
     value: agree(e.tokens, ref.tokens),
     target: 'equal',
     result: check(e.tokens.join() === ref.tokens.join()),
+  });
+}
+
+/** (f), the reference loop's graph without the decoder fusion: the fusion's effect, reference / (f) (paired steps). */
+function unfusedRows(o: OursResult, ref: OursResult['base'], name: string, rows: Row[], info: Info): void {
+  const u = o.unfused;
+  if (!u || u.stepMs.length === 0) return;
+  info(`decode tok/s (f) ${name} unfused (no decoder fusion)`, range(u.decodeTps));
+  const steps = ref.stepMs.reduce((n, x) => n + x.length, 0);
+  info(
+    `decode ratio ${name}/(f), fusion's effect, median of ${steps} paired steps; per-rep totals`,
+    `${f(pairedStepRatio(ref.stepMs, u.stepMs), 3)}; ${f(pairedRatio(ref.decodeTps, u.decodeTps), 3)}`,
+  );
+  info(
+    `prefill tok/s (f); ratio ${name}/(f) (per-rep pairs)`,
+    `${range(u.prefillTps, 1)}; ${f(pairedRatio(ref.prefillTps, u.prefillTps), 3)}`,
+  );
+  rows.push({
+    metric: `greedy tokens (f) = ${name}`,
+    value: agree(u.tokens, ref.tokens),
+    target: 'equal',
+    result: check(u.tokens.join() === ref.tokens.join()),
   });
 }
 

@@ -8,8 +8,10 @@
  * session is created first so the wasm module's compilation is not counted. Creation order also rotates
  * with --rotate N (the heap the second session is created in is not fresh). Not a test.
  *
- * A variant is a comma-separated list (empty = the engine's load):
+ * A variant is a comma-separated list (empty = the engine's load before 2026-11-30, which is what the
+ * README figures measured; the engine now also fuses (fuse=on) and adds the greedy head, not done here):
  *   deq=auto|never             wasmGraphOf mode (4-bit MatMulNBits → fp32 MatMul at load); default auto
+ *   fuse=off|on                the decoder fusion load.ts applies since 2026-11-30 (prepareDecoderGraph); default off
  *   graph=inject|nomask|raw    injectLora with the row mask (the engine), without it, or the file's graph
  *   level=all|extended|basic|disabled   graphOptimizationLevel
  *   opt:key=value              extra session config entry, e.g. opt:session.disable_prepacking=1
@@ -25,12 +27,12 @@ import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-web';
 import { argmax } from '../src/engine/sampling.ts';
 import { decoderGraph, decoderSessionOptions, KvStepper, type OrtTensor } from '../src/engine/session.ts';
-import { wasmGraphOf } from '../src/model/dequantize.ts';
 import { weightsAsExternal } from '../src/model/external-weights.ts';
 import { injectLora, loraBranchOpFor } from '../src/model/inject-lora.ts';
 import { decodeModel, encodeModel, graphOf, type ModelProto, outputsOf } from '../src/model/onnx-io.ts';
 import { parseModelConfig } from '../src/model/package.ts';
 import { withoutInputShapes, withoutPlannerShapes } from '../src/model/planner-shapes.ts';
+import { prepareDecoderGraph } from '../src/model/prepare-decoder.ts';
 import { median, pairedStepRatio } from './stats.ts';
 
 const args = process.argv.slice(2);
@@ -73,8 +75,13 @@ interface Built {
 
 async function build(spec: string): Promise<Built> {
   const v = parse(spec);
-  let model: ModelProto = decoded;
-  if ((v.get('deq') ?? 'auto') !== 'never') model = wasmGraphOf(model, 'auto').model;
+  const deq = (v.get('deq') ?? 'auto') === 'never' ? 'never' : 'auto';
+  const fuse = v.get('fuse') === 'on';
+  let model: ModelProto = prepareDecoderGraph(decoded, config, 'wasm', {
+    wasmDequantize: deq,
+    fuse,
+    greedyHead: false,
+  }).model;
   const graph = v.get('graph') ?? 'inject';
   const injected =
     graph === 'raw'
@@ -186,7 +193,7 @@ for (let r = 0; r < rounds; r++) {
 all.forEach((b, i) => {
   const same = ids[i]!.join() === ids[0]!.join() ? 'same ids' : `IDS DIFFER ${ids[i]!.slice(0, 8).join(',')}`;
   console.log(
-    `[${b.spec || 'engine'}] create ${b.createWall.toFixed(0)} ms wall, ${b.createCpu.toFixed(0)} ms CPU; ` +
+    `[${b.spec || 'default: unfused'}] create ${b.createWall.toFixed(0)} ms wall, ${b.createCpu.toFixed(0)} ms CPU; ` +
       `prefill ${promptLen} ${prefillMs[i]!.toFixed(0)} ms; step ${median(stepMs[i]!).toFixed(1)} ms (median of ${steps}); ` +
       `step CPU ${median(stepCpu[i]!).toFixed(1)} ms; speed vs first: wall ${pairedStepRatio([stepMs[i]!], [stepMs[0]!]).toFixed(3)}, ` +
       `CPU ${pairedStepRatio([stepCpu[i]!], [stepCpu[0]!]).toFixed(3)}; prefill ${prefillLen} ` +

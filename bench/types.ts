@@ -3,6 +3,7 @@
  * (run.ts, report.ts) through Playwright's `page.evaluate`: plain JSON, no classes. Raw per-repetition
  * samples travel too, so the JSON file can be re-analysed later.
  */
+import type { FuseReport } from '../src/model/fuse-decoder.ts';
 import type { LoraBranchOp, PackedLoraMode } from '../src/model/inject-lora.ts';
 import type { ModelDtype } from '../src/model/package.ts';
 import type { Summary } from './stats.ts';
@@ -112,6 +113,14 @@ export interface OursResult {
    * Absent in results written before it existed.
    */
   greedyHead?: LoopSeries;
+  /**
+   * (f) the reference loop's graph ((a), or (b) with --no-base-graph) prepared WITHOUT the decoder fusion
+   * (src/model/fuse-decoder.ts; LoadSettings.fuse false), in the same lockstep: (a)/(f) is the fusion's
+   * effect. Since 2026-11-30 (a)–(e) are fused as the engine loads them. Absent in older results.
+   */
+  unfused?: LoopSeries;
+  /** The engine's LoadReport.fused (fusion counts; null = not fused). Absent in older results. */
+  fused?: FuseReport | null;
   engineNone: EngineSeries;
   engineR8: EngineSeries;
   swap: SwapResult;

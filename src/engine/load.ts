@@ -12,11 +12,10 @@ import { toOrtFeeds } from '../adapters/gated-provider.ts';
 import { detectCapabilities } from '../env.ts';
 import { DeviceLostError, UnsupportedError } from '../errors.ts';
 import { specialTokensOf } from '../model/chat.ts';
-import { wasmDequantizeBudget, wasmGraphOf } from '../model/dequantize.ts';
+import { wasmDequantizeBudget } from '../model/dequantize.ts';
 import { withInlineExternalData } from '../model/external-data.ts';
 import { weightsAsExternal } from '../model/external-weights.ts';
-import { type FuseReport, fuseDecoder, fuseOptionsFor } from '../model/fuse-decoder.ts';
-import { greedyHeadOf } from '../model/greedy-head.ts';
+import type { FuseReport } from '../model/fuse-decoder.ts';
 import type { GateSite } from '../model/inject-gates.ts';
 import { injectLora, type LoraTarget, loraBranchOpFor, loraInjectOptionsFor } from '../model/inject-lora.ts';
 import { detectLayout } from '../model/layout.ts';
@@ -28,6 +27,7 @@ import {
   parseModelConfig,
 } from '../model/package.ts';
 import { withoutPlannerShapes } from '../model/planner-shapes.ts';
+import { prepareDecoderGraph } from '../model/prepare-decoder.ts';
 import type { FrozenWeights } from '../train/cpu-model.ts';
 import { decoderConfig, loadFrozenWeights } from '../train/weights.ts';
 import { checkShaderF16, chooseBackend, fallbackReason } from './backend-choice.ts';
@@ -229,19 +229,16 @@ export async function loadModel(
   // External-data weights (builder packages) are read in place there (views of the chunks, no copy).
   // Every session also gets the greedy head (model/greedy-head.ts): last-row logits, an argmax output.
   // Then the decoder fusion (model/fuse-decoder.ts), per backend.
+  // All three in model/prepare-decoder.ts, which the bench's loops share.
   let fused: FuseReport | null = null;
-  const fuse = (model: ModelProto, b: Backend) => {
-    if (settings.fuse === false) return model;
-    const out = fuseDecoder(model, config, fuseOptionsFor(b));
-    fused = out.report;
-    return out.model;
-  };
   const forBackend = (b: Backend) => {
-    const p =
-      b === 'wasm'
-        ? wasmGraphOf(withInlineExternalData(decoded, externalData), opts.wasmDequantize)
-        : { model: decoded, dequantized: null };
-    return greedyHeadOf({ ...p, model: fuse(p.model, b) });
+    const src = b === 'wasm' ? withInlineExternalData(decoded, externalData) : decoded;
+    const p = prepareDecoderGraph(src, config, b, {
+      wasmDequantize: opts.wasmDequantize,
+      fuse: settings.fuse,
+    });
+    fused = p.fused;
+    return { model: p.model, dequantized: p.dequantized };
   };
   // Graphs are encoded without their weights: those stay in the buffers they are in (the fetched file,
   // the dequantized fp32 tensors) and reach onnxruntime-web from there as external data
