@@ -53,7 +53,7 @@ function invFreqOf(net: Net, f: string): { values: number[]; elemType: number } 
     const axes = un ? (constValues(net, un.input[1]) ?? intsAttr(un, 'axes')) : null;
     const cast = un ? producedBy(net, un.input[0], 'Cast') : null;
     if (!un || !axes || axes.length !== 1 || (axes[0] !== -1 && axes[0] !== 2)) continue;
-    if (!cast || cast.input[0] !== 'position_ids') continue;
+    if (cast?.input[0] !== 'position_ids') continue;
     return { values: inv, elemType: net.consts.get(c!)!.dataType };
   }
   return null;
@@ -64,7 +64,7 @@ function trigOf(net: Net, name: string | undefined, op: 'Cos' | 'Sin'): Trig | n
   const un = producedBy(net, name, 'Unsqueeze');
   if (!un) return null;
   const axes = constValues(net, un.input[1]) ?? intsAttr(un, 'axes');
-  if (!axes || axes.length !== 1 || axes[0] !== 1) return null;
+  if (axes?.length !== 1 || axes[0] !== 1) return null;
   let castTo: number | null = null;
   let src = un.input[0];
   const cast = producedBy(net, src, 'Cast');
@@ -74,7 +74,7 @@ function trigOf(net: Net, name: string | undefined, op: 'Cos' | 'Sin'): Trig | n
   }
   const trig = producedBy(net, src, op);
   const cat = trig ? producedBy(net, trig.input[0], 'Concat') : null;
-  if (!cat || cat.input.length !== 2 || cat.input[0] !== cat.input[1]) return null;
+  if (cat?.input.length !== 2 || cat.input[0] !== cat.input[1]) return null;
   const inv = invFreqOf(net, cat.input[0]!);
   const elemType = castTo ?? inv?.elemType;
   if (!inv || (elemType !== DataType.FLOAT && elemType !== DataType.FLOAT16)) return null;
@@ -123,7 +123,7 @@ function sliceOf(net: Net, name: string | undefined): { x: string; start: Bound;
  */
 function rotateHalfOf(net: Net, name: string | undefined): { x: string; half: number } | null {
   const cat = producedBy(net, name, 'Concat');
-  if (!cat || cat.input.length !== 2) return null;
+  if (cat?.input.length !== 2) return null;
   const axis = getIntAttr(cat, 'axis', 0);
   if (axis !== -1 && axis !== 3) return null;
   const neg = producedBy(net, cat.input[0], 'Neg');
@@ -190,7 +190,7 @@ function headsOf(net: Net, shape: string | undefined, half: number): number | nu
   if (c && c.length === 4) [n, h] = [c[2]!, c[3]!];
   else {
     const cat = producedBy(net, shape, 'Concat');
-    if (!cat || cat.input.length !== 4) return null;
+    if (cat?.input.length !== 4) return null;
     [n, h] = [scalarOf(net, cat.input[2]), scalarOf(net, cat.input[3])];
   }
   return n !== null && n > 0 && h === 2 * half ? n : null;
