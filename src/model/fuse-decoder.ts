@@ -37,16 +37,22 @@ import {
   pruneDead,
   reindex,
   replaceNode,
+  rewire,
   scalarOf,
 } from './fuse-graph.ts';
 import { fuseRotary } from './fuse-rotary.ts';
+import { floatToHalfBits } from './half.ts';
 import {
   cloneGraph,
+  DataType,
+  dimsOf,
   getIntAttr,
   graphOf,
   initializersOf,
+  isOnnxDomain,
   type ModelProto,
   MS_DOMAIN,
+  makeTensor,
   type NodeProto,
   onnx,
   withGraph,
@@ -64,6 +70,8 @@ export interface FuseReport {
   skipNorms: number;
   rotary: number;
   attention: number;
+  /** Attentions whose score scale moved into Q's rotary caches (foldQueryScale). */
+  scaleFolds: number;
 }
 
 export interface FuseShape {
@@ -183,12 +191,19 @@ function cacheBehind(net: Net, name: string | undefined, transposed: boolean): s
   return cur && /^present\.\d+\.(key|value)$/.test(cur) ? cur : null;
 }
 
-function fuseAttention(net: Net, shape: FuseShape, form: 'einsum' | 'matmul'): number {
+interface AttentionSite {
+  /** Q (B, n, S, h) as the scores read it, and the scores (B, n, S, T) before scale and mask. */
+  q: string;
+  scores: string;
+}
+
+function fuseAttention(net: Net, shape: FuseShape, form: 'einsum' | 'matmul'): AttentionSite[] {
   const { numHeads: n, numKvHeads: kv, headDim: h } = shape;
-  if (kv < 1 || n % kv !== 0) return 0;
+  if (kv < 1 || n % kv !== 0) return [];
   const grouped = n !== kv;
+  const sites: AttentionSite[] = [];
   const c = (name: string, v: number[]) => int64Const(net, `${SCOPE}/${name}`, v);
-  let count = 0;
+  const count = 0;
   for (const qk of net.nodes.filter((x) => x.opType === 'MatMul' && (!x.domain || x.domain === 'ai.onnx'))) {
     const key = cacheBehind(net, qk.input[1], true);
     if (!key?.endsWith('.key')) continue;
@@ -228,9 +243,60 @@ function fuseAttention(net: Net, shape: FuseShape, form: 'einsum' | 'matmul'): n
       ...view(o4, av.output[0]!, [0, n, -1, h], 'out_view'),
     ]);
     reindex(net);
+    sites.push({ q: qk.input[0]!, scores: qk.output[0]! });
+  }
+  return sites;
+}
+
+/**
+ * The attention scale `scores · s` (or `scores / d`) moved into Q's rotary caches: RotaryEmbedding is
+ * linear in its cos / sin, so Q rotated with s·cos, s·sin is s·rot(Q), and the Mul after every layer's
+ * scores goes. Only where Q comes straight from a fused RotaryEmbedding read by nothing else but shape ops.
+ */
+function foldQueryScale(net: Net, sites: readonly AttentionSite[]): number {
+  let count = 0;
+  for (const site of sites) {
+    const readers = net.consumers.get(site.scores) ?? [];
+    const op = readers[0];
+    if (readers.length !== 1 || !op || (op.opType !== 'Mul' && op.opType !== 'Div') || !isOnnxDomain(op))
+      continue;
+    const other = op.input[0] === site.scores ? op.input[1] : op.input[0];
+    const c = scalarOf(net, other);
+    if (c === null || c === 0 || (op.opType === 'Div' && op.input[1] !== other)) continue;
+    const scale = op.opType === 'Mul' ? c : 1 / c;
+    const tr = producedBy(net, site.q, 'Transpose');
+    const rs = tr ? producedBy(net, tr.input[0], 'Reshape') : null;
+    const rot = rs ? producedBy(net, rs.input[0], 'RotaryEmbedding', MS_DOMAIN) : null;
+    if (!tr || !rs || !rot) continue;
+    const only = (name: string, reader: NodeProto) =>
+      (net.consumers.get(name) ?? []).every((x) => x === reader || x.opType === 'Shape');
+    if (!only(rot.output[0]!, rs) || !only(rs.output[0]!, tr)) continue;
+    const scaled = [2, 3].map((i) => scaledCache(net, rot.input[i]!, scale));
+    if (scaled.some((x) => x === null)) continue;
+    rot.input = rot.input.map((x, i) => (i === 2 || i === 3 ? scaled[i - 2]! : x));
+    rewire(net, op.output[0]!, site.scores);
+    reindex(net);
     count++;
   }
   return count;
+}
+
+/** `scale` × a float32 / float16 constant, as a new initializer (one per source and scale). */
+function scaledCache(net: Net, name: string, scale: number): string | null {
+  const src = net.consts.get(name);
+  const values = constValues(net, name);
+  if (!src || !values || (src.dataType !== DataType.FLOAT && src.dataType !== DataType.FLOAT16)) return null;
+  const out = `${name}_times_${scale}`;
+  if (!net.consts.has(out)) {
+    const data =
+      src.dataType === DataType.FLOAT
+        ? new Uint8Array(Float32Array.from(values, (v) => v * scale).buffer)
+        : new Uint8Array(Uint16Array.from(values, (v) => floatToHalfBits(v * scale)).buffer);
+    const t = makeTensor(out, src.dataType, dimsOf(src), data);
+    net.consts.set(out, t);
+    net.added.push(t);
+  }
+  return out;
 }
 
 function permAttr(perm: number[]) {
@@ -249,14 +315,18 @@ export function fuseDecoder(
 ): { model: ModelProto; report: FuseReport } {
   const g = graphOf(model);
   const net = netOf(g);
-  const report: FuseReport = { norms: 0, skipNorms: 0, rotary: 0, attention: 0 };
+  const report: FuseReport = { norms: 0, skipNorms: 0, rotary: 0, attention: 0, scaleFolds: 0 };
   if (opts.norms) {
     const norms = fuseNorms(net);
     report.norms = norms.length;
     report.skipNorms = fuseSkips(net, norms);
   }
   if (opts.rotary) report.rotary = fuseRotary(net, shape.maxPositionEmbeddings);
-  if (opts.attention) report.attention = fuseAttention(net, shape, opts.attention);
+  if (opts.attention) {
+    const sites = fuseAttention(net, shape, opts.attention);
+    report.attention = sites.length;
+    report.scaleFolds = foldQueryScale(net, sites);
+  }
   if (report.norms + report.rotary + report.attention === 0) return { model, report };
   pruneDead(net);
   const opsetImport = [...model.opsetImport];

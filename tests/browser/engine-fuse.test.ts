@@ -40,7 +40,7 @@ describe('LocalEngine decoder fusion', () => {
     it(`${backend}: report.fused counts every site; fuseDecoder: false → null, same ${TOKENS} greedy tokens`, async () => {
       const on = await run(backend, true);
       expect(on.report.backend).toBe(backend);
-      expect(on.report.fused).toEqual({ norms: 13, skipNorms: 12, rotary: 12, attention: 6 });
+      expect(on.report.fused).toEqual({ norms: 13, skipNorms: 12, rotary: 12, attention: 6, scaleFolds: 6 });
       const off = await run(backend, false);
       expect(off.report.backend).toBe(backend);
       expect(off.report.dtype).toBe(on.report.dtype);

@@ -103,7 +103,7 @@ describe('fused default model q4 on webgpu vs the unfused graph', () => {
   for (const [name, opts] of forms) {
     it(`${name}: every site fused; prompt + 4 cached steps within FUSED_WEBGPU; ${GREEDY} greedy tokens equal`, async () => {
       const { model, report } = fuseDecoder(decoded, config, opts);
-      expect(report).toEqual({ norms: 13, skipNorms: 12, rotary: 12, attention: 6 });
+      expect(report).toEqual({ norms: 13, skipNorms: 12, rotary: 12, attention: 6, scaleFolds: 6 });
       const g = await session(model, config);
       released.push(g);
       const worst = expectTraceClose(await trace(g), unfusedTrace, name);
@@ -155,7 +155,7 @@ describe('fused Optimum replicas on webgpu vs the PyTorch oracle', () => {
       fuseOptionsFor('webgpu'),
     );
     // 2 layers: 5 norms (4 after a residual), Q and K rotary per layer, 2 attentions.
-    expect(report).toEqual({ norms: 5, skipNorms: 4, rotary: 4, attention: 2 });
+    expect(report).toEqual({ norms: 5, skipNorms: 4, rotary: 4, attention: 2, scaleFolds: 2 });
     const inj = injectLora(model, loraInjectOptionsFor('webgpu'));
     const g = await session(inj.model, set.config);
     const device = (await ort.env.webgpu.device) as GPUDevice;

@@ -67,7 +67,7 @@ describe('fuseDecoder on the default model (wasm)', () => {
         const before = graphOf(m).node.length;
         const { model, report } = fuseDecoder(m, SHAPE, { norms: true, rotary: true, attention });
         // 6 layers: 2 norms each + the final one; 12 of them read a residual sum; Q and K rotary per layer.
-        expect(report).toEqual({ norms: 13, skipNorms: 12, rotary: 12, attention: 6 });
+        expect(report).toEqual({ norms: 13, skipNorms: 12, rotary: 12, attention: 6, scaleFolds: 6 });
         expect(graphOf(m).node.length).toBe(before); // the input model is not modified
         const c = ops(model);
         expect(c.get('SimplifiedLayerNormalization')).toBe(1);
@@ -77,6 +77,8 @@ describe('fuseDecoder on the default model (wasm)', () => {
         expect(c.get('Pow') ?? 0).toBe(0);
         expect(c.get('Neg') ?? 0).toBe(0);
         expect(c.get('Einsum') ?? 0).toBe(attention === 'einsum' ? 12 : 0);
+        // The 1/√h score scale now rides in Q's rotary caches: the Mul after the scores is gone.
+        expect(nodesOf(graphOf(model)).some((x) => x.name.endsWith('self_attn/Mul_6'))).toBe(false);
         const [a, b] = [await session(m), await session(model)];
         try {
           const [ta, tb] = [await trace(a), await trace(b)];
@@ -94,7 +96,7 @@ describe('fuseDecoder on the default model (wasm)', () => {
     const m = decodeModel(new Uint8Array(readFileSync(DEFAULT_MODEL)));
     const once = fuseDecoder(m, SHAPE, fuseOptionsFor('webgpu')).model;
     const twice = fuseDecoder(once, SHAPE, fuseOptionsFor('webgpu'));
-    expect(twice.report).toEqual({ norms: 0, skipNorms: 0, rotary: 0, attention: 0 });
+    expect(twice.report).toEqual({ norms: 0, skipNorms: 0, rotary: 0, attention: 0, scaleFolds: 0 });
     expect(twice.model).toBe(once);
     const off: FuseOptions = { norms: false, rotary: false, attention: false };
     expect(fuseDecoder(m, SHAPE, off).model).toBe(m);
@@ -169,12 +171,12 @@ describe('fuseDecoder on the layout replicas (wasm)', () => {
     const m = decodeModel(await read(rep.file));
     const { model, report } = fuseDecoder(m, set.config, fuseOptionsFor('wasm'));
     if (rep.layout === 'builder') {
-      expect(report).toEqual({ norms: 0, skipNorms: 0, rotary: 0, attention: 0 });
+      expect(report).toEqual({ norms: 0, skipNorms: 0, rotary: 0, attention: 0, scaleFolds: 0 });
       expect(model).toBe(m);
       return;
     }
     // 2 layers: 5 norms (4 after a residual), Q and K rotary per layer, 2 attentions.
-    expect(report).toEqual({ norms: 5, skipNorms: 4, rotary: 4, attention: 2 });
+    expect(report).toEqual({ norms: 5, skipNorms: 4, rotary: 4, attention: 2, scaleFolds: 2 });
     const graph = await createDecoderSession(ort, encodeModel(model), set.config, { backend: 'wasm' });
     try {
       expect(await greedy(ort, graph, set.prompt, 8)).toEqual(oracleGreedy(set, rep.oracle));

@@ -27,7 +27,7 @@ const count = (m: ModelProto, op: string) => nodesOf(graphOf(m)).filter((n) => n
 const hasArgmax = (m: ModelProto) => outputsOf(graphOf(m)).some((o) => o.name === ARGMAX_OUTPUT);
 /** Byte equality of the encoded graphs (Buffer.equals: a deep toEqual of ~20 MB is slow and memory-hungry). */
 const sameBytes = (a: ModelProto, b: ModelProto) => Buffer.from(encodeModel(a)).equals(encodeModel(b));
-const FUSED = { norms: 13, skipNorms: 12, rotary: 12, attention: 6 };
+const FUSED = { norms: 13, skipNorms: 12, rotary: 12, attention: 6, scaleFolds: 6 };
 
 describe('prepareDecoderGraph on the default q4 model', () => {
   it('wasm: dequantized, fused with MatMul attention, greedy head; = the passes by hand', () => {
