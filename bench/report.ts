@@ -59,7 +59,7 @@ export function rowsFor(o: OursResult, t: TjsResult | null): Row[] {
       ? 'not recorded'
       : fz === null
         ? 'off'
-        : `${fz.norms} RMSNorm, ${fz.skipNorms} residual+RMSNorm, ${fz.rotary} rotary, ${fz.attention} attention`,
+        : `${fz.norms} RMSNorm, ${fz.skipNorms} residual+RMSNorm, ${fz.rotary} rotary, ${fz.attention} attention, ${fz.scaleFolds ?? 0} score scales folded`,
   );
   if (o.base.stepMs.length === 0) {
     rowsWithoutBase(o, rows, info);
