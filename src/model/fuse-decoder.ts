@@ -12,17 +12,19 @@
  * 4. Grouped-query attention without the repeat_kv copy: HF's `repeat_kv` expands each layer's whole K
  *    and V cache to every query head (Unsqueeze, Expand, Reshape) and transposes K, three full copies of
  *    the cache per layer and step. Instead Q (B, n, S, h) is viewed as (B, kv, r·S, h) (heads grouped by
- *    their KV head, r = n / kv) and multiplied with the cache as it is: `Einsum(bkqh,bkth->bkqt)` (or,
- *    `attention: 'matmul'`, a Transpose of the kv-head cache and a MatMul), the scores viewed back as
- *    (B, n, S, T) for the unchanged scale, mask and Softmax, then the same for probabilities × V.
+ *    their KV head, r = n / kv) and multiplied with the cache as it is, the scores viewed back as
+ *    (B, n, S, T) for the unchanged mask and Softmax, then the same for probabilities × V. The scores are
+ *    `Einsum(bkqh,bkth->bkqt)` or a Transpose of the kv-head cache and a MatMul; the mix an Einsum or a
+ *    MatMul (`attention`). The score scale then moves into Q's rotary caches (foldQueryScale).
  *
- * On WebGPU this is where the pass pays: a scratch lockstep run on the default model's q4 file measured
- * the decode step 1.21–1.28× faster (SwiftShader; bench/README.md "Decoder fusion" has the bench's loop
- * (f) figures), logits within 3.7e-4 of the unfused graph, whose GPU Cos / Sin are less exact than the
- * caches built here (tests/browser/fuse-webgpu.test.ts). On wasm onnxruntime's own CPU optimizer already
- * makes equivalent rewrites: the logits are bit-identical and the speed unchanged; the pass runs there
- * too so both backends hold the same graph shape. Builder graphs (GroupQueryAttention) already have
- * these kernels: nothing matches.
+ * Measured (bench/README.md "Decoder fusion", loop (f); tests/browser/fuse-webgpu.test.ts): on WebGPU
+ * (SwiftShader) the default model's decode step runs 1.3× faster, logits within 3.7e-4 of the unfused
+ * graph, whose GPU Cos / Sin are less exact than the caches built here. WebGPU takes Einsum scores (no
+ * copy of K per step: decode 1.28× vs 1.21× with the Transpose) and a MatMul mix (ORT's tiled MatMul
+ * beats its one-thread-per-output Einsum at prefill sizes: prefill 0.97× vs 0.94× with an Einsum mix),
+ * per a scratch lockstep run. On wasm onnxruntime's CPU optimizer already makes some of these rewrites
+ * (logits bit-identical); removing repeat_kv's copies still made the step 1.22× faster. Builder graphs
+ * (GroupQueryAttention) already have these kernels: nothing matches.
  * The input model is not modified; weights are shared, not copied.
  */
 
@@ -61,9 +63,15 @@ import {
 export interface FuseOptions {
   norms?: boolean;
   rotary?: boolean;
-  /** 'einsum' (WebGPU's choice), 'matmul' (wasm's), or false to keep repeat_kv. */
-  attention?: 'einsum' | 'matmul' | false;
+  /**
+   * How Q·Kᵀ and probabilities·V read the kv-head cache: 'einsum' (both Einsum), 'matmul' (a Transpose
+   * of K and MatMuls; wasm's choice), 'einsum-matmul' (Einsum scores, MatMul mix; WebGPU's choice), or
+   * false to keep repeat_kv.
+   */
+  attention?: AttentionForm | false;
 }
+
+export type AttentionForm = 'einsum' | 'matmul' | 'einsum-matmul';
 
 export interface FuseReport {
   norms: number;
@@ -85,7 +93,7 @@ const SCOPE = '/weblora/fuse';
 
 /** The options the engine uses per backend (measured: bench/README.md "Decoder fusion"). */
 export function fuseOptionsFor(backend: 'webgpu' | 'wasm'): FuseOptions {
-  return { norms: true, rotary: true, attention: backend === 'webgpu' ? 'einsum' : 'matmul' };
+  return { norms: true, rotary: true, attention: backend === 'webgpu' ? 'einsum-matmul' : 'matmul' };
 }
 
 const isScalar = (net: Net, name: string | undefined, v: number) => scalarOf(net, name) === v;
@@ -197,7 +205,7 @@ interface AttentionSite {
   scores: string;
 }
 
-function fuseAttention(net: Net, shape: FuseShape, form: 'einsum' | 'matmul'): AttentionSite[] {
+function fuseAttention(net: Net, shape: FuseShape, form: AttentionForm): AttentionSite[] {
   const { numHeads: n, numKvHeads: kv, headDim: h } = shape;
   if (kv < 1 || n % kv !== 0) return [];
   const grouped = n !== kv;
@@ -219,13 +227,13 @@ function fuseAttention(net: Net, shape: FuseShape, form: 'einsum' | 'matmul'): A
     const q4 = grouped ? `${p}/q_grouped` : qk.input[0]!;
     const s4 = grouped ? `${p}/scores_grouped` : qk.output[0]!;
     const scores: NodeProto[] =
-      form === 'einsum'
+      form !== 'matmul'
         ? [makeNode('Einsum', [q4, key], [s4], `${p}/qk`, { strings: { equation: 'bkqh,bkth->bkqt' } })]
         : [
             makeNode('Transpose', [key], [`${p}/kt`], `${p}/kt`, {}),
             makeNode('MatMul', [q4, `${p}/kt`], [s4], `${p}/qk`),
           ];
-    if (form === 'matmul') scores[0]!.attribute.push(permAttr([0, 1, 3, 2]));
+    if (form === 'matmul') scores[0]!.attribute.push(permAttr([0, 1, 3, 2])); // the Transpose
     replaceNode(net, qk, [
       ...view(qk.input[0]!, q4, [0, kv, -1, h], 'q_view'),
       ...scores,

@@ -3,7 +3,7 @@
 // RotaryEmbedding, the grouped Einsum / Transpose+MatMul attention) run as WGSL; the wasm side is
 // tests/unit/model/fuse-decoder.test.ts. Oracles:
 // - the unfused graph on the same EP: default model q4, prompt logits and 4 KV-cached steps within FUSED_WEBGPU,
-//   8 greedy tokens identical (einsum, and the 'matmul' form once);
+//   8 greedy tokens identical (the engine's einsum-matmul form, and the 'einsum' and 'matmul' forms once);
 // - the unfused LoRA-injected graph (loraInjectOptionsFor('webgpu')) with a random rank-8 adapter: the fusion
 //   composes with injectLora;
 // - the PyTorch oracle: the Optimum replicas fused, then injected: 8 greedy tokens, logits (base, and with the
@@ -97,7 +97,8 @@ describe('fused default model q4 on webgpu vs the unfused graph', () => {
   });
 
   const forms: [string, FuseOptions][] = [
-    ["fuseOptionsFor('webgpu') (einsum)", fuseOptionsFor('webgpu')],
+    ["fuseOptionsFor('webgpu') (einsum scores, matmul mix)", fuseOptionsFor('webgpu')],
+    ["attention 'einsum'", { ...fuseOptionsFor('webgpu'), attention: 'einsum' }],
     ["attention 'matmul'", { ...fuseOptionsFor('webgpu'), attention: 'matmul' }],
   ];
   for (const [name, opts] of forms) {

@@ -42,12 +42,12 @@ describe('prepareDecoderGraph on the default q4 model', () => {
     expect(sameBytes(p.model, byHand.model)).toBe(true);
   });
 
-  it('webgpu: 4-bit kept, fused with Einsum attention, greedy head; = the passes by hand', () => {
+  it('webgpu: 4-bit kept, fused with Einsum scores + MatMul mix, greedy head; = the passes by hand', () => {
     const p = prepareDecoderGraph(q4, config, 'webgpu');
     expect(p.fused).toEqual(FUSED);
     expect(p.dequantized).toBeNull();
     expect(count(p.model, 'MatMulNBits')).toBe(count(q4, 'MatMulNBits'));
-    expect(count(p.model, 'Einsum')).toBe(12);
+    expect(count(p.model, 'Einsum')).toBe(6);
     const byHand = withGreedyHead(fuseDecoder(q4, config, fuseOptionsFor('webgpu')).model);
     expect(sameBytes(p.model, byHand.model)).toBe(true);
   });
