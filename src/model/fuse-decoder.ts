@@ -48,9 +48,11 @@ import {
   cloneGraph,
   DataType,
   dimsOf,
+  float32Reader,
   getIntAttr,
   graphOf,
   initializersOf,
+  isExternal,
   isOnnxDomain,
   type ModelProto,
   MS_DOMAIN,
@@ -174,9 +176,10 @@ function fuseSkips(net: Net, norms: NodeProto[]): number {
     // In the Add's place: every reader of the sum and of the norm comes after it.
     replaceNode(net, add, [skip]);
     net.nodes.splice(net.nodes.indexOf(norm), 1);
-    reindex(net);
     count++;
   }
+  // One reindex at the end: each site reads only its own Add, norm and sum, which earlier sites left alone.
+  reindex(net);
   return count;
 }
 
@@ -250,9 +253,9 @@ function fuseAttention(net: Net, shape: FuseShape, form: AttentionForm): Attenti
       mix,
       ...view(o4, av.output[0]!, [0, n, -1, h], 'out_view'),
     ]);
-    reindex(net);
     sites.push({ q: qk.input[0]!, scores: qk.output[0]! });
   }
+  reindex(net); // once: each layer's site reads only its own nodes
   return sites;
 }
 
@@ -283,27 +286,31 @@ function foldQueryScale(net: Net, sites: readonly AttentionSite[]): number {
     if (scaled.some((x) => x === null)) continue;
     rot.input = rot.input.map((x, i) => (i === 2 || i === 3 ? scaled[i - 2]! : x));
     rewire(net, op.output[0]!, site.scores);
-    reindex(net);
     count++;
   }
+  reindex(net);
   return count;
 }
 
 /** `scale` × a float32 / float16 constant, as a new initializer (one per source and scale). */
 function scaledCache(net: Net, name: string, scale: number): string | null {
-  const src = net.consts.get(name);
-  const values = constValues(net, name);
-  if (!src || !values || (src.dataType !== DataType.FLOAT && src.dataType !== DataType.FLOAT16)) return null;
   const out = `${name}_times_${scale}`;
-  if (!net.consts.has(out)) {
-    const data =
-      src.dataType === DataType.FLOAT
-        ? new Uint8Array(Float32Array.from(values, (v) => v * scale).buffer)
-        : new Uint8Array(Uint16Array.from(values, (v) => floatToHalfBits(v * scale)).buffer);
-    const t = makeTensor(out, src.dataType, dimsOf(src), data);
-    net.consts.set(out, t);
-    net.added.push(t);
-  }
+  if (net.consts.has(out)) return out;
+  const src = net.consts.get(name);
+  if (!src || isExternal(src)) return null;
+  let data: Uint8Array;
+  if (src.dataType === DataType.FLOAT) {
+    const v = float32Reader(src);
+    const f = new Float32Array(v.byteLength / 4);
+    for (let i = 0; i < f.length; i++) f[i] = v.getFloat32(i * 4, true) * scale;
+    data = new Uint8Array(f.buffer);
+  } else if (src.dataType === DataType.FLOAT16) {
+    const values = constValues(net, name) ?? [];
+    data = new Uint8Array(Uint16Array.from(values, (x) => floatToHalfBits(x * scale)).buffer);
+  } else return null;
+  const t = makeTensor(out, src.dataType, dimsOf(src), data);
+  net.consts.set(out, t);
+  net.added.push(t);
   return out;
 }
 

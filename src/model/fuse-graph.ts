@@ -41,6 +41,12 @@ export function netOf(g: GraphProto): Net {
     added: [],
     graphOutputs: new Set(outputsOf(g).map((o) => o.name)),
   };
+  // torch.onnx deduplicates equal initializers into Identity nodes (e.g. every RMSNorm weight of a fresh
+  // model is all ones): such an Identity's output is the same constant.
+  for (const n of net.nodes) {
+    const t = n.opType === 'Identity' && isOnnxDomain(n) ? net.consts.get(n.input[0] ?? '') : undefined;
+    if (t && n.output[0]) net.consts.set(n.output[0], t);
+  }
   reindex(net);
   return net;
 }

@@ -102,6 +102,40 @@ describe('fuseDecoder on the default model (wasm)', () => {
     expect(fuseDecoder(m, SHAPE, off).model).toBe(m);
   });
 
+  it('a norm weight behind an Identity (torch.onnx dedups equal initializers that way) is fused too', async () => {
+    const m = decodeModel(new Uint8Array(readFileSync(DEFAULT_MODEL)));
+    const g = graphOf(m);
+    // Every norm of layers 1..5 reads layer 0's input_layernorm weight through an Identity, as the
+    // SmolLM2-135M replica's export does for its all-ones norm weights.
+    let n = 0;
+    for (const node of nodesOf(g)) {
+      const i = node.input.findIndex((x) => /^model\.layers\.[1-5]\..*layernorm\.weight$/.test(x));
+      if (i < 0) continue;
+      const alias = `test/identity_${n++}`;
+      g.node.unshift(
+        onnx.NodeProto.create({
+          name: alias,
+          opType: 'Identity',
+          input: ['model.layers.0.input_layernorm.weight'],
+          output: [alias],
+        }),
+      );
+      node.input[i] = alias;
+    }
+    expect(n).toBe(10);
+    const fused = fuseDecoder(m, SHAPE, fuseOptionsFor('wasm'));
+    expect(fused.report.norms).toBe(13);
+    expect(fused.report.skipNorms).toBe(12);
+    const [a, b] = [await session(m), await session(fused.model)];
+    try {
+      const [ta, tb] = [await trace(a), await trace(b)];
+      for (const [i, row] of ta.entries()) expectClose(tb[i]!, row, FUSED_FP32, `identity weights, row ${i}`);
+    } finally {
+      await a.session.release();
+      await b.session.release();
+    }
+  });
+
   it('leaves a site that differs from the pattern: a norm scaled by 2, a rotary with a scaled cos, caches over 16 MiB', async () => {
     const m = decodeModel(new Uint8Array(readFileSync(DEFAULT_MODEL)));
     const g = graphOf(m);
