@@ -158,7 +158,7 @@ export async function runOurs(opts: SuiteOptions, log: Log): Promise<OursResult>
   if (report.loraBranchOp !== branchOp)
     throw new Error(`engine used ${report.loraBranchOp}, bench ${branchOp}`);
   log(
-    `ours/${backend}/${dtype}: creating bench sessions (${opts.baseGraph ? 'base, ' : ''}injected ${branchOp}, injected ${altBranchOp}, greedy head, unfused)`,
+    `ours/${backend}/${dtype}: creating bench sessions (${opts.baseGraph ? 'base, ' : ''}injected ${branchOp}, injected ${altBranchOp}, greedy head${opts.unfusedLoop === false ? '' : ', unfused'})`,
   );
   // As the engine does (load.ts → src/model/prepare-decoder.ts): on wasm, 4-bit MatMulNBits become fp32
   // MatMuls at load, then the decoder fusion with the backend's options; (e) also gets the greedy head.
@@ -179,8 +179,11 @@ export async function runOurs(opts: SuiteOptions, log: Log): Promise<OursResult>
   const withHead = prep({ greedyHead: true });
   const headed = await session(opts.baseGraph ? withHead : injectLora(withHead, injectOpts).model);
   // (f): the reference graph without the decoder fusion (what the engine ran before it; LoadSettings.fuse false).
-  const unfusedGraph = prep({ fuse: false });
-  const unfused = await session(opts.baseGraph ? unfusedGraph : injectLora(unfusedGraph, injectOpts).model);
+  // --no-unfused skips it: at 135M on wasm a fifth fp32 session does not fit the 4 GiB wasm heap.
+  const unfusedGraph = opts.unfusedLoop === false ? null : prep({ fuse: false });
+  const unfused = unfusedGraph
+    ? await session(opts.baseGraph ? unfusedGraph : injectLora(unfusedGraph, injectOpts).model)
+    : null;
   const device = backend === 'webgpu' ? ((await ort.env.webgpu.device) as GPUDevice) : null;
   const none = noAdapterFeeds(ort, targets, device);
   const r8 = await adapterFeeds(p, targets);
@@ -192,11 +195,14 @@ export async function runOurs(opts: SuiteOptions, log: Log): Promise<OursResult>
     { name: '(c) injected, rank-8', s: injected, feeds: r8.feeds, series: emptySeries() },
     { name: `(d) ${altBranchOp} branch, rank-8`, s: injectedAlt, feeds: r8.feeds, series: emptySeries() },
     { name: '(e) greedy head', s: headed, feeds: base ? {} : none.feeds, series: emptySeries() },
-    { name: '(f) unfused', s: unfused, feeds: base ? {} : none.feeds, series: emptySeries() },
+    ...(unfused
+      ? [{ name: '(f) unfused', s: unfused, feeds: base ? {} : none.feeds, series: emptySeries() }]
+      : []),
   ];
-  const [injectedNoneSeries, injectedR8Series, injectedR8AltSeries, greedyHeadSeries, unfusedSeries] = configs
-    .slice(-5)
+  const [injectedNoneSeries, injectedR8Series, injectedR8AltSeries, greedyHeadSeries] = configs
+    .slice(base ? 1 : 0)
     .map((c) => c.series);
+  const unfusedSeries = unfused ? configs.at(-1)!.series : emptySeries(); // stays empty with --no-unfused
   try {
     log(`ours/${backend}: warm-up ${configs.map((c) => c.name.slice(0, 3)).join(', ')}`);
     await lockstepGreedy(ort, configs, promptIds, 2);
@@ -216,7 +222,7 @@ export async function runOurs(opts: SuiteOptions, log: Log): Promise<OursResult>
     await injected.session.release();
     await injectedAlt.session.release();
     await headed.session.release();
-    await unfused.session.release();
+    await unfused?.session.release();
   }
 
   // The engine's own generate path (what users get), no adapter vs rank-8, interleaved.

@@ -10,7 +10,7 @@
  *                    [--tokens N] [--reps N] [--swaps N] [--no-transformers]
  *                    [--train-backend cpu|webgpu|both] [--ranks 1,4,16] [--steps N] [--warmup N]
  *                    [--batch B] [--seq T] [--no-profile] [--columns 2,4,8]
- *                    [--model <folder>] [--no-base-graph] [--prompt-tokens N] [--packed per-part|block-diagonal]
+ *                    [--model <folder>] [--no-base-graph] [--no-unfused] [--prompt-tokens N] [--packed per-part|block-diagonal]
  *                    [--suite load [--load-reps N] [--load-libs ours,ours-reencode,ours-shaped,ours-q4,transformers]]
  *                    [--suite swap]
  * Defaults: the inference suite only; both backends (wasm first), q4; wasm 32 decode tokens × 5 reps,
@@ -74,6 +74,7 @@ const { values: args } = parseArgs({
     'no-profile': { type: 'boolean', default: false },
     model: { type: 'string' },
     'no-base-graph': { type: 'boolean', default: false },
+    'no-unfused': { type: 'boolean', default: false },
     'prompt-tokens': { type: 'string', default: '128' },
     columns: { type: 'string', default: '2,4,8' },
     'load-reps': { type: 'string', default: '2' },
@@ -167,6 +168,7 @@ function optionsFor(backend: BenchBackend): SuiteOptions {
     transformers: !args['no-transformers'],
     model,
     baseGraph: !args['no-base-graph'],
+    unfusedLoop: !args['no-unfused'],
     promptTokens: int(args['prompt-tokens'], 'prompt-tokens')!,
     ...packedOption(),
   };

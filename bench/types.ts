@@ -25,6 +25,8 @@ export interface SuiteOptions {
   model: BenchModel;
   /** Measure (a), the base graph, too (`--no-base-graph` skips it; the engine makes none above 32 MiB). */
   baseGraph: boolean;
+  /** Measure (f), the unfused graph (`--no-unfused` skips it: one fp32 session less in the wasm heap at 135M). */
+  unfusedLoop?: boolean;
   /** Prompt length in tokens (`--prompt-tokens`, default PROMPT_TOKENS). */
   promptTokens: number;
   /** `--packed`: the engine's and the loops' packed-qkv LoRA mode; absent = PACKED_LORA_DEFAULT. */
