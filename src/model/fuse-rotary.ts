@@ -9,8 +9,9 @@
  * `position_ids`. Each match becomes one onnxruntime `RotaryEmbedding` (com.microsoft, interleaved = 0)
  * on the projection's (B, S, n·h) output, before the Reshape, fed `position_ids` and cos / sin caches
  * (max_position_embeddings, h/2) computed here from the graph's own inv_freq constant (float32 products
- * then cos / sin, as the graph computes them). A layer whose ops differ in any way (partial rotary, a
- * scaling factor after Cos, positions not from `position_ids`, caches over 16 MiB) is left as it is.
+ * then cos / sin, as the graph computes them; a scalar `attention_scaling` Mul after Cos and Sin, as newer
+ * HF exports have, scales both caches). A layer whose ops differ in any way (partial rotary, cos and sin
+ * scaled differently, positions not from `position_ids`, caches over 16 MiB) is left as it is.
  */
 
 import {
@@ -36,6 +37,8 @@ interface Trig {
   invFreq: number[];
   /** Element type of cos / sin as the layers read them (a Cast after Cos sets it). */
   elemType: number;
+  /** HF's `attention_scaling` (`cos = emb.cos() * s`; 1 when the export has no such Mul). */
+  scale: number;
 }
 
 /** F = positions × inv_freq from position_ids (Mul with an inv_freq constant): its values and type, or null. */
@@ -72,13 +75,23 @@ function trigOf(net: Net, name: string | undefined, op: 'Cos' | 'Sin'): Trig | n
     castTo = getIntAttr(cast, 'to', 0);
     src = cast.input[0];
   }
+  // Newer HF rotary classes multiply by `attention_scaling` (1 for plain RoPE, another scalar for YaRN /
+  // LongRoPE): a scalar-constant Mul here scales the caches.
+  let scale = 1;
+  const scaled = producedBy(net, src, 'Mul');
+  if (scaled) {
+    const [a, b] = [scalarOf(net, scaled.input[0]), scalarOf(net, scaled.input[1])];
+    if ((a === null) === (b === null)) return null;
+    scale = (a ?? b)!;
+    src = a === null ? scaled.input[0] : scaled.input[1];
+  }
   const trig = producedBy(net, src, op);
   const cat = trig ? producedBy(net, trig.input[0], 'Concat') : null;
   if (cat?.input.length !== 2 || cat.input[0] !== cat.input[1]) return null;
   const inv = invFreqOf(net, cat.input[0]!);
   const elemType = castTo ?? inv?.elemType;
   if (!inv || (elemType !== DataType.FLOAT && elemType !== DataType.FLOAT16)) return null;
-  return { invFreq: inv.values, elemType };
+  return { invFreq: inv.values, elemType, scale };
 }
 
 /**
@@ -166,7 +179,7 @@ function siteOf(net: Net, add: NodeProto): RotarySite | null {
         if (!rot || rot.x !== x) continue;
         const cos = trigOf(net, c, 'Cos');
         const sin = trigOf(net, s, 'Sin');
-        if (!cos || !sin || cos.elemType !== sin.elemType) continue;
+        if (!cos || !sin || cos.elemType !== sin.elemType || cos.scale !== sin.scale) continue;
         const half = cos.invFreq.length;
         if ((rot.half !== 0 && rot.half !== half) || sin.invFreq.join() !== cos.invFreq.join()) continue;
         const transpose = producedBy(net, x, 'Transpose');
@@ -220,6 +233,7 @@ export function fuseRotary(net: Net, maxPositions: number): number {
     (s) =>
       s.half === first.half &&
       s.trig.elemType === first.trig.elemType &&
+      s.trig.scale === first.trig.scale &&
       s.trig.invFreq.join() === first.trig.invFreq.join(),
   );
   const bytes = maxPositions * first.half * (first.trig.elemType === DataType.FLOAT16 ? 2 : 4) * 2;
@@ -229,8 +243,8 @@ export function fuseRotary(net: Net, maxPositions: number): number {
   for (let p = 0; p < maxPositions; p++) {
     for (let j = 0; j < first.half; j++) {
       const angle = Math.fround(p * Math.fround(first.trig.invFreq[j]!)); // the graph's float32 product
-      cos[p * first.half + j] = Math.cos(angle);
-      sin[p * first.half + j] = Math.sin(angle);
+      cos[p * first.half + j] = Math.fround(Math.cos(angle)) * first.trig.scale;
+      sin[p * first.half + j] = Math.fround(Math.sin(angle)) * first.trig.scale;
     }
   }
   const cosName = `${SCOPE}/rotary_cos_cache`;

@@ -136,7 +136,44 @@ describe('fuseDecoder on the default model (wasm)', () => {
     }
   });
 
-  it('leaves a site that differs from the pattern: a norm scaled by 2, a rotary with a scaled cos, caches over 16 MiB', async () => {
+  it("HF's attention_scaling (cos and sin × 1.25) rides in the caches: fused, logits = the scaled graph's", async () => {
+    const m = decodeModel(new Uint8Array(readFileSync(DEFAULT_MODEL)));
+    const g = graphOf(m);
+    g.initializer.push(makeTensor('test/scale', 1, [], Float32Array.of(1.25)));
+    for (const op of ['Cos', 'Sin']) {
+      const un = nodesOf(g).find((n) => n.opType === 'Unsqueeze' && n.input[0] === `/${op}_output_0`)!;
+      g.node.splice(
+        g.node.indexOf(un),
+        0,
+        onnx.NodeProto.create({
+          name: `test/scale_${op}`,
+          opType: 'Mul',
+          input: [`/${op}_output_0`, 'test/scale'],
+          output: [`test/${op}_scaled`],
+        }),
+      );
+      un.input[0] = `test/${op}_scaled`;
+    }
+    const fused = fuseDecoder(m, SHAPE, fuseOptionsFor('wasm'));
+    expect(fused.report.rotary).toBe(12);
+    const [a, b] = [await session(m), await session(fused.model)];
+    try {
+      const [ta, tb] = [await trace(a), await trace(b)];
+      for (const [i, row] of ta.entries()) expectClose(tb[i]!, row, FUSED_FP32, `scaled rotary, row ${i}`);
+      // The scale changed the model (the check is not vacuous).
+      const plain = await session(decodeModel(new Uint8Array(readFileSync(DEFAULT_MODEL))));
+      try {
+        expect(maxAbsDiff(ta[0]!, (await trace(plain))[0]!)).toBeGreaterThan(1e-2);
+      } finally {
+        await plain.session.release();
+      }
+    } finally {
+      await a.session.release();
+      await b.session.release();
+    }
+  });
+
+  it('leaves a site that differs from the pattern: a norm scaled by 2, a cos scaled without its sin, caches over 16 MiB', async () => {
     const m = decodeModel(new Uint8Array(readFileSync(DEFAULT_MODEL)));
     const g = graphOf(m);
     // Layer 2's post-attention norm computes 2 / rms instead of 1 / rms: not an RMSNorm.
@@ -163,7 +200,7 @@ describe('fuseDecoder on the default model (wasm)', () => {
       await a.session.release();
       await b.session.release();
     }
-    // The cos every layer reads gains a scale (HF's attention_scaling): no rotary site matches.
+    // Only the cos every layer reads gains a scale: cos and sin no longer agree, no rotary site matches.
     const m2 = decodeModel(new Uint8Array(readFileSync(DEFAULT_MODEL)));
     const g2 = graphOf(m2);
     const un = nodesOf(g2).find((n) => n.opType === 'Unsqueeze' && n.input[0] === '/Cos_output_0')!;
