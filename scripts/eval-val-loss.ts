@@ -121,7 +121,7 @@ export async function evalValLoss(
     JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf8')),
     JSON.parse(readFileSync(join(dir, 'tokenizer_config.json'), 'utf8')),
   );
-  const text = readFileSync(new URL('../../shared/data/tinyshakespeare.txt', import.meta.url), 'utf8');
+  const text = readFileSync(new URL('../data/tinyshakespeare.txt', import.meta.url), 'utf8');
   const val = text.slice(Math.floor(text.length * 0.9));
   const ids = tokenizer.encode(val, { add_special_tokens: false }).ids;
   const firstChars = tokenizer.decode(ids.slice(0, 1)).length;

@@ -30,7 +30,7 @@ import bpe  # noqa: E402
 from model import TARGETS, Config, LlamaForCausalLM  # noqa: E402
 
 FORMAT_VERSION = "1"
-DATA = os.path.join(os.path.dirname(__file__), "../../../shared/data/tinyshakespeare.txt")
+DATA = os.path.join(os.path.dirname(__file__), "../../data/tinyshakespeare.txt")
 # Three slots of (token count, candidate texts). For each slot the first candidate whose 20-step greedy
 # continuation has every top1-top2 logit margin >= MIN_MARGIN is used, so that fp32 noise between
 # implementations (~1e-5) cannot flip an expected token; the choice is recorded in the metadata.

@@ -18,7 +18,7 @@ import os
 import random
 import re
 
-DATA = os.environ.get("WEBLORA_DATA", "/work/shared/data/tinyshakespeare.txt")
+DATA = os.environ.get("WEBLORA_DATA", os.path.join(os.path.dirname(__file__), "../../data/tinyshakespeare.txt"))
 SPEAKER = re.compile(r"^([A-Z][A-Za-z ]+):$")
 
 

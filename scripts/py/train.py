@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import bpe  # noqa: E402
 from model import Config, LlamaForCausalLM  # noqa: E402
 
-DATA = os.path.join(os.path.dirname(__file__), "../../../shared/data/tinyshakespeare.txt")
+DATA = os.path.join(os.path.dirname(__file__), "../../data/tinyshakespeare.txt")
 MODEL_CFG = dict(vocab_size=1024, hidden_size=256, intermediate_size=704, num_hidden_layers=6,
                  num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=512)
 

@@ -92,7 +92,7 @@ beforeAll(async () => {
   targets = injected.targets;
   session = await createDecoderSession(ort, encodeModel(injected.model), config, { backend: 'wasm' });
   const corpus = readFileSync(
-    new URL('../../../../shared/data/tinyshakespeare.txt', import.meta.url),
+    new URL('../../../data/tinyshakespeare.txt', import.meta.url),
     'utf8',
   );
   const words = (corpus.slice(0, Math.floor(corpus.length * 0.9)).match(WORD) ?? []).map((x) =>

@@ -2,7 +2,7 @@
  * Gate training learns to route (src/train/gate-train.ts over gate-model.ts): two frozen example adapters,
  * weblora-shout (continuations in upper case) and weblora-romeo (ROMEO's voice), and data mixing both
  * behaviours by style — "SPEAKER:\nline\n" → next line UPPER-CASED, and "ROMEO:\nline\n" → ROMEO's next line
- * as written — drawn from tinyshakespeare (../shared/data). Held-out examples come from other speeches.
+ * as written — drawn from tinyshakespeare (data/). Held-out examples come from other speeches.
  * Metric, before (zero gates = uniform mix) and after training: the mean gate probability of each style's
  * own adapter on its completion tokens (all 6 layers), and the held-out completion loss per style.
  */
@@ -19,7 +19,7 @@ import { readExample } from '../../helpers/gates.ts';
 import { defaultWeights } from './helpers.ts';
 
 const read = (p: string) => readFileSync(p, 'utf8');
-const CORPUS = join(REPO_ROOT, '../shared/data/tinyshakespeare.txt');
+const CORPUS = join(REPO_ROOT, 'data/tinyshakespeare.txt');
 const SPEAKER = /^([A-Z][A-Za-z ]+):$/;
 
 /** (speaker, line, next line) triples of verse lines within one speech. */
