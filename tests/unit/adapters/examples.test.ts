@@ -91,10 +91,7 @@ beforeAll(async () => {
   const injected = injectLora(decodeModel(new Uint8Array(readFileSync(join(MODEL, 'onnx/model_q4.onnx')))));
   targets = injected.targets;
   session = await createDecoderSession(ort, encodeModel(injected.model), config, { backend: 'wasm' });
-  const corpus = readFileSync(
-    new URL('../../../data/tinyshakespeare.txt', import.meta.url),
-    'utf8',
-  );
+  const corpus = readFileSync(new URL('../../../data/tinyshakespeare.txt', import.meta.url), 'utf8');
   const words = (corpus.slice(0, Math.floor(corpus.length * 0.9)).match(WORD) ?? []).map((x) =>
     x.toLowerCase(),
   );
