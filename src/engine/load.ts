@@ -15,7 +15,6 @@ import { specialTokensOf } from '../model/chat.ts';
 import { wasmDequantizeBudget } from '../model/dequantize.ts';
 import { withInlineExternalData } from '../model/external-data.ts';
 import { weightsAsExternal } from '../model/external-weights.ts';
-import type { FuseReport } from '../model/fuse-decoder.ts';
 import type { GateSite } from '../model/inject-gates.ts';
 import { injectLora, type LoraTarget, loraBranchOpFor, loraInjectOptionsFor } from '../model/inject-lora.ts';
 import { detectLayout } from '../model/layout.ts';
@@ -225,21 +224,15 @@ export async function loadModel(
   const presentNames = outputsOf(graphOf(decoded))
     .map((o) => o.name)
     .filter((n) => n.startsWith('present.'));
-  // On wasm, 4-bit MatMulNBits run as fp32 MatMuls dequantized here (model/dequantize.ts says why).
-  // External-data weights (builder packages) are read in place there (views of the chunks, no copy).
-  // Every session also gets the greedy head (model/greedy-head.ts): last-row logits, an argmax output.
-  // Then the decoder fusion (model/fuse-decoder.ts), per backend.
-  // All three in model/prepare-decoder.ts, which the bench's loops share.
-  let fused: FuseReport | null = null;
-  const forBackend = (b: Backend) => {
-    const src = b === 'wasm' ? withInlineExternalData(decoded, externalData) : decoded;
-    const p = prepareDecoderGraph(src, config, b, {
+  // model/prepare-decoder.ts, shared with the bench's loops: on wasm, 4-bit MatMulNBits run as fp32
+  // MatMuls dequantized here (model/dequantize.ts says why; external-data weights of builder packages are
+  // read in place, views of the chunks, no copy); then the decoder fusion (model/fuse-decoder.ts), per
+  // backend; then the greedy head (model/greedy-head.ts): last-row logits, an argmax output.
+  const forBackend = (b: Backend) =>
+    prepareDecoderGraph(b === 'wasm' ? withInlineExternalData(decoded, externalData) : decoded, config, b, {
       wasmDequantize: opts.wasmDequantize,
       fuse: settings.fuse,
     });
-    fused = p.fused;
-    return { model: p.model, dequantized: p.dequantized };
-  };
   // Graphs are encoded without their weights: those stay in the buffers they are in (the fetched file,
   // the dequantized fp32 tensors) and reach onnxruntime-web from there as external data
   // (external-weights.ts), so no weight is copied in JS.
@@ -357,7 +350,7 @@ export async function loadModel(
       targets,
       targetCount: targets.length,
       loraBranchOp: loraBranchOpFor(backend),
-      fused,
+      fused: injected.prepared.fused,
       loadMs: performance.now() - t0,
       phases: clock.done(),
       modelId,

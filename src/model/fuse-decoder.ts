@@ -233,10 +233,9 @@ function fuseAttention(net: Net, shape: FuseShape, form: AttentionForm): Attenti
       form !== 'matmul'
         ? [makeNode('Einsum', [q4, key], [s4], `${p}/qk`, { strings: { equation: 'bkqh,bkth->bkqt' } })]
         : [
-            makeNode('Transpose', [key], [`${p}/kt`], `${p}/kt`, {}),
+            makeNode('Transpose', [key], [`${p}/kt`], `${p}/kt`, { intLists: { perm: [0, 1, 3, 2] } }),
             makeNode('MatMul', [q4, `${p}/kt`], [s4], `${p}/qk`),
           ];
-    if (form === 'matmul') scores[0]!.attribute.push(permAttr([0, 1, 3, 2])); // the Transpose
     replaceNode(net, qk, [
       ...view(qk.input[0]!, q4, [0, kv, -1, h], 'q_view'),
       ...scores,
@@ -312,14 +311,6 @@ function scaledCache(net: Net, name: string, scale: number): string | null {
   net.consts.set(out, t);
   net.added.push(t);
   return out;
-}
-
-function permAttr(perm: number[]) {
-  return onnx.AttributeProto.create({
-    name: 'perm',
-    type: onnx.AttributeProto.AttributeType.INTS,
-    ints: perm,
-  });
 }
 
 /** `model` with the fusions of the file header applied where they match. */

@@ -121,6 +121,7 @@ export function intsAttr(node: NodeProto, name: string): number[] | null {
 
 export interface Attrs {
   ints?: Record<string, number>;
+  intLists?: Record<string, number[]>;
   floats?: Record<string, number>;
   strings?: Record<string, string>;
 }
@@ -137,6 +138,9 @@ export function makeNode(
   const attribute = [
     ...Object.entries(attrs.ints ?? {}).map(([k, i]) =>
       onnx.AttributeProto.create({ name: k, type: T.INT, i }),
+    ),
+    ...Object.entries(attrs.intLists ?? {}).map(([k, ints]) =>
+      onnx.AttributeProto.create({ name: k, type: T.INTS, ints }),
     ),
     ...Object.entries(attrs.floats ?? {}).map(([k, f]) =>
       onnx.AttributeProto.create({ name: k, type: T.FLOAT, f }),

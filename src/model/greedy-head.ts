@@ -177,8 +177,3 @@ export function withGreedyHead(model: ModelProto): { model: ModelProto; report: 
   });
   return { model: withGraph(model, graph), report: { lastRows, argmax: true } };
 }
-
-/** A prepared graph (e.g. dequantize.ts's `wasmGraphOf` result) with its model given the greedy head. */
-export function greedyHeadOf<P extends { model: ModelProto }>(prepared: P): P {
-  return { ...prepared, model: withGreedyHead(prepared.model).model };
-}

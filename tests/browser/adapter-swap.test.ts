@@ -22,12 +22,10 @@ import {
   AdapterNotFoundError,
   SafetensorsError,
 } from '../../src/errors.ts';
-import { wasmGraphOf } from '../../src/model/dequantize.ts';
 import { weightsAsExternal } from '../../src/model/external-weights.ts';
-import { fuseDecoder, fuseOptionsFor } from '../../src/model/fuse-decoder.ts';
-import { greedyHeadOf } from '../../src/model/greedy-head.ts';
 import { decodeModel, encodeModel } from '../../src/model/onnx-io.ts';
 import { parseModelConfig } from '../../src/model/package.ts';
+import { prepareDecoderGraph } from '../../src/model/prepare-decoder.ts';
 import { expectClose, FP32_LOGITS, maxAbsDiff, WEBGPU_VS_WASM } from '../helpers/expect-close.ts';
 import { createMergedOracle, type MergedOracle, type OracleGreedy } from '../helpers/merge-oracle.ts';
 import { MODEL_BASE, PROMPT, setupOrt } from './helpers/model.ts';
@@ -349,14 +347,12 @@ describe('adapter hot swap (wasm)', () => {
       const r = await single.loadModel(MODEL_BASE, { backend: 'wasm', dtype: 'fp32', modelAliases: ALIASES });
       expect(r.baseSession).toBe(false);
       expect(r.sessionBytes).toBeLessThan(report.sessionBytes);
-      // The base session holds the re-encoded graph (it has the greedy head, model/greedy-head.ts) and
-      // the weights its external data points at in the file (external-weights.ts). Its graph is
-      // decoder-fused (model/fuse-decoder.ts, wasm options), as load.ts's forBackend builds it.
+      // The base session holds the re-encoded graph (prepared as load.ts does with
+      // model/prepare-decoder.ts: decoder-fused, greedy head) and the weights its external data points at
+      // in the file (external-weights.ts).
       const file = new Uint8Array(await (await fetch(`${MODEL_BASE}onnx/model.onnx`)).arrayBuffer());
       const config = parseModelConfig(await (await fetch(`${MODEL_BASE}config.json`)).json());
-      const dequantized = wasmGraphOf(decodeModel(file));
-      const fused = fuseDecoder(dequantized.model, config, fuseOptionsFor('wasm')).model;
-      const slim = weightsAsExternal(greedyHeadOf({ ...dequantized, model: fused }).model, file);
+      const slim = weightsAsExternal(prepareDecoderGraph(decodeModel(file), config, 'wasm').model, file);
       expect(report.sessionBytes - r.sessionBytes).toBe(
         encodeModel(slim.model).byteLength + slim.externalBytes,
       );

@@ -20,12 +20,10 @@ import {
   NoModelError,
   UnsupportedError,
 } from '../../src/errors.ts';
-import { wasmGraphOf } from '../../src/model/dequantize.ts';
 import { weightsAsExternal } from '../../src/model/external-weights.ts';
-import { fuseDecoder, fuseOptionsFor } from '../../src/model/fuse-decoder.ts';
-import { greedyHeadOf } from '../../src/model/greedy-head.ts';
 import { decodeModel, encodeModel } from '../../src/model/onnx-io.ts';
 import { modelFileName, parseModelConfig } from '../../src/model/package.ts';
+import { prepareDecoderGraph } from '../../src/model/prepare-decoder.ts';
 import { MODEL_BASE, PROMPT, setupOrt } from './helpers/model.ts';
 
 const ort = setupOrt();
@@ -315,13 +313,11 @@ describe('LocalEngine', () => {
       const file = new Uint8Array(
         await (await fetch(`${MODEL_BASE}${modelFileName(r.dtype)}`)).arrayBuffer(),
       );
-      // With the greedy head (model/greedy-head.ts) the base graph is always re-encoded: its graph plus
-      // the weights it reads as external data (external-weights.ts; the file's own, or dequantized ones).
-      // It is the decoder-fused graph (model/fuse-decoder.ts, wasm options), as load.ts's forBackend builds it.
+      // The base graph is always re-encoded (it is prepared: dequantized, decoder-fused, greedy head, as
+      // load.ts builds it with model/prepare-decoder.ts): its graph plus the weights it reads as external
+      // data (external-weights.ts; the file's own, or dequantized ones).
       const config = parseModelConfig(await (await fetch(`${MODEL_BASE}config.json`)).json());
-      const dequantized = wasmGraphOf(decodeModel(file));
-      const fused = fuseDecoder(dequantized.model, config, fuseOptionsFor('wasm')).model;
-      const prepared = greedyHeadOf({ ...dequantized, model: fused });
+      const prepared = prepareDecoderGraph(decodeModel(file), config, 'wasm');
       const slim = weightsAsExternal(prepared.model, file);
       const baseBytes = encodeModel(slim.model).byteLength + slim.externalBytes;
       expect(cpuReport.sessionBytes - r.sessionBytes).toBe(baseBytes);
